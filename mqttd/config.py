@@ -1,0 +1,164 @@
+"""TOML configuration into frozen, validated attrs sections.
+
+Every key has a default here, so an empty file (or none) is a working embedded appliance.
+Anything wrong stops start-up with one line naming the key path, e.g.
+``broker.max_inflight: must be 1..65535, got 0``: an operator should never have to
+guess which of their edits broke the service. Key names follow what operators already
+know from EMQX and Mosquitto.
+"""
+import tomllib
+
+import attrs
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message names the key path."""
+
+
+def _setting(default, kind, low=None, high=None, doc=""):
+    """An attrs field carrying its type and bounds for the loader to check."""
+    return attrs.field(
+        default=default,
+        metadata={"kind": kind, "low": low, "high": high, "doc": doc},
+    )
+
+
+@attrs.frozen
+class User:
+    """A static username/password pair (until accounts arrive with the edge)."""
+
+    username: str = _setting("", str)
+    password: str = _setting("", str)
+
+
+@attrs.frozen
+class ServerConfig:
+    listen: tuple = _setting(("tcp:1883:interface=127.0.0.1",), (str,))
+    data_dir: str = _setting("./var", str)
+
+
+@attrs.frozen
+class BrokerConfig:
+    max_connections: int = _setting(1_000_000, int, 1, 100_000_000)
+    max_packet_size: int = _setting(1_048_576, int, 64, 268_435_460)
+    max_inflight: int = _setting(32, int, 1, 65535)
+    max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
+    idle_timeout: float = _setting(15.0, float, 0.001, 86400.0)
+    max_clientid_len: int = _setting(65535, int, 1, 65535)
+    allow_zero_length_clientid: bool = _setting(True, bool)
+
+
+@attrs.frozen
+class AuthConfig:
+    allow_anonymous: bool = _setting(False, bool)
+    users: tuple = _setting((), (User,))
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    broker: BrokerConfig = attrs.field(factory=BrokerConfig)
+    auth: AuthConfig = attrs.field(factory=AuthConfig)
+
+
+_SECTIONS = {f.name: f.type for f in attrs.fields(Config)}
+
+
+def _type_name(kind):
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        kind, "a table"
+    )
+
+
+def _check_scalar(path, value, kind, low, high):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{path}: must be {_type_name(kind)}, got {value!r}")
+    if low is not None and not (low <= value <= high):
+        raise ConfigError(f"{path}: must be {low}..{high}, got {value!r}")
+    return value
+
+
+def _build(cls, table, path):
+    """Build section ``cls`` from a TOML table, checking every key against its field."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: must be a table, got {table!r}")
+    fields = {f.name: f for f in attrs.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        where = f"{path}.{key}"
+        field = fields.get(key)
+        if field is None:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{where}: unknown key (known: {known})")
+        meta = field.metadata
+        kind = meta["kind"]
+        if isinstance(kind, tuple):
+            (item_kind,) = kind
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where}: must be a list, got {value!r}")
+            if attrs.has(item_kind):
+                value = tuple(
+                    _build(item_kind, item, f"{where}[{i}]") for i, item in enumerate(value)
+                )
+            else:
+                value = tuple(
+                    _check_scalar(f"{where}[{i}]", item, item_kind, None, None)
+                    for i, item in enumerate(value)
+                )
+        else:
+            value = _check_scalar(where, value, kind, meta["low"], meta["high"])
+        values[key] = value
+    return cls(**values)
+
+
+def _check_cross(config):
+    """Rules that involve more than one key."""
+    if not config.server.listen:
+        raise ConfigError("server.listen: at least one listener is required")
+    for i, user in enumerate(config.auth.users):
+        if not user.username:
+            raise ConfigError(f"auth.users[{i}].username: must not be empty")
+    names = [u.username for u in config.auth.users]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"auth.users: duplicate username {name!r}")
+
+
+def parse_config(document, overrides=None):
+    """Build a Config from a parsed TOML document plus command-line overrides.
+
+    ``overrides`` maps "section.key" to an already-typed value (from the command line)
+    and wins over the file.
+    """
+    if not isinstance(document, dict):
+        raise ConfigError(f"config: must be a table, got {document!r}")
+    sections = {}
+    for name, table in document.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            known = ", ".join(sorted(_SECTIONS))
+            raise ConfigError(f"{name}: unknown section (known: {known})")
+        sections[name] = table
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        sections.setdefault(section, {})
+        sections[section] = dict(sections[section], **{key: value})
+    config = Config(**{name: _build(_SECTIONS[name], table, name) for name, table in sections.items()})
+    _check_cross(config)
+    return config
+
+
+def load_config(path=None, overrides=None):
+    """Read the TOML file at ``path`` (None: defaults only) and validate it."""
+    document = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                document = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return parse_config(document, overrides)

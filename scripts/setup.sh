@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up a development/run environment on Debian 12: system packages, then a virtualenv
+# in .venv with mqttd installed (editable). `--test` adds what the test suite needs.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+sudo_cmd=()
+[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+
+apt_packages=()
+# A fresh Debian 12 may lack python3, or venv/ensurepip (packaged separately).
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3 python3-venv python3-pip)
+[ "$want_test" = 1 ] && apt_packages+=(mosquitto mosquitto-clients)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "$want_test" = 1 ]; then
+    # Tests start their own brokers; Debian's postinst may have started a system one.
+    "${sudo_cmd[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+extra=""
+[ "$want_test" = 1 ] && extra="[test]"
+stamp=".venv/.mqttd-installed$extra-$(sha1sum setup.py | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+    echo "setup: installing mqttd$extra into .venv"
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    # compat mode puts the checkout on sys.path, so twistd finds twisted/plugins/mqttd_plugin.py
+    .venv/bin/pip install -q -e ".$extra" --config-settings editable_mode=compat
+    touch "$stamp"
+fi

@@ -1,0 +1,140 @@
+"""Configuration: defaults, the shipped file, and one clear error per bad key."""
+import os
+
+import attrs
+from twisted.trial import unittest
+
+from mqttd.config import (
+    AuthConfig,
+    BrokerConfig,
+    Config,
+    ConfigError,
+    ServerConfig,
+    User,
+    load_config,
+    parse_config,
+)
+from mqttd.tap import Options
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
+
+
+class DefaultsTests(unittest.TestCase):
+    def test_empty_document_is_defaults(self):
+        self.assertEqual(parse_config({}), Config())
+
+    def test_shipped_file_documents_the_defaults(self):
+        """etc/mqttd.toml shows every key with its built-in default, so it cannot drift."""
+        self.assertEqual(load_config(SHIPPED), Config())
+        with open(SHIPPED) as f:
+            text = f.read()
+        for section in (ServerConfig, BrokerConfig, AuthConfig):
+            for field in attrs.fields(section):
+                self.assertIn(field.name, text)
+
+    def test_defaults_are_safe(self):
+        config = Config()
+        self.assertFalse(config.auth.allow_anonymous)
+        self.assertEqual(config.server.listen, ("tcp:1883:interface=127.0.0.1",))
+        self.assertEqual(config.server.data_dir, "./var")
+
+
+class ErrorTests(unittest.TestCase):
+    def assertConfigError(self, document, message):
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(document)
+        self.assertEqual(str(caught.exception), message)
+
+    def test_out_of_range(self):
+        self.assertConfigError(
+            {"broker": {"max_inflight": 0}}, "broker.max_inflight: must be 1..65535, got 0"
+        )
+
+    def test_wrong_type(self):
+        self.assertConfigError(
+            {"broker": {"max_inflight": "10"}}, "broker.max_inflight: must be an integer, got '10'"
+        )
+
+    def test_bool_is_not_an_integer(self):
+        self.assertConfigError(
+            {"broker": {"max_inflight": True}}, "broker.max_inflight: must be an integer, got True"
+        )
+
+    def test_integer_accepted_as_float(self):
+        self.assertEqual(parse_config({"broker": {"idle_timeout": 3}}).broker.idle_timeout, 3.0)
+
+    def test_unknown_section(self):
+        with self.assertRaises(ConfigError) as caught:
+            parse_config({"brokr": {}})
+        self.assertTrue(str(caught.exception).startswith("brokr: unknown section"))
+
+    def test_unknown_key(self):
+        with self.assertRaises(ConfigError) as caught:
+            parse_config({"broker": {"max_inflights": 3}})
+        self.assertTrue(str(caught.exception).startswith("broker.max_inflights: unknown key"))
+
+    def test_list_item_type(self):
+        self.assertConfigError(
+            {"server": {"listen": ["tcp:1883", 7]}}, "server.listen[1]: must be a string, got 7"
+        )
+
+    def test_empty_listen(self):
+        self.assertConfigError(
+            {"server": {"listen": []}}, "server.listen: at least one listener is required"
+        )
+
+    def test_users(self):
+        config = parse_config({"auth": {"users": [{"username": "a", "password": "p"}]}})
+        self.assertEqual(config.auth.users, (User("a", "p"),))
+        self.assertConfigError(
+            {"auth": {"users": [{"username": "a"}, {"username": "a"}]}},
+            "auth.users: duplicate username 'a'",
+        )
+        self.assertConfigError(
+            {"auth": {"users": [{"password": "p"}]}},
+            "auth.users[0].username: must not be empty",
+        )
+
+    def test_unreadable_file(self):
+        with self.assertRaises(ConfigError) as caught:
+            load_config(self.mktemp())
+        self.assertIn("cannot read config", str(caught.exception))
+
+    def test_invalid_toml(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[broker\n")
+        with self.assertRaises(ConfigError) as caught:
+            load_config(path)
+        self.assertIn("invalid TOML", str(caught.exception))
+
+
+class CommandLineTests(unittest.TestCase):
+    def test_overrides_win_over_file(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[server]\nlisten = ["tcp:1"]\ndata_dir = "/nope"\n')
+        options = Options()
+        options.parseOptions(
+            ["--config", path, "--listen", "tcp:0", "--listen", "tcp:0:interface=::1", "--data-dir", "d"]
+        )
+        server = options["config_obj"].server
+        self.assertEqual(server.listen, ("tcp:0", "tcp:0:interface=::1"))
+        self.assertEqual(server.data_dir, "d")
+
+    def test_no_config_file_means_defaults(self):
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["config_obj"], Config())
+
+    def test_bad_config_exits_with_one_line(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[broker]\nmax_packet_size = 1\n")
+        with self.assertRaises(SystemExit) as caught:
+            Options().parseOptions(["--config", path])
+        self.assertEqual(
+            str(caught.exception),
+            "mqttd: configuration error: broker.max_packet_size: must be 64..268435460, got 1",
+        )

@@ -1,9 +1,8 @@
 """MQTT 3.1.1 control packets as immutable values.
 
 Field names follow the specification. Strings are ``str`` (already UTF-8 validated by
-the decoder), binary data (payloads, passwords) is ``bytes``. Each class knows how to
-encode itself; decoding lives in ``mqttd.codec.decode`` and the incremental stream parser
-in ``mqttd.codec.parser``.
+the decoder), binary data (payloads, passwords) is ``bytes``. Encoding lives in ``mqttd.codec.encode``,
+decoding in ``mqttd.codec.decode`` and the incremental stream parser in ``mqttd.codec.parser``.
 """
 import attrs
 

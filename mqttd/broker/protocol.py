@@ -1,0 +1,489 @@
+"""The adapter between one client socket and the broker: MQTTServerProtocol.
+
+It owns what is per connection and nothing more: the stream parser, the CONNECT
+handshake (limits, client id rules, asynchronous authentication), keepalive, and the
+inbound ingestion path. Sessions, routing and retained messages live in ``Broker``.
+
+The ingestion promise is kept here: every inbound PUBLISH is handed to the message
+store, and its PUBACK / PUBREC is written only after the store's Deferred succeeded.
+Acks leave in receive order [MQTT-4.6.0-2] even when store Deferreds fire out of order:
+a FIFO of pending entries is released from its head. A connection with ``max_inflight``
+entries waiting stops reading from its socket (backpressure, not drops). A store failure
+sends no ack and closes the connection, so the device retransmits.
+
+Timers are lazy: one DelayedCall per connection, and keepalive only stores a timestamp
+per read; the timer checks it when it fires and re-arms for the remaining time.
+"""
+from collections import deque
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mqttd.codec import (
+    PINGRESP_BYTES,
+    Parser,
+    ProtocolError,
+    encode,
+    encode_puback,
+    encode_pubcomp,
+    encode_pubrec,
+)
+from mqttd.codec.packets import (
+    CONNACK_ACCEPTED,
+    CONNACK_BAD_CREDENTIALS,
+    CONNACK_IDENTIFIER_REJECTED,
+    CONNACK_NOT_AUTHORIZED,
+    CONNACK_SERVER_UNAVAILABLE,
+    Connack,
+    Connect,
+    Disconnect,
+    Pingreq,
+    Puback,
+    Publish,
+    Pubcomp,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+)
+
+__all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
+
+log = Logger()
+
+# Connection states, in the order a connection goes through them.
+_AWAIT_CONNECT = 0
+_AUTHENTICATING = 1
+_CONNECTED = 2
+_CLOSED = 3
+_REFUSED = 4  # over max_connections: never counted, nothing to clean up
+
+# Reasons to have the transport paused (a bit set: resume only when all are gone).
+_PAUSE_AUTH = 1
+_PAUSE_INFLIGHT = 2
+
+# Short, stable reasons for CONNACK refusals (the log and the per-client trace key on them).
+_REFUSAL_REASONS = {
+    CONNACK_BAD_CREDENTIALS: "bad credentials",
+    CONNACK_NOT_AUTHORIZED: "not authorized",
+    CONNACK_SERVER_UNAVAILABLE: "auth unavailable",
+}
+
+
+def _peer(transport):
+    addr = transport.getPeer()
+    host = getattr(addr, "host", None)
+    if host is None:
+        return str(addr)
+    return f"{host}:{addr.port}"
+
+
+class MQTTServerProtocol(Protocol):
+    """One MQTT 3.1.1 client connection.
+
+    Slotted (the Twisted base classes still allow a ``__dict__``, which stays unused) so
+    that 10,000 idle connections stay small. Entries of the inbound FIFO ``_pending``
+    are lists ``[ack bytes | None, message | None, stored?, qos2 packet id | 0]``.
+    """
+
+    __slots__ = (
+        "transport",
+        "connected",
+        "factory",
+        "_broker",
+        "_clock",
+        "_parser",
+        "_state",
+        "_session",
+        "_client_id",
+        "_username",
+        "_will",
+        "_connect",
+        "_keepalive",
+        "_last_seen",
+        "_timer",
+        "_pending",
+        "_paused",
+        "_backlog",
+    )
+
+    def __init__(self, broker, clock):
+        self.transport = None
+        self.connected = 0
+        self.factory = None
+        self._broker = broker
+        self._clock = clock
+        self._parser = None
+        self._state = _AWAIT_CONNECT
+        self._session = None
+        self._client_id = None
+        self._username = None
+        self._will = None
+        self._connect = None
+        self._keepalive = 0
+        self._last_seen = 0.0
+        self._timer = None
+        self._pending = None
+        self._paused = 0
+        self._backlog = None
+
+    # -- Twisted protocol interface ----------------------------------------------------
+
+    def connectionMade(self):
+        broker = self._broker
+        if not broker.connection_opened():
+            self._state = _REFUSED
+            log.info("refused {peer}: {reason}", peer=_peer(self.transport),
+                     reason="max connections")
+            self.transport.abortConnection()
+            return
+        config = broker.config
+        self._parser = Parser(config.max_packet_size, server=True)
+        self._timer = self._clock.callLater(config.idle_timeout, self._timeout)
+
+    def dataReceived(self, data):
+        state = self._state
+        if state >= _CLOSED:
+            return
+        try:
+            packets = self._parser.feed(data)
+        except ProtocolError as e:
+            self._protocol_error(e)
+            return
+        if not packets:
+            return
+        if state == _AUTHENTICATING:
+            self._backlog.extend(packets)
+            return
+        self._last_seen = self._clock.seconds()
+        self._process(packets)
+
+    def connectionLost(self, reason=None):
+        if self._state == _REFUSED:
+            return
+        if self._state != _CLOSED:
+            self._shutdown("connection lost")
+        self._broker.connection_closed()
+        self._parser = None
+        self._session = None
+
+    # -- the packet loop ---------------------------------------------------------------
+
+    def _process(self, packets):
+        """Handle ``packets`` in order; keep the rest aside if CONNECT went async."""
+        handlers = _HANDLERS
+        on_publish = self._on_publish
+        for i, packet in enumerate(packets):
+            if type(packet) is Publish:
+                on_publish(packet)
+            else:
+                handlers[type(packet)](self, packet)
+            if self._state != _CONNECTED:
+                if self._state == _AUTHENTICATING:
+                    self._backlog = packets[i + 1:]
+                return
+
+    def _protocol_error(self, error):
+        self._broker.protocol_errors += 1
+        if error.connack_code is not None and self._state < _CONNECTED:
+            self.transport.write(encode(Connack(False, error.connack_code)))
+        self._close("protocol error", detail=error.reason)
+
+    # -- CONNECT -----------------------------------------------------------------------
+
+    def _on_connect(self, packet):
+        config = self._broker.config
+        client_id = packet.client_id
+        if len(client_id) > config.max_clientid_len:
+            self._refuse(CONNACK_IDENTIFIER_REJECTED, "client id too long")
+            return
+        if not client_id:
+            if not config.allow_zero_length_clientid or not packet.clean_session:
+                self._refuse(CONNACK_IDENTIFIER_REJECTED, "empty client id")
+                return
+            client_id = self._broker.generate_client_id()  # [MQTT-3.1.3-6]
+        self._client_id = client_id
+        self._username = packet.username
+        self._connect = packet
+        self._state = _AUTHENTICATING
+        d = self._broker.authenticator.authenticate(client_id, packet.username,
+                                                    packet.password)
+        d.addCallbacks(self._auth_done, self._auth_error)
+        if self._state == _AUTHENTICATING:
+            # Pending: stop reading; packets already parsed wait in _backlog.
+            self._pause(_PAUSE_AUTH)
+
+    def _refuse(self, code, reason):
+        self.transport.write(encode(Connack(False, code)))
+        self._close(reason)
+
+    def _auth_error(self, failure):
+        if self._state != _AUTHENTICATING:
+            return None
+        log.failure("authenticator failed for {client_id}", failure,
+                    client_id=self._client_id)
+        self._refuse(CONNACK_SERVER_UNAVAILABLE, "auth unavailable")
+        return None
+
+    def _auth_done(self, code):
+        if self._state != _AUTHENTICATING:
+            return  # the socket went away while we waited
+        connect = self._connect
+        self._connect = None
+        peer = _peer(self.transport)
+        if code != CONNACK_ACCEPTED:
+            reason = _REFUSAL_REASONS.get(code, "auth refused")
+            log.info("auth {client_id} {peer} user={username}: refused {code}",
+                     client_id=self._client_id, peer=peer, username=connect.username,
+                     code=code)
+            self._refuse(code, reason)
+            return
+        broker = self._broker
+        session, present = broker.attach(self, self._client_id, connect.clean_session)
+        self._session = session
+        self._will = connect.will
+        self._state = _CONNECTED
+        self.transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
+        log.info("connect {client_id} {peer} user={username} clean={clean} "
+                 "keepalive={keepalive} present={present}",
+                 client_id=self._client_id, peer=peer, username=connect.username,
+                 clean=connect.clean_session, keepalive=connect.keepalive, present=present)
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        if connect.keepalive:
+            self._keepalive = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
+            self._last_seen = self._clock.seconds()
+            self._timer = self._clock.callLater(self._keepalive, self._timeout)
+        session.resume()
+        backlog = self._backlog
+        self._backlog = None
+        self._unpause(_PAUSE_AUTH)
+        if backlog:
+            self._process(backlog)
+
+    def take_over(self):
+        """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
+        self._close("takeover")
+
+    # -- keepalive and idle timeout ----------------------------------------------------
+
+    def _timeout(self):
+        self._timer = None
+        state = self._state
+        if state == _CONNECTED:
+            idle = self._clock.seconds() - self._last_seen
+            if idle >= self._keepalive:
+                self._close("keepalive timeout", abort=True)
+            else:
+                self._timer = self._clock.callLater(self._keepalive - idle, self._timeout)
+        elif state == _AWAIT_CONNECT:
+            self._close("connect timeout", abort=True)
+        elif state == _AUTHENTICATING:
+            # Not in the spec: an authenticator that never answers must not pin the socket.
+            self._close("auth timeout", abort=True)
+
+    # -- inbound PUBLISH: store, then ack in order, then route -------------------------
+
+    def _on_publish(self, packet):
+        broker = self._broker
+        broker.received += 1
+        qos = packet.qos
+        pending = self._pending
+        qos2_id = 0
+        if qos == 1:
+            ack = encode_puback(packet.packet_id)
+        elif qos == 2:
+            qos2_id = packet.packet_id
+            ack = encode_pubrec(qos2_id)
+            session = self._session
+            ids = session.inbound_qos2
+            if ids is None:
+                ids = session.inbound_qos2 = set()
+            if qos2_id in ids:
+                # Retransmit of a message already stored (or being stored): PUBREC
+                # again, after the original's, without storing or routing it twice.
+                broker.duplicates += 1
+                if pending:
+                    pending.append([ack, None, True, 0])
+                else:
+                    self.transport.write(ack)
+                return
+            ids.add(qos2_id)
+        else:
+            ack = None
+        message = broker.make_message(self._client_id, self._username, packet.topic,
+                                      packet.payload, qos, packet.retain)
+        d = broker.store.store(message)
+        if not pending and d.called:
+            # Fast path for stores that already answered (the in-memory one): no FIFO
+            # entry, no callback chain.
+            result = d.result
+            if not isinstance(result, (Failure, Deferred)):
+                broker.stored += 1
+                if ack is not None:
+                    self.transport.write(ack)
+                broker.route(message)
+                return
+        if pending is None:
+            pending = self._pending = deque()
+        entry = [ack, message, False, qos2_id]
+        pending.append(entry)
+        if len(pending) >= broker.max_inflight:
+            self._pause(_PAUSE_INFLIGHT)
+        d.addCallbacks(self._stored, self._store_failed,
+                       callbackArgs=(entry,), errbackArgs=(entry,))
+
+    def _stored(self, _, entry):
+        self._broker.stored += 1
+        if self._state != _CONNECTED:
+            return  # closed meanwhile: unacked, the device retransmits
+        entry[2] = True
+        if self._pending[0] is entry:
+            self._release()
+
+    def _release(self):
+        """Write acks and route messages from the head of the FIFO while stored."""
+        pending = self._pending
+        write = self.transport.write
+        route = self._broker.route
+        while pending and pending[0][2]:
+            ack, message, _, _ = pending.popleft()
+            if ack is not None:
+                write(ack)
+            if message is not None:
+                route(message)
+        if self._paused & _PAUSE_INFLIGHT and len(pending) < self._broker.max_inflight:
+            self._unpause(_PAUSE_INFLIGHT)
+
+    def _store_failed(self, failure, entry):
+        self._broker.store_failures += 1
+        if self._state != _CONNECTED:
+            return None  # already closing; its QoS 2 id was released in _shutdown
+        log.failure("store failed for {client_id}: closing without ack", failure,
+                    client_id=self._client_id)
+        self._close("store failed")
+        return None
+
+    # -- other packets -----------------------------------------------------------------
+
+    def _on_pubrel(self, packet):
+        ids = self._session.inbound_qos2
+        if ids:
+            ids.discard(packet.packet_id)
+        self.transport.write(encode_pubcomp(packet.packet_id))  # also for unknown ids
+
+    def _on_puback(self, packet):
+        self._session.puback(packet.packet_id)
+
+    def _on_pubrec(self, packet):
+        self._session.pubrec(packet.packet_id)
+
+    def _on_pubcomp(self, packet):
+        self._session.pubcomp(packet.packet_id)
+
+    def _on_subscribe(self, packet):
+        broker = self._broker
+        session = self._session
+        codes = broker.subscribe(session, packet.topics)
+        self.transport.write(encode(Suback(packet.packet_id, tuple(codes))))
+        broker.send_retained(session, packet.topics)
+
+    def _on_unsubscribe(self, packet):
+        self._broker.unsubscribe(self._session, packet.topics)
+        self.transport.write(encode(Unsuback(packet.packet_id)))
+
+    def _on_pingreq(self, packet):
+        self.transport.write(PINGRESP_BYTES)
+
+    def _on_disconnect(self, packet):
+        self._close("client disconnect", will=False)  # [MQTT-3.1.2-10]
+
+    # -- flow control and closing ------------------------------------------------------
+
+    def _pause(self, bit):
+        if not self._paused:
+            self.transport.pauseProducing()
+        self._paused |= bit
+
+    def _unpause(self, bit):
+        if self._paused & bit:
+            self._paused &= ~bit
+            if not self._paused and self._state < _CLOSED:
+                self.transport.resumeProducing()
+
+    def _close(self, reason, abort=False, will=True, detail=None):
+        """Close this connection (and only this one) for ``reason``, once."""
+        if self._state >= _CLOSED:
+            return
+        self._shutdown(reason, will, detail)
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+    def _shutdown(self, reason, will=True, detail=None):
+        """Leave the broker: drop pending acks, detach the session, publish the will."""
+        state = self._state
+        self._state = _CLOSED
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        session = self._session
+        pending = self._pending
+        if pending:
+            # Unacked QoS 2 messages may not be stored: forget their ids so a
+            # retransmission is stored rather than answered as a duplicate.
+            ids = session.inbound_qos2 if session is not None else None
+            if ids:
+                for entry in pending:
+                    if entry[3]:
+                        ids.discard(entry[3])
+            self._pending = None
+        broker = self._broker
+        if session is not None:
+            broker.detach(session, self)
+        if state == _CONNECTED and will and self._will is not None:
+            broker.publish_will(self._client_id, self._username, self._will)
+        self._will = None
+        log.info("disconnect {client_id} {peer}: {reason}", client_id=self._client_id,
+                 peer=_peer(self.transport), reason=reason, detail=detail)
+
+
+_HANDLERS = {
+    Connect: MQTTServerProtocol._on_connect,
+    Puback: MQTTServerProtocol._on_puback,
+    Pubrec: MQTTServerProtocol._on_pubrec,
+    Pubrel: MQTTServerProtocol._on_pubrel,
+    Pubcomp: MQTTServerProtocol._on_pubcomp,
+    Subscribe: MQTTServerProtocol._on_subscribe,
+    Unsubscribe: MQTTServerProtocol._on_unsubscribe,
+    Pingreq: MQTTServerProtocol._on_pingreq,
+    Disconnect: MQTTServerProtocol._on_disconnect,
+}
+
+
+class MQTTServerFactory(ServerFactory):
+    """Builds one MQTTServerProtocol per accepted (or handed-over) socket.
+
+    A worker that adopts sockets from a master calls ``buildProtocol`` and
+    ``makeConnection`` itself, so nothing here depends on how the socket was accepted.
+    """
+
+    protocol = MQTTServerProtocol
+    noisy = False
+
+    def __init__(self, broker, clock):
+        self.broker = broker
+        self.clock = clock
+
+    def buildProtocol(self, addr):
+        protocol = MQTTServerProtocol(self.broker, self.clock)
+        protocol.factory = self
+        return protocol

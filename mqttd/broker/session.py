@@ -1,0 +1,185 @@
+"""One client's MQTT session: its subscriptions and the QoS 1/2 state that outlives sockets.
+
+A session is what survives a disconnect when the client asked for clean_session=0: the
+filters it subscribed to, the outbound messages it has not acknowledged yet (with their
+packet ids, in send order), messages queued while it was offline or while its in-flight
+window was full, and the inbound QoS 2 packet ids still waiting for PUBREL.
+
+Everything here is per client and there may be 10,000+ idle ones, so the class is
+slotted and every container is created on first use: an idle session with no
+subscriptions holds a handful of pointers and nothing else.
+"""
+from collections import deque
+
+from twisted.logger import Logger
+
+from mqttd.codec import encode_publish, encode_pubrel
+
+__all__ = ["Session"]
+
+log = Logger()
+
+# Marker stored in ``Session.inflight`` for an outbound QoS 2 message whose PUBREC has
+# arrived: only PUBREL/PUBCOMP remain, the message itself is no longer needed.
+PUBREL_PENDING = None
+
+
+class Session:
+    """Subscriptions and QoS state of one client id, attached to at most one connection.
+
+    ``protocol`` is the live connection (anything with a ``transport``) or None while
+    the client is offline. ``inflight`` maps packet id -> ``(message, qos, retain)`` for
+    PUBLISHes waiting for PUBACK/PUBREC, or -> ``PUBREL_PENDING`` once PUBREC arrived;
+    dict order is send order, which redelivery on reconnect must keep [MQTT-4.4.0-1].
+    """
+
+    __slots__ = (
+        "broker",
+        "client_id",
+        "clean",
+        "protocol",
+        "subscriptions",
+        "inflight",
+        "queue",
+        "inbound_qos2",
+        "_next_id",
+        "_dropping",
+    )
+
+    def __init__(self, broker, client_id, clean):
+        self.broker = broker
+        self.client_id = client_id
+        self.clean = clean
+        self.protocol = None
+        self.subscriptions = None  # filter -> granted qos
+        self.inflight = None  # packet id -> (message, qos, retain) | PUBREL_PENDING
+        self.queue = None  # deque of (message, qos, retain)
+        self.inbound_qos2 = None  # set of packet ids awaiting PUBREL from the client
+        self._next_id = 0
+        self._dropping = False
+
+    def __repr__(self):
+        return f"<Session {self.client_id!r} clean={self.clean}>"
+
+    # -- outbound delivery ---------------------------------------------------------------
+
+    def deliver(self, message, qos, retain):
+        """Send ``message`` at ``qos`` now if the window allows, else queue it (bounded).
+
+        QoS 0 is never queued: sent if online, dropped otherwise.
+        """
+        proto = self.protocol
+        broker = self.broker
+        if not qos:
+            if proto is None:
+                broker.dropped_offline += 1
+                return
+            proto.transport.write(
+                encode_publish(message.topic, message.payload, 0, retain, False, None))
+            broker.delivered += 1
+            return
+        inflight = self.inflight
+        if inflight is None:
+            inflight = self.inflight = {}
+        if proto is not None and not self.queue and len(inflight) < broker.max_inflight:
+            pid = self._allocate_id(inflight)
+            inflight[pid] = (message, qos, retain)
+            proto.transport.write(
+                encode_publish(message.topic, message.payload, qos, retain, False, pid))
+            broker.delivered += 1
+            return
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= broker.max_queued_messages:
+            # Drop the NEW message: the queued ones are older and were promised first.
+            broker.dropped_queue_full += 1
+            if not self._dropping:
+                self._dropping = True
+                log.warn(
+                    "queue full for {client_id}: dropping new messages (limit {limit})",
+                    client_id=self.client_id, limit=broker.max_queued_messages)
+            return
+        queue.append((message, qos, retain))
+
+    def _allocate_id(self, inflight):
+        """Next packet id in 1..65535 not used by an unacknowledged message.
+
+        The caller guarantees fewer than 65535 ids are in use (max_inflight <= 65535 and
+        allocation happens only below it), so the loop ends.
+        """
+        pid = self._next_id
+        while True:
+            pid = pid + 1 if pid < 0xFFFF else 1
+            if pid not in inflight:
+                self._next_id = pid
+                return pid
+
+    def pump(self):
+        """Move queued messages into the in-flight window while there is room."""
+        queue = self.queue
+        proto = self.protocol
+        if not queue or proto is None:
+            return
+        broker = self.broker
+        inflight = self.inflight
+        if inflight is None:
+            inflight = self.inflight = {}
+        limit = broker.max_inflight
+        write = proto.transport.write
+        while queue and len(inflight) < limit:
+            message, qos, retain = queue.popleft()
+            pid = self._allocate_id(inflight)
+            inflight[pid] = (message, qos, retain)
+            write(encode_publish(message.topic, message.payload, qos, retain, False, pid))
+            broker.delivered += 1
+        if self._dropping and len(queue) < broker.max_queued_messages:
+            self._dropping = False  # burst over: the next drop is logged again
+
+    def resume(self):
+        """On (re)attach: resend every unacknowledged message in order, then the queue.
+
+        PUBLISHes go out again with DUP=1 and their original ids; those already PUBREC'd
+        get their PUBREL again [MQTT-4.4.0-1].
+        """
+        inflight = self.inflight
+        if inflight:
+            write = self.protocol.transport.write
+            for pid, entry in inflight.items():
+                if entry is PUBREL_PENDING:
+                    write(encode_pubrel(pid))
+                else:
+                    message, qos, retain = entry
+                    write(encode_publish(message.topic, message.payload, qos, retain, True, pid))
+        self.pump()
+
+    # -- acknowledgements from the client ------------------------------------------------
+
+    def puback(self, pid):
+        """PUBACK: a QoS 1 delivery is complete. Unknown ids are ignored."""
+        inflight = self.inflight
+        if inflight:
+            entry = inflight.get(pid, PUBREL_PENDING)
+            if entry is not PUBREL_PENDING and entry[1] == 1:
+                del inflight[pid]
+                if self.queue:
+                    self.pump()
+
+    def pubrec(self, pid):
+        """PUBREC: QoS 2 step 2; answer PUBREL and remember it for redelivery."""
+        inflight = self.inflight
+        if inflight and pid in inflight:
+            entry = inflight[pid]
+            if entry is not PUBREL_PENDING and entry[1] != 2:
+                return  # PUBREC for a QoS 1 message: ignore
+            inflight[pid] = PUBREL_PENDING  # keeps its place in send order
+        # Also for an unknown id: answering PUBREL lets a confused client finish the flow.
+        self.protocol.transport.write(encode_pubrel(pid))
+
+    def pubcomp(self, pid):
+        """PUBCOMP: a QoS 2 delivery is complete; frees the id and the window slot."""
+        inflight = self.inflight
+        if inflight and pid in inflight and inflight[pid] is PUBREL_PENDING:
+            del inflight[pid]
+            if self.queue:
+                self.pump()

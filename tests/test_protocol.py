@@ -1,0 +1,355 @@
+"""Connection lifecycle: CONNECT handling, timeouts, keepalive, wills, takeover, errors."""
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from mqttd.broker.auth import StaticAuthenticator
+from mqttd.codec import (
+    Connack,
+    Connect,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Subscribe,
+    Will,
+    encode,
+)
+from mqttd.config import AuthConfig, User
+from tests.test_broker import Client, Harness, ManualAuthenticator, pub, publishes
+
+
+def capture_logs(case):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+def disconnect_reasons(events):
+    return [e["reason"] for e in events
+            if e.get("log_format", "").startswith("disconnect")]
+
+
+class ConnackCodeTests(unittest.TestCase):
+    def _refused(self, h, connect):
+        c = Client(h)
+        c.send(connect)
+        packets = c.received()
+        self.assertTrue(c.closed)
+        self.assertEqual(len(packets), 1)
+        return packets[0]
+
+    def test_unacceptable_protocol_level_from_codec(self):
+        h = Harness()
+        connack = self._refused(h, Connect("c", protocol_level=5))
+        self.assertEqual(connack, Connack(False, 0x01))
+        self.assertEqual(h.broker.protocol_errors, 1)
+
+    def test_client_id_too_long(self):
+        h = Harness(max_clientid_len=5)
+        self.assertEqual(self._refused(h, Connect("abcdef")), Connack(False, 0x02))
+        self.assertEqual(Client(h).connect("abcde"), Connack(False, 0))
+
+    def test_zero_length_client_id_not_allowed(self):
+        h = Harness(allow_zero_length_clientid=False)
+        self.assertEqual(self._refused(h, Connect("")), Connack(False, 0x02))
+
+    def test_zero_length_client_id_with_persistent_session(self):
+        h = Harness()
+        self.assertEqual(self._refused(h, Connect("", clean_session=False)),
+                         Connack(False, 0x02))
+
+    def test_bad_credentials(self):
+        h = Harness(authenticator=StaticAuthenticator(AuthConfig(users=(User("u", "p"),))))
+        self.assertEqual(self._refused(h, Connect("c", username="u", password=b"x")),
+                         Connack(False, 0x04))
+        self.assertNotIn("c", h.broker.sessions)
+
+    def test_not_authorized(self):
+        h = Harness(authenticator=StaticAuthenticator(AuthConfig(allow_anonymous=False)))
+        self.assertEqual(self._refused(h, Connect("c")), Connack(False, 0x05))
+
+    def test_authenticator_error_is_server_unavailable(self):
+        auth = ManualAuthenticator()
+        h = Harness(authenticator=auth)
+        c = Client(h)
+        c.send(Connect("c"))
+        auth.pending[0].errback(RuntimeError("accounts db down"))
+        self.assertEqual(c.received(), [Connack(False, 0x03)])
+        self.assertTrue(c.closed)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_generated_client_id(self):
+        h = Harness()
+        a, b = Client(h), Client(h)
+        self.assertEqual(a.connect(""), Connack(False, 0))
+        self.assertEqual(b.connect(""), Connack(False, 0))
+        ids = list(h.broker.sessions)
+        self.assertEqual(len(ids), 2)
+        self.assertNotEqual(ids[0], ids[1])
+        self.assertTrue(all(ids))
+
+    def test_byte_by_byte_connect_and_publish(self):
+        h = Harness()
+        c = Client(h)
+        c.send(Connect("c"), pub("t", b"p", qos=1, pid=5), bytewise=True)
+        self.assertEqual(c.received(), [Connack(False, 0), Puback(5)])
+        self.assertEqual([m.payload for m in h.store.messages], [b"p"])
+
+
+class AsyncAuthTests(unittest.TestCase):
+    def test_reading_paused_and_later_packets_processed_in_order(self):
+        auth = ManualAuthenticator()
+        h = Harness(authenticator=auth)
+        c = Client(h)
+        c.send(Connect("c"), pub("t", b"1", qos=1, pid=1))
+        self.assertTrue(c.paused)
+        c.send(pub("t", b"2", qos=1, pid=2), Pingreq())
+        self.assertEqual(c.received(), [])
+        self.assertEqual(list(h.store.messages), [])
+        auth.pending[0].callback(0)
+        self.assertEqual(c.received(), [Connack(False, 0), Puback(1), Puback(2), Pingresp()])
+        self.assertEqual([m.payload for m in h.store.messages], [b"1", b"2"])
+        self.assertFalse(c.paused)
+
+    def test_refusal_discards_backlog(self):
+        auth = ManualAuthenticator()
+        h = Harness(authenticator=auth)
+        c = Client(h)
+        c.send(Connect("c"), pub("t", b"1", qos=1, pid=1))
+        auth.pending[0].callback(0x05)
+        self.assertEqual(c.received(), [Connack(False, 0x05)])
+        self.assertEqual(list(h.store.messages), [])
+        self.assertTrue(c.closed)
+
+    def test_socket_lost_during_auth(self):
+        auth = ManualAuthenticator()
+        h = Harness(authenticator=auth)
+        c = Client(h)
+        c.send(Connect("c"))
+        c.lose()
+        auth.pending[0].callback(0)
+        self.assertEqual(c.received(), [])
+        self.assertEqual(h.broker.sessions, {})
+        self.assertEqual(h.broker.connections, 0)
+
+    def test_auth_that_never_answers_times_out(self):
+        auth = ManualAuthenticator()
+        h = Harness(authenticator=auth, idle_timeout=5.0)
+        c = Client(h)
+        c.send(Connect("c"))
+        h.clock.advance(5)
+        self.assertTrue(c.closed)
+
+
+class IdleTimeoutTests(unittest.TestCase):
+    def test_no_connect_within_idle_timeout_closes(self):
+        h = Harness(idle_timeout=3.0)
+        c = Client(h)
+        c.send(encode(Connect("c"))[:5])  # incomplete CONNECT does not count
+        h.clock.advance(2.9)
+        self.assertFalse(c.closed)
+        h.clock.advance(0.1)
+        self.assertTrue(c.closed)
+        self.assertTrue(c.transport.disconnected)  # aborted, not waiting for a flush
+        self.assertEqual(c.received(), [])
+
+    def test_connected_client_not_closed_by_idle_timeout(self):
+        h = Harness(idle_timeout=3.0)
+        c = h.client("c")
+        h.clock.advance(100)
+        self.assertFalse(c.closed)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+class KeepaliveTests(unittest.TestCase):
+    def test_expiry_at_one_and_a_half_times(self):
+        events = capture_logs(self)
+        h = Harness()
+        c = h.client("c", keepalive=10)
+        h.clock.advance(14.9)
+        self.assertFalse(c.closed)
+        h.clock.advance(0.1)
+        self.assertTrue(c.closed)
+        self.assertIn("keepalive timeout", disconnect_reasons(events))
+
+    def test_activity_postpones_expiry(self):
+        h = Harness()
+        c = h.client("c", keepalive=10)
+        h.clock.advance(10)
+        c.send(Pingreq())
+        self.assertEqual(c.received(), [Pingresp()])
+        h.clock.advance(14.9)
+        self.assertFalse(c.closed)
+        h.clock.advance(0.1)
+        self.assertTrue(c.closed)
+
+    def test_one_timer_not_reset_per_packet(self):
+        h = Harness()
+        c = h.client("c", keepalive=10)
+        [call] = h.clock.getDelayedCalls()
+        c.send(*[pub("t")] * 20)
+        self.assertEqual(h.clock.getDelayedCalls(), [call])
+        self.assertEqual(call.getTime(), 15)
+
+    def test_zero_disables(self):
+        h = Harness()
+        c = h.client("c", keepalive=0)
+        h.clock.advance(1e6)
+        self.assertFalse(c.closed)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_pingreq(self):
+        h = Harness()
+        c = h.client("c")
+        c.send(Pingreq(), Pingreq())
+        self.assertEqual(c.received(), [Pingresp(), Pingresp()])
+
+
+class WillTests(unittest.TestCase):
+    def _watch(self, h):
+        w = h.client("watcher")
+        w.send(Subscribe(1, (("will/#", 1),)))
+        w.received()
+        return w
+
+    def _will_client(self, h, retain=False, **kw):
+        return h.client("dev", will=Will("will/dev", b"gone", 1, retain), **kw)
+
+    def test_socket_loss_publishes_will(self):
+        h = Harness()
+        w = self._watch(h)
+        self._will_client(h).lose()
+        got = publishes(w.received())
+        self.assertEqual([(m.topic, m.payload, m.qos) for m in got],
+                         [("will/dev", b"gone", 1)])
+        self.assertEqual(h.store.messages[-1].client_id, "dev")
+
+    def test_disconnect_discards_will(self):
+        h = Harness()
+        w = self._watch(h)
+        self._will_client(h).disconnect()
+        self.assertEqual(publishes(w.received()), [])
+        self.assertEqual(h.broker.wills_published, 0)
+
+    def test_protocol_error_publishes_will(self):
+        h = Harness()
+        w = self._watch(h)
+        c = self._will_client(h)
+        c.send(b"\x00\x00")
+        self.assertTrue(c.closed)
+        c.lose()
+        self.assertEqual(len(publishes(w.received())), 1)
+        self.assertEqual(h.broker.wills_published, 1)
+
+    def test_keepalive_expiry_publishes_will(self):
+        h = Harness()
+        w = self._watch(h)
+        self._will_client(h, keepalive=2)
+        h.clock.advance(3)
+        self.assertEqual(len(publishes(w.received())), 1)
+
+    def test_retained_will(self):
+        h = Harness()
+        self._will_client(h, retain=True).lose()
+        late = h.client("late")
+        late.send(Subscribe(1, (("will/dev", 0),)))
+        got = publishes(late.received())
+        self.assertEqual([(m.payload, m.retain) for m in got], [(b"gone", True)])
+
+
+class TakeoverTests(unittest.TestCase):
+    def test_second_connection_closes_first_and_publishes_its_will(self):
+        events = capture_logs(self)
+        h = Harness()
+        w = h.client("watcher")
+        w.send(Subscribe(1, (("will", 0),)))
+        w.received()
+        first = h.client("dev", clean=False, will=Will("will", b"w"))
+        first.send(Subscribe(1, (("t", 1),)))
+        first.received()
+        second = Client(h)
+        self.assertEqual(second.connect("dev", clean=False), Connack(True, 0))
+        self.assertTrue(first.closed)
+        self.assertIn("takeover", disconnect_reasons(events))
+        self.assertEqual([m.payload for m in publishes(w.received())], [b"w"])
+        first.lose()  # the old socket finishing must not disturb the new owner
+        h.client("pub").send(pub("t", b"after", qos=1))
+        self.assertEqual([m.payload for m in publishes(second.received())], [b"after"])
+        self.assertEqual(publishes(first.received()), [])
+        self.assertEqual(h.broker.connections, 3)
+
+    def test_takeover_with_clean_session_starts_fresh(self):
+        h = Harness()
+        first = h.client("dev", clean=False)
+        first.send(Subscribe(1, (("t", 1),)))
+        second = Client(h)
+        self.assertEqual(second.connect("dev", clean=True), Connack(False, 0))
+        self.assertTrue(first.closed)
+        self.assertEqual(len(h.broker.trie), 0)
+
+
+class ErrorIsolationTests(unittest.TestCase):
+    def test_malformed_bytes_close_only_that_connection(self):
+        events = capture_logs(self)
+        h = Harness()
+        good = h.client("good")
+        good.send(Subscribe(1, (("t", 1),)))
+        good.received()
+        bad = h.client("bad")
+        bad.send(b"\xf0\x00")  # reserved packet type 15
+        self.assertTrue(bad.closed)
+        self.assertFalse(good.closed)
+        bad.lose()
+        good.send(pub("t", b"still", qos=1, pid=2))
+        packets = good.received()
+        self.assertIn(Puback(2), packets)
+        self.assertEqual([m.payload for m in publishes(packets)], [b"still"])
+        self.assertIn("protocol error", disconnect_reasons(events))
+
+    def test_first_packet_not_connect(self):
+        h = Harness()
+        c = Client(h)
+        c.send(Pingreq())
+        self.assertTrue(c.closed)
+        self.assertEqual(c.received(), [])
+
+    def test_second_connect_is_protocol_error(self):
+        h = Harness()
+        c = h.client("c")
+        c.send(Connect("c"))
+        self.assertTrue(c.closed)
+        self.assertEqual(c.received(), [])
+
+    def test_oversized_packet(self):
+        h = Harness(max_packet_size=64)
+        c = h.client("c")
+        c.send(pub("t", b"x" * 100))
+        self.assertTrue(c.closed)
+        self.assertEqual(list(h.store.messages), [])
+
+
+class ConnectionLimitTests(unittest.TestCase):
+    def test_over_max_connections_closed_at_once(self):
+        h = Harness(max_connections=2)
+        a, b = Client(h), Client(h)
+        c = Client(h)
+        self.assertTrue(c.closed)
+        self.assertFalse(a.closed or b.closed)
+        self.assertEqual(h.broker.connections, 2)
+        self.assertEqual(h.broker.connections_rejected, 1)
+        c.lose()
+        a.lose()
+        self.assertEqual(h.broker.connections, 1)
+        d = Client(h)
+        self.assertFalse(d.closed)
+        self.assertEqual(d.connect("d"), Connack(False, 0))
+
+    def test_disconnect_logged_with_client_and_peer(self):
+        events = capture_logs(self)
+        h = Harness()
+        c = h.client("dev")
+        c.disconnect()
+        [event] = [e for e in events if e.get("log_format", "").startswith("disconnect")]
+        self.assertEqual(event["client_id"], "dev")
+        self.assertEqual(event["reason"], "client disconnect")
+        self.assertTrue(event["peer"].startswith("192.0.2.7:"))

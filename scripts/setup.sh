@@ -11,25 +11,30 @@ want_test=0
 sudo_cmd=()
 [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
 
-apt_packages=()
-# A fresh Debian 12 may lack python3, or venv/ensurepip (packaged separately).
-python3 -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3 python3-venv python3-pip)
-[ "$want_test" = 1 ] && apt_packages+=(mosquitto mosquitto-clients)
-missing=()
-for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "setup: installing Debian packages: ${missing[*]}"
+apt_install() {
+    echo "setup: installing Debian packages: $*"
     "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+if [ "$want_test" = 1 ]; then
+    for p in mosquitto mosquitto-clients; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
 fi
+[ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 if [ "$want_test" = 1 ]; then
     # Tests start their own brokers; Debian's postinst may have started a system one.
     "${sudo_cmd[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+if [ ! -x .venv/bin/pip ]; then
+    rm -rf .venv
+    # Debian ships venv's pip bootstrap separately (python3-venv).
+    python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
+fi
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
 stamp=".venv/.mqttd-installed$extra-$(sha1sum setup.py | cut -c1-12)"

@@ -15,11 +15,11 @@ class ConfigError(Exception):
     """Bad configuration; the message names the key path."""
 
 
-def _setting(default, kind, low=None, high=None, doc=""):
-    """An attrs field carrying its type and bounds for the loader to check."""
+def _setting(default, kind, low=None, high=None, doc="", choices=None):
+    """An attrs field carrying its type and bounds (or allowed values) for the loader to check."""
     return attrs.field(
         default=default,
-        metadata={"kind": kind, "low": low, "high": high, "doc": doc},
+        metadata={"kind": kind, "low": low, "high": high, "doc": doc, "choices": choices},
     )
 
 
@@ -55,10 +55,51 @@ class AuthConfig:
 
 
 @attrs.frozen
+class IngestConfig:
+    """The built-in durable ingest tier: the internal webhook and its group-commit writer.
+
+    ``listen`` defaults to an ephemeral port on loopback: the webhook has no
+    authentication and writes straight into the database, so it must never face the
+    network; the broker learns the bound port in-process (webhook.url = "").
+    """
+
+    enabled: bool = _setting(True, bool)
+    listen: str = _setting("tcp:0:interface=127.0.0.1", str)
+    batch_size: int = _setting(500, int, 1, 1_000_000)
+    flush_interval: float = _setting(5.0, float, 0.0, 60_000.0)  # milliseconds
+    max_queue: int = _setting(50_000, int, 1, 100_000_000)
+    max_body_size: int = _setting(16_777_216, int, 1024, 1_073_741_824)
+    synchronous: str = _setting("FULL", str, choices=("FULL", "NORMAL", "OFF"))
+
+
+@attrs.frozen
+class WebhookConfig:
+    """How broker workers reach the ingest webhook (treq over its own connection pool).
+
+    An empty ``url`` means the appliance's built-in ingest tier. ``ack_timeout`` is the
+    longest a message may wait for its commit: then its client is disconnected without
+    an acknowledgement (so the device retransmits) and the message is counted rejected.
+    """
+
+    url: str = _setting("", str)
+    pool_size: int = _setting(8, int, 1, 1024)
+    connect_timeout: float = _setting(2.0, float, 0.001, 600.0)
+    request_timeout: float = _setting(5.0, float, 0.001, 600.0)
+    batch_size: int = _setting(500, int, 1, 1_000_000)
+    batch_delay: float = _setting(0.0, float, 0.0, 10.0)
+    ack_timeout: float = _setting(15.0, float, 0.01, 3600.0)
+    retry_initial: float = _setting(0.05, float, 0.001, 60.0)
+    retry_max: float = _setting(2.0, float, 0.001, 600.0)
+    max_pending: int = _setting(100_000, int, 1, 100_000_000)
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
     auth: AuthConfig = attrs.field(factory=AuthConfig)
+    ingest: IngestConfig = attrs.field(factory=IngestConfig)
+    webhook: WebhookConfig = attrs.field(factory=WebhookConfig)
 
 
 _SECTIONS = {f.name: f.type for f in attrs.fields(Config)}
@@ -70,13 +111,15 @@ def _type_name(kind):
     )
 
 
-def _check_scalar(path, value, kind, low, high):
+def _check_scalar(path, value, kind, low, high, choices=None):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{path}: must be {_type_name(kind)}, got {value!r}")
     if low is not None and not (low <= value <= high):
         raise ConfigError(f"{path}: must be {low}..{high}, got {value!r}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path}: must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -108,7 +151,7 @@ def _build(cls, table, path):
                     for i, item in enumerate(value)
                 )
         else:
-            value = _check_scalar(where, value, kind, meta["low"], meta["high"])
+            value = _check_scalar(where, value, kind, meta["low"], meta["high"], meta["choices"])
         values[key] = value
     return cls(**values)
 
@@ -120,6 +163,11 @@ def _check_cross(config):
     for i, user in enumerate(config.auth.users):
         if not user.username:
             raise ConfigError(f"auth.users[{i}].username: must not be empty")
+    if not config.webhook.url and not config.ingest.enabled:
+        raise ConfigError(
+            "webhook.url: must be set when ingest.enabled is false (nothing else stores messages)")
+    if config.webhook.url and not config.webhook.url.startswith(("http://", "https://")):
+        raise ConfigError(f"webhook.url: must be an http:// or https:// URL, got {config.webhook.url!r}")
     names = [u.username for u in config.auth.users]
     for name in names:
         if names.count(name) > 1:

@@ -1,12 +1,18 @@
 """Builds the service tree that twistd runs.
 
-One process for now: listeners feeding one broker. The process tree of DESIGN.md
-(master, workers, ingest) will be assembled here too, from the same pieces.
+One process for now: MQTT listeners feeding one broker, whose message store is the
+webhook client; the built-in ingest tier (webhook + group commit + SQLite) runs beside
+it. The process tree of DESIGN.md (master, workers, ingest) will be assembled here too,
+from the same pieces.
+
+Services stop in reverse order of addition: MQTT listeners first (no new clients), then
+the webhook client (unsent messages fail, unacknowledged), then the ingest tier (every
+batch it accepted is committed before the database closes).
 """
 import os
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -14,16 +20,18 @@ from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.config import ConfigError
-from mqttd.store.memory import InMemoryMessageStore
+from mqttd.ingest.client import WebhookStore, build_http_client
+from mqttd.ingest.service import IngestService, prepare_database
+from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
 
 
-def _endpoint(reactor, index, description):
+def _endpoint(reactor, key, description):
     try:
         return serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"server.listen[{index}]: bad endpoint {description!r}: {e}") from None
+        raise ConfigError(f"{key}: bad endpoint {description!r}: {e}") from None
 
 
 def _log_port(port, description):
@@ -51,16 +59,46 @@ class _Listener(StreamServerEndpointService):
         self._waitingForPort.addCallback(_log_port, self.description)
 
 
+class _WebhookClientService(Service):
+    """Stops the webhook client and closes its pooled connections with the appliance."""
+
+    def __init__(self, store, pool):
+        self.store = store
+        self.pool = pool
+
+    def stopService(self):
+        super().stopService()
+        self.store.stop()
+        return self.pool.closeCachedConnections()
+
+
 def build_service(config, reactor):
-    """The MultiService for ``config``: state directory, broker, one service per listener."""
+    """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
+    data_dir = config.server.data_dir
     try:
-        os.makedirs(config.server.data_dir, exist_ok=True)
+        os.makedirs(data_dir, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"server.data_dir: cannot create {config.server.data_dir!r}: {e.strerror}") from None
+        raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
     root = MultiService()
-    broker = Broker(reactor, config.broker, InMemoryMessageStore(), StaticAuthenticator(config.auth))
+
+    http, pool = build_http_client(reactor, config.webhook)
+    store = WebhookStore(reactor, config.webhook, http, config.webhook.url or None)
+    if config.ingest.enabled:
+        db_path = os.path.join(data_dir, DB_FILENAME)
+        prepare_database(db_path)
+        on_address = None if config.webhook.url else store.set_url
+        ingest = IngestService(reactor, config.ingest, db_path,
+                               _endpoint(reactor, "ingest.listen", config.ingest.listen),
+                               on_address)
+        ingest.setServiceParent(root)
+        root.ingest = ingest
+    _WebhookClientService(store, pool).setServiceParent(root)
+
+    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth))
     factory = MQTTServerFactory(broker, reactor)
     for index, description in enumerate(config.server.listen):
-        _Listener(_endpoint(reactor, index, description), factory, description).setServiceParent(root)
+        endpoint = _endpoint(reactor, f"server.listen[{index}]", description)
+        _Listener(endpoint, factory, description).setServiceParent(root)
     root.broker = broker
+    root.webhook = store
     return root

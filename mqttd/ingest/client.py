@@ -1,0 +1,280 @@
+"""The broker's side of the ingest webhook: an IMessageStore that POSTs batches.
+
+This is the piece the incident's platform got wrong (an under-sized webhook timeout and
+connection pool, and ACKs sent regardless). Here:
+
+* ``store(message)`` returns a Deferred that fires only when the ingest tier answered
+  200 for a batch holding the message, i.e. after its COMMIT. The broker sends PUBACK /
+  PUBREC from that callback and from nowhere else.
+* Messages are grouped into batches: a batch leaves when ``batch_size`` messages wait,
+  or ``batch_delay`` seconds after the first one (0: the next reactor turn, so one read's
+  worth of publishes travels together). At most ``pool_size`` requests are in flight;
+  while all are busy, new messages accumulate into the next, larger batch — group
+  commit that grows with load instead of queueing tiny requests.
+* Timeouts, connection errors, 429 and every 5xx are retried with exponential backoff
+  and jitter, resending the same body: the same message keys, so the ingest tier
+  stores each message once however often it is retried.
+* A message that cannot be committed within ``ack_timeout`` of its arrival, a batch the
+  webhook refuses (other 4xx), and anything over ``max_pending`` are failed: the broker
+  then closes that client's connection without acknowledging, and the device
+  retransmits. Nothing is dropped silently: every outcome is counted, and
+  ``received == committed + pending + rejected`` holds at every moment.
+"""
+import random
+from collections import Counter, deque
+
+import attrs
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from zope.interface import implementer
+
+from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
+from mqttd.store.interface import IMessageStore
+
+__all__ = ["WebhookStore", "StoreRejected", "build_http_client"]
+
+log = Logger()
+
+_HEADERS = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
+
+
+class StoreRejected(Exception):
+    """The message was not stored; ``reason`` is the short counter key."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _RetryableStatus(Exception):
+    """An HTTP answer worth retrying (429, 5xx); may carry the server's Retry-After."""
+
+    def __init__(self, code, retry_after):
+        super().__init__(f"HTTP {code}")
+        self.code = code
+        self.retry_after = retry_after
+
+
+class _NoAddress(Exception):
+    """The URL is not known yet (the built-in ingest tier is still binding); retryable."""
+
+
+@attrs.define(slots=True)
+class _Batch:
+    """Messages travelling together, their waiters, and the one body every try sends."""
+
+    messages: list
+    waiters: list
+    body: bytes
+    deadline: float
+    attempt: int = 0
+
+
+@implementer(IMessageStore)
+class WebhookStore:
+    """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq)."""
+
+    def __init__(self, clock, config, http, url, random=random.random):
+        self._clock = clock
+        self._config = config
+        self._http = http
+        self.url = url  # None until the built-in ingest tier has bound its port
+        self._random = random
+        self._messages = []  # waiting for the next batch
+        self._waiters = []
+        self._first_at = 0.0  # when the oldest of them arrived
+        self._ready = deque()  # batches due for a (re)try, waiting for a free slot
+        self._timer = None
+        self._busy = 0  # requests in flight
+        self._stopped = False
+        # Accounting: received == committed + pending + sum(rejected.values()).
+        self.received = 0
+        self.committed = 0
+        self.pending = 0
+        self.retried = 0
+        self.duplicates = 0
+        self.rejected = Counter()
+
+    # -- IMessageStore -------------------------------------------------------------------
+
+    def store(self, message):
+        self.received += 1
+        if self._stopped or self.pending >= self._config.max_pending:
+            reason = "stopping" if self._stopped else "overload"
+            self.rejected[reason] += 1
+            return fail(StoreRejected(reason))
+        self.pending += 1
+        d = Deferred()
+        if not self._messages:
+            self._first_at = self._clock.seconds()
+        self._messages.append(message)
+        self._waiters.append(d)
+        if len(self._messages) >= self._config.batch_size:
+            self._kick()
+        elif self._timer is None:
+            self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
+        return d
+
+    # -- batching and sending ------------------------------------------------------------
+
+    def _on_timer(self):
+        self._timer = None
+        self._kick()
+
+    def _cut(self):
+        """The waiting messages (up to batch_size) as a batch."""
+        size = self._config.batch_size
+        messages, self._messages = self._messages[:size], self._messages[size:]
+        waiters, self._waiters = self._waiters[:size], self._waiters[size:]
+        deadline = self._first_at + self._config.ack_timeout
+        if self._messages:
+            self._first_at = self._clock.seconds()
+        return _Batch(messages, waiters, encode_batch(messages), deadline)
+
+    def _kick(self):
+        """Fill free request slots: retries first, then fresh batches."""
+        limit = self._config.pool_size
+        while self._busy < limit and not self._stopped:
+            if self._ready:
+                batch = self._ready.popleft()
+            elif self._messages:
+                batch = self._cut()
+            else:
+                break
+            if self._clock.seconds() >= batch.deadline:
+                self._reject(batch, "ack timeout")
+                continue
+            self._send(batch)
+        if self._messages and self._timer is None and self._busy < limit and not self._stopped:
+            self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
+
+    def _send(self, batch):
+        self._busy += 1
+        if self.url is None:
+            d = fail(_NoAddress("the built-in ingest tier has no address yet"))
+        else:
+            d = self._http.post(self.url, data=batch.body, headers=_HEADERS)
+        d.addCallback(self._read)
+        d.addTimeout(self._config.request_timeout, self._clock)
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        d.addErrback(self._bug, batch)
+
+    def _read(self, response):
+        code = response.code
+        if code == 200:
+            return response.content()
+        if code == 429 or code >= 500:
+            retry_after = response.headers.getRawHeaders(b"Retry-After", [None])[0]
+            response.content()  # drain, so the connection can go back to the pool
+            raise _RetryableStatus(code, retry_after)
+        return response.content().addCallback(self._refused, code)
+
+    @staticmethod
+    def _refused(body, code):
+        raise StoreRejected(f"http {code}: {body[:200].decode('utf-8', 'replace')}")
+
+    def _committed(self, body, batch):
+        self._busy -= 1
+        try:
+            result = decode_result(body)
+        except WireError as e:
+            self._reject(batch, "bad response", detail=str(e))
+        else:
+            if result.received != len(batch.messages):
+                self._reject(batch, "bad response",
+                             detail=f"{result.received} acknowledged of {len(batch.messages)}")
+            else:
+                n = len(batch.messages)
+                self.committed += n
+                self.pending -= n
+                self.duplicates += result.duplicates
+                for waiter in batch.waiters:
+                    waiter.callback(None)
+        self._kick()
+
+    def _failed(self, failure, batch):
+        self._busy -= 1
+        error = failure.value
+        if isinstance(error, StoreRejected):
+            log.error("webhook refused a batch of {n}: {reason}", n=len(batch.messages),
+                      reason=error.reason)
+            self._reject(batch, "refused", detail=error.reason)
+        else:
+            self._retry(batch, error)
+        self._kick()
+
+    def _retry(self, batch, error):
+        """Back off exponentially with jitter, then requeue; give up at the deadline."""
+        config = self._config
+        delay = min(config.retry_max, config.retry_initial * (2 ** batch.attempt))
+        delay *= 0.5 + 0.5 * self._random()  # jitter: spread retries of many batches
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            try:
+                delay = max(delay, min(float(retry_after), config.retry_max))
+            except ValueError:
+                pass
+        if self._clock.seconds() + delay >= batch.deadline or self._stopped:
+            self._reject(batch, "ack timeout", detail=str(error))
+            return
+        batch.attempt += 1
+        self.retried += 1
+        if batch.attempt == 1:
+            log.warn("webhook batch of {n} failed ({error}); retrying", n=len(batch.messages),
+                     error=str(error) or type(error).__name__)
+        self._clock.callLater(delay, self._requeue, batch)
+
+    def _requeue(self, batch):
+        self._ready.append(batch)
+        self._kick()
+
+    def _reject(self, batch, reason, detail=None):
+        n = len(batch.messages)
+        self.rejected[reason] += n
+        self.pending -= n
+        if reason != "refused":
+            log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,
+                     detail=detail or "")
+        error = StoreRejected(reason)
+        for waiter in batch.waiters:
+            waiter.errback(error)
+
+    def _bug(self, failure, batch):
+        log.failure("webhook store bug with a batch of {n}", failure, n=len(batch.messages))
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def set_url(self, url):
+        """Where to POST from now on (the built-in ingest tier reports its bound address)."""
+        self.url = url
+        self._kick()
+
+    def stop(self):
+        """Refuse new messages; fail those not yet sent (their clients retransmit)."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._ready:
+            self._reject(self._ready.popleft(), "stopping")
+        if self._messages:
+            self._reject(self._cut(), "stopping")
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """No "Starting factory" log line per pooled connection."""
+
+    noisy = False
+
+
+def build_http_client(reactor, config):
+    """A treq HTTPClient on its own pool (never treq's global one); returns (client, pool)."""
+    from treq.client import HTTPClient
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = config.pool_size
+    pool.retryAutomatically = False  # retries are ours, with the same keys and a deadline
+    pool._factory = _QuietClientFactory
+    agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=pool)
+    return HTTPClient(agent), pool

@@ -1,0 +1,177 @@
+"""The ingest webhook: ``POST /v1/messages`` answers 200 only after the rows are committed.
+
+Status codes are the contract the broker's client acts on (docs/ingest-webhook.md):
+
+- 200 ``{"received", "inserted", "duplicates"}``: every message of the body is in the
+  database (new, or already there from an earlier try). PUBACK them.
+- 400 ``{"error": reason}``: the body is malformed; nothing of it was stored. Retrying
+  the same body cannot help.
+- 405 not POST; 404 any other path; 413 body over ``max_body_size``.
+- 503 + ``Retry-After: 1``: queue full or shutting down; nothing stored; retry.
+- 500: the commit failed (rolled back); nothing of this body counts as stored; retry.
+
+A client that disconnects before the answer loses nothing: its rows still commit, and
+the retry it sends finds them already stored (duplicates, not new rows).
+"""
+from io import BytesIO
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from mqttd.ingest.wire import (
+    CONTENT_TYPE,
+    PATH,
+    BatchResult,
+    WireError,
+    decode_batch,
+    encode_error,
+    encode_result,
+)
+from mqttd.ingest.writer import Unavailable
+
+log = Logger()
+
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+
+
+class IngestResource(Resource):
+    """POST a wire-format batch; the answer waits for the COMMIT that holds it."""
+
+    isLeaf = True
+
+    def __init__(self, writer, max_body_size=DEFAULT_MAX_BODY_SIZE):
+        super().__init__()
+        self.writer = writer
+        self.max_body_size = max_body_size
+        # Counters (requests).
+        self.accepted = 0
+        self.malformed = 0
+        self.too_large = 0
+        self.unavailable = 0
+        self.errors = 0
+
+    def render(self, request):
+        if request.postpath not in ([], [b""]):
+            return _answer(request, 404, "no such resource")
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            return _answer(request, 405, "method not allowed; POST a batch")
+        return self.render_POST(request)
+
+    def render_POST(self, request):
+        if getattr(request, "body_too_large", False) or _content_length(request) > self.max_body_size:
+            self.too_large += 1
+            return _answer(request, 413, f"body larger than max_body_size ({self.max_body_size} bytes)")
+        request.content.seek(0)
+        body = request.content.read(self.max_body_size + 1)
+        if len(body) > self.max_body_size:
+            self.too_large += 1
+            return _answer(request, 413, f"body larger than max_body_size ({self.max_body_size} bytes)")
+        try:
+            messages = decode_batch(body)
+        except WireError as e:
+            self.malformed += 1
+            return _answer(request, 400, str(e))
+        try:
+            d = self.writer.submit(messages)
+        except Unavailable as e:
+            self.unavailable += 1
+            request.setHeader(b"Retry-After", b"1")
+            return _answer(request, 503, str(e))
+
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def committed(inserted):
+            self.accepted += 1
+            if not gone:
+                _finish(request, 200, encode_result(BatchResult(len(messages), inserted)))
+
+        def failed(failure):
+            self.errors += 1
+            if not gone:
+                _finish(request, 500, encode_error(
+                    f"commit failed, nothing stored: {failure.getErrorMessage()}"))
+
+        d.addCallbacks(committed, failed)
+        d.addErrback(lambda f: log.failure("ingest: answering a batch failed", f))
+        return NOT_DONE_YET
+
+
+def _content_length(request):
+    value = request.getHeader(b"content-length")
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def _answer(request, code, reason):
+    """Set an error answer and return its body (for a synchronous render)."""
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
+    return encode_error(reason)
+
+
+def _finish(request, code, body):
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
+    request.write(body)
+    request.finish()
+
+
+class _BoundedRequest(Request):
+    """Stops buffering a body past ``max_body_size``, so a huge POST cannot fill memory.
+
+    twisted.web buffers the whole body before rendering and has no limit of its own.
+    Past the limit the rest is read and dropped, the flag is set and the resource
+    answers 413.
+    """
+
+    max_body_size = DEFAULT_MAX_BODY_SIZE
+    body_too_large = False
+
+    def gotLength(self, length):
+        if length is not None and length > self.max_body_size:
+            self.body_too_large = True
+            self.content = BytesIO()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self.body_too_large:
+            return
+        if self.content.tell() + len(data) > self.max_body_size:
+            self.body_too_large = True
+            self.content = BytesIO()
+            return
+        self.content.write(data)
+
+
+class _IngestSite(Site):
+    """A Site without a per-request access log: the webhook sees thousands a second,
+    and the worker already traces each batch."""
+
+    def log(self, request):
+        pass
+
+
+def build_ingest_site(writer, max_body_size=DEFAULT_MAX_BODY_SIZE, path=PATH):
+    """A twisted.web Site serving IngestResource at ``path`` (default /v1/messages)."""
+    resource = IngestResource(writer, max_body_size)
+    root = Resource()
+    parent = root
+    segments = path.strip(b"/").split(b"/")
+    for segment in segments[:-1]:
+        child = Resource()
+        parent.putChild(segment, child)
+        parent = child
+    parent.putChild(segments[-1], resource)
+
+    request_factory = type("IngestRequest", (_BoundedRequest,), {"max_body_size": max_body_size})
+    site = _IngestSite(root, requestFactory=request_factory)
+    site.displayTracebacks = False
+    site.noisy = False
+    site.ingest = resource
+    return site

@@ -1,0 +1,82 @@
+"""The built-in ingest tier as a Twisted service: SQLite store, group-commit writer, webhook.
+
+Start-up order matters for the promise and for clear errors:
+
+* ``prepare_database`` runs synchronously from ``makeService``, before the reactor:
+  creating the file, WAL and schema migrations happen there, so a database that is
+  unreadable or newer than this code stops start-up with one line instead of failing
+  every later request.
+* The webhook listener binds in ``privilegedStartService`` (like every listener), so
+  its address is known before any MQTT client can connect; ``on_address`` hands the
+  URL to the broker's webhook client in the same process.
+* On stop the listener closes first, then the writer drains (every batch it accepted
+  is committed or failed), then the store closes its connection and thread.
+"""
+from sqlite_utils import Database
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.logger import Logger
+
+from mqttd.config import ConfigError
+from mqttd.ingest.resource import build_ingest_site
+from mqttd.ingest.wire import PATH
+from mqttd.ingest.writer import BatchWriter
+from mqttd.store.schema import SchemaError, migrate
+from mqttd.store.sqlite import SqliteStore
+
+log = Logger()
+
+
+def prepare_database(path):
+    """Create or migrate the database at ``path`` now; ConfigError-style failure if not."""
+    try:
+        db = Database(path)
+        try:
+            db.enable_wal()
+            migrate(db, name=path)
+        finally:
+            db.close()
+    except (SchemaError, OSError) as e:
+        raise ConfigError(f"server.data_dir: database {path}: {e}") from None
+    except Exception as e:  # sqlite3.DatabaseError: not a database, locked, ...
+        raise ConfigError(f"server.data_dir: database {path}: {type(e).__name__}: {e}") from None
+
+
+class IngestService(MultiService):
+    """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound."""
+
+    def __init__(self, reactor, config, db_path, endpoint, on_address=None):
+        super().__init__()
+        self.store = SqliteStore(reactor, db_path, synchronous=config.synchronous)
+        self.writer = BatchWriter(reactor, self.store, config.batch_size,
+                                  config.flush_interval, config.max_queue)
+        self.site = build_ingest_site(self.writer, config.max_body_size)
+        self._on_address = on_address
+        self._listener = StreamServerEndpointService(endpoint, self.site)
+        self._listener._raiseSynchronously = True
+        self._listener.setServiceParent(self)
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        self._listener._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port):
+        address = port.getHost()
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        url = f"http://{host}:{address.port}{PATH.decode('ascii')}"
+        log.info("ingest webhook listening on {url}", url=url)
+        if self._on_address is not None:
+            self._on_address(url)
+        return port
+
+    def startService(self):
+        super().startService()
+        d = self.store.start()
+        d.addErrback(lambda f: log.failure("ingest store failed to start", f))
+
+    @inlineCallbacks
+    def stopService(self):
+        yield super().stopService()  # stop listening
+        yield DeferredList([self.writer.close()], consumeErrors=True)
+        yield self.store.close()

@@ -1,0 +1,209 @@
+"""Group commit: many HTTP requests' rows share one SQLite COMMIT (one fsync).
+
+A commit with synchronous=FULL costs one fsync whether it holds 1 row or 500, so rows
+from concurrent requests wait a few milliseconds to share it. ``submit`` answers only
+after the COMMIT holding its rows; that is the whole promise of mqttd (DESIGN.md: "An
+acknowledgement means the data is in the database"): the worker PUBACKs on that answer.
+
+Rules:
+
+- a commit starts when ``batch_size`` rows wait, or ``flush_interval`` ms after the
+  first waiting row, whichever is first;
+- one commit at a time; rows arriving meanwhile wait for the next one. If the queue
+  still holds rows after a commit took its share, they are backlog and go in the very
+  next commit without waiting for the timer;
+- a request's rows are never split across commits (a commit takes whole requests until
+  it holds at least ``batch_size`` rows), so one COMMIT decides one request;
+- a failed commit fails every request in it: none of their rows count as stored (the
+  transaction rolled back) and each client retries with the same keys;
+- more than ``max_queue`` rows waiting: ``submit`` raises QueueFull at once, so the
+  webhook answers 503 and memory stays bounded. An empty queue always admits one
+  request, however big, so an oversized batch cannot be refused forever.
+"""
+from collections import deque
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+
+log = Logger()
+
+
+class Unavailable(Exception):
+    """The writer cannot take rows now; the client should retry later (HTTP 503)."""
+
+
+class QueueFull(Unavailable):
+    """More than ``max_queue`` rows are already waiting for a commit."""
+
+
+class WriterClosed(Unavailable):
+    """The writer is shutting down and takes no more rows."""
+
+
+class _Waiter:
+    """One ``submit`` call: its rows and the Deferred answered after their COMMIT."""
+
+    __slots__ = ("rows", "deferred")
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.deferred = Deferred()
+
+
+class BatchWriter:
+    """Queues rows from many requests and commits them together through ``store``.
+
+    ``store`` needs ``insert_batches(list of row lists) -> Deferred[list of new-row
+    counts]`` in one transaction (SqliteStore). ``flush_interval`` is in milliseconds.
+    """
+
+    def __init__(self, clock, store, batch_size=500, flush_interval=5.0, max_queue=50_000):
+        if batch_size < 1 or max_queue < 1 or flush_interval < 0:
+            raise ValueError("batch_size and max_queue must be >= 1, flush_interval >= 0")
+        self._clock = clock
+        self._store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_queue = max_queue
+        self._queue = deque()
+        self._waiting = 0  # rows in _queue
+        self._in_flight = 0  # rows in the commit running now
+        self._committing = False
+        self._due = False  # the timer fired (or a drain asked): flush at the next chance
+        self._timer = None
+        self._closed = False
+        self._drains = []
+        # Counters (rows unless named otherwise).
+        self.committed = 0  # in successful commits (new rows and duplicates alike)
+        self.inserted = 0  # new rows among them
+        self.failed = 0  # in failed commits
+        self.rejected = 0  # refused with QueueFull / WriterClosed
+        self.commits = 0  # successful COMMITs
+        self.commit_failures = 0  # failed commits
+
+    @property
+    def pending(self):
+        """Rows accepted and not yet answered: waiting plus in the running commit."""
+        return self._waiting + self._in_flight
+
+    @property
+    def waiting(self):
+        """Rows queued for a commit that has not started."""
+        return self._waiting
+
+    def submit(self, rows):
+        """Queue ``rows``; Deferred of how many were new, fired after their COMMIT.
+
+        Raises QueueFull (or WriterClosed) synchronously instead of queueing. The
+        Deferred fails if the commit failed; then none of ``rows`` were stored.
+        """
+        rows = list(rows)
+        if self._closed:
+            self.rejected += len(rows)
+            raise WriterClosed("ingest writer is shutting down")
+        if not rows:
+            return succeed(0)
+        if self._waiting and self._waiting + len(rows) > self.max_queue:
+            self.rejected += len(rows)
+            raise QueueFull(f"{self._waiting} rows already waiting (max_queue {self.max_queue})")
+        waiter = _Waiter(rows)
+        was_empty = not self._queue
+        self._queue.append(waiter)
+        self._waiting += len(rows)
+        if was_empty and not self._due:
+            self._start_timer()
+        self._maybe_flush()
+        return waiter.deferred
+
+    def drain(self):
+        """Commit everything queued now; Deferred fired once nothing is pending."""
+        if not self._queue and not self._committing:
+            return succeed(None)
+        d = Deferred()
+        self._drains.append(d)
+        if self._queue:
+            self._due = True
+            self._maybe_flush()
+        return d
+
+    def close(self):
+        """Refuse new rows (503), commit what is queued; Deferred fired when done."""
+        self._closed = True
+        return self.drain()
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def _start_timer(self):
+        if self._timer is None:
+            self._timer = self._clock.callLater(self.flush_interval / 1000.0, self._on_timer)
+
+    def _cancel_timer(self):
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self):
+        self._timer = None
+        self._due = True
+        try:
+            self._maybe_flush()
+        except Exception:
+            # A reactor timer has no caller to report to; never let the writer wedge.
+            log.failure("ingest writer: flush on timer failed")
+
+    def _maybe_flush(self):
+        if self._committing or not self._queue:
+            return
+        if self._due or self._waiting >= self.batch_size:
+            self._flush()
+
+    def _flush(self):
+        taken = []
+        rows = 0
+        while self._queue and rows < self.batch_size:
+            waiter = self._queue.popleft()
+            taken.append(waiter)
+            rows += len(waiter.rows)
+        self._waiting -= rows
+        self._in_flight = rows
+        self._committing = True
+        if self._queue:
+            self._due = True  # backlog: straight into the next commit
+        else:
+            self._due = False
+            self._cancel_timer()
+        d = maybeDeferred(self._store.insert_batches, [w.rows for w in taken])
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(taken, rows),
+                       errbackArgs=(taken, rows))
+        d.addErrback(lambda f: log.failure("ingest writer: answering a commit failed", f))
+
+    def _committed(self, counts, taken, rows):
+        self._finish()
+        self.commits += 1
+        self.committed += rows
+        self.inserted += sum(counts)
+        for waiter, count in zip(taken, counts):
+            waiter.deferred.callback(count)
+        self._after_commit()
+
+    def _failed(self, failure, taken, rows):
+        self._finish()
+        self.commit_failures += 1
+        self.failed += rows
+        log.failure("ingest writer: commit of {rows} rows from {requests} requests failed; "
+                    "none of them are stored", failure, rows=rows, requests=len(taken))
+        for waiter in taken:
+            waiter.deferred.errback(failure)
+        self._after_commit()
+
+    def _finish(self):
+        self._committing = False
+        self._in_flight = 0
+
+    def _after_commit(self):
+        self._maybe_flush()
+        if not self._queue and not self._committing and self._drains:
+            drains, self._drains = self._drains, []
+            for d in drains:
+                d.callback(None)

@@ -1,0 +1,94 @@
+"""The versioned schema of mqttd.db: migration steps keyed by ``PRAGMA user_version``.
+
+Step N (1-based) turns a version N-1 database into version N. ``migrate`` applies every
+missing step in order inside ONE ``BEGIN IMMEDIATE`` transaction together with the new
+``user_version``, so a crash or a failing step leaves the file exactly as it was, and two
+ingest processes starting at once cannot both migrate (the second waits for the write
+lock, then sees the new version and does nothing).
+
+Steps are frozen SQL, not sqlite-utils ``create_table`` calls: what a migration creates
+must never change because a library's defaults did. Add a step to change the schema;
+never edit a released one.
+
+The ``messages`` table is a data contract users query directly (see
+docs/ingest-webhook.md). It is STRICT so a wrong type (a text payload, say) fails the
+commit instead of being stored quietly, and ``key`` is NOT NULL explicitly because a
+non-STRICT TEXT PRIMARY KEY would accept NULL.
+"""
+from contextlib import contextmanager
+
+
+class SchemaError(Exception):
+    """The database cannot be used by this version of mqttd."""
+
+
+class SchemaTooNew(SchemaError):
+    """The database was written by a newer mqttd; refusing to touch it."""
+
+
+def _v1_messages(db):
+    db.execute(
+        """
+        CREATE TABLE messages (
+            key          TEXT    NOT NULL PRIMARY KEY CHECK (length(key) > 0),
+            client_id    TEXT    NOT NULL,
+            username     TEXT,
+            topic        TEXT    NOT NULL,
+            payload      BLOB    NOT NULL,
+            qos          INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+            retain       INTEGER NOT NULL CHECK (retain IN (0, 1)),
+            received_at  REAL    NOT NULL,
+            committed_at REAL    NOT NULL
+        ) STRICT
+        """
+    )
+    db.execute("CREATE INDEX messages_client_received ON messages (client_id, received_at)")
+
+
+MIGRATIONS = (_v1_messages,)
+"""Step i+1 of the schema is ``MIGRATIONS[i]``; ``len(MIGRATIONS)`` is the latest version."""
+
+
+@contextmanager
+def immediate(db):
+    """One write transaction taken with ``BEGIN IMMEDIATE``.
+
+    IMMEDIATE takes the write lock up front, so a transaction that reads first (the
+    version check) cannot fail later with SQLITE_BUSY_SNAPSHOT when another process
+    committed in between; ``busy_timeout`` then covers the wait for the lock.
+    """
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def user_version(db):
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(db, migrations=MIGRATIONS, name="database"):
+    """Bring ``db`` (a sqlite_utils.Database) to ``len(migrations)``; return (old, new).
+
+    Raises SchemaTooNew, without writing, if the file is newer than ``migrations`` know.
+    """
+    latest = len(migrations)
+    with immediate(db):
+        current = user_version(db)
+        if current > latest:
+            raise SchemaTooNew(
+                f"{name}: schema version {current} is newer than this mqttd knows "
+                f"(latest {latest}); refusing to start. Upgrade mqttd, or restore a "
+                f"backup made by this version."
+            )
+        for step in migrations[current:]:
+            step(db)
+        if current != latest:
+            # PRAGMA takes no parameters; latest is an int we computed.
+            db.execute(f"PRAGMA user_version = {int(latest)}")
+    return current, latest

@@ -1,0 +1,192 @@
+"""The durable message store: SQLite (through sqlite-utils) on its own one-thread pool.
+
+Why one thread: a sqlite3 connection belongs to the thread that opened it, and SQLite
+allows one writer at a time anyway, so every call (open, migrate, insert, read, close)
+is queued on a ``ThreadPool(1, 1)`` and comes back as a Deferred; the reactor never
+blocks on disk.
+
+Why ``ON CONFLICT(key) DO NOTHING`` and not ``INSERT OR IGNORE``: both make a retried
+batch harmless (a key already stored is skipped, so rows are never duplicated), but OR
+IGNORE also silently skips rows that break NOT NULL or CHECK constraints, which would be
+acknowledged and never stored. The upsert clause only ignores the key conflict; any other
+violation fails the whole transaction, so nothing of it is acknowledged.
+
+Durability: WAL journal, ``PRAGMA synchronous`` configurable (FULL by default: the WAL is
+fsynced at every COMMIT, so an acknowledged row survives power loss).
+"""
+import os
+
+from sqlite_utils import Database
+from twisted.internet.defer import fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from mqttd.store.interface import Message
+from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate
+
+DB_FILENAME = "mqttd.db"
+SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
+
+COLUMNS = (
+    "key", "client_id", "username", "topic", "payload", "qos", "retain", "received_at",
+    "committed_at",
+)
+_INSERT = (
+    f"INSERT INTO messages ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT(key) DO NOTHING"
+)
+_READ = (
+    "SELECT key, client_id, username, topic, payload, qos, retain, received_at "
+    "FROM messages WHERE client_id = ? ORDER BY received_at DESC LIMIT ?"
+)
+
+
+class StoreClosed(Exception):
+    """The store is not running (not started yet, or closed)."""
+
+
+class SqliteStore:
+    """mqttd.db: open/migrate on ``start()``, write batches, read, ``close()``.
+
+    ``reactor`` provides ``callFromThread`` (results come back to the reactor thread) and
+    ``seconds()`` (``committed_at``). ``threadpool`` defaults to a fresh one-thread pool
+    owned by this store; tests may pass a synchronous double (the SQLite is still real).
+    """
+
+    def __init__(self, reactor, path, synchronous="FULL", busy_timeout=5.0, threadpool=None,
+                 migrations=MIGRATIONS):
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {synchronous!r}")
+        self._reactor = reactor
+        self.path = str(path)
+        self.synchronous = synchronous
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._pool = threadpool if threadpool is not None else ThreadPool(1, 1, name="mqttd-sqlite")
+        self._migrations = migrations
+        self._db = None  # touched only on the pool's thread
+        self._running = False
+
+    @classmethod
+    def in_data_dir(cls, reactor, data_dir, **kwargs):
+        """The store at DATA_DIR/mqttd.db."""
+        return cls(reactor, os.path.join(data_dir, DB_FILENAME), **kwargs)
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def start(self):
+        """Start the pool, open the file, enable WAL, migrate. Fails on a too-new schema."""
+        if self._running:
+            return succeed(None)
+        self._pool.start()
+        self._running = True
+        d = self.run(self._open)
+
+        def failed(failure):
+            self._running = False
+            self._pool.stop()
+            return failure
+
+        d.addErrback(failed)
+        return d
+
+    def close(self):
+        """Close the connection on its thread, then stop the pool (idempotent)."""
+        if not self._running:
+            return succeed(None)
+        d = self.run(self._close)
+        self._running = False
+
+        def stop_pool(result):
+            self._pool.stop()
+            return result
+
+        d.addBoth(stop_pool)
+        return d
+
+    def run(self, fn, *args, **kwargs):
+        """Run ``fn(db, *args, **kwargs)`` on the store's thread; Deferred of its result.
+
+        ``db`` is the sqlite_utils.Database. Use this for queries other modules need;
+        never keep ``db`` or its rows' cursors beyond ``fn``.
+        """
+        if not self._running:
+            return fail(StoreClosed(f"{self.path}: store is not running"))
+        return deferToThreadPool(self._reactor, self._pool, self._call, fn, args, kwargs)
+
+    def _call(self, fn, args, kwargs):
+        return fn(self._db, *args, **kwargs)
+
+    def _open(self, _):
+        db = Database(self.path, execute_plugins=False)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            db.enable_wal()
+            if db.journal_mode != "wal":
+                raise SchemaError(f"{self.path}: cannot enable WAL (journal_mode is {db.journal_mode})")
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            migrate(db, self._migrations, name=self.path)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _close(self, db):
+        self._db = None
+        if db is not None:
+            db.close()
+
+    # -- writes ----------------------------------------------------------------------
+
+    def insert_batch(self, messages):
+        """Insert ``messages`` (Message values) in ONE transaction; Deferred of how many were new.
+
+        Keys already stored are skipped, so a retried batch never duplicates a row. If
+        the Deferred fails, nothing of the batch was written.
+        """
+        d = self.insert_batches([messages])
+        d.addCallback(lambda counts: counts[0])
+        return d
+
+    def insert_batches(self, batches):
+        """Insert several batches in ONE transaction (one COMMIT, one fsync).
+
+        Deferred of a list: new rows per batch, in order. This is what the group-commit
+        writer uses so each HTTP request learns its own count.
+        """
+        return self.run(self._insert, batches, self._reactor.seconds)
+
+    @staticmethod
+    def _insert(db, batches, now):
+        conn = db.conn
+        counts = []
+        with immediate(db):
+            committed_at = now()
+            for batch in batches:
+                cursor = conn.executemany(
+                    _INSERT,
+                    [
+                        (m.key, m.client_id, m.username, m.topic, m.payload, m.qos,
+                         m.retain, m.received_at, committed_at)
+                        for m in batch
+                    ],
+                )
+                counts.append(cursor.rowcount if batch else 0)
+        return counts
+
+    # -- reads -----------------------------------------------------------------------
+
+    def recent(self, client_id, limit=100):
+        """One device's most recent messages, newest first (uses the client index)."""
+        return self.run(self._recent, client_id, limit)
+
+    @staticmethod
+    def _recent(db, client_id, limit):
+        return [
+            Message(key, cid, username, topic, bytes(payload), qos, bool(retain), received_at)
+            for key, cid, username, topic, payload, qos, retain, received_at
+            in db.execute(_READ, (client_id, limit)).fetchall()
+        ]
+
+    def count(self):
+        """How many messages are stored."""
+        return self.run(lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0])

@@ -1,0 +1,245 @@
+"""The webhook client: batching, retry with backoff, deadlines, and accounting that adds up.
+
+The ingest side is a twisted.web resource driven through treq's StubTreq, on a Clock.
+"""
+import json
+from base64 import b64decode
+
+import attrs
+from treq.testing import StubTreq
+from twisted.internet.defer import fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from mqttd.config import WebhookConfig
+from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.store.interface import Message
+
+URL = "http://ingest.invalid/v1/messages"
+
+
+def message(n, client_id="dev-1", qos=1):
+    return Message(f"k-{n}", client_id, "user", "t/1", b"\x00payload-%d" % n, qos, False, 100.0 + n)
+
+
+class Webhook(Resource):
+    """A scriptable ingest endpoint: answers from ``script`` (code or None = hang), then 200."""
+
+    isLeaf = True
+
+    def __init__(self, script=()):
+        super().__init__()
+        self.script = list(script)
+        self.bodies = []
+        self.hanging = []
+        self.stored = {}
+
+    def render_POST(self, request):
+        body = request.content.read()
+        self.bodies.append(body)
+        step = self.script.pop(0) if self.script else 200
+        if step is None:
+            self.hanging.append(request)
+            return NOT_DONE_YET
+        if step != 200:
+            request.setResponseCode(step)
+            if step == 503:
+                request.setHeader(b"Retry-After", b"1")
+            return b'{"error": "scripted"}'
+        items = json.loads(body)["messages"]
+        inserted = 0
+        for item in items:
+            if item["key"] not in self.stored:
+                self.stored[item["key"]] = b64decode(item["payload"])
+                inserted += 1
+        return json.dumps({"received": len(items), "inserted": inserted}).encode()
+
+
+class Harness:
+    def __init__(self, testcase, script=(), **config):
+        self.clock = Clock()
+        self.webhook = Webhook(script)
+        self.http = StubTreq(self.webhook)
+        self.config = attrs.evolve(WebhookConfig(), **config)
+        self.store = WebhookStore(self.clock, self.config, self.http, URL, random=lambda: 1.0)
+        self.testcase = testcase
+
+    def submit(self, *messages):
+        results = []
+        for m in messages:
+            d = self.store.store(m)
+            outcome = []
+            d.addCallbacks(lambda _, o=outcome: o.append("ok"),
+                           lambda f, o=outcome: o.append(f.trap(StoreRejected) and f.value.reason))
+            results.append(outcome)
+        return results
+
+    def tick(self, seconds=0.0):
+        self.clock.advance(seconds)
+        self.http.flush()
+
+    def assertAccounts(self):
+        s = self.store
+        self.testcase.assertEqual(s.received, s.committed + s.pending + sum(s.rejected.values()))
+
+
+class BatchingTests(unittest.TestCase):
+    def test_nothing_fires_before_the_commit(self):
+        h = Harness(self, script=[None])
+        (r,) = h.submit(message(1))
+        self.assertEqual(h.webhook.bodies, [])  # waits for the batch delay
+        h.tick()
+        self.assertEqual(len(h.webhook.bodies), 1)
+        self.assertEqual(r, [])  # request sent, not answered: no ack
+        self.assertEqual(h.store.pending, 1)
+        h.assertAccounts()
+
+    def test_one_turn_of_messages_is_one_batch(self):
+        h = Harness(self)
+        results = h.submit(*[message(n) for n in range(5)])
+        h.tick()
+        self.assertEqual(len(h.webhook.bodies), 1)
+        self.assertEqual(results, [["ok"]] * 5)
+        self.assertEqual(h.store.committed, 5)
+        self.assertEqual(h.webhook.stored["k-3"], b"\x00payload-3")
+        h.assertAccounts()
+
+    def test_full_batch_leaves_at_once(self):
+        h = Harness(self, batch_size=3, batch_delay=10.0)
+        h.submit(*[message(n) for n in range(3)])
+        self.assertEqual(len(h.webhook.bodies), 1)
+        self.assertEqual(len(json.loads(h.webhook.bodies[0])["messages"]), 3)
+
+    def test_batch_delay(self):
+        h = Harness(self, batch_delay=0.5)
+        h.submit(message(1))
+        h.tick(0.4)
+        self.assertEqual(h.webhook.bodies, [])
+        h.tick(0.1)
+        self.assertEqual(len(h.webhook.bodies), 1)
+
+    def test_pool_size_bounds_requests_and_grows_batches(self):
+        """With every slot busy, new messages wait and leave together in one bigger batch."""
+        h = Harness(self, script=[None], pool_size=1, request_timeout=100.0)
+        first = h.submit(message(1))
+        h.tick()
+        later = h.submit(*[message(n) for n in range(2, 6)])
+        h.tick()
+        self.assertEqual(len(h.webhook.bodies), 1)  # slot busy: nothing more sent
+        request = h.webhook.hanging.pop()
+        request.write(json.dumps({"received": 1, "inserted": 1}).encode())
+        request.finish()
+        h.tick()
+        self.assertEqual(first, [["ok"]])
+        self.assertEqual(len(h.webhook.bodies), 2)
+        self.assertEqual(len(json.loads(h.webhook.bodies[1])["messages"]), 4)
+        self.assertEqual(later, [["ok"]] * 4)
+        h.assertAccounts()
+
+
+class RetryTests(unittest.TestCase):
+    def test_5xx_is_retried_with_the_same_keys(self):
+        h = Harness(self, script=[500, 502], retry_initial=0.1)
+        (r,) = h.submit(message(1))
+        h.tick()
+        self.assertEqual(r, [])
+        self.assertEqual(h.store.retried, 1)
+        h.tick(0.1)  # first backoff: 0.1 s
+        self.assertEqual(h.store.retried, 2)
+        h.tick(0.1)
+        self.assertEqual(r, [])
+        h.tick(0.1)  # second backoff: 0.2 s
+        self.assertEqual(r, ["ok"])
+        self.assertEqual(len(h.webhook.bodies), 3)
+        self.assertEqual(len(set(h.webhook.bodies)), 1)  # the same body, the same keys
+        self.assertEqual(h.store.committed, 1)
+        h.assertAccounts()
+
+    def test_backoff_is_capped(self):
+        h = Harness(self, script=[500] * 6, retry_initial=1.0, retry_max=2.0, ack_timeout=100.0)
+        (r,) = h.submit(message(1))
+        h.tick()
+        for _ in range(6):
+            h.tick(2.0)
+        self.assertEqual(r, ["ok"])
+
+    def test_503_honours_retry_after(self):
+        h = Harness(self, script=[503], retry_initial=0.01)
+        (r,) = h.submit(message(1))
+        h.tick()
+        h.tick(0.5)
+        self.assertEqual(r, [])  # Retry-After: 1 is honoured over the short backoff
+        h.tick(0.5)
+        self.assertEqual(r, ["ok"])
+
+    def test_timeout_is_retried(self):
+        h = Harness(self, script=[None], request_timeout=1.0, retry_initial=0.1)
+        (r,) = h.submit(message(1))
+        h.tick()
+        h.tick(1.0)  # request times out
+        self.assertEqual(h.store.retried, 1)
+        h.tick(0.1)
+        self.assertEqual(r, ["ok"])
+        # A retry of a batch the server may already have committed stores nothing twice.
+        self.assertEqual(list(h.webhook.stored), ["k-1"])
+
+    def test_connection_refused_is_retried(self):
+        h = Harness(self, retry_initial=0.1)
+        real = h.http
+        attempts = []
+
+        class Refusing:
+            def post(self, *args, **kwargs):
+                attempts.append(1)
+                if len(attempts) < 3:
+                    return fail(ConnectionRefusedError())
+                return real.post(*args, **kwargs)
+
+        h.store._http = Refusing()
+        (r,) = h.submit(message(1))
+        h.tick()
+        h.tick(0.1)
+        h.tick(0.2)
+        self.assertEqual(r, ["ok"])
+        self.assertEqual(len(attempts), 3)
+
+    def test_deadline_fails_without_ack(self):
+        h = Harness(self, script=[500] * 100, retry_initial=1.0, retry_max=1.0, ack_timeout=3.0)
+        (r,) = h.submit(message(1))
+        for _ in range(5):
+            h.tick(1.0)
+        self.assertEqual(r, ["ack timeout"])
+        self.assertEqual(h.store.rejected["ack timeout"], 1)
+        self.assertEqual(h.store.pending, 0)
+        h.assertAccounts()
+
+    def test_4xx_is_not_retried(self):
+        h = Harness(self, script=[400])
+        (r,) = h.submit(message(1))
+        h.tick()
+        self.assertEqual(r, ["refused"])
+        self.assertEqual(len(h.webhook.bodies), 1)
+        self.assertEqual(h.store.rejected["refused"], 1)
+        h.assertAccounts()
+
+
+class LimitTests(unittest.TestCase):
+    def test_max_pending(self):
+        h = Harness(self, max_pending=2, batch_delay=10.0)
+        results = h.submit(message(1), message(2), message(3))
+        self.assertEqual(results[2], ["overload"])
+        h.tick(10.0)
+        self.assertEqual(results[:2], [["ok"], ["ok"]])
+        self.assertEqual(h.store.rejected["overload"], 1)
+        h.assertAccounts()
+
+    def test_stop_fails_what_was_not_sent(self):
+        h = Harness(self, batch_delay=10.0)
+        (r,) = h.submit(message(1))
+        h.store.stop()
+        self.assertEqual(r, ["stopping"])
+        self.assertEqual(h.submit(message(2))[0], ["stopping"])
+        h.assertAccounts()

@@ -1,0 +1,413 @@
+"""The ingest webhook: status codes, 'answer only after COMMIT', the wire format, config.
+
+Unit tests render IngestResource with DummyRequest over the real writer and a real
+SQLite file (InlinePool; task.Clock). ``LoopbackTests`` run the whole tier on a real
+127.0.0.1 port with the real thread pool and POST with treq over its own pool.
+"""
+import json
+import os
+import sqlite3
+from io import BytesIO
+
+import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
+from treq.client import HTTPClient
+
+from mqttd.config import ConfigError, IngestConfig, load_config, parse_config
+from mqttd.ingest.resource import IngestResource, _BoundedRequest, build_ingest_site
+from mqttd.ingest.wire import (
+    BatchResult,
+    WireError,
+    decode_batch,
+    decode_result,
+    encode_batch,
+    encode_result,
+)
+from mqttd.ingest.writer import BatchWriter
+from mqttd.store.sqlite import SqliteStore
+from tests.test_store_sqlite import fired, inline_store, make_dir, message
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
+
+
+def item(**overrides):
+    """One valid wire message as a dict, with ``overrides``."""
+    fields = {"key": "k1", "client_id": "dev-1", "username": "acme", "topic": "t/1",
+              "qos": 1, "retain": False, "received_at": 1.5, "payload": "AP8="}
+    fields.update(overrides)
+    return fields
+
+
+def body(*items):
+    return json.dumps({"messages": list(items)}).encode()
+
+
+def with_a_good_message_first(data, tag):
+    """Put a valid message before the bad one, where the body has a message list:
+    then the 400 also proves that nothing of a malformed body is stored."""
+    prefix = b'{"messages": [{'
+    if not data.startswith(prefix):
+        return data
+    good = json.dumps(item(key="good-" + tag)).encode()
+    return b'{"messages": [' + good + b", " + data[len(prefix) - 1:]
+
+
+class ResourceTestCase(unittest.TestCase):
+    def setUp(self):
+        # busy_timeout=0: a commit meeting another writer's lock fails at once.
+        self.store, self.clock, self.pool = inline_store(self, busy_timeout=0)
+        self.writer = BatchWriter(self.clock, self.store, batch_size=100, flush_interval=5.0,
+                                  max_queue=10)
+        self.resource = IngestResource(self.writer, max_body_size=4096)
+
+    def post(self, data, method=b"POST", postpath=()):
+        request = DummyRequest(list(postpath))
+        request.method = method
+        request.content = BytesIO(data)
+        request.requestHeaders.setRawHeaders(b"content-length", [str(len(data)).encode()])
+        result = self.resource.render(request)
+        if result is not NOT_DONE_YET:
+            request.write(result)
+            request.finish()
+        return request
+
+    def answer(self, request):
+        return json.loads(b"".join(request.written))
+
+    def query(self, fn):
+        """Run ``fn(db)`` now, even while commits are held (none may be waiting)."""
+        self.assertEqual(len(self.pool.jobs), 0)
+        hold, self.pool.hold = self.pool.hold, False
+        try:
+            return fired(self.store.run(fn))
+        finally:
+            self.pool.hold = hold
+
+    def stored(self):
+        return self.query(lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+class AcceptTests(ResourceTestCase):
+    def test_200_only_after_commit(self):
+        self.pool.hold = True
+        request = self.post(body(item(key="a"), item(key="b", payload="")))
+        self.clock.advance(0.005)
+        self.assertEqual(len(self.pool.jobs), 1)  # the COMMIT is running...
+        self.assertEqual((request.finished, request.responseCode, request.written), (0, None, []))
+        self.pool.run_next()  # ...and has now returned
+        self.assertEqual((request.finished, request.responseCode), (1, 200))
+        self.assertEqual(self.answer(request), {"received": 2, "inserted": 2, "duplicates": 0})
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"),
+                         [b"application/json"])
+        self.assertEqual(self.stored(), 2)
+
+    def test_retried_body_counts_duplicates(self):
+        data = body(item(key="a"), item(key="b"))
+        first = self.post(data)
+        self.clock.advance(0.005)
+        again = self.post(data)
+        self.clock.advance(0.005)
+        self.assertEqual(self.answer(first)["inserted"], 2)
+        self.assertEqual(self.answer(again), {"received": 2, "inserted": 0, "duplicates": 2})
+        self.assertEqual(self.stored(), 2)
+
+    def test_disconnected_client_gets_no_write_but_rows_commit(self):
+        request = self.post(body(item(key="a")))
+        request.processingFailed(Exception("connection lost"))
+        self.clock.advance(0.005)
+        self.assertEqual((request.written, request.finished), ([], 0))
+        self.assertEqual(self.stored(), 1)
+        self.assertEqual(self.resource.accepted, 1)
+
+    def test_commit_failure_is_500_and_nothing_stored(self):
+        other = sqlite3.connect(self.store.path)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        request = self.post(body(item(key="a")))
+        self.clock.advance(0.005)
+        self.assertEqual(request.responseCode, 500)
+        self.assertIn("commit failed, nothing stored", self.answer(request)["error"])
+        self.flushLoggedErrors(sqlite3.OperationalError)
+        other.rollback()
+        self.assertEqual(self.stored(), 0)
+
+
+class RefuseTests(ResourceTestCase):
+    MALFORMED = [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{", "invalid JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"messages": [], "extra": 1}', "exactly the key"),
+        (b'{"messages": {}}', "messages: must be a list"),
+        (b'{"messages": [1]}', "messages[0]: must be an object"),
+        (body({k: v for k, v in item().items() if k != "topic"}), "missing topic"),
+        (body(item(colour="red")), "unknown colour"),
+        (body(item(key="")), ".key: must be a non-empty string"),
+        (body(item(key=7)), ".key: must be a non-empty string"),
+        (body(item(client_id=None)), "client_id: must be a string"),
+        (body(item(username=3)), "username: must be a string or null"),
+        (body(item(topic="")), "topic: must be a non-empty string"),
+        (body(item(topic="\ud800")), "topic: must be a non-empty string"),
+        (body(item(qos=3)), "qos: must be 0, 1 or 2, got 3"),
+        (body(item(qos=-1)), "qos: must be 0, 1 or 2, got -1"),
+        (body(item(qos=1.0)), "qos: must be 0, 1 or 2, got 1.0"),
+        (body(item(qos=True)), "qos: must be 0, 1 or 2, got True"),
+        (body(item(retain=1)), "retain: must be true or false, got 1"),
+        (body(item(received_at="now")), "received_at: must be unix seconds"),
+        (body(item(received_at=-1)), "received_at: must be unix seconds"),
+        (b'{"messages": [' + json.dumps(item())[:-1].encode() + b', "received_at": NaN}]}',
+         "NaN is not a number"),
+        (body(item(payload=None)), "payload: must be a base64 string"),
+        (body(item(payload="AP8")), "payload: invalid base64"),
+        (body(item(payload="AP8=\n")), "payload: invalid base64"),
+        (body(item(payload="A*8=")), "payload: invalid base64"),
+        (body(item(payload="é")), "payload: invalid base64"),
+        (b"[" * 2000 + b"]" * 2000, "nested too deeply"),
+    ]
+
+    def test_400_on_each_malformed_body_and_nothing_stored(self):
+        for data, reason in self.MALFORMED:
+            request = self.post(with_a_good_message_first(data, reason))
+            self.assertEqual(request.responseCode, 400, reason)
+            self.assertIn(reason, self.answer(request)["error"])
+            self.assertEqual(request.finished, 1)
+        self.clock.advance(1.0)
+        self.assertEqual((self.stored(), self.writer.pending, self.writer.commits), (0, 0, 0))
+        self.assertEqual(self.resource.malformed, len(self.MALFORMED))
+
+    def test_error_names_the_bad_message(self):
+        request = self.post(body(item(key="a"), item(key="b"), item(key="c", qos=9)))
+        self.assertEqual(self.answer(request),
+                         {"error": "messages[2].qos: must be 0, 1 or 2, got 9"})
+
+    def test_405_for_other_methods(self):
+        for method in (b"GET", b"PUT", b"DELETE", b"HEAD"):
+            request = self.post(body(item()), method=method)
+            self.assertEqual(request.responseCode, 405)
+            self.assertEqual(request.responseHeaders.getRawHeaders(b"allow"), [b"POST"])
+        self.clock.advance(1.0)
+        self.assertEqual(self.stored(), 0)
+
+    def test_404_below_the_resource(self):
+        self.assertEqual(self.post(body(item()), postpath=[b"x"]).responseCode, 404)
+
+    def test_413_over_max_body_size(self):
+        big = body(*[item(key=f"k{i}") for i in range(40)])
+        self.assertGreater(len(big), 4096)
+        request = self.post(big)
+        self.assertEqual(request.responseCode, 413)
+        self.assertIn("max_body_size", self.answer(request)["error"])
+        # Declared too big, whatever was buffered:
+        request = DummyRequest([])
+        request.method = b"POST"
+        request.content = BytesIO(body(item()))
+        request.requestHeaders.setRawHeaders(b"content-length", [b"999999"])
+        self.resource.render(request)
+        self.assertEqual(request.responseCode, 413)
+        self.clock.advance(1.0)
+        self.assertEqual(self.stored(), 0)
+
+    def test_bounded_request_stops_buffering(self):
+        request = _BoundedRequest(DummyChannel())
+        request.max_body_size = 10
+        request.gotLength(None)  # chunked: no declared length
+        request.handleContentChunk(b"12345678")
+        self.assertFalse(request.body_too_large)
+        request.handleContentChunk(b"9abc")
+        request.handleContentChunk(b"x" * 1000)
+        self.assertTrue(request.body_too_large)
+        self.assertEqual(request.content.getvalue(), b"")
+        declared = _BoundedRequest(DummyChannel())
+        declared.max_body_size = 10
+        declared.gotLength(11)
+        self.assertTrue(declared.body_too_large)
+
+    def test_503_with_retry_after_when_queue_full(self):
+        self.pool.hold = True
+        waiting = self.post(body(*[item(key=f"a{i}") for i in range(8)]))
+        refused = self.post(body(*[item(key=f"b{i}") for i in range(3)]))
+        self.assertEqual(refused.responseCode, 503)
+        self.assertEqual(refused.responseHeaders.getRawHeaders(b"retry-after"), [b"1"])
+        self.assertIn("max_queue", self.answer(refused)["error"])
+        self.clock.advance(0.005)
+        self.pool.run_next()
+        self.assertEqual(waiting.responseCode, 200)
+        keys = self.query(lambda db: [r[0] for r in db.execute("SELECT key FROM messages")])
+        self.assertEqual(sorted(keys), [f"a{i}" for i in range(8)])
+        self.assertEqual((self.writer.rejected, self.resource.unavailable), (3, 1))
+
+    def test_503_while_shutting_down(self):
+        fired(self.writer.close())
+        request = self.post(body(item()))
+        self.assertEqual(request.responseCode, 503)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"retry-after"), [b"1"])
+
+
+class WireTests(unittest.TestCase):
+    def test_round_trip_is_exact(self):
+        messages = [
+            message("k1", payload=b"\x00\xff", username=None, qos=0, retain=True),
+            message("k2", client_id="dév-ü", topic="a/ü/☃", payload=bytes(range(256)),
+                    received_at=1767225600.123456),
+            message("k3", payload=b""),
+        ]
+        data = encode_batch(messages)
+        self.assertTrue(data.isascii())
+        self.assertEqual(decode_batch(data), messages)
+
+    def test_received_at_integer_becomes_float(self):
+        (m,) = decode_batch(body(item(received_at=7)))
+        self.assertEqual((m.received_at, type(m.received_at)), (7.0, float))
+
+    def test_result_round_trip(self):
+        result = BatchResult(5, 3)
+        self.assertEqual(result.duplicates, 2)
+        self.assertEqual(decode_result(encode_result(result)), result)
+        for bad in (b"nope", b'{"received": 1}', b'{"received": 1, "inserted": 2}'):
+            with self.assertRaises(WireError):
+                decode_result(bad)
+
+    def test_example_in_docs_decodes(self):
+        """The curl example in docs/ingest-webhook.md is a valid body."""
+        with open(os.path.join(HERE, os.pardir, "docs", "ingest-webhook.md")) as f:
+            text = f.read()
+        example = text.split("--data-binary '", 1)[1].split("'", 1)[0]
+        (m,) = decode_batch(example.encode())
+        self.assertEqual(m.payload, b"21.5")
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+_messages = st.builds(
+    lambda i, c, u, t, p, q, r, ts: message(f"k{i}", client_id=c, username=u, topic=t,
+                                            payload=p, qos=q, retain=r, received_at=ts),
+    st.integers(0, 10**6), _text, st.none() | _text, _text.filter(bool), st.binary(max_size=64),
+    st.integers(0, 2), st.booleans(), st.floats(0, 4e9, allow_nan=False, allow_infinity=False),
+)
+
+
+class WirePropertyTests(unittest.TestCase):
+    @settings(derandomize=True, max_examples=200, deadline=None)
+    @given(st.lists(_messages, max_size=5))
+    def test_any_batch_round_trips(self, messages):
+        self.assertEqual(decode_batch(encode_batch(messages)), messages)
+
+    @settings(derandomize=True, max_examples=300, deadline=None)
+    @given(st.lists(_messages, min_size=1, max_size=3), st.integers(0, 10**6), st.binary(max_size=3))
+    def test_corrupted_body_is_a_wire_error_or_valid(self, messages, where, junk):
+        """Any damage either still decodes to well-typed messages or is one WireError."""
+        data = encode_batch(messages)
+        where %= len(data)
+        damaged = data[:where] + junk + data[where + len(junk) + 1:]
+        try:
+            decoded = decode_batch(damaged)
+        except WireError:
+            return
+        for m in decoded:
+            self.assertIsInstance(m.payload, bytes)
+            self.assertIn(m.qos, (0, 1, 2))
+            self.assertIsInstance(m.retain, bool)
+
+
+class LoopbackTests(unittest.TestCase):
+    """The whole tier on 127.0.0.1: real port, real writer, real pool and SQLite."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.store = SqliteStore.in_data_dir(reactor, make_dir(self))
+        yield self.store.start()
+        self.addCleanup(self.store.close)
+        self.writer = BatchWriter(reactor, self.store, batch_size=500, flush_interval=5.0,
+                                  max_queue=1000)
+        self.addCleanup(self.writer.close)
+        self.port = reactor.listenTCP(0, build_ingest_site(self.writer, max_body_size=65536),
+                                      interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}/v1/messages"
+
+    @defer.inlineCallbacks
+    def test_post_commit_read_back(self):
+        messages = [message(f"k{i}", client_id="dev-7", payload=bytes([i, 0, 255]),
+                            received_at=100.0 + i) for i in range(20)]
+        data = encode_batch(messages)
+        response = yield self.http.post(self.url, data=data,
+                                        headers={b"Content-Type": [b"application/json"]})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(decode_result((yield response.content())), BatchResult(20, 20))
+        # A retry of the same batch (say, after a timeout) stores nothing twice.
+        response = yield self.http.post(self.url, data=data)
+        self.assertEqual(decode_result((yield response.content())), BatchResult(20, 0))
+        stored = yield self.store.recent("dev-7", limit=100)
+        self.assertEqual(stored, sorted(messages, key=lambda m: -m.received_at))
+
+    @defer.inlineCallbacks
+    def test_concurrent_requests_share_commits(self):
+        batches = [[message(f"r{r}-{i}", received_at=float(i)) for i in range(10)]
+                   for r in range(8)]
+        responses = yield defer.gatherResults(
+            [self.http.post(self.url, data=encode_batch(b)) for b in batches])
+        self.assertEqual([r.code for r in responses], [200] * 8)
+        for r in responses:
+            yield r.content()
+        self.assertEqual((yield self.store.count()), 80)
+        self.assertLessEqual(self.writer.commits, 8)
+        self.assertEqual(self.writer.committed, 80)
+
+    @defer.inlineCallbacks
+    def test_errors_over_http(self):
+        response = yield self.http.post(self.url, data=body(item(qos=5)))
+        self.assertEqual(response.code, 400)
+        self.assertIn("qos", json.loads((yield response.content()))["error"])
+        response = yield self.http.get(self.url)
+        self.assertEqual(response.code, 405)
+        yield response.content()
+        response = yield self.http.post(self.url, data=b"x" * 70000)
+        self.assertEqual(response.code, 413)
+        yield response.content()
+        response = yield self.http.post(self.url.replace("/v1/messages", "/v1/other"),
+                                        data=body(item()))
+        self.assertEqual(response.code, 404)
+        yield response.content()
+        self.assertEqual((yield self.store.count()), 0)
+
+
+class IngestConfigTests(unittest.TestCase):
+    def test_shipped_file_names_every_ingest_key(self):
+        config = load_config(SHIPPED)
+        self.assertEqual(config.ingest, IngestConfig())
+        with open(SHIPPED) as f:
+            text = f.read()
+        self.assertIn("[ingest]", text)
+        for field in attrs.fields(IngestConfig):
+            self.assertIn(f"\n{field.name} = ", text)
+
+    def test_defaults(self):
+        ingest = IngestConfig()
+        self.assertEqual(
+            (ingest.batch_size, ingest.flush_interval, ingest.max_queue, ingest.synchronous),
+            (500, 5.0, 50000, "FULL"),
+        )
+        self.assertIn("interface=127.0.0.1", ingest.listen)
+
+    def test_synchronous_choices(self):
+        self.assertEqual(parse_config({"ingest": {"synchronous": "NORMAL"}}).ingest.synchronous,
+                         "NORMAL")
+        for bad in ("X", "full"):
+            with self.assertRaises(ConfigError) as caught:
+                parse_config({"ingest": {"synchronous": bad}})
+            self.assertEqual(str(caught.exception),
+                             f"ingest.synchronous: must be one of FULL, NORMAL, OFF, got {bad!r}")
+
+    def test_bounds(self):
+        with self.assertRaises(ConfigError) as caught:
+            parse_config({"ingest": {"batch_size": 0}})
+        self.assertEqual(str(caught.exception), "ingest.batch_size: must be 1..1000000, got 0")

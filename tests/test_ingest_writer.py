@@ -1,0 +1,220 @@
+"""BatchWriter: group commit over a REAL SQLite file, timed with task.Clock.
+
+The store's pool is the synchronous InlinePool (tests/test_store_sqlite.py); with
+``pool.hold = True`` a started commit waits in ``pool.jobs`` until the test runs it, so
+"one commit at a time" and "answer only after COMMIT" are observable exactly.
+"""
+import sqlite3
+
+from twisted.trial import unittest
+
+from mqttd.ingest.writer import BatchWriter, QueueFull, WriterClosed
+from tests.test_store_sqlite import fired, inline_store, message
+
+
+class WriterTestCase(unittest.TestCase):
+    def make(self, batch_size=100, flush_interval=5.0, max_queue=1000, **store_kwargs):
+        self.store, self.clock, self.pool = inline_store(self, **store_kwargs)
+        self.writer = BatchWriter(self.clock, self.store, batch_size=batch_size,
+                                  flush_interval=flush_interval, max_queue=max_queue)
+        return self.writer
+
+    def rows(self, prefix, n):
+        return [message(f"{prefix}{i}") for i in range(n)]
+
+    def query(self, fn):
+        """Run ``fn(db)`` now, even while commits are held (none may be waiting)."""
+        self.assertEqual(len(self.pool.jobs), 0)
+        hold, self.pool.hold = self.pool.hold, False
+        try:
+            return fired(self.store.run(fn))
+        finally:
+            self.pool.hold = hold
+
+    def stored(self):
+        return self.query(lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+class FlushTests(WriterTestCase):
+    def test_flush_on_size(self):
+        writer = self.make(batch_size=3, flush_interval=1000.0)
+        d1 = writer.submit(self.rows("a", 2))
+        self.assertNoResult(d1)
+        self.assertEqual(self.stored(), 0)
+        d2 = writer.submit(self.rows("b", 1))  # 3 rows waiting: commit now, no timer
+        self.assertEqual((fired(d1), fired(d2)), (2, 1))
+        self.assertEqual(self.stored(), 3)
+        self.assertEqual(writer.commits, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # the interval timer was cancelled
+
+    def test_flush_on_interval(self):
+        writer = self.make(batch_size=100, flush_interval=5.0)
+        d = writer.submit(self.rows("a", 1))
+        self.clock.advance(0.004)
+        self.assertNoResult(d)
+        self.assertEqual(self.stored(), 0)
+        self.clock.advance(0.001)
+        self.assertEqual(fired(d), 1)
+        self.assertEqual(self.stored(), 1)
+
+    def test_interval_counts_from_the_first_waiting_row(self):
+        writer = self.make(batch_size=100, flush_interval=5.0)
+        first = writer.submit(self.rows("a", 1))
+        self.clock.advance(0.003)
+        second = writer.submit(self.rows("b", 1))
+        self.clock.advance(0.002)
+        self.assertEqual((fired(first), fired(second)), (1, 1))
+        self.assertEqual(writer.commits, 1)
+
+    def test_requests_join_one_commit_and_each_learns_its_count(self):
+        writer = self.make(batch_size=100)
+        writer.submit([message("old")])
+        self.clock.advance(0.005)
+        self.assertEqual(writer.commits, 1)
+        self.pool.hold = True
+        ds = [writer.submit([message("x1"), message("old")]),
+              writer.submit([message("y1")]),
+              writer.submit([message("x1")])]  # same key as the first request: a retry
+        self.clock.advance(0.005)
+        self.assertEqual(len(self.pool.jobs), 1)  # one COMMIT for the three requests
+        for d in ds:
+            self.assertNoResult(d)
+        self.pool.run_next()
+        self.assertEqual([fired(d) for d in ds], [1, 1, 0])
+        self.assertEqual(writer.commits, 2)
+        self.assertEqual((writer.committed, writer.inserted), (5, 3))
+        distinct = self.query(
+            lambda db: db.execute("SELECT count(DISTINCT committed_at) FROM messages "
+                                  "WHERE key IN ('x1', 'y1')").fetchone()[0])
+        self.assertEqual(distinct, 1)
+
+    def test_one_commit_at_a_time(self):
+        writer = self.make(batch_size=2)
+        self.pool.hold = True
+        first = writer.submit(self.rows("a", 2))
+        self.assertEqual(len(self.pool.jobs), 1)
+        second = writer.submit(self.rows("b", 2))  # a full batch, but a commit is running
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.assertEqual((writer.pending, writer.waiting), (4, 2))
+        self.pool.run_next()
+        self.assertEqual(fired(first), 2)
+        self.assertNoResult(second)
+        self.assertEqual(len(self.pool.jobs), 1)  # the backlog goes straight in
+        self.pool.run_next()
+        self.assertEqual(fired(second), 2)
+        self.assertEqual((writer.commits, writer.pending), (2, 0))
+
+    def test_rows_arriving_during_a_commit_wait_for_the_next(self):
+        writer = self.make(batch_size=100, flush_interval=5.0)
+        self.pool.hold = True
+        first = writer.submit(self.rows("a", 1))
+        self.clock.advance(0.005)
+        self.assertEqual(len(self.pool.jobs), 1)
+        second = writer.submit(self.rows("b", 1))
+        self.pool.run_next()
+        self.assertEqual(fired(first), 1)
+        self.assertNoResult(second)
+        self.assertEqual(len(self.pool.jobs), 0)
+        self.clock.advance(0.005)
+        self.pool.run_next()
+        self.assertEqual(fired(second), 1)
+
+    def test_a_request_is_never_split_across_commits(self):
+        writer = self.make(batch_size=3)
+        self.pool.hold = True
+        small = writer.submit(self.rows("a", 2))
+        self.clock.advance(0.005)
+        big = writer.submit(self.rows("b", 5))  # waits for the running commit
+        self.pool.run_next()
+        self.assertEqual(fired(small), 2)
+        self.pool.run_next()
+        self.assertEqual(fired(big), 5)
+        self.assertEqual(writer.commits, 2)
+
+    def test_empty_submit_needs_no_commit(self):
+        writer = self.make()
+        self.assertEqual(fired(writer.submit([])), 0)
+        self.assertEqual((writer.commits, self.clock.getDelayedCalls()), (0, []))
+
+
+class BackpressureTests(WriterTestCase):
+    def test_queue_full_raises_at_once(self):
+        writer = self.make(batch_size=100, max_queue=3)
+        self.pool.hold = True
+        accepted = writer.submit(self.rows("a", 2))
+        with self.assertRaises(QueueFull):
+            writer.submit(self.rows("b", 2))
+        self.assertEqual((writer.rejected, writer.waiting), (2, 2))
+        also = writer.submit(self.rows("c", 1))  # exactly max_queue is fine
+        self.clock.advance(0.005)
+        self.pool.run_next()
+        self.assertEqual((fired(accepted), fired(also)), (2, 1))
+        keys = self.query(
+            lambda db: [r[0] for r in db.execute("SELECT key FROM messages ORDER BY key")])
+        self.assertEqual(keys, ["a0", "a1", "c0"])
+
+    def test_empty_queue_admits_one_oversized_request(self):
+        """Otherwise a batch bigger than max_queue would be refused forever."""
+        writer = self.make(batch_size=100, max_queue=3)
+        d = writer.submit(self.rows("a", 5))
+        self.clock.advance(0.005)
+        self.assertEqual(fired(d), 5)
+
+    def test_close_commits_what_is_queued_then_refuses(self):
+        writer = self.make(batch_size=100, flush_interval=1000.0)
+        d = writer.submit(self.rows("a", 2))
+        done = writer.close()
+        self.assertEqual(fired(d), 2)
+        self.assertIsNone(fired(done))
+        with self.assertRaises(WriterClosed):
+            writer.submit(self.rows("b", 1))
+        self.assertEqual(self.stored(), 2)
+
+
+class FailureTests(WriterTestCase):
+    def lock_database(self):
+        """Another connection holds the write lock, as a second writer process would."""
+        other = sqlite3.connect(self.store.path)
+        other.execute("BEGIN IMMEDIATE")
+        self.addCleanup(other.close)
+        return other
+
+    def test_commit_failure_errbacks_every_waiter_and_stores_nothing(self):
+        writer = self.make(batch_size=100, busy_timeout=0)
+        other = self.lock_database()
+        ds = [writer.submit(self.rows("a", 2)), writer.submit(self.rows("b", 1)),
+              writer.submit(self.rows("c", 3))]
+        self.clock.advance(0.005)
+        for d in ds:
+            self.failureResultOf(d, sqlite3.OperationalError)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual((writer.failed, writer.commit_failures, writer.pending), (6, 1, 0))
+        other.rollback()
+        self.assertEqual(self.stored(), 0)
+        # The writer keeps going, and a retry with the same keys stores them once.
+        retry = writer.submit(self.rows("a", 2))
+        self.clock.advance(0.005)
+        self.assertEqual(fired(retry), 2)
+        self.assertEqual(self.stored(), 2)
+
+    def test_failed_commit_does_not_fail_the_next_one(self):
+        writer = self.make(batch_size=2, busy_timeout=0)
+        self.pool.hold = True
+        other = self.lock_database()
+        doomed = writer.submit(self.rows("a", 2))
+        later = writer.submit(self.rows("b", 2))
+        self.pool.run_next()
+        self.failureResultOf(doomed, sqlite3.OperationalError)
+        self.flushLoggedErrors(sqlite3.OperationalError)
+        other.rollback()
+        self.pool.run_next()
+        self.assertEqual(fired(later), 2)
+        self.assertEqual(self.stored(), 2)
+
+
+class ValidationTests(unittest.TestCase):
+    def test_nonsense_limits_refused(self):
+        for kwargs in ({"batch_size": 0}, {"max_queue": 0}, {"flush_interval": -1}):
+            with self.assertRaises(ValueError):
+                BatchWriter(None, None, **kwargs)

@@ -1,0 +1,332 @@
+"""SqliteStore: real SQLite files in a temp dir; schema, migrations, idempotent batches.
+
+Most tests run the store on its REAL one-thread pool and the real reactor (trial waits
+on the returned Deferreds). ``InlineReactor`` / ``InlinePool`` below are synchronous
+stand-ins for the reactor's thread hand-off and the pool only, for deterministic tests
+with ``task.Clock``; the SQLite underneath is always real. The writer and resource
+tests import them.
+"""
+import os
+import sqlite3
+import threading
+from collections import deque
+
+from twisted.internet import defer, reactor, task
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from mqttd.store.interface import Message
+from mqttd.store.schema import MIGRATIONS, SchemaTooNew
+from mqttd.store.sqlite import DB_FILENAME, SqliteStore, StoreClosed
+
+
+class InlineReactor(task.Clock):
+    """task.Clock whose callFromThread runs at once (the 'thread' is the caller)."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class InlinePool:
+    """Stand-in for ThreadPool(1, 1): runs each job on the calling thread.
+
+    At once by default; with ``hold = True`` jobs queue until ``run_next()``, so a test
+    decides exactly when a commit completes.
+    """
+
+    def __init__(self):
+        self.hold = False
+        self.jobs = deque()
+        self.started = False
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        self.started = False
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.jobs.append((on_result, f, args, kwargs))
+        if not self.hold:
+            while self.jobs:
+                self.run_next()
+
+    def run_next(self):
+        on_result, f, args, kwargs = self.jobs.popleft()
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+def message(key, client_id="dev-1", payload=b"p", received_at=1.0, **kw):
+    fields = dict(username="acme", topic="t/1", qos=1, retain=False)
+    fields.update(kw)
+    return Message(key, client_id, fields["username"], fields["topic"], payload,
+                   fields["qos"], fields["retain"], received_at)
+
+
+def inline_store(testcase, **kwargs):
+    """A started SqliteStore on a real file with the inline doubles; (store, clock, pool)."""
+    clock, pool = InlineReactor(), InlinePool()
+    store = SqliteStore.in_data_dir(clock, make_dir(testcase), threadpool=pool, **kwargs)
+    fired(store.start())
+
+    def close():
+        pool.hold = False  # let held jobs (and the close itself) run
+        while pool.jobs:
+            pool.run_next()
+        return store.close()
+
+    testcase.addCleanup(close)
+    return store, clock, pool
+
+
+def make_dir(testcase):
+    path = testcase.mktemp()
+    os.makedirs(path)
+    return path
+
+
+def fired(d):
+    """The result of an already-fired Deferred (a failure is raised)."""
+    results = []
+    d.addBoth(results.append)
+    assert results, "Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+class StoreTestCase(unittest.TestCase):
+    def open_store(self, **kwargs):
+        self.data_dir = make_dir(self)
+        store = SqliteStore.in_data_dir(reactor, self.data_dir, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def raw(self, store):
+        """A second, plain connection to the same file (what a user's query tool sees)."""
+        conn = sqlite3.connect(store.path)
+        self.addCleanup(conn.close)
+        return conn
+
+
+class SchemaTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_fresh_database_gets_latest_version_wal_and_full_sync(self):
+        store = self.open_store()
+        yield store.start()
+        self.assertEqual(store.path, os.path.join(self.data_dir, DB_FILENAME))
+        version, journal, sync = yield store.run(lambda db: (
+            db.execute("PRAGMA user_version").fetchone()[0],
+            db.journal_mode,
+            db.execute("PRAGMA synchronous").fetchone()[0],
+        ))
+        self.assertEqual(version, len(MIGRATIONS))
+        self.assertEqual(journal, "wal")
+        self.assertEqual(sync, 2)  # FULL
+
+    @defer.inlineCallbacks
+    def test_synchronous_is_configurable(self):
+        for name, value in (("NORMAL", 1), ("OFF", 0)):
+            store = self.open_store(synchronous=name)
+            yield store.start()
+            sync = yield store.run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0])
+            self.assertEqual(sync, value)
+            yield store.close()
+
+    def test_unknown_synchronous_refused(self):
+        with self.assertRaises(ValueError):
+            SqliteStore(reactor, "x.db", synchronous="EXTRA")
+
+    @defer.inlineCallbacks
+    def test_messages_contract(self):
+        """The columns, key and index users query are there with the documented types."""
+        store = self.open_store()
+        yield store.start()
+        conn = self.raw(store)
+        columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
+        self.assertEqual(columns, {
+            "key": ("TEXT", 1), "client_id": ("TEXT", 0), "username": ("TEXT", 0),
+            "topic": ("TEXT", 0), "payload": ("BLOB", 0), "qos": ("INTEGER", 0),
+            "retain": ("INTEGER", 0), "received_at": ("REAL", 0), "committed_at": ("REAL", 0),
+        })
+        index = [row[2] for row in conn.execute("PRAGMA index_info(messages_client_received)")]
+        self.assertEqual(index, ["client_id", "received_at"])
+
+    @defer.inlineCallbacks
+    def test_future_version_refused_without_writing(self):
+        data_dir = make_dir(self)
+        path = os.path.join(data_dir, DB_FILENAME)
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+        conn.close()
+        store = SqliteStore(reactor, path)
+        yield self.assertFailure(store.start(), SchemaTooNew)
+        conn = sqlite3.connect(path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS) + 1)
+        self.assertEqual(conn.execute("SELECT name FROM sqlite_master").fetchall(), [])
+        # Not running: later calls fail clearly instead of hanging.
+        yield self.assertFailure(store.count(), StoreClosed)
+
+    def test_future_version_error_says_what_to_do(self):
+        data_dir = make_dir(self)
+        path = os.path.join(data_dir, DB_FILENAME)
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA user_version = 99")
+        conn.close()
+        store = SqliteStore(InlineReactor(), path, threadpool=InlinePool())
+        failure = self.failureResultOf(store.start(), SchemaTooNew)
+        message = failure.getErrorMessage()
+        self.assertIn("schema version 99 is newer", message)
+        self.assertIn("refusing to start", message)
+
+    @defer.inlineCallbacks
+    def test_steps_apply_in_order_to_an_older_database(self):
+        store = self.open_store()
+        yield store.start()
+        yield store.insert_batch([message("k1")])
+        yield store.close()
+
+        def v2_add_source(db):
+            db.execute("ALTER TABLE messages ADD COLUMN source TEXT")
+
+        def v3_fill_source(db):
+            db.execute("UPDATE messages SET source = 'v3'")
+
+        store = SqliteStore(reactor, store.path,
+                            migrations=MIGRATIONS + (v2_add_source, v3_fill_source))
+        self.addCleanup(store.close)
+        yield store.start()
+        version, rows = yield store.run(lambda db: (
+            db.execute("PRAGMA user_version").fetchone()[0],
+            db.execute("SELECT key, source FROM messages").fetchall(),
+        ))
+        self.assertEqual(version, len(MIGRATIONS) + 2)
+        self.assertEqual(rows, [("k1", "v3")])
+
+    @defer.inlineCallbacks
+    def test_failing_step_rolls_back_every_step(self):
+        def broken(db):
+            db.execute("CREATE TABLE half_done (x)")
+            raise RuntimeError("step failed")
+
+        store = self.open_store(migrations=MIGRATIONS + (broken,))
+        yield self.assertFailure(store.start(), RuntimeError)
+        conn = self.raw(store)
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], 0)
+        self.assertEqual(conn.execute("SELECT name FROM sqlite_master").fetchall(), [])
+
+
+class WriteTests(StoreTestCase):
+    @defer.inlineCallbacks
+    def test_runs_on_its_own_thread(self):
+        store = self.open_store()
+        yield store.start()
+        ident = yield store.run(lambda db: threading.get_ident())
+        self.assertNotEqual(ident, threading.get_ident())
+
+    @defer.inlineCallbacks
+    def test_retried_batch_never_duplicates(self):
+        store = self.open_store()
+        yield store.start()
+        batch = [message("k1"), message("k2"), message("k3")]
+        self.assertEqual((yield store.insert_batch(batch)), 3)
+        self.assertEqual((yield store.insert_batch(batch)), 0)
+        # A retry that overlaps only partly stores only the new key.
+        self.assertEqual((yield store.insert_batch([message("k3"), message("k4")])), 1)
+        self.assertEqual((yield store.count()), 4)
+        keys = self.raw(store).execute("SELECT key FROM messages ORDER BY key").fetchall()
+        self.assertEqual(keys, [("k1",), ("k2",), ("k3",), ("k4",)])
+
+    @defer.inlineCallbacks
+    def test_same_key_twice_in_one_batch_is_one_row(self):
+        store = self.open_store()
+        yield store.start()
+        self.assertEqual((yield store.insert_batch([message("k", payload=b"a"),
+                                                    message("k", payload=b"b")])), 1)
+        rows = self.raw(store).execute("SELECT payload FROM messages").fetchall()
+        self.assertEqual(rows, [(b"a",)])
+
+    @defer.inlineCallbacks
+    def test_payload_bytes_exact(self):
+        store = self.open_store()
+        yield store.start()
+        payloads = [b"\x00\xff", b"", bytes(range(256)), b"\xc3\x28 not utf-8", b"a\x00b"]
+        yield store.insert_batch(
+            [message(f"k{i}", payload=p, received_at=float(i)) for i, p in enumerate(payloads)]
+        )
+        rows = self.raw(store).execute(
+            "SELECT payload, typeof(payload) FROM messages ORDER BY received_at"
+        ).fetchall()
+        self.assertEqual(rows, [(p, "blob") for p in payloads])
+        back = yield store.recent("dev-1", limit=10)
+        self.assertEqual([m.payload for m in back], payloads[::-1])
+
+    @defer.inlineCallbacks
+    def test_a_bad_row_fails_the_whole_batch(self):
+        """A constraint violation is not silently skipped (as INSERT OR IGNORE would):
+        the transaction fails and none of the batch is stored."""
+        store = self.open_store()
+        yield store.start()
+        batch = [message("ok1"), message("ok2"), message("bad", qos=7)]
+        yield self.assertFailure(store.insert_batch(batch), sqlite3.IntegrityError)
+        self.assertEqual((yield store.count()), 0)
+        # The connection is usable afterwards.
+        self.assertEqual((yield store.insert_batch(batch[:2])), 2)
+
+    @defer.inlineCallbacks
+    def test_text_payload_refused(self):
+        store = self.open_store()
+        yield store.start()
+        yield self.assertFailure(store.insert_batch([message("k", payload="text")]),
+                                 sqlite3.IntegrityError)
+        self.assertEqual((yield store.count()), 0)
+
+    @defer.inlineCallbacks
+    def test_insert_batches_counts_each_batch_in_one_commit(self):
+        store = self.open_store()
+        yield store.start()
+        yield store.insert_batch([message("old")])
+        counts = yield store.insert_batches([[message("a"), message("old")], [], [message("b")]])
+        self.assertEqual(counts, [1, 0, 1])
+        committed = self.raw(store).execute(
+            "SELECT DISTINCT committed_at FROM messages WHERE key IN ('a', 'b')").fetchall()
+        self.assertEqual(len(committed), 1)
+
+    def test_committed_at_and_fields_recorded(self):
+        store, clock, _ = inline_store(self)
+        clock.advance(1234.5)
+        m = message("k", client_id="dev-9", username=None, topic="a/b", qos=2, retain=True,
+                    received_at=1000.25)
+        self.assertEqual(fired(store.insert_batch([m])), 1)
+        row = fired(store.run(lambda db: db.execute("SELECT * FROM messages").fetchone()))
+        self.assertEqual(row, ("k", "dev-9", None, "a/b", b"p", 2, 1, 1000.25, 1234.5))
+        self.assertEqual(fired(store.recent("dev-9")), [m])
+
+    @defer.inlineCallbacks
+    def test_recent_reads_one_device_newest_first_through_the_index(self):
+        store = self.open_store()
+        yield store.start()
+        yield store.insert_batch(
+            [message(f"a{i}", client_id="a", received_at=float(i)) for i in range(5)]
+            + [message("b0", client_id="b", received_at=9.0)]
+        )
+        recent = yield store.recent("a", limit=3)
+        self.assertEqual([m.key for m in recent], ["a4", "a3", "a2"])
+        plan = yield store.run(lambda db: db.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM messages WHERE client_id = ? "
+            "ORDER BY received_at DESC LIMIT 3", ("a",)).fetchall())
+        self.assertIn("messages_client_received", " ".join(str(row) for row in plan))
+
+    @defer.inlineCallbacks
+    def test_closed_store_refuses_work(self):
+        store = self.open_store()
+        yield store.start()
+        yield store.close()
+        yield store.close()  # idempotent
+        yield self.assertFailure(store.insert_batch([message("k")]), StoreClosed)

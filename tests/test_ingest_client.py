@@ -216,6 +216,17 @@ class RetryTests(unittest.TestCase):
         self.assertEqual(h.store.pending, 0)
         h.assertAccounts()
 
+    def test_deadline_cuts_a_hung_request_short(self):
+        """A request hanging longer than ack_timeout fails its messages at the deadline."""
+        h = Harness(self, script=[None], request_timeout=100.0, ack_timeout=1.0)
+        (r,) = h.submit(message(1))
+        h.tick()
+        h.tick(0.9)
+        self.assertEqual(r, [])
+        h.tick(0.1)
+        self.assertEqual(r, ["ack timeout"])
+        h.assertAccounts()
+
     def test_4xx_is_not_retried(self):
         h = Harness(self, script=[400])
         (r,) = h.submit(message(1))

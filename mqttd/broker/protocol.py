@@ -51,6 +51,8 @@ from mqttd.codec.packets import (
     Unsubscribe,
 )
 
+from mqttd.store.interface import StoreRejected
+
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
 
 log = Logger()
@@ -365,9 +367,16 @@ class MQTTServerProtocol(Protocol):
         self._broker.store_failures += 1
         if self._state != _CONNECTED:
             return None  # already closing; its QoS 2 id was released in _shutdown
-        log.failure("store failed for {client_id}: closing without ack", failure,
-                    client_id=self._client_id)
-        self._close("store failed")
+        reason = None
+        if failure.check(StoreRejected):
+            # An expected outcome (commit too slow, refused, overload): a reason, no traceback.
+            reason = failure.value.reason
+            log.warn("store failed for {client_id}: {reason}; closing without ack",
+                     client_id=self._client_id, reason=reason)
+        else:
+            log.failure("store failed for {client_id}: closing without ack", failure,
+                        client_id=self._client_id)
+        self._close("store failed", detail=reason)
         return None
 
     # -- other packets -----------------------------------------------------------------

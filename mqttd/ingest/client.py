@@ -30,21 +30,13 @@ from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from zope.interface import implementer
 
 from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
-from mqttd.store.interface import IMessageStore
+from mqttd.store.interface import IMessageStore, StoreRejected
 
 __all__ = ["WebhookStore", "StoreRejected", "build_http_client"]
 
 log = Logger()
 
 _HEADERS = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
-
-
-class StoreRejected(Exception):
-    """The message was not stored; ``reason`` is the short counter key."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _RetryableStatus(Exception):
@@ -58,6 +50,15 @@ class _RetryableStatus(Exception):
 
 class _NoAddress(Exception):
     """The URL is not known yet (the built-in ingest tier is still binding); retryable."""
+
+
+def _describe(error):
+    """A one-line reason for a failed request (treq wraps causes in lists of Failures)."""
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(f"{r.type.__name__}: {r.getErrorMessage()}" for r in reasons)
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 @attrs.define(slots=True)
@@ -156,7 +157,10 @@ class WebhookStore:
         else:
             d = self._http.post(self.url, data=batch.body, headers=_HEADERS)
         d.addCallback(self._read)
-        d.addTimeout(self._config.request_timeout, self._clock)
+        # A hung request must not outlive the batch's deadline: the client is owed an
+        # answer (its connection closed, unacknowledged) by ack_timeout, not later.
+        timeout = min(self._config.request_timeout, batch.deadline - self._clock.seconds())
+        d.addTimeout(timeout, self._clock)
         d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
         d.addErrback(self._bug, batch)
 
@@ -216,13 +220,13 @@ class WebhookStore:
             except ValueError:
                 pass
         if self._clock.seconds() + delay >= batch.deadline or self._stopped:
-            self._reject(batch, "ack timeout", detail=str(error))
+            self._reject(batch, "ack timeout", detail=_describe(error))
             return
         batch.attempt += 1
         self.retried += 1
         if batch.attempt == 1:
             log.warn("webhook batch of {n} failed ({error}); retrying", n=len(batch.messages),
-                     error=str(error) or type(error).__name__)
+                     error=_describe(error))
         self._clock.callLater(delay, self._requeue, batch)
 
     def _requeue(self, batch):

@@ -29,6 +29,18 @@ class Message:
     received_at: float
 
 
+class StoreRejected(Exception):
+    """The store did not take the message (it is not stored); an expected outcome.
+
+    ``reason`` is a short stable key (``ack timeout``, ``overload``, ``refused``, ...)
+    used in counters and logs. Anything else a store's Deferred fails with is a bug.
+    """
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class IMessageStore(Interface):
     def store(message):
         """Persist ``message``; return a Deferred that fires once it is committed."""

@@ -227,6 +227,33 @@ class BrokerProcess:
     def alive(self):
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def data_dir(self):
+        """mqttd's --data-dir (its database is ``db_path``)."""
+        return os.path.join(self.workdir, "data")
+
+    @property
+    def db_path(self):
+        return os.path.join(self.data_dir, "mqttd.db")
+
+    def sigkill(self):
+        """SIGKILL the broker's whole process group now (a crash, as the test intends).
+
+        Returns the exit status; ``stop()`` afterwards has nothing left to do, and the
+        broker may be ``start()``-ed again on the same work and data directories.
+        """
+        if self.process is None:
+            raise BrokerError(f"{self.kind} is not running")
+        died_early = self.process.poll()
+        if died_early is not None:
+            self.process = None
+            self._close_output()
+            raise BrokerError(f"{self.kind} had died before the SIGKILL with status {died_early}\n{self.tail()}")
+        self._kill()
+        rc = self.process.poll()
+        self.process = None
+        return rc
+
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM, then SIGKILL after ``timeout``; raises if the broker had died on its own.
 
@@ -634,6 +661,19 @@ class RawClient:
             raise AssertionError(f"expected CONNACK, got type {ptype} body {body!r}")
         return body[1], bool(body[0] & 1)
 
+    def poll_packet(self, timeout):
+        """Next packet as (packet_type, flags, body), or None if none within ``timeout``;
+        ConnectionClosed when the broker closed the connection."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                parsed = self._parse()
+                if parsed is not None:
+                    return parsed
+                self._recv(deadline)
+        except socket.timeout:
+            return None
+
     def wait_closed(self, timeout=DEFAULT_TIMEOUT):
         """Wait for the broker to close the connection (discarding packets); returns when it did."""
         deadline = time.monotonic() + timeout
@@ -669,6 +709,33 @@ class RawClient:
         except OSError:
             pass
         self.close()
+
+
+# --------------------------------------------------------------------------- the database
+
+
+def stored_messages(db_path, timeout=DEFAULT_TIMEOUT):
+    """Every row of mqttd's ``messages`` table as (client_id, payload, key, topic, qos) tuples.
+
+    Opens the SQLite file read-only (``mode=ro``) with the interpreter's sqlite3, as any
+    reader would while mqttd runs or after it was killed (WAL recovery happens on open).
+    """
+    import sqlite3
+
+    uri = f"file:{db_path}?mode=ro"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=timeout)
+            try:
+                return db.execute(
+                    "SELECT client_id, payload, key, topic, qos FROM messages").fetchall()
+            finally:
+                db.close()
+        except sqlite3.OperationalError as e:  # e.g. "database is locked" during a checkpoint
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"cannot read {db_path}: {e}") from None
+            time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- mosquitto clients

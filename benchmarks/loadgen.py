@@ -28,7 +28,6 @@ import math
 import os
 import select
 import selectors
-import socket
 import sys
 import time
 

@@ -276,6 +276,11 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None):
     cfg = os.path.join(d, "mqttd.toml")
     with open(cfg, "w") as f:
         f.write(dump_toml(mqttd_config(args, overrides)))
+    if args.core:
+        # The broker core alone, in-memory store: no durability check possible.
+        argv = [sys.executable, os.path.join(HERE, "core_broker.py"), "--port", str(port),
+                "--config", cfg]
+        return Broker(name, "mqttd-core", argv, port, log, d, overrides=overrides)
     argv = [args.twistd, "-n", "--pidfile", os.path.join(d, "twistd.pid"),
             "--logfile", log, "mqttd", "--config", cfg,
             "--listen", "tcp:%d:interface=127.0.0.1" % port, "--data-dir", data]
@@ -585,6 +590,9 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="FILE", help="write all runs and the summary here")
     p.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
     p.add_argument("--twistd", default=os.path.join(os.path.dirname(sys.executable), "twistd"))
+    p.add_argument("--core", action="store_true",
+                   help="run mqttd's broker core with the in-memory store (benchmarks/core_broker.py)"
+                        " instead of the durable twistd mqttd: measures the MQTT broker alone")
     p.add_argument("--mqttd-max-inflight", type=int, default=1000,
                    help="[broker] max_inflight for mqttd (default 1000: covers window 100)")
     p.add_argument("--mqttd-extra-toml", metavar="FILE",

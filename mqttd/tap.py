@@ -7,6 +7,8 @@
 ``postOptions``, so a bad file stops twistd with one line naming the key, before any
 service starts.
 """
+import gc
+
 from twisted.python import usage
 
 from mqttd.config import ConfigError, load_config
@@ -46,12 +48,28 @@ class Options(usage.Options):
             raise SystemExit(f"mqttd: configuration error: {e}") from None
 
 
+# Young-generation collections scan every tracked object allocated since the last one;
+# the publish path allocates a few short-lived objects per message (freed by reference
+# counting, not the collector), so the default threshold of 700 makes the collector run
+# thousands of times a second under load. Measured (benchmarks/README.md): +10% durable
+# QoS 1 throughput and half the PUBACK p99 with these values and a freeze after start-up.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def tune_gc(reactor):
+    """Collect less often, and never rescan what start-up built (imports, config, trie)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    reactor.callWhenRunning(gc.freeze)
+
+
 def makeService(options):
     from twisted.internet import reactor
 
     from mqttd.service import build_service
 
     try:
-        return build_service(options["config_obj"], reactor)
+        service = build_service(options["config_obj"], reactor)
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
+    tune_gc(reactor)
+    return service

@@ -138,3 +138,19 @@ class CommandLineTests(unittest.TestCase):
             str(caught.exception),
             "mqttd: configuration error: broker.max_packet_size: must be 64..268435460, got 1",
         )
+
+
+class GarbageCollectorTests(unittest.TestCase):
+    def test_tune_gc_raises_thresholds_and_freezes_once_running(self):
+        import gc
+
+        from twisted.internet.testing import MemoryReactor
+
+        from mqttd.tap import GC_THRESHOLDS, tune_gc
+
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
+        self.addCleanup(gc.unfreeze)
+        reactor = MemoryReactor()
+        tune_gc(reactor)
+        self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
+        self.assertEqual([hook[0] for hook in reactor.whenRunningHooks], [gc.freeze])

@@ -3,7 +3,6 @@
 The ingest side is a twisted.web resource driven through treq's StubTreq, on a Clock.
 """
 import json
-from base64 import b64decode
 
 import attrs
 from treq.testing import StubTreq
@@ -16,6 +15,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from mqttd.config import WebhookConfig
 from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.ingest.wire import decode_batch
 from mqttd.store.interface import Message
 
 URL = "http://ingest.invalid/v1/messages"
@@ -49,13 +49,13 @@ class Webhook(Resource):
             if step == 503:
                 request.setHeader(b"Retry-After", b"1")
             return b'{"error": "scripted"}'
-        items = json.loads(body)["messages"]
+        rows = decode_batch(body)
         inserted = 0
-        for item in items:
-            if item["key"] not in self.stored:
-                self.stored[item["key"]] = b64decode(item["payload"])
+        for key, _, _, _, payload, *_ in rows:
+            if key not in self.stored:
+                self.stored[key] = payload
                 inserted += 1
-        return json.dumps({"received": len(items), "inserted": inserted}).encode()
+        return json.dumps({"received": len(rows), "inserted": inserted}).encode()
 
 
 class Harness:
@@ -111,7 +111,7 @@ class BatchingTests(unittest.TestCase):
         h = Harness(self, batch_size=3, batch_delay=10.0)
         h.submit(*[message(n) for n in range(3)])
         self.assertEqual(len(h.webhook.bodies), 1)
-        self.assertEqual(len(json.loads(h.webhook.bodies[0])["messages"]), 3)
+        self.assertEqual(len(decode_batch(h.webhook.bodies[0])), 3)
 
     def test_batch_delay(self):
         h = Harness(self, batch_delay=0.5)
@@ -135,7 +135,7 @@ class BatchingTests(unittest.TestCase):
         h.tick()
         self.assertEqual(first, [["ok"]])
         self.assertEqual(len(h.webhook.bodies), 2)
-        self.assertEqual(len(json.loads(h.webhook.bodies[1])["messages"]), 4)
+        self.assertEqual(len(decode_batch(h.webhook.bodies[1])), 4)
         self.assertEqual(later, [["ok"]] * 4)
         h.assertAccounts()
 

@@ -4,9 +4,12 @@ Unit tests render IngestResource with DummyRequest over the real writer and a re
 SQLite file (InlinePool; task.Clock). ``LoopbackTests`` run the whole tier on a real
 127.0.0.1 port with the real thread pool and POST with treq over its own pool.
 """
+import contextlib
+import io
 import json
 import os
 import sqlite3
+from base64 import b64encode
 from io import BytesIO
 
 import attrs
@@ -21,7 +24,9 @@ from treq.client import HTTPClient
 
 from mqttd.config import ConfigError, IngestConfig, load_config, parse_config
 from mqttd.ingest.resource import IngestResource, _BoundedRequest, build_ingest_site
+from mqttd.ingest import wire
 from mqttd.ingest.wire import (
+    COLUMNS,
     BatchResult,
     WireError,
     decode_batch,
@@ -30,7 +35,8 @@ from mqttd.ingest.wire import (
     encode_result,
 )
 from mqttd.ingest.writer import BatchWriter
-from mqttd.store.sqlite import SqliteStore
+from mqttd.store import sqlite
+from mqttd.store.sqlite import SqliteStore, message_row
 from tests.test_store_sqlite import fired, inline_store, make_dir, message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,25 +44,38 @@ SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
 
 
 def item(**overrides):
-    """One valid wire message as a dict, with ``overrides``."""
+    """One valid message as a dict (``payload`` as raw bytes), with ``overrides``."""
     fields = {"key": "k1", "client_id": "dev-1", "username": "acme", "topic": "t/1",
-              "qos": 1, "retain": False, "received_at": 1.5, "payload": "AP8="}
+              "qos": 1, "retain": False, "received_at": 1.5, "payload": b"\x00\xff"}
     fields.update(overrides)
     return fields
 
 
-def body(*items):
-    return json.dumps({"messages": list(items)}).encode()
+DROP = object()
 
 
-def with_a_good_message_first(data, tag):
-    """Put a valid message before the bad one, where the body has a message list:
-    then the 400 also proves that nothing of a malformed body is stored."""
-    prefix = b'{"messages": [{'
-    if not data.startswith(prefix):
-        return data
-    good = json.dumps(item(key="good-" + tag)).encode()
-    return b'{"messages": [' + good + b", " + data[len(prefix) - 1:]
+def document(*items, **columns):
+    """The columnar body of ``items`` as a dict; ``columns`` replace whole columns (or the
+    payload string), ``DROP`` removes one, any other name adds it."""
+    doc = {name: [it[name] for it in items] for name in COLUMNS if name != "payload_len"}
+    doc["payload_len"] = [len(it["payload"]) for it in items]
+    doc["payload"] = b64encode(b"".join(it["payload"] for it in items)).decode("ascii")
+    for name, value in columns.items():
+        if value is DROP:
+            del doc[name]
+        else:
+            doc[name] = value
+    return doc
+
+
+def body(*items, **columns):
+    return json.dumps(document(*items, **columns)).encode()
+
+
+def bad(**overrides):
+    """A body whose SECOND message has ``overrides``: a 400 for it also proves that
+    nothing of a malformed body is stored (the first message is valid)."""
+    return body(item(key="good"), item(**{"key": "k2", **overrides}))
 
 
 class ResourceTestCase(unittest.TestCase):
@@ -97,7 +116,7 @@ class ResourceTestCase(unittest.TestCase):
 class AcceptTests(ResourceTestCase):
     def test_200_only_after_commit(self):
         self.pool.hold = True
-        request = self.post(body(item(key="a"), item(key="b", payload="")))
+        request = self.post(body(item(key="a"), item(key="b", payload=b"")))
         self.clock.advance(0.005)
         self.assertEqual(len(self.pool.jobs), 1)  # the COMMIT is running...
         self.assertEqual((request.finished, request.responseCode, request.written), (0, None, []))
@@ -141,40 +160,90 @@ class AcceptTests(ResourceTestCase):
 
 class RefuseTests(ResourceTestCase):
     MALFORMED = [
-        (b"\xff\xfe", "not UTF-8"),
-        (b"{", "invalid JSON"),
-        (b"[]", "must be a JSON object"),
-        (b'{"messages": [], "extra": 1}', "exactly the key"),
-        (b'{"messages": {}}', "messages: must be a list"),
-        (b'{"messages": [1]}', "messages[0]: must be an object"),
-        (body({k: v for k, v in item().items() if k != "topic"}), "missing topic"),
-        (body(item(colour="red")), "unknown colour"),
-        (body(item(key="")), ".key: must be a non-empty string"),
-        (body(item(key=7)), ".key: must be a non-empty string"),
-        (body(item(client_id=None)), "client_id: must be a string"),
-        (body(item(username=3)), "username: must be a string or null"),
-        (body(item(topic="")), "topic: must be a non-empty string"),
-        (body(item(topic="\ud800")), "topic: must be a non-empty string"),
-        (body(item(qos=3)), "qos: must be 0, 1 or 2, got 3"),
-        (body(item(qos=-1)), "qos: must be 0, 1 or 2, got -1"),
-        (body(item(qos=1.0)), "qos: must be 0, 1 or 2, got 1.0"),
-        (body(item(qos=True)), "qos: must be 0, 1 or 2, got True"),
-        (body(item(retain=1)), "retain: must be true or false, got 1"),
-        (body(item(received_at="now")), "received_at: must be unix seconds"),
-        (body(item(received_at=-1)), "received_at: must be unix seconds"),
-        (b'{"messages": [' + json.dumps(item())[:-1].encode() + b', "received_at": NaN}]}',
-         "NaN is not a number"),
-        (body(item(payload=None)), "payload: must be a base64 string"),
-        (body(item(payload="AP8")), "payload: invalid base64"),
-        (body(item(payload="AP8=\n")), "payload: invalid base64"),
-        (body(item(payload="A*8=")), "payload: invalid base64"),
-        (body(item(payload="é")), "payload: invalid base64"),
+        # the body
+        (b"\xff\xfe", "body: not UTF-8"),
+        (b"{", "body: invalid JSON"),
+        (b"[]", "body: must be a JSON object"),
         (b"[" * 2000 + b"]" * 2000, "nested too deeply"),
+        (body(item(), topic=DROP), "body: missing topic"),
+        (body(item(), payload_len=DROP, payload=DROP), "body: missing payload_len, payload"),
+        (body(item(), colour=["red"]), "body: unknown colour"),
+        (json.dumps({"messages": [document(item())]}).encode(),
+         "body: missing key, client_id, username, topic, qos, retain, received_at, "
+         "payload_len, payload; unknown messages"),
+        # the columns' shape
+        (body(item(), qos={"0": 1}), "qos: must be an array"),
+        (body(item(), key="k1"), "key: must be an array"),
+        (body(item(), payload_len=None), "payload_len: must be an array"),
+        (body(item(key="a"), item(key="b"), qos=[1]), "qos: has 1 values, key has 2"),
+        (body(item(key="a"), received_at=[1.0, 2.0]), "received_at: has 2 values, key has 1"),
+        # text columns
+        (bad(key=""), "key[1]: must be a non-empty string, got ''"),
+        (bad(key=7), "key[1]: must be a non-empty string, got 7"),
+        (bad(key=None), "key[1]: must be a non-empty string, got None"),
+        (bad(key="\udfff"), "key[1]: must be a non-empty string"),
+        (bad(client_id=None), "client_id[1]: must be a string, got None"),
+        (bad(client_id=["dev"]), "client_id[1]: must be a string, got ['dev']"),
+        (bad(client_id="dev-\ud800"), "client_id[1]: must be a string"),
+        (bad(username=3), "username[1]: must be a string or null, got 3"),
+        (bad(username=False), "username[1]: must be a string or null, got False"),
+        (bad(username="\ud800x"), "username[1]: must be a string or null"),
+        (bad(topic=""), "topic[1]: must be a non-empty string, got ''"),
+        (bad(topic={}), "topic[1]: must be a non-empty string, got {}"),
+        (bad(topic="\ud800"), "topic[1]: must be a non-empty string"),
+        # qos, retain
+        (bad(qos=3), "qos[1]: must be 0, 1 or 2, got 3"),
+        (bad(qos=-1), "qos[1]: must be 0, 1 or 2, got -1"),
+        (bad(qos=1.0), "qos[1]: must be 0, 1 or 2, got 1.0"),
+        (bad(qos=True), "qos[1]: must be 0, 1 or 2, got True"),
+        (bad(qos=None), "qos[1]: must be 0, 1 or 2, got None"),
+        (bad(qos="1"), "qos[1]: must be 0, 1 or 2, got '1'"),
+        (bad(retain=1), "retain[1]: must be true or false, got 1"),
+        (bad(retain=None), "retain[1]: must be true or false, got None"),
+        (bad(retain="false"), "retain[1]: must be true or false, got 'false'"),
+        # received_at
+        (bad(received_at="now"), "received_at[1]: must be unix seconds"),
+        (bad(received_at=None), "received_at[1]: must be unix seconds"),
+        (bad(received_at=True), "received_at[1]: must be unix seconds"),
+        (bad(received_at=-1), "received_at[1]: must be unix seconds (a finite number >= 0), "
+                              "got -1.0"),
+        (bad(received_at=-0.5), "received_at[1]: must be unix seconds"),
+        (bad(received_at=10 ** 400), "received_at[1]: must be unix seconds"),
+        (body(item(key="good"), item(key="k2"), received_at=[1.0, "X"]).replace(b'"X"', b"1e999"),
+         "received_at[1]: must be unix seconds (a finite number >= 0), got inf"),
+        (body(item(key="good"), item(key="k2"), received_at=[1.0, "X"]).replace(b'"X"', b"-1e999"),
+         "received_at[1]: must be unix seconds"),
+        (body(item(key="good"), item(key="k2"), received_at=[1.0, "X"]).replace(b'"X"', b"NaN"),
+         "body: NaN is not a number JSON allows"),
+        (body(item(), received_at=["X"]).replace(b'"X"', b"Infinity"),
+         "body: Infinity is not a number JSON allows"),
+        # payload_len, payload
+        (body(item(key="good"), item(key="k2"), payload_len=[3, -1]),
+         "payload_len[1]: must be a byte count (an integer >= 0), got -1"),
+        (body(item(key="good"), item(key="k2"), payload_len=[1, 1.0]),
+         "payload_len[1]: must be a byte count (an integer >= 0), got 1.0"),
+        (body(item(key="good"), item(key="k2"), payload_len=[2, True]),
+         "payload_len[1]: must be a byte count (an integer >= 0), got True"),
+        (body(item(key="good"), item(key="k2"), payload_len=[2, "2"]),
+         "payload_len[1]: must be a byte count"),
+        (body(item(key="good"), item(key="k2"), payload_len=[2, 3]),
+         "payload_len: sums to 5, but payload decodes to 4 bytes"),
+        (body(item(key="good"), item(key="k2"), payload_len=[2, 1]),
+         "payload_len: sums to 3, but payload decodes to 4 bytes"),
+        (body(item(), payload=None), "payload: must be a base64 string"),
+        (body(item(), payload=["AP8="]), "payload: must be a base64 string"),
+        (body(item(), payload="AP8"), "payload: invalid base64"),
+        (body(item(), payload="AP8=\n"), "payload: invalid base64"),
+        (body(item(), payload="AP 8="), "payload: invalid base64"),
+        (body(item(), payload="A*8="), "payload: invalid base64"),
+        (body(item(), payload="AP8=AP8="), "payload: invalid base64"),
+        (body(item(), payload="é"), "payload: invalid base64"),
+        (body(item(), payload="AP8-"), "payload: invalid base64"),  # urlsafe alphabet
     ]
 
     def test_400_on_each_malformed_body_and_nothing_stored(self):
         for data, reason in self.MALFORMED:
-            request = self.post(with_a_good_message_first(data, reason))
+            request = self.post(data)
             self.assertEqual(request.responseCode, 400, reason)
             self.assertIn(reason, self.answer(request)["error"])
             self.assertEqual(request.finished, 1)
@@ -182,10 +251,21 @@ class RefuseTests(ResourceTestCase):
         self.assertEqual((self.stored(), self.writer.pending, self.writer.commits), (0, 0, 0))
         self.assertEqual(self.resource.malformed, len(self.MALFORMED))
 
-    def test_error_names_the_bad_message(self):
-        request = self.post(body(item(key="a"), item(key="b"), item(key="c", qos=9)))
-        self.assertEqual(self.answer(request),
-                         {"error": "messages[2].qos: must be 0, 1 or 2, got 9"})
+    def test_every_bad_case_is_alone_in_an_otherwise_valid_body(self):
+        """Each per-value case above differs from a valid body only where it says."""
+        self.assertEqual(len(decode_batch(body(item(key="good"), item(key="k2")))), 2)
+        self.assertEqual(len(decode_batch(body(item()))), 1)
+
+    def test_error_names_the_first_bad_index(self):
+        request = self.post(body(item(key="a"), item(key="b"), item(key="c", qos=9),
+                                 item(key="d", qos=7)))
+        self.assertEqual(self.answer(request), {"error": "qos[2]: must be 0, 1 or 2, got 9"})
+
+    def test_error_shows_a_long_bad_value_shortened(self):
+        request = self.post(bad(client_id=["x" * 1000]))
+        error = self.answer(request)["error"]
+        self.assertTrue(error.startswith("client_id[1]: must be a string, got ['xxx"), error)
+        self.assertLess(len(error), 120)
 
     def test_405_for_other_methods(self):
         for method in (b"GET", b"PUT", b"DELETE", b"HEAD"):
@@ -199,7 +279,7 @@ class RefuseTests(ResourceTestCase):
         self.assertEqual(self.post(body(item()), postpath=[b"x"]).responseCode, 404)
 
     def test_413_over_max_body_size(self):
-        big = body(*[item(key=f"k{i}") for i in range(40)])
+        big = body(*[item(key=f"k{i}") for i in range(100)])
         self.assertGreater(len(big), 4096)
         request = self.post(big)
         self.assertEqual(request.responseCode, 413)
@@ -251,36 +331,79 @@ class RefuseTests(ResourceTestCase):
 
 
 class WireTests(unittest.TestCase):
-    def test_round_trip_is_exact(self):
+    def test_body_is_one_array_per_column(self):
+        messages = [message("k1", payload=b"\x00\xff", username=None, qos=0, retain=True),
+                    message("k2", payload=b"", received_at=2.25),
+                    message("k3", payload=b"abc")]
+        self.assertEqual(json.loads(encode_batch(messages)), {
+            "key": ["k1", "k2", "k3"], "client_id": ["dev-1"] * 3,
+            "username": [None, "acme", "acme"], "topic": ["t/1"] * 3, "qos": [0, 1, 1],
+            "retain": [True, False, False], "received_at": [1.0, 2.25, 1.0],
+            "payload_len": [2, 0, 3], "payload": "AP9hYmM=",
+        })
+        self.assertEqual(list(json.loads(encode_batch(messages))), list(wire.FIELDS))
+
+    def test_round_trip_is_exact_rows(self):
         messages = [
             message("k1", payload=b"\x00\xff", username=None, qos=0, retain=True),
             message("k2", client_id="dév-ü", topic="a/ü/☃", payload=bytes(range(256)),
                     received_at=1767225600.123456),
             message("k3", payload=b""),
+            message("k4", client_id="", topic="nul\x00in/topic", payload=b"=="),
         ]
         data = encode_batch(messages)
         self.assertTrue(data.isascii())
-        self.assertEqual(decode_batch(data), messages)
+        rows = decode_batch(data)
+        self.assertEqual(rows, [message_row(m) for m in messages])
+        self.assertEqual([type(r) for r in rows], [tuple] * 4)
+        self.assertEqual([type(r[4]) for r in rows], [bytes] * 4)
+
+    def test_rows_are_in_the_stores_order(self):
+        self.assertEqual(wire.ROW, sqlite.ROW)
+
+    def test_empty_batch(self):
+        self.assertEqual(decode_batch(encode_batch([])), [])
+        self.assertEqual(decode_batch(encode_batch(iter([]))), [])
+
+    def test_encode_takes_any_iterable(self):
+        messages = [message("a"), message("b", payload=b"xy")]
+        self.assertEqual(encode_batch(iter(messages)), encode_batch(messages))
 
     def test_received_at_integer_becomes_float(self):
-        (m,) = decode_batch(body(item(received_at=7)))
-        self.assertEqual((m.received_at, type(m.received_at)), (7.0, float))
+        (row,) = decode_batch(body(item(received_at=7)))
+        self.assertEqual((row[7], type(row[7])), (7.0, float))
+        rows = decode_batch(body(item(key="a", received_at=0), item(key="b", received_at=2.5)))
+        self.assertEqual([(r[7], type(r[7])) for r in rows], [(0.0, float), (2.5, float)])
+
+    def test_text_with_nul_or_non_ascii_is_kept(self):
+        (row,) = decode_batch(body(item(key="k\x00", client_id="", username="ü\x00",
+                                        topic="☃/\x00")))
+        self.assertEqual(row[:4], ("k\x00", "", "ü\x00", "☃/\x00"))
 
     def test_result_round_trip(self):
         result = BatchResult(5, 3)
         self.assertEqual(result.duplicates, 2)
         self.assertEqual(decode_result(encode_result(result)), result)
-        for bad in (b"nope", b'{"received": 1}', b'{"received": 1, "inserted": 2}'):
+        for bad_body in (b"nope", b'{"received": 1}', b'{"received": 1, "inserted": 2}'):
             with self.assertRaises(WireError):
-                decode_result(bad)
+                decode_result(bad_body)
 
     def test_example_in_docs_decodes(self):
         """The curl example in docs/ingest-webhook.md is a valid body."""
         with open(os.path.join(HERE, os.pardir, "docs", "ingest-webhook.md")) as f:
             text = f.read()
         example = text.split("--data-binary '", 1)[1].split("'", 1)[0]
-        (m,) = decode_batch(example.encode())
-        self.assertEqual(m.payload, b"21.5")
+        rows = decode_batch(example.encode())
+        self.assertEqual([r[4] for r in rows], [b"21.5", b"\x00\xff"])
+
+    def test_python_example_in_docs_builds_a_valid_body(self):
+        with open(os.path.join(HERE, os.pardir, "docs", "ingest-webhook.md")) as f:
+            snippet = f.read().split("```python\n", 1)[1].split("```", 1)[0]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(snippet, {})
+        self.assertEqual(decode_batch(out.getvalue().encode()),
+                         [("demo-3", "dev-1", None, "t/1", b"\x01\x02", 1, False, 1767225600.75)])
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -296,23 +419,53 @@ class WirePropertyTests(unittest.TestCase):
     @settings(derandomize=True, max_examples=200, deadline=None)
     @given(st.lists(_messages, max_size=5))
     def test_any_batch_round_trips(self, messages):
-        self.assertEqual(decode_batch(encode_batch(messages)), messages)
+        self.assertEqual(decode_batch(encode_batch(messages)), [message_row(m) for m in messages])
 
     @settings(derandomize=True, max_examples=300, deadline=None)
     @given(st.lists(_messages, min_size=1, max_size=3), st.integers(0, 10**6), st.binary(max_size=3))
     def test_corrupted_body_is_a_wire_error_or_valid(self, messages, where, junk):
-        """Any damage either still decodes to well-typed messages or is one WireError."""
+        """Any damage either still decodes to rows SQLite takes or is one WireError."""
         data = encode_batch(messages)
         where %= len(data)
         damaged = data[:where] + junk + data[where + len(junk) + 1:]
         try:
-            decoded = decode_batch(damaged)
+            rows = decode_batch(damaged)
         except WireError:
             return
-        for m in decoded:
-            self.assertIsInstance(m.payload, bytes)
-            self.assertIn(m.qos, (0, 1, 2))
-            self.assertIsInstance(m.retain, bool)
+        for key, client_id, username, topic, payload, qos, retain, received_at in rows:
+            self.assertTrue(key and type(key) is str)
+            key.encode("utf-8")
+            self.assertIs(type(client_id), str)
+            client_id.encode("utf-8")
+            self.assertTrue(username is None or type(username) is str)
+            self.assertTrue(topic and type(topic) is str)
+            topic.encode("utf-8")
+            self.assertIs(type(payload), bytes)
+            self.assertIn(qos, (0, 1, 2))
+            self.assertIs(type(qos), int)
+            self.assertIsInstance(retain, bool)
+            self.assertIs(type(received_at), float)
+            self.assertTrue(0 <= received_at < float("inf"))
+
+    @settings(derandomize=True, max_examples=200, deadline=None)
+    @given(st.lists(_messages, min_size=1, max_size=4), st.data())
+    def test_one_bad_value_is_named_by_column_and_index(self, messages, data):
+        doc = json.loads(encode_batch(messages))
+        column, value, reason = data.draw(st.sampled_from([
+            ("key", "", "must be a non-empty string"),
+            ("client_id", 1, "must be a string"),
+            ("username", 0, "must be a string or null"),
+            ("topic", "\ud800", "must be a non-empty string"),
+            ("qos", 2.0, "must be 0, 1 or 2"),
+            ("retain", 0, "must be true or false"),
+            ("received_at", -3, "must be unix seconds"),
+        ]))
+        index = data.draw(st.integers(0, len(messages) - 1))
+        doc[column][index] = value
+        with self.assertRaises(WireError) as caught:
+            decode_batch(json.dumps(doc).encode())
+        self.assertTrue(str(caught.exception).startswith(f"{column}[{index}]: {reason}"),
+                        str(caught.exception))
 
 
 class LoopbackTests(unittest.TestCase):
@@ -394,7 +547,7 @@ class IngestConfigTests(unittest.TestCase):
         ingest = IngestConfig()
         self.assertEqual(
             (ingest.batch_size, ingest.flush_interval, ingest.max_queue, ingest.synchronous),
-            (500, 5.0, 50000, "FULL"),
+            (500, 1.0, 50000, "FULL"),
         )
         self.assertIn("interface=127.0.0.1", ingest.listen)
 

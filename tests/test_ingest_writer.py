@@ -2,14 +2,16 @@
 
 The store's pool is the synchronous InlinePool (tests/test_store_sqlite.py); with
 ``pool.hold = True`` a started commit waits in ``pool.jobs`` until the test runs it, so
-"one commit at a time" and "answer only after COMMIT" are observable exactly.
+"one commit at a time" and "answer only after COMMIT" are observable exactly. Rows are
+tuples (``row()``), as the webhook's ``decode_batch`` hands them over.
 """
 import sqlite3
 
+from twisted.internet import task
 from twisted.trial import unittest
 
 from mqttd.ingest.writer import BatchWriter, QueueFull, WriterClosed
-from tests.test_store_sqlite import fired, inline_store, message
+from tests.test_store_sqlite import fired, inline_store, row
 
 
 class WriterTestCase(unittest.TestCase):
@@ -20,7 +22,7 @@ class WriterTestCase(unittest.TestCase):
         return self.writer
 
     def rows(self, prefix, n):
-        return [message(f"{prefix}{i}") for i in range(n)]
+        return [row(f"{prefix}{i}") for i in range(n)]
 
     def query(self, fn):
         """Run ``fn(db)`` now, even while commits are held (none may be waiting)."""
@@ -68,13 +70,13 @@ class FlushTests(WriterTestCase):
 
     def test_requests_join_one_commit_and_each_learns_its_count(self):
         writer = self.make(batch_size=100)
-        writer.submit([message("old")])
+        writer.submit([row("old")])
         self.clock.advance(0.005)
         self.assertEqual(writer.commits, 1)
         self.pool.hold = True
-        ds = [writer.submit([message("x1"), message("old")]),
-              writer.submit([message("y1")]),
-              writer.submit([message("x1")])]  # same key as the first request: a retry
+        ds = [writer.submit([row("x1"), row("old")]),
+              writer.submit([row("y1")]),
+              writer.submit([row("x1")])]  # same key as the first request: a retry
         self.clock.advance(0.005)
         self.assertEqual(len(self.pool.jobs), 1)  # one COMMIT for the three requests
         for d in ds:
@@ -131,6 +133,20 @@ class FlushTests(WriterTestCase):
         self.pool.run_next()
         self.assertEqual(fired(big), 5)
         self.assertEqual(writer.commits, 2)
+
+    def test_rows_reach_the_store_as_submitted(self):
+        """The writer neither copies nor looks inside a request's row list."""
+        batches = []
+
+        class Store:
+            def insert_batches(self, given):
+                batches.extend(given)
+                return [len(b) for b in given]
+
+        writer = BatchWriter(task.Clock(), Store(), batch_size=2)
+        rows = [row("a"), row("b")]
+        self.assertEqual(fired(writer.submit(rows)), 2)
+        self.assertIs(batches[0], rows)
 
     def test_empty_submit_needs_no_commit(self):
         writer = self.make()

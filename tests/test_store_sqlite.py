@@ -5,10 +5,14 @@ on the returned Deferreds). ``InlineReactor`` / ``InlinePool`` below are synchro
 stand-ins for the reactor's thread hand-off and the pool only, for deterministic tests
 with ``task.Clock``; the SQLite underneath is always real. The writer and resource
 tests import them.
+
+The store writes ROWS (tuples in ``ROW`` order, what the webhook's ``decode_batch``
+returns); ``row()`` builds one, ``message()`` the Message value ``recent()`` reads back.
 """
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 
 from twisted.internet import defer, reactor, task
@@ -17,7 +21,7 @@ from twisted.trial import unittest
 
 from mqttd.store.interface import Message
 from mqttd.store.schema import MIGRATIONS, SchemaTooNew
-from mqttd.store.sqlite import DB_FILENAME, SqliteStore, StoreClosed
+from mqttd.store.sqlite import DB_FILENAME, ROW, SqliteStore, StoreClosed, message_row
 
 
 class InlineReactor(task.Clock):
@@ -66,6 +70,11 @@ def message(key, client_id="dev-1", payload=b"p", received_at=1.0, **kw):
     fields.update(kw)
     return Message(key, client_id, fields["username"], fields["topic"], payload,
                    fields["qos"], fields["retain"], received_at)
+
+
+def row(key, client_id="dev-1", payload=b"p", received_at=1.0, **kw):
+    """One row tuple (``ROW`` order), as the webhook hands it to the store."""
+    return message_row(message(key, client_id, payload, received_at, **kw))
 
 
 def inline_store(testcase, **kwargs):
@@ -189,7 +198,7 @@ class SchemaTests(StoreTestCase):
     def test_steps_apply_in_order_to_an_older_database(self):
         store = self.open_store()
         yield store.start()
-        yield store.insert_batch([message("k1")])
+        yield store.insert_batch([row("k1")])
         yield store.close()
 
         def v2_add_source(db):
@@ -234,11 +243,11 @@ class WriteTests(StoreTestCase):
     def test_retried_batch_never_duplicates(self):
         store = self.open_store()
         yield store.start()
-        batch = [message("k1"), message("k2"), message("k3")]
+        batch = [row("k1"), row("k2"), row("k3")]
         self.assertEqual((yield store.insert_batch(batch)), 3)
         self.assertEqual((yield store.insert_batch(batch)), 0)
         # A retry that overlaps only partly stores only the new key.
-        self.assertEqual((yield store.insert_batch([message("k3"), message("k4")])), 1)
+        self.assertEqual((yield store.insert_batch([row("k3"), row("k4")])), 1)
         self.assertEqual((yield store.count()), 4)
         keys = self.raw(store).execute("SELECT key FROM messages ORDER BY key").fetchall()
         self.assertEqual(keys, [("k1",), ("k2",), ("k3",), ("k4",)])
@@ -247,8 +256,8 @@ class WriteTests(StoreTestCase):
     def test_same_key_twice_in_one_batch_is_one_row(self):
         store = self.open_store()
         yield store.start()
-        self.assertEqual((yield store.insert_batch([message("k", payload=b"a"),
-                                                    message("k", payload=b"b")])), 1)
+        self.assertEqual((yield store.insert_batch([row("k", payload=b"a"),
+                                                    row("k", payload=b"b")])), 1)
         rows = self.raw(store).execute("SELECT payload FROM messages").fetchall()
         self.assertEqual(rows, [(b"a",)])
 
@@ -258,7 +267,7 @@ class WriteTests(StoreTestCase):
         yield store.start()
         payloads = [b"\x00\xff", b"", bytes(range(256)), b"\xc3\x28 not utf-8", b"a\x00b"]
         yield store.insert_batch(
-            [message(f"k{i}", payload=p, received_at=float(i)) for i, p in enumerate(payloads)]
+            [row(f"k{i}", payload=p, received_at=float(i)) for i, p in enumerate(payloads)]
         )
         rows = self.raw(store).execute(
             "SELECT payload, typeof(payload) FROM messages ORDER BY received_at"
@@ -273,7 +282,7 @@ class WriteTests(StoreTestCase):
         the transaction fails and none of the batch is stored."""
         store = self.open_store()
         yield store.start()
-        batch = [message("ok1"), message("ok2"), message("bad", qos=7)]
+        batch = [row("ok1"), row("ok2"), row("bad", qos=7)]
         yield self.assertFailure(store.insert_batch(batch), sqlite3.IntegrityError)
         self.assertEqual((yield store.count()), 0)
         # The connection is usable afterwards.
@@ -283,7 +292,7 @@ class WriteTests(StoreTestCase):
     def test_text_payload_refused(self):
         store = self.open_store()
         yield store.start()
-        yield self.assertFailure(store.insert_batch([message("k", payload="text")]),
+        yield self.assertFailure(store.insert_batch([row("k", payload="text")]),
                                  sqlite3.IntegrityError)
         self.assertEqual((yield store.count()), 0)
 
@@ -291,8 +300,8 @@ class WriteTests(StoreTestCase):
     def test_insert_batches_counts_each_batch_in_one_commit(self):
         store = self.open_store()
         yield store.start()
-        yield store.insert_batch([message("old")])
-        counts = yield store.insert_batches([[message("a"), message("old")], [], [message("b")]])
+        yield store.insert_batch([row("old")])
+        counts = yield store.insert_batches([[row("a"), row("old")], [], [row("b")]])
         self.assertEqual(counts, [1, 0, 1])
         committed = self.raw(store).execute(
             "SELECT DISTINCT committed_at FROM messages WHERE key IN ('a', 'b')").fetchall()
@@ -303,18 +312,46 @@ class WriteTests(StoreTestCase):
         clock.advance(1234.5)
         m = message("k", client_id="dev-9", username=None, topic="a/b", qos=2, retain=True,
                     received_at=1000.25)
-        self.assertEqual(fired(store.insert_batch([m])), 1)
+        self.assertEqual(fired(store.insert_batch([message_row(m)])), 1)
         row = fired(store.run(lambda db: db.execute("SELECT * FROM messages").fetchone()))
         self.assertEqual(row, ("k", "dev-9", None, "a/b", b"p", 2, 1, 1000.25, 1234.5))
         self.assertEqual(fired(store.recent("dev-9")), [m])
+
+    @defer.inlineCallbacks
+    def test_committed_at_is_the_commit_wall_clock_once_per_commit(self):
+        """On the real reactor committed_at is unix seconds taken at the commit, and all
+        rows of one transaction (several batches) share it."""
+        store = self.open_store()
+        yield store.start()
+        before = time.time()
+        yield store.insert_batches([[row(f"a{i}") for i in range(300)], [row("b")]])
+        after = time.time()
+        stamps = self.raw(store).execute("SELECT DISTINCT committed_at FROM messages").fetchall()
+        self.assertEqual(len(stamps), 1)
+        self.assertTrue(before <= stamps[0][0] <= after, (before, stamps, after))
+        self.assertEqual(type(stamps[0][0]), float)
+
+    def test_rows_are_plain_tuples_in_row_order(self):
+        """A row is bound as it is, value i into column ROW[i] (then committed_at)."""
+        m = message("k", client_id="c", username="u", topic="t", payload=b"x", qos=2,
+                    retain=True, received_at=3.5)
+        self.assertEqual(message_row(m), ("k", "c", "u", "t", b"x", 2, True, 3.5))
+        self.assertEqual(ROW, ("key", "client_id", "username", "topic", "payload", "qos",
+                               "retain", "received_at"))
+        store, clock, _ = inline_store(self)
+        clock.advance(9.0)
+        fired(store.insert_batch([message_row(m)]))
+        stored = fired(store.run(lambda db: db.execute(
+            f"SELECT {', '.join(ROW)}, committed_at FROM messages").fetchone()))
+        self.assertEqual(stored, ("k", "c", "u", "t", b"x", 2, 1, 3.5, 9.0))
 
     @defer.inlineCallbacks
     def test_recent_reads_one_device_newest_first_through_the_index(self):
         store = self.open_store()
         yield store.start()
         yield store.insert_batch(
-            [message(f"a{i}", client_id="a", received_at=float(i)) for i in range(5)]
-            + [message("b0", client_id="b", received_at=9.0)]
+            [row(f"a{i}", client_id="a", received_at=float(i)) for i in range(5)]
+            + [row("b0", client_id="b", received_at=9.0)]
         )
         recent = yield store.recent("a", limit=3)
         self.assertEqual([m.key for m in recent], ["a4", "a3", "a2"])
@@ -329,4 +366,4 @@ class WriteTests(StoreTestCase):
         yield store.start()
         yield store.close()
         yield store.close()  # idempotent
-        yield self.assertFailure(store.insert_batch([message("k")]), StoreClosed)
+        yield self.assertFailure(store.insert_batch([row("k")]), StoreClosed)

@@ -36,7 +36,11 @@ DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 
 
 class IngestResource(Resource):
-    """POST a wire-format batch; the answer waits for the COMMIT that holds it."""
+    """POST a wire-format batch; the answer waits for the COMMIT that holds it.
+
+    The body is validated whole (``decode_batch``, column by column) before anything is
+    queued; its rows go to the writer as the tuples it returns.
+    """
 
     isLeaf = True
 
@@ -69,12 +73,12 @@ class IngestResource(Resource):
             self.too_large += 1
             return _answer(request, 413, f"body larger than max_body_size ({self.max_body_size} bytes)")
         try:
-            messages = decode_batch(body)
+            rows = decode_batch(body)
         except WireError as e:
             self.malformed += 1
             return _answer(request, 400, str(e))
         try:
-            d = self.writer.submit(messages)
+            d = self.writer.submit(rows)
         except Unavailable as e:
             self.unavailable += 1
             request.setHeader(b"Retry-After", b"1")
@@ -86,7 +90,7 @@ class IngestResource(Resource):
         def committed(inserted):
             self.accepted += 1
             if not gone:
-                _finish(request, 200, encode_result(BatchResult(len(messages), inserted)))
+                _finish(request, 200, encode_result(BatchResult(len(rows), inserted)))
 
         def failed(failure):
             self.errors += 1

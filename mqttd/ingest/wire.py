@@ -1,43 +1,63 @@
 """The batch wire format between broker workers and the ingest webhook (both sides).
 
-A request body is one UTF-8 JSON object::
+A request body is one UTF-8 JSON object with one key per COLUMN; every array holds one
+value per message, in the same order::
 
-    {"messages": [{"key": "9f3c…-1", "client_id": "dev-1", "username": "acme",
-                   "topic": "t/1", "qos": 1, "retain": false,
-                   "received_at": 1767225600.25, "payload": "AP8="}]}
+    {"key": ["9f3c…-1", "9f3c…-2"], "client_id": ["dev-1", "dev-2"],
+     "username": ["acme", null], "topic": ["t/1", "t/2"], "qos": [1, 0],
+     "retain": [false, true], "received_at": [1767225600.25, 1767225600.5],
+     "payload_len": [2, 0], "payload": "AP8="}
 
-``payload`` is the exact bytes, base64 (RFC 4648, padded). Every object has exactly these
-eight keys: an unknown key is refused rather than dropped, so a newer client can never
-believe a field was stored when it was not. The answer to a committed batch is
+``payload`` is every message's exact bytes concatenated in order, as ONE standard padded
+base64 string (RFC 4648); ``payload_len`` splits it. The object has exactly these nine
+keys: an unknown key is refused rather than dropped, so a newer client can never believe
+a field was stored when it was not. The answer to a committed batch is
 ``{"received": n, "inserted": k, "duplicates": n - k}``; an error is ``{"error": reason}``.
 
-Why JSON and not a binary framing: decoding is ``json.loads`` and strict ``a2b_base64`` (both C)
-plus one Python pass of type checks per message, and that pass is what a binary framing
-would also need; measured on this box (benchmarks in docs/ingest-webhook.md) the JSON
-decode of a 500-message batch costs a small fraction of the SQLite commit it feeds, while
-JSON stays readable in logs and testable with curl.
+Why columns: with one object per message, decoding was ``json.loads`` plus a Python pass
+of about ten checks per message, and that pass (with a Message object per row) cost more
+than the parse. Here every rule is checked once per COLUMN by a builtin that loops in C
+(``set(map(type, column))``, ``all``, ``set``/``min``/``sum``, ``map(math.isfinite)``,
+one ``str.join(...).encode`` per text column, one strict ``a2b_base64`` for all payloads,
+split by ``map(BytesIO(data).read, payload_len)``), and ``decode_batch`` returns plain row
+tuples (``zip`` of the columns) that go straight to ``executemany``. Encoding is one
+comprehension per column and one ``json.dumps``. Measured numbers: docs/ingest-webhook.md
+and benchmarks/bench_wire.py.
 
 ``decode_batch`` is strict because the group-commit writer puts many requests in one
 transaction: a value SQLite would refuse (a string it cannot encode, a qos of 7) must be
-turned back here as a 400 for its own request, not fail a commit shared with others.
+turned back here as a 400 for its own request, not fail a commit shared with others. A
+failure names the column and, for per-value rules, the first bad index (found only once
+something is known to be wrong, so valid batches never pay for it).
 """
 import binascii
 import json
 import math
-from base64 import b64encode
+from io import BytesIO
+from operator import itemgetter
 
 import attrs
 
-from mqttd.store.interface import Message
-
 CONTENT_TYPE = "application/json"
 PATH = b"/v1/messages"
-FIELDS = ("key", "client_id", "username", "topic", "qos", "retain", "received_at", "payload")
+COLUMNS = ("key", "client_id", "username", "topic", "qos", "retain", "received_at",
+           "payload_len")
+"""The array keys of a body; ``payload`` (one base64 string) is the ninth key."""
+FIELDS = COLUMNS + ("payload",)
 _FIELD_SET = frozenset(FIELDS)
+ROW = ("key", "client_id", "username", "topic", "payload", "qos", "retain", "received_at")
+"""What each tuple ``decode_batch`` returns holds, in this order (the store's columns)."""
+
+_NONE = type(None)
+_STR_OR_NONE = frozenset({str, _NONE})
+_INT = frozenset({int})
+_BOOL = frozenset({bool})
+_NUMBER = frozenset({int, float})
+_QOS = frozenset({0, 1, 2})
 
 
 class WireError(ValueError):
-    """A malformed batch; the message says where (``messages[3].qos: ...``)."""
+    """A malformed batch; the message says where (``qos[3]: ...``)."""
 
 
 @attrs.frozen
@@ -55,27 +75,33 @@ class BatchResult:
 
 # -- client side ----------------------------------------------------------------------
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII output (ensure_ascii)
 
 def encode_batch(messages):
     """``messages`` (Message values) as a request body (ASCII JSON bytes)."""
-    return json.dumps(
+    if type(messages) is not list:
+        messages = list(messages)
+    payloads = [m.payload for m in messages]
+    columns = _ENCODER.encode(
         {
-            "messages": [
-                {
-                    "key": m.key,
-                    "client_id": m.client_id,
-                    "username": m.username,
-                    "topic": m.topic,
-                    "qos": m.qos,
-                    "retain": bool(m.retain),
-                    "received_at": m.received_at,
-                    "payload": b64encode(m.payload).decode("ascii"),
-                }
-                for m in messages
-            ]
-        },
-        separators=(",", ":"),
-    ).encode("ascii")
+            "key": [m.key for m in messages],
+            "client_id": [m.client_id for m in messages],
+            "username": [m.username for m in messages],
+            "topic": [m.topic for m in messages],
+            "qos": [m.qos for m in messages],
+            "retain": [True if m.retain else False for m in messages],
+            "received_at": [m.received_at for m in messages],
+            "payload_len": list(map(len, payloads)),
+        }
+    )
+    # The base64 alphabet needs no JSON escaping, so the (biggest) payload string is
+    # appended as is instead of being scanned by the JSON encoder.
+    return b"".join((
+        columns[:-1].encode("ascii"),
+        b',"payload":"',
+        binascii.b2a_base64(b"".join(payloads), newline=False),
+        b'"}',
+    ))
 
 
 def decode_result(body):
@@ -109,22 +135,12 @@ def _no_constant(name):
     raise WireError(f"body: {name} is not a number JSON allows")
 
 
-def _text(value):
-    """A str SQLite can store as UTF-8 (JSON escapes can carry lone surrogates)."""
-    if type(value) is not str:
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # json.loads builds one per call
 
 
-def _describe_keys(item):
-    missing = [f for f in FIELDS if f not in item]
-    unknown = sorted(k for k in item if k not in _FIELD_SET)
+def _describe_keys(document):
+    missing = [f for f in FIELDS if f not in document]
+    unknown = sorted(k for k in document if k not in _FIELD_SET)
     parts = []
     if missing:
         parts.append(f"missing {', '.join(missing)}")
@@ -133,64 +149,149 @@ def _describe_keys(item):
     return "; ".join(parts)
 
 
+def _bad(name, column, is_bad, rule):
+    """The WireError for the first value of ``column`` where ``is_bad`` (error path only)."""
+    for i, value in enumerate(column):
+        if is_bad(value):
+            shown = repr(value)
+            if len(shown) > 60:
+                shown = shown[:50] + "..." + shown[-7:]
+            return WireError(f"{name}[{i}]: {rule}, got {shown}")
+    return WireError(f"{name}: {rule}")  # not reached when the caller's check is right
+
+
+def _not_utf8(value):
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_utf8(name, column, rule):
+    """All strings of ``column`` (Nones and ""s dropped) are encodable as UTF-8 (JSON
+    ``\\ud800`` escapes make lone surrogates, which SQLite cannot store)."""
+    joined = "\x00".join(filter(None, column))
+    if joined.isascii():
+        return
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(name, column, lambda v: v is not None and _not_utf8(v), rule) from None
+
+
+_columns = itemgetter(*COLUMNS)
+
+
+def _shape_error(columns):
+    for name, column in zip(COLUMNS, columns):
+        if type(column) is not list:
+            return WireError(f"{name}: must be an array")
+    n = len(columns[0])
+    for name, column in zip(COLUMNS, columns):
+        if len(column) != n:
+            return WireError(f"{name}: has {len(column)} values, key has {n}; "
+                             "every column must have one value per message")
+    return WireError("columns: bad shape")  # not reached
+
+
+def _text_column(name, column, rule, non_empty):
+    try:
+        joined = "\x00".join(column)  # also the type check: only strs join
+    except TypeError:
+        raise _bad(name, column, lambda v: type(v) is not str, rule) from None
+    if non_empty and not all(column):
+        i = column.index("")
+        raise WireError(f"{name}[{i}]: {rule}, got ''")
+    if joined.isascii():
+        return
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(name, column, _not_utf8, rule) from None
+
+
 def decode_batch(body):
-    """A request body as a list of Message; WireError naming the first bad field."""
+    """A request body as a list of row tuples (``ROW`` order) for ``executemany``.
+
+    Raises WireError naming the first bad column (and index) instead.
+    """
     try:
         text = bytes(body).decode("utf-8")
     except UnicodeDecodeError as e:
         raise WireError(f"body: not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
-        document = json.loads(text, parse_constant=_no_constant)
+        document = _DECODER.decode(text)
     except RecursionError:
         raise WireError("body: JSON nested too deeply") from None
     except json.JSONDecodeError as e:
         raise WireError(f"body: invalid JSON: {e}") from None
     if type(document) is not dict:
-        raise WireError("body: must be a JSON object with a \"messages\" list")
-    if document.keys() != {"messages"}:
-        raise WireError(f"body: must have exactly the key \"messages\", got {sorted(document)}")
-    items = document["messages"]
-    if type(items) is not list:
-        raise WireError("messages: must be a list")
-    return [_message(i, item) for i, item in enumerate(items)]
+        raise WireError("body: must be a JSON object with one array per column")
+    if document.keys() != _FIELD_SET:
+        raise WireError(f"body: {_describe_keys(document)}")
 
+    columns = _columns(document)
+    key, client_id, username, topic, qos, retain, received_at, payload_len = columns
+    n = len(key) if type(key) is list else -1
+    for column in columns:
+        if type(column) is not list or len(column) != n:
+            raise _shape_error(columns)
 
-def _message(i, item):
-    if type(item) is not dict:
-        raise WireError(f"messages[{i}]: must be an object")
-    if item.keys() != _FIELD_SET:
-        raise WireError(f"messages[{i}]: {_describe_keys(item)}")
-    key = item["key"]
-    if not key or not _text(key):
-        raise WireError(f"messages[{i}].key: must be a non-empty string")
-    client_id = item["client_id"]
-    if not _text(client_id):
-        raise WireError(f"messages[{i}].client_id: must be a string")
-    username = item["username"]
-    if username is not None and not _text(username):
-        raise WireError(f"messages[{i}].username: must be a string or null")
-    topic = item["topic"]
-    if not topic or not _text(topic):
-        raise WireError(f"messages[{i}].topic: must be a non-empty string")
-    qos = item["qos"]
-    if type(qos) is not int or not 0 <= qos <= 2:
-        raise WireError(f"messages[{i}].qos: must be 0, 1 or 2, got {qos!r}")
-    retain = item["retain"]
-    if type(retain) is not bool:
-        raise WireError(f"messages[{i}].retain: must be true or false, got {retain!r}")
-    received_at = item["received_at"]
-    if type(received_at) not in (int, float) or not (
-        0 <= received_at and math.isfinite(received_at)
-    ):
-        raise WireError(
-            f"messages[{i}].received_at: must be unix seconds (a number >= 0), got {received_at!r}"
-        )
-    payload = item["payload"]
+    _text_column("key", key, "must be a non-empty string", non_empty=True)
+    _text_column("client_id", client_id, "must be a string", non_empty=False)
+    _text_column("topic", topic, "must be a non-empty string", non_empty=True)
+    rule = "must be a string or null"
+    if not set(map(type, username)) <= _STR_OR_NONE:
+        raise _bad("username", username, lambda v: v is not None and type(v) is not str, rule)
+    _check_utf8("username", username, rule)
+
+    rule = "must be 0, 1 or 2"
+    if not set(map(type, qos)) <= _INT or not set(qos) <= _QOS:
+        raise _bad("qos", qos, lambda v: type(v) is not int or v not in _QOS, rule)
+    if not set(map(type, retain)) <= _BOOL:
+        raise _bad("retain", retain, lambda v: type(v) is not bool, "must be true or false")
+    received_at = _received_at(received_at)
+
+    rule = "must be a byte count (an integer >= 0)"
+    if not set(map(type, payload_len)) <= _INT or (n and min(payload_len) < 0):
+        raise _bad("payload_len", payload_len, lambda v: type(v) is not int or v < 0, rule)
+    payload = document["payload"]
     if type(payload) is not str:
-        raise WireError(f"messages[{i}].payload: must be a base64 string")
+        raise WireError(f"payload: must be a base64 string, got {type(payload).__name__}")
     try:
         # strict: only the alphabet, correct padding, nothing after it (RFC 4648).
-        payload = binascii.a2b_base64(payload, strict_mode=True)
+        data = binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError) as e:
-        raise WireError(f"messages[{i}].payload: invalid base64 ({e})") from None
-    return Message(key, client_id, username, topic, payload, qos, retain, float(received_at))
+        raise WireError(f"payload: invalid base64 ({e})") from None
+    total = sum(payload_len)
+    if total != len(data):
+        raise WireError(f"payload_len: sums to {total}, but payload decodes to {len(data)} bytes")
+    # Every length is an int >= 0 and they sum to len(data): the reads split it exactly.
+    payloads = map(BytesIO(data).read, payload_len)
+    return list(zip(key, client_id, username, topic, payloads, qos, retain, received_at))
+
+
+def _not_a_double(value):
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
+
+
+def _received_at(column):
+    """The column as finite floats >= 0 (JSON integers become floats, as SQLite's REAL)."""
+    rule = "must be unix seconds (a finite number >= 0)"
+    types = set(map(type, column))
+    if not types <= _NUMBER:
+        raise _bad("received_at", column, lambda v: type(v) not in _NUMBER, rule)
+    if int in types:
+        try:
+            column = list(map(float, column))
+        except OverflowError:  # an integer too big for a double
+            raise _bad("received_at", column, _not_a_double, rule) from None
+    # 1e999 parses as inf; NaN/Infinity literals are already refused by json.loads.
+    if not all(map(math.isfinite, column)) or (column and min(column) < 0):
+        raise _bad("received_at", column, lambda v: not (0 <= v < math.inf), rule)
+    return column

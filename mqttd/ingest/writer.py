@@ -54,7 +54,10 @@ class BatchWriter:
     """Queues rows from many requests and commits them together through ``store``.
 
     ``store`` needs ``insert_batches(list of row lists) -> Deferred[list of new-row
-    counts]`` in one transaction (SqliteStore). ``flush_interval`` is in milliseconds.
+    counts]`` in one transaction (SqliteStore); a row is a tuple in
+    ``mqttd.store.sqlite.ROW`` order, as ``mqttd.ingest.wire.decode_batch`` returns them.
+    The writer only counts and groups rows, it never looks inside one. ``flush_interval``
+    is in milliseconds.
     """
 
     def __init__(self, clock, store, batch_size=500, flush_interval=5.0, max_queue=50_000):
@@ -92,12 +95,14 @@ class BatchWriter:
         return self._waiting
 
     def submit(self, rows):
-        """Queue ``rows``; Deferred of how many were new, fired after their COMMIT.
+        """Queue ``rows`` (a list of row tuples, kept as is); Deferred of how many were
+        new, fired after their COMMIT.
 
         Raises QueueFull (or WriterClosed) synchronously instead of queueing. The
         Deferred fails if the commit failed; then none of ``rows`` were stored.
         """
-        rows = list(rows)
+        if type(rows) is not list:
+            rows = list(rows)
         if self._closed:
             self.rejected += len(rows)
             raise WriterClosed("ingest writer is shutting down")

@@ -13,8 +13,16 @@ violation fails the whole transaction, so nothing of it is acknowledged.
 
 Durability: WAL journal, ``PRAGMA synchronous`` configurable (FULL by default: the WAL is
 fsynced at every COMMIT, so an acknowledged row survives power loss).
+
+Writes take ROWS, plain tuples in ``ROW`` order, not Message objects: the webhook's
+``decode_batch`` builds them column-wise and they go to ``executemany`` as they are.
+``committed_at`` is not in them: every row of one transaction gets the same value, read
+from the reactor clock once at the start of the COMMIT, and it is appended to each row
+lazily by ``map`` (C-level, no Python loop, no list rebuilt).
 """
 import os
+from itertools import repeat
+from operator import add
 
 from sqlite_utils import Database
 from twisted.internet.defer import fail, succeed
@@ -27,10 +35,9 @@ from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate
 DB_FILENAME = "mqttd.db"
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
 
-COLUMNS = (
-    "key", "client_id", "username", "topic", "payload", "qos", "retain", "received_at",
-    "committed_at",
-)
+ROW = ("key", "client_id", "username", "topic", "payload", "qos", "retain", "received_at")
+"""What a row tuple holds, in this order (mqttd.ingest.wire.decode_batch builds them)."""
+COLUMNS = ROW + ("committed_at",)
 _INSERT = (
     f"INSERT INTO messages ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT(key) DO NOTHING"
@@ -39,6 +46,12 @@ _READ = (
     "SELECT key, client_id, username, topic, payload, qos, retain, received_at "
     "FROM messages WHERE client_id = ? ORDER BY received_at DESC LIMIT ?"
 )
+
+
+def message_row(message):
+    """A Message value as a row tuple (``ROW`` order)."""
+    return (message.key, message.client_id, message.username, message.topic, message.payload,
+            message.qos, message.retain, message.received_at)
 
 
 class StoreClosed(Exception):
@@ -137,21 +150,23 @@ class SqliteStore:
 
     # -- writes ----------------------------------------------------------------------
 
-    def insert_batch(self, messages):
-        """Insert ``messages`` (Message values) in ONE transaction; Deferred of how many were new.
+    def insert_batch(self, rows):
+        """Insert ``rows`` (tuples, ``ROW`` order) in ONE transaction; Deferred of how many
+        were new.
 
         Keys already stored are skipped, so a retried batch never duplicates a row. If
         the Deferred fails, nothing of the batch was written.
         """
-        d = self.insert_batches([messages])
+        d = self.insert_batches([rows])
         d.addCallback(lambda counts: counts[0])
         return d
 
     def insert_batches(self, batches):
-        """Insert several batches in ONE transaction (one COMMIT, one fsync).
+        """Insert several batches of rows in ONE transaction (one COMMIT, one fsync).
 
-        Deferred of a list: new rows per batch, in order. This is what the group-commit
-        writer uses so each HTTP request learns its own count.
+        Every row gets the same ``committed_at`` (unix seconds, ``reactor.seconds()`` when
+        the transaction starts). Deferred of a list: new rows per batch, in order. This
+        is what the group-commit writer uses so each HTTP request learns its own count.
         """
         return self.run(self._insert, batches, self._reactor.seconds)
 
@@ -160,16 +175,10 @@ class SqliteStore:
         conn = db.conn
         counts = []
         with immediate(db):
-            committed_at = now()
+            committed_at = repeat((now(),))
             for batch in batches:
-                cursor = conn.executemany(
-                    _INSERT,
-                    [
-                        (m.key, m.client_id, m.username, m.topic, m.payload, m.qos,
-                         m.retain, m.received_at, committed_at)
-                        for m in batch
-                    ],
-                )
+                # row + (committed_at,) per row, built in C as executemany pulls it.
+                cursor = conn.executemany(_INSERT, map(add, batch, committed_at))
                 counts.append(cursor.rowcount if batch else 0)
         return counts
 

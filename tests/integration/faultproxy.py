@@ -272,7 +272,7 @@ class FaultProxy:
             mode = self._mode
             self.counts[mode] += 1
             try:
-                self.messages_seen[mode] += len(json.loads(body)["messages"])
+                self.messages_seen[mode] += len(json.loads(body)["key"])
             except (ValueError, KeyError, TypeError):
                 self.counts["unparsed"] += 1
             return mode

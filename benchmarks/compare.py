@@ -288,7 +288,7 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None):
                   overrides=overrides)
 
 
-FACTORIES = {"mosquitto": make_mosquitto, "mqttd": make_mqttd}
+FACTORIES = {"mosquitto": make_mosquitto, "mqttd": make_mqttd, "mqttd-core": make_mqttd}
 
 
 def fi_name(ms):
@@ -471,10 +471,11 @@ def print_table(summary, args, out=sys.stdout):
                 fmt(row["ratio"], "{:.2f}"),
                 "open %s" % fmt(a["connected"]), "open %s" % fmt(m["connected"]),
                 a["errors"], m["errors"]))
-    w("(medians of %d rounds x %g s; msgs/s = PUBACKs/s for QoS 1 (mqttd: after COMMIT), publishes\n"
+    acked = "broker core, in-memory store: NOT durable" if args.core else "after COMMIT"
+    w("(medians of %d rounds x %g s; msgs/s = PUBACKs/s for QoS 1 (mqttd: %s), publishes\n"
       " read/s for QoS 0; ratio = mqttd/mosquitto; * QoS 0 latency is the PINGREQ round trip;\n"
       " idle: RSS bytes per idle connection, %d connections, fresh broker each round)\n"
-      % (args.rounds, args.duration, args.idle_connections))
+      % (args.rounds, args.duration, acked, args.idle_connections))
     w("broker CPU (cores, median, mosquitto/mqttd): %s\n" % ", ".join(
         "%s %s/%s" % (name, fmt(row["targets"]["mosquitto"]["broker_cpu_util"], "{:.2f}"),
                       fmt(row["targets"]["mqttd"]["broker_cpu_util"], "{:.2f}"))

@@ -276,7 +276,7 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None):
     cfg = os.path.join(d, "mqttd.toml")
     with open(cfg, "w") as f:
         f.write(dump_toml(mqttd_config(args, overrides)))
-    if args.core:
+    if getattr(args, "core", False):
         # The broker core alone, in-memory store: no durability check possible.
         argv = [sys.executable, os.path.join(HERE, "core_broker.py"), "--port", str(port),
                 "--config", cfg]

@@ -1,10 +1,18 @@
 """The ingestion promise: ack only after the store, in receive order, with backpressure."""
 from twisted.internet.defer import fail
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from mqttd.codec import Connect, Puback, Pubcomp, Pubrec, Pubrel, Subscribe, Will
-from mqttd.store.interface import IMessageStore
+from mqttd.store.interface import (
+    IMessageStore,
+    ISubmittingMessageStore,
+    Message,
+    StoreRejected,
+    submitter,
+)
+from mqttd.store.memory import InMemoryMessageStore
 from tests.test_broker import (
     Client,
     Harness,
@@ -251,3 +259,227 @@ class BackpressureTests(unittest.TestCase):
         self.assertTrue(c.paused)  # auth done, but the store holds the window
         store.succeed(0)
         self.assertFalse(c.paused)
+
+
+@implementer(ISubmittingMessageStore)
+class SubmittingStore:
+    """A store with the Deferred-free ``submit``: the test settles groups of tokens."""
+
+    def __init__(self):
+        self.calls = []  # [(message, notify, token)]
+
+    def store(self, message):  # pragma: no cover - the broker must use submit
+        raise AssertionError("store() used although submit() is provided")
+
+    def submit(self, message, notify, token):
+        self.calls.append((message, notify, token))
+
+    @property
+    def messages(self):
+        return [m for m, _, _ in self.calls]
+
+    def settle(self, indexes, failure=None):
+        """Settle the calls at ``indexes`` (one submitter) with one notify call."""
+        notify = self.calls[indexes[0]][1]
+        notify([self.calls[i][2] for i in indexes], failure)
+
+
+def count_writes(client):
+    writes = []
+    write = client.transport.write
+
+    def counting(data):
+        writes.append(data)
+        write(data)
+    client.transport.write = counting
+    return writes
+
+
+class SubmitSeamTests(unittest.TestCase):
+    """The broker over ISubmittingMessageStore: the same promise without Deferreds."""
+
+    def test_group_settled_at_once_acks_in_one_write_in_order(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("c")
+        c.send(*[pub("t", qos=1, pid=i) for i in range(1, 6)])
+        writes = count_writes(c)
+        self.assertEqual(c.received(), [])
+        self.assertEqual(len({id(n) for _, n, _ in store.calls}), 1)  # one notify object
+        store.settle([0, 1, 2, 3, 4])
+        self.assertEqual(c.received(), [Puback(i) for i in range(1, 6)])
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(h.broker.stored, 5)
+
+    def test_out_of_order_groups_ack_in_receive_order(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("c")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=0), pub("t", qos=2, pid=2),
+               pub("t", qos=1, pid=3))
+        store.settle([2, 3])
+        self.assertEqual(c.received(), [])
+        store.settle([0, 1])
+        self.assertEqual(c.received(), [Puback(1), Pubrec(2), Puback(3)])
+
+    def test_failed_group_sends_no_ack_and_closes(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("c")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2), pub("t", qos=1, pid=3))
+        store.settle([1, 2])  # committed, but behind the head
+        store.settle([0], Failure(StoreRejected("ack timeout")))
+        self.assertTrue(c.closed)
+        self.assertEqual(c.received(), [])
+        self.assertEqual(h.broker.store_failures, 1)
+        self.assertEqual(h.broker.stored, 2)
+
+    def test_failure_of_a_whole_group_counts_each(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("c")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
+        store.settle([0, 1], Failure(StoreRejected("refused")))
+        self.assertTrue(c.closed)
+        self.assertEqual(c.received(), [])
+        self.assertEqual(h.broker.store_failures, 2)
+
+    def test_late_group_after_close_sends_nothing(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("c")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
+        c.lose()
+        store.settle([0, 1])
+        self.assertEqual(c.received(), [])
+
+    def test_failed_qos2_is_stored_again_on_retransmit(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("dev", clean=False)
+        c.send(pub("t", b"v", qos=2, pid=7))
+        store.settle([0], Failure(StoreRejected("ack timeout")))
+        c.lose()
+        again = Client(h)
+        again.connect("dev", clean=False)
+        again.send(pub("t", b"v", qos=2, pid=7, dup=True))
+        self.assertEqual(len(store.calls), 2)
+        store.settle([1])
+        self.assertEqual(again.received(), [Pubrec(7)])
+
+    def test_synchronous_refusal_stops_the_read(self):
+        class Refusing(SubmittingStore):
+            def submit(self, message, notify, token):
+                super().submit(message, notify, token)
+                notify([token], Failure(StoreRejected("overload")))
+
+        store = Refusing()
+        h = Harness(store=store)
+        c = h.client("dev", clean=False)
+        c.send(pub("t", qos=2, pid=1), pub("t", qos=1, pid=2))
+        self.assertTrue(c.closed)
+        self.assertEqual(c.received(), [])
+        self.assertEqual(len(store.calls), 1)
+        c.lose()
+        self.assertEqual(h.broker.sessions["dev"].inbound_qos2, set())  # id released
+
+    def test_backpressure(self):
+        store = SubmittingStore()
+        h = Harness(store=store, max_inflight=2)
+        c = h.client("c")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
+        self.assertTrue(c.paused)
+        store.settle([1])
+        self.assertTrue(c.paused)
+        store.settle([0])
+        self.assertFalse(c.paused)
+
+    def test_routing_waits_for_the_group_and_keeps_order(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        sub = h.client("sub")
+        sub.send(Subscribe(1, (("t", 0),)))
+        sub.received()
+        p = h.client("pub")
+        p.send(pub("t", b"a", qos=1, pid=1), pub("t", b"b", qos=1, pid=2))
+        self.assertEqual(publishes(sub.received()), [])
+        store.settle([0, 1])
+        self.assertEqual([m.payload for m in publishes(sub.received())], [b"a", b"b"])
+
+    def test_received_at_is_the_time_of_the_read(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("c")
+        h.clock.advance(7.25)
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
+        self.assertEqual([m.received_at for m in store.messages], [7.25, 7.25])
+
+    def test_received_at_of_publishes_held_during_auth(self):
+        store = SubmittingStore()
+        auth = ManualAuthenticator()
+        h = Harness(store=store, authenticator=auth)
+        c = Client(h)
+        c.send(Connect("c"), pub("t", qos=1, pid=1))
+        h.clock.advance(3.0)
+        auth.pending[0].callback(0)
+        self.assertEqual([m.received_at for m in store.messages], [3.0])
+
+
+class SubmitterTests(unittest.TestCase):
+    """``submitter(store)``: a store's own submit, or an adapter over store()."""
+
+    def test_submitting_store_is_used_directly(self):
+        store = SubmittingStore()
+        self.assertEqual(submitter(store), store.submit)
+
+    def test_deferred_store_is_adapted(self):
+        store = ManualStore()
+        submit = submitter(store)
+        got = []
+        submit("m0", lambda tokens, failure: got.append((tokens, failure)), "t0")
+        submit("m1", lambda tokens, failure: got.append((tokens, failure)), "t1")
+        self.assertEqual(store.messages, ["m0", "m1"])
+        store.succeed(1)
+        store.fail(0)
+        self.assertEqual(got[0], (["t1"], None))
+        self.assertEqual(got[1][0], ["t0"])
+        self.assertTrue(got[1][1].check(RuntimeError))
+
+    def test_in_memory_store_settles_before_returning(self):
+        store = InMemoryMessageStore()
+        got = []
+        store.submit("m", lambda tokens, failure: got.append((tokens, failure)), "t")
+        self.assertEqual(got, [(["t"], None)])
+        self.assertEqual(list(store.messages), ["m"])
+        self.assertEqual(store.count, 1)
+        self.assertTrue(ISubmittingMessageStore.providedBy(store))
+
+
+class MessageValueTests(unittest.TestCase):
+    """Message stays an immutable value after leaving attrs (a NamedTuple now)."""
+
+    fields = ("k-1", "dev", None, "t/1", b"p", 1, False, 1.5)
+
+    def test_equality_only_between_messages(self):
+        a, b = Message(*self.fields), Message(*self.fields)
+        self.assertEqual(a, b)
+        self.assertFalse(a != b)
+        self.assertEqual(hash(a), hash(b))
+        self.assertNotEqual(a, tuple(self.fields))
+        self.assertNotEqual(tuple(self.fields), a)
+        self.assertTrue(a != tuple(self.fields))
+        self.assertNotEqual(a, Message(*self.fields[:-1], 2.5))
+
+    def test_immutable_with_keyword_repr(self):
+        m = Message(*self.fields)
+        with self.assertRaises(AttributeError):
+            m.key = "other"
+        self.assertEqual(repr(m), "Message(key='k-1', client_id='dev', username=None, "
+                                  "topic='t/1', payload=b'p', qos=1, retain=False, "
+                                  "received_at=1.5)")
+
+    def test_broker_builds_equal_messages(self):
+        h = Harness()
+        m = h.broker.make_message("dev", None, "t/1", b"p", 1, False, 1.5)
+        self.assertIs(type(m), Message)
+        self.assertEqual(m, Message(m.key, "dev", None, "t/1", b"p", 1, False, 1.5))

@@ -33,6 +33,7 @@ from mqttd.codec import (
     encode_pubrel,
     remaining_length,
 )
+from mqttd.codec import decode
 
 CONNECT_BYTES = encode(Connect("c1"))
 
@@ -509,3 +510,52 @@ class TopicValidationTests(unittest.TestCase):
     def test_reason_names_the_field(self):
         e = self.assertRaises(ProtocolError, check_topic_name, "a/#", "PUBLISH topic")
         self.assertEqual(e.reason, "PUBLISH topic contains wildcard [MQTT-3.3.2-2]")
+
+
+class PublishHotPathTests(unittest.TestCase):
+    """decode_publish's shortcuts (fast Publish construction, topic cache) change nothing."""
+
+    def test_fast_publish_is_the_same_value(self):
+        self.assertIsNot(decode._new_publish, Publish)  # the fast path is in use
+        for args in (("a/b", b"p", 1, True, True, 7), ("t", b"", 0, False, False, None)):
+            fast = decode._new_publish(*args)
+            self.assertIs(type(fast), Publish)
+            self.assertEqual(fast, Publish(*args))
+            self.assertEqual(repr(fast), repr(Publish(*args)))
+            self.assertEqual(hash(fast), hash(Publish(*args)))
+        self.assertRaises(AttributeError, setattr, fast, "topic", "x")
+
+    def test_decoded_flags_are_bools(self):
+        [packet] = server_parse(encode(Publish("t", b"p", 2, True, True, 9)))
+        self.assertEqual(packet, Publish("t", b"p", 2, True, True, 9))
+        self.assertIs(packet.retain, True)
+        self.assertIs(packet.dup, True)
+        [packet] = server_parse(encode(Publish("t", b"p", 0, False)))
+        self.assertIs(packet.retain, False)
+        self.assertIs(packet.dup, False)
+
+    def test_repeated_topic_decodes_to_one_string(self):
+        data = encode(Publish("sensors/ü/1", b"a", 1, packet_id=1))
+        first, second = server_parse(data + data)
+        self.assertEqual(first.topic, "sensors/ü/1")
+        self.assertIs(first.topic, second.topic)
+
+    def test_invalid_topics_are_never_cached(self):
+        for _ in range(2):
+            self.assertServerRejects(frame(0x30, s("a/+") + b"p"), "wildcard")
+            self.assertServerRejects(frame(0x30, s(b"\xff")), "UTF-8")
+        self.assertNotIn(b"a/+", decode._TOPICS)
+        self.assertNotIn(b"\xff", decode._TOPICS)
+
+    def test_cache_is_bounded(self):
+        self.patch(decode, "_TOPICS_MAX", 3)
+        self.patch(decode, "_TOPICS", {})
+        topics = [f"t/{i}" for i in range(10)] + ["x" * (decode._TOPIC_CACHE_LEN + 1)]
+        data = b"".join(encode(Publish(t, b"p")) for t in topics)
+        self.assertEqual([p.topic for p in server_parse(data)], topics)
+        self.assertLessEqual(len(decode._TOPICS), 3)
+        self.assertTrue(all(len(raw) <= decode._TOPIC_CACHE_LEN for raw in decode._TOPICS))
+
+    def assertServerRejects(self, data, fragment):
+        e = self.assertRaises(ProtocolError, server_parse, data)
+        self.assertIn(fragment, e.reason)

@@ -16,7 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 from mqttd.config import WebhookConfig
 from mqttd.ingest.client import StoreRejected, WebhookStore
 from mqttd.ingest.wire import decode_batch
-from mqttd.store.interface import Message
+from mqttd.store.interface import ISubmittingMessageStore, Message
 
 URL = "http://ingest.invalid/v1/messages"
 
@@ -253,4 +253,98 @@ class LimitTests(unittest.TestCase):
         h.store.stop()
         self.assertEqual(r, ["stopping"])
         self.assertEqual(h.submit(message(2))[0], ["stopping"])
+        h.assertAccounts()
+
+
+class Recorder:
+    """A submitter's ``notify``: records every call (tokens, failure)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, tokens, failure):
+        self.calls.append((list(tokens), failure))
+
+
+class SubmitTests(unittest.TestCase):
+    """``submit``: the Deferred-free path the broker uses (ISubmittingMessageStore)."""
+
+    def test_provides_the_submitting_interface(self):
+        h = Harness(self)
+        self.assertTrue(ISubmittingMessageStore.providedBy(h.store))
+
+    def test_consecutive_messages_of_one_submitter_settle_in_one_call(self):
+        h = Harness(self)
+        a, b = Recorder(), Recorder()
+        for n, notify in enumerate([a, a, a, b, b, a]):
+            h.store.submit(message(n), notify, n)
+        self.assertEqual((a.calls, b.calls), ([], []))  # nothing before the commit
+        h.tick()
+        self.assertEqual(len(h.webhook.bodies), 1)
+        self.assertEqual(a.calls, [([0, 1, 2], None), ([5], None)])
+        self.assertEqual(b.calls, [([3, 4], None)])
+        self.assertEqual(h.store.committed, 6)
+        h.assertAccounts()
+
+    def test_failure_reaches_every_group_with_its_own_failure(self):
+        h = Harness(self, script=[400])
+        a, b = Recorder(), Recorder()
+        h.store.submit(message(1), a, "a1")
+        h.store.submit(message(2), b, "b1")
+        h.store.submit(message(3), a, "a2")
+        h.tick()
+        self.assertEqual([t for t, _ in a.calls], [["a1"], ["a2"]])
+        self.assertEqual([t for t, _ in b.calls], [["b1"]])
+        failures = [f for r in (a, b) for _, f in r.calls]
+        self.assertEqual(len({id(f) for f in failures}), 3)
+        for f in failures:
+            self.assertEqual(f.check(StoreRejected), StoreRejected)
+            self.assertEqual(f.value.reason, "refused")
+        self.assertEqual(h.store.rejected["refused"], 3)
+        h.assertAccounts()
+
+    def test_overload_is_refused_before_returning(self):
+        h = Harness(self, max_pending=1, batch_delay=10.0)
+        a = Recorder()
+        h.store.submit(message(1), a, 1)
+        h.store.submit(message(2), a, 2)
+        self.assertEqual(len(a.calls), 1)
+        tokens, failure = a.calls[0]
+        self.assertEqual((tokens, failure.value.reason), ([2], "overload"))
+        h.assertAccounts()
+
+    def test_a_raising_notify_does_not_starve_the_others(self):
+        h = Harness(self)
+        good = Recorder()
+
+        def broken(tokens, failure):
+            raise ValueError("bug in a submitter")
+        h.store.submit(message(1), broken, 1)
+        h.store.submit(message(2), good, 2)
+        h.tick()
+        self.assertEqual(good.calls, [([2], None)])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        h.assertAccounts()
+
+    def test_store_and_submit_mix(self):
+        h = Harness(self)
+        a = Recorder()
+        h.store.submit(message(1), a, 1)
+        (r,) = h.submit(message(2))
+        h.store.submit(message(3), a, 3)
+        h.tick()
+        self.assertEqual(a.calls, [([1], None), ([3], None)])
+        self.assertEqual(r, ["ok"])
+        h.assertAccounts()
+
+    def test_batch_size_cut_keeps_tokens_with_their_messages(self):
+        h = Harness(self, batch_size=2, script=[200, 500], retry_initial=0.1)
+        a = Recorder()
+        for n in range(3):
+            h.store.submit(message(n), a, n)
+        h.tick()  # first batch [0, 1] committed, second [2] got a 500: retried
+        self.assertEqual(a.calls, [([0, 1], None)])
+        h.tick(0.1)
+        self.assertEqual(a.calls, [([0, 1], None), ([2], None)])
+        self.assertEqual(len(decode_batch(h.webhook.bodies[-1])), 1)
         h.assertAccounts()

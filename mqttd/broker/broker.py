@@ -15,11 +15,13 @@ from twisted.logger import Logger
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
-from mqttd.store.interface import Message
+from mqttd.store.interface import Message, submitter
 
 __all__ = ["Broker"]
 
 log = Logger()
+
+_new_tuple = tuple.__new__
 
 
 class Broker:
@@ -27,13 +29,16 @@ class Broker:
 
     ``clock`` is an IReactorTime, ``config`` a BrokerConfig, ``store`` an IMessageStore
     and ``authenticator`` anything with ``authenticate(client_id, username, password)``
-    returning a Deferred CONNACK code.
+    returning a Deferred CONNACK code. ``submit`` is the store's Deferred-free
+    ``submit(message, notify, token)`` (adapted from ``store()`` if it has none; see
+    ``mqttd.store.interface``): connections hand their publishes over through it.
     """
 
     def __init__(self, clock, config, store, authenticator):
         self.clock = clock
         self.config = config
         self.store = store
+        self.submit = submitter(store)
         self.authenticator = authenticator
         # Hot-path copies of limits read per message.
         self.max_inflight = config.max_inflight
@@ -157,10 +162,16 @@ class Broker:
 
     # -- messages ----------------------------------------------------------------------
 
-    def make_message(self, client_id, username, topic, payload, qos, retain):
-        """A Message with a fresh key (inlined ``new_message_key``: once per PUBLISH)."""
-        return Message(self._key_prefix + str(next(self._keys)), client_id, username,
-                       topic, payload, qos, retain, self.clock.seconds())
+    def make_message(self, client_id, username, topic, payload, qos, retain, received_at):
+        """A Message with a fresh key (inlined ``new_message_key``: once per PUBLISH).
+
+        ``received_at`` comes from the caller: a connection passes the time of the read
+        that carried the PUBLISH (one clock call per read, not per message). Built with
+        ``tuple.__new__`` directly: Message is a NamedTuple, and this skips its Python
+        ``__new__`` (once per PUBLISH).
+        """
+        return _new_tuple(Message, (self._key_prefix + str(next(self._keys)), client_id,
+                                    username, topic, payload, qos, retain, received_at))
 
     def route(self, message):
         """Apply retain and deliver a STORED message to every matching subscriber.
@@ -184,7 +195,7 @@ class Broker:
         """
         self.wills_published += 1
         message = self.make_message(client_id, username, will.topic, will.payload,
-                                    will.qos, will.retain)
+                                    will.qos, will.retain, self.clock.seconds())
         self.received += 1
         d = self.store.store(message)
         d.addCallbacks(self._will_stored, self._will_failed,

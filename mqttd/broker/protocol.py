@@ -5,9 +5,10 @@ handshake (limits, client id rules, asynchronous authentication), keepalive, and
 inbound ingestion path. Sessions, routing and retained messages live in ``Broker``.
 
 The ingestion promise is kept here: every inbound PUBLISH is handed to the message
-store, and its PUBACK / PUBREC is written only after the store's Deferred succeeded.
-Acks leave in receive order [MQTT-4.6.0-2] even when store Deferreds fire out of order:
-a FIFO of pending entries is released from its head. A connection with ``max_inflight``
+store (``broker.submit``, see ``mqttd.store.interface``), and its PUBACK / PUBREC is
+written only after the store settled it as committed. Acks leave in receive order
+[MQTT-4.6.0-2] even when the store settles messages out of order: a FIFO of pending
+entries is released from its head, and the acks released together share one write. A connection with ``max_inflight``
 entries waiting stops reading from its socket (backpressure, not drops). A store failure
 sends no ack and closes the connection, so the device retransmits.
 
@@ -16,10 +17,8 @@ per read; the timer checks it when it fires and re-arms for the remaining time.
 """
 from collections import deque
 
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from mqttd.codec import (
     PINGRESP_BYTES,
@@ -109,6 +108,7 @@ class MQTTServerProtocol(Protocol):
         "_last_seen",
         "_timer",
         "_pending",
+        "_notify",
         "_paused",
         "_backlog",
     )
@@ -130,6 +130,7 @@ class MQTTServerProtocol(Protocol):
         self._last_seen = 0.0
         self._timer = None
         self._pending = None
+        self._notify = None
         self._paused = 0
         self._backlog = None
 
@@ -172,6 +173,7 @@ class MQTTServerProtocol(Protocol):
         self._broker.connection_closed()
         self._parser = None
         self._session = None
+        self._notify = None  # breaks the self -> bound method -> self cycle
 
     # -- the packet loop ---------------------------------------------------------------
 
@@ -258,9 +260,10 @@ class MQTTServerProtocol(Protocol):
         if timer is not None:
             timer.cancel()
             self._timer = None
+        # Also the received_at of the publishes that waited in the backlog.
+        self._last_seen = self._clock.seconds()
         if connect.keepalive:
             self._keepalive = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
-            self._last_seen = self._clock.seconds()
             self._timer = self._clock.callLater(self._keepalive, self._timeout)
         session.resume()
         backlog = self._backlog
@@ -319,54 +322,70 @@ class MQTTServerProtocol(Protocol):
             ids.add(qos2_id)
         else:
             ack = None
+        # received_at: the time of the read that carried it (set by dataReceived, and
+        # by _auth_done for packets that waited for authentication).
         message = broker.make_message(self._client_id, self._username, packet.topic,
-                                      packet.payload, qos, packet.retain)
-        d = broker.store.store(message)
-        if not pending and d.called:
-            # Fast path for stores that already answered (the in-memory one): no FIFO
-            # entry, no callback chain.
-            result = d.result
-            if not isinstance(result, (Failure, Deferred)):
-                broker.stored += 1
-                if ack is not None:
-                    self.transport.write(ack)
-                broker.route(message)
-                return
+                                      packet.payload, qos, packet.retain, self._last_seen)
         if pending is None:
             pending = self._pending = deque()
+            # One bound method for every submit: a store settles consecutive messages
+            # with the same ``notify`` object (identity) in one call.
+            self._notify = self._settled
+        # Queued BEFORE submitting: the store may settle it at once (the in-memory store
+        # always does; a refusal may), and _shutdown must see it to release a QoS 2 id.
         entry = [ack, message, False, qos2_id]
         pending.append(entry)
-        if len(pending) >= broker.max_inflight:
+        broker.submit(message, self._notify, entry)
+        if len(pending) >= broker.max_inflight and self._state == _CONNECTED:
             self._pause(_PAUSE_INFLIGHT)
-        d.addCallbacks(self._stored, self._store_failed,
-                       callbackArgs=(entry,), errbackArgs=(entry,))
 
-    def _stored(self, _, entry):
-        self._broker.stored += 1
+    def _settled(self, entries, failure):
+        """The store's ``notify``: ``entries`` (FIFO entries) are committed, or failed.
+
+        One call may settle many entries (a store settles a batch per connection at
+        once), so their acks go out in one write from ``_release``.
+        """
+        if failure is not None:
+            self._store_failed(failure, len(entries))
+            return
+        self._broker.stored += len(entries)
         if self._state != _CONNECTED:
             return  # closed meanwhile: unacked, the device retransmits
-        entry[2] = True
-        if self._pending[0] is entry:
+        for entry in entries:
+            entry[2] = True
+        if self._pending[0][2]:
             self._release()
 
     def _release(self):
-        """Write acks and route messages from the head of the FIFO while stored."""
+        """Write acks and route messages from the head of the FIFO while stored.
+
+        The acks released together leave in one write, in order, before the messages are
+        routed (a connection subscribed to its own topic sees its PUBACKs first, then the
+        deliveries; MQTT orders neither against the other).
+        """
         pending = self._pending
-        write = self.transport.write
-        route = self._broker.route
+        popleft = pending.popleft
+        acks = []
+        messages = []
         while pending and pending[0][2]:
-            ack, message, _, _ = pending.popleft()
+            ack, message, _, _ = popleft()
             if ack is not None:
-                write(ack)
+                acks.append(ack)
             if message is not None:
+                messages.append(message)
+        if acks:
+            self.transport.write(acks[0] if len(acks) == 1 else b"".join(acks))
+        if messages:
+            route = self._broker.route
+            for message in messages:
                 route(message)
         if self._paused & _PAUSE_INFLIGHT and len(pending) < self._broker.max_inflight:
             self._unpause(_PAUSE_INFLIGHT)
 
-    def _store_failed(self, failure, entry):
-        self._broker.store_failures += 1
+    def _store_failed(self, failure, count=1):
+        self._broker.store_failures += count
         if self._state != _CONNECTED:
-            return None  # already closing; its QoS 2 id was released in _shutdown
+            return  # already closing; its QoS 2 ids were released in _shutdown
         reason = None
         if failure.check(StoreRejected):
             # An expected outcome (commit too slow, refused, overload): a reason, no traceback.
@@ -377,7 +396,6 @@ class MQTTServerProtocol(Protocol):
             log.failure("store failed for {client_id}: closing without ack", failure,
                         client_id=self._client_id)
         self._close("store failed", detail=reason)
-        return None
 
     # -- other packets -----------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 This is the piece the incident's platform got wrong (an under-sized webhook timeout and
 connection pool, and ACKs sent regardless). Here:
 
-* ``store(message)`` returns a Deferred that fires only when the ingest tier answered
-  200 for a batch holding the message, i.e. after its COMMIT. The broker sends PUBACK /
-  PUBREC from that callback and from nowhere else.
+* ``submit(message, notify, token)`` calls ``notify`` (and ``store(message)``'s
+  Deferred fires) only when the ingest tier answered 200 for a batch holding the
+  message, i.e. after its COMMIT. The broker sends PUBACK / PUBREC from that call and
+  from nowhere else.
 * Messages are grouped into batches: a batch leaves when ``batch_size`` messages wait,
   or ``batch_delay`` seconds after the first one (0: the next reactor turn, so one read's
   worth of publishes travels together). At most ``pool_size`` requests are in flight;
@@ -26,11 +27,12 @@ from collections import Counter, deque
 import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from zope.interface import implementer
 
 from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
-from mqttd.store.interface import IMessageStore, StoreRejected
+from mqttd.store.interface import ISubmittingMessageStore, StoreRejected
 
 __all__ = ["WebhookStore", "StoreRejected", "build_http_client"]
 
@@ -66,13 +68,13 @@ class _Batch:
     """Messages travelling together, their waiters, and the one body every try sends."""
 
     messages: list
-    waiters: list
+    waiters: list  # (notify, token) per message, in the same order
     body: bytes
     deadline: float
     attempt: int = 0
 
 
-@implementer(IMessageStore)
+@implementer(ISubmittingMessageStore)
 class WebhookStore:
     """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq)."""
 
@@ -100,22 +102,60 @@ class WebhookStore:
     # -- IMessageStore -------------------------------------------------------------------
 
     def store(self, message):
+        """The Deferred form of ``submit``: one Deferred for this message alone."""
+        d = Deferred()
+        self.submit(message, _fire_deferreds, d)
+        return d
+
+    def submit(self, message, notify, token):
+        """ISubmittingMessageStore: ``notify(tokens, failure)`` once committed or not.
+
+        A batch settles its messages with one ``notify`` call per run of consecutive
+        messages with the same ``notify`` (one connection's read, usually), instead of
+        a Deferred per message: the broker's hot path.
+        """
         self.received += 1
         if self._stopped or self.pending >= self._config.max_pending:
             reason = "stopping" if self._stopped else "overload"
             self.rejected[reason] += 1
-            return fail(StoreRejected(reason))
+            self._notify(notify, [token], StoreRejected(reason))
+            return
         self.pending += 1
-        d = Deferred()
-        if not self._messages:
+        messages = self._messages
+        if not messages:
             self._first_at = self._clock.seconds()
-        self._messages.append(message)
-        self._waiters.append(d)
-        if len(self._messages) >= self._config.batch_size:
+        messages.append(message)
+        self._waiters.append((notify, token))
+        if len(messages) >= self._config.batch_size:
             self._kick()
         elif self._timer is None:
             self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
-        return d
+
+    def _settle(self, batch, error):
+        """Tell every submitter of ``batch`` the outcome (``error`` None: committed).
+
+        Consecutive messages of one submitter (the same ``notify`` object) are settled
+        with one call; every call gets its own Failure, so no submitter can change what
+        another one sees.
+        """
+        run_notify = run = None
+        for notify, token in batch.waiters:
+            if notify is run_notify:
+                run.append(token)
+            else:
+                if run is not None:
+                    self._notify(run_notify, run, error)
+                run_notify, run = notify, [token]
+        if run is not None:
+            self._notify(run_notify, run, error)
+
+    @staticmethod
+    def _notify(notify, tokens, error):
+        try:
+            notify(tokens, None if error is None else Failure(error))
+        except Exception:
+            # A broken submitter must not keep the others of its batch unanswered.
+            log.failure("store notify failed for {n} messages", n=len(tokens))
 
     # -- batching and sending ------------------------------------------------------------
 
@@ -126,8 +166,12 @@ class WebhookStore:
     def _cut(self):
         """The waiting messages (up to batch_size) as a batch."""
         size = self._config.batch_size
-        messages, self._messages = self._messages[:size], self._messages[size:]
-        waiters, self._waiters = self._waiters[:size], self._waiters[size:]
+        messages, waiters = self._messages, self._waiters
+        if len(messages) <= size:
+            self._messages, self._waiters = [], []
+        else:
+            messages, self._messages = messages[:size], messages[size:]
+            waiters, self._waiters = waiters[:size], waiters[size:]
         deadline = self._first_at + self._config.ack_timeout
         if self._messages:
             self._first_at = self._clock.seconds()
@@ -193,8 +237,7 @@ class WebhookStore:
                 self.committed += n
                 self.pending -= n
                 self.duplicates += result.duplicates
-                for waiter in batch.waiters:
-                    waiter.callback(None)
+                self._settle(batch, None)
         self._kick()
 
     def _failed(self, failure, batch):
@@ -240,9 +283,7 @@ class WebhookStore:
         if reason != "refused":
             log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,
                      detail=detail or "")
-        error = StoreRejected(reason)
-        for waiter in batch.waiters:
-            waiter.errback(error)
+        self._settle(batch, StoreRejected(reason))
 
     def _bug(self, failure, batch):
         log.failure("webhook store bug with a batch of {n}", failure, n=len(batch.messages))
@@ -264,6 +305,17 @@ class WebhookStore:
             self._reject(self._ready.popleft(), "stopping")
         if self._messages:
             self._reject(self._cut(), "stopping")
+
+
+def _fire_deferreds(deferreds, failure):
+    """``notify`` for ``WebhookStore.store``: fire each message's own Deferred."""
+    if failure is None:
+        for d in deferreds:
+            d.callback(None)
+    else:
+        error = failure.value  # as before: one exception, a Failure per Deferred
+        for d in deferreds:
+            d.errback(error)
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):

@@ -59,6 +59,27 @@ class FlushTests(WriterTestCase):
         self.assertEqual(fired(d), 1)
         self.assertEqual(self.stored(), 1)
 
+    def test_zero_interval_commits_on_the_next_turn_and_groups_a_backlog(self):
+        """flush_interval 0: requests of one reactor turn share a commit;
+        rows arriving while it runs form the next one (natural group commit)."""
+        writer = self.make(batch_size=100, flush_interval=0.0)
+        self.pool.hold = True
+        first = [writer.submit(self.rows(f"a{i}-", 2)) for i in range(3)]
+        self.assertEqual(writer.commits, 0)
+        self.clock.advance(0)
+        self.assertEqual(len(self.pool.jobs), 1)  # one commit for the three requests
+        later = [writer.submit(self.rows(f"b{i}-", 1)) for i in range(4)]
+        self.clock.advance(0)
+        self.assertEqual(len(self.pool.jobs), 1)  # waits for the running commit
+        self.pool.run_next()
+        for d in first:
+            self.assertEqual(fired(d), 2)
+        self.assertEqual(len(self.pool.jobs), 1)  # the backlog went at once, no timer
+        self.pool.run_next()
+        for d in later:
+            self.assertEqual(fired(d), 1)
+        self.assertEqual(writer.commits, 2)
+
     def test_interval_counts_from_the_first_waiting_row(self):
         writer = self.make(batch_size=100, flush_interval=5.0)
         first = writer.submit(self.rows("a", 1))

@@ -168,6 +168,14 @@ def _check_cross(config):
             "webhook.url: must be set when ingest.enabled is false (nothing else stores messages)")
     if config.webhook.url and not config.webhook.url.startswith(("http://", "https://")):
         raise ConfigError(f"webhook.url: must be an http:// or https:// URL, got {config.webhook.url!r}")
+    if config.ingest.enabled and not config.webhook.url:
+        # One message must always fit in one webhook request (base64 is 4/3 of the
+        # payload, JSON escapes can grow a topic): otherwise it could never be stored.
+        need = 2 * config.broker.max_packet_size + 4096
+        if config.ingest.max_body_size < need:
+            raise ConfigError(
+                f"ingest.max_body_size: must be at least 2 x broker.max_packet_size + 4096 "
+                f"= {need}, got {config.ingest.max_body_size}")
     names = [u.username for u in config.auth.users]
     for name in names:
         if names.count(name) > 1:

@@ -96,6 +96,15 @@ class ErrorTests(unittest.TestCase):
             "auth.users[0].username: must not be empty",
         )
 
+    def test_one_message_must_fit_one_webhook_request(self):
+        self.assertConfigError(
+            {"broker": {"max_packet_size": 10_000_000}},
+            "ingest.max_body_size: must be at least 2 x broker.max_packet_size + 4096 "
+            "= 20004096, got 16777216",
+        )
+        parse_config({"broker": {"max_packet_size": 10_000_000},
+                      "ingest": {"max_body_size": 20_004_096}})
+
     def test_unreadable_file(self):
         with self.assertRaises(ConfigError) as caught:
             load_config(self.mktemp())

@@ -227,6 +227,24 @@ class RetryTests(unittest.TestCase):
         self.assertEqual(r, ["ack timeout"])
         h.assertAccounts()
 
+    def test_413_splits_the_batch_until_it_fits(self):
+        h = Harness(self, script=[413, 413])
+        results = h.submit(*[message(n) for n in range(4)])
+        h.tick()
+        self.assertEqual(results, [["ok"]] * 4)
+        sizes = [len(decode_batch(body)) for body in h.webhook.bodies]
+        self.assertEqual(sizes, [4, 2, 1, 1, 2])  # 4 refused, 2 refused, then halves fit
+        self.assertEqual(sorted(h.webhook.stored), [f"k-{n}" for n in range(4)])
+        self.assertEqual(h.store.rejected, {})
+        h.assertAccounts()
+
+    def test_413_for_one_message_is_refused(self):
+        h = Harness(self, script=[413])
+        (r,) = h.submit(message(1))
+        h.tick()
+        self.assertEqual(r, ["refused"])
+        h.assertAccounts()
+
     def test_4xx_is_not_retried(self):
         h = Harness(self, script=[400])
         (r,) = h.submit(message(1))

@@ -50,6 +50,14 @@ class _RetryableStatus(Exception):
         self.retry_after = retry_after
 
 
+class _Refused(Exception):
+    """The webhook answered a 4xx other than 429: retrying the same body cannot help."""
+
+    def __init__(self, code, body):
+        super().__init__(f"http {code}: {body}")
+        self.code = code
+
+
 class _NoAddress(Exception):
     """The URL is not known yet (the built-in ingest tier is still binding); retryable."""
 
@@ -220,7 +228,7 @@ class WebhookStore:
 
     @staticmethod
     def _refused(body, code):
-        raise StoreRejected(f"http {code}: {body[:200].decode('utf-8', 'replace')}")
+        raise _Refused(code, body[:200].decode("utf-8", "replace"))
 
     def _committed(self, body, batch):
         self._busy -= 1
@@ -243,10 +251,15 @@ class WebhookStore:
     def _failed(self, failure, batch):
         self._busy -= 1
         error = failure.value
-        if isinstance(error, StoreRejected):
-            log.error("webhook refused a batch of {n}: {reason}", n=len(batch.messages),
-                      reason=error.reason)
-            self._reject(batch, "refused", detail=error.reason)
+        if isinstance(error, _Refused):
+            if error.code == 413 and len(batch.messages) > 1:
+                # Too big for the webhook's max_body_size: halve it and try again at
+                # once, rather than refusing messages that fit on their own.
+                self._split(batch)
+            else:
+                log.error("webhook refused a batch of {n}: {reason}", n=len(batch.messages),
+                          reason=str(error))
+                self._reject(batch, "refused", detail=str(error))
         else:
             self._retry(batch, error)
         self._kick()
@@ -271,6 +284,15 @@ class WebhookStore:
             log.warn("webhook batch of {n} failed ({error}); retrying", n=len(batch.messages),
                      error=_describe(error))
         self._clock.callLater(delay, self._requeue, batch)
+
+    def _split(self, batch):
+        half = len(batch.messages) // 2
+        halves = [
+            _Batch(messages, waiters, encode_batch(messages), batch.deadline, batch.attempt)
+            for messages, waiters in ((batch.messages[:half], batch.waiters[:half]),
+                                      (batch.messages[half:], batch.waiters[half:]))
+        ]
+        self._ready.extendleft(reversed(halves))  # first half first: receive order
 
     def _requeue(self, batch):
         self._ready.append(batch)

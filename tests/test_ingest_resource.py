@@ -37,7 +37,7 @@ from mqttd.ingest.wire import (
 from mqttd.ingest.writer import BatchWriter
 from mqttd.store import sqlite
 from mqttd.store.sqlite import SqliteStore, message_row
-from tests.test_store_sqlite import fired, inline_store, make_dir, message
+from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, make_dir, message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
@@ -78,7 +78,7 @@ def bad(**overrides):
     return body(item(key="good"), item(**{"key": "k2", **overrides}))
 
 
-class ResourceTestCase(unittest.TestCase):
+class ResourceTestCase(HeldPoolQueries, unittest.TestCase):
     def setUp(self):
         # busy_timeout=0: a commit meeting another writer's lock fails at once.
         self.store, self.clock, self.pool = inline_store(self, busy_timeout=0)
@@ -100,17 +100,6 @@ class ResourceTestCase(unittest.TestCase):
     def answer(self, request):
         return json.loads(b"".join(request.written))
 
-    def query(self, fn):
-        """Run ``fn(db)`` now, even while commits are held (none may be waiting)."""
-        self.assertEqual(len(self.pool.jobs), 0)
-        hold, self.pool.hold = self.pool.hold, False
-        try:
-            return fired(self.store.run(fn))
-        finally:
-            self.pool.hold = hold
-
-    def stored(self):
-        return self.query(lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0])
 
 
 class AcceptTests(ResourceTestCase):

@@ -11,10 +11,10 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from mqttd.ingest.writer import BatchWriter, QueueFull, WriterClosed
-from tests.test_store_sqlite import fired, inline_store, row
+from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, row
 
 
-class WriterTestCase(unittest.TestCase):
+class WriterTestCase(HeldPoolQueries, unittest.TestCase):
     def make(self, batch_size=100, flush_interval=5.0, max_queue=1000, **store_kwargs):
         self.store, self.clock, self.pool = inline_store(self, **store_kwargs)
         self.writer = BatchWriter(self.clock, self.store, batch_size=batch_size,
@@ -24,17 +24,6 @@ class WriterTestCase(unittest.TestCase):
     def rows(self, prefix, n):
         return [row(f"{prefix}{i}") for i in range(n)]
 
-    def query(self, fn):
-        """Run ``fn(db)`` now, even while commits are held (none may be waiting)."""
-        self.assertEqual(len(self.pool.jobs), 0)
-        hold, self.pool.hold = self.pool.hold, False
-        try:
-            return fired(self.store.run(fn))
-        finally:
-            self.pool.hold = hold
-
-    def stored(self):
-        return self.query(lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0])
 
 
 class FlushTests(WriterTestCase):

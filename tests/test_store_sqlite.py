@@ -109,6 +109,22 @@ def fired(d):
     return results[0]
 
 
+class HeldPoolQueries:
+    """For tests holding commits in an InlinePool (``self.pool``) of ``self.store``."""
+
+    def query(self, fn):
+        """Run ``fn(db)`` now, even while commits are held (none may be waiting)."""
+        self.assertEqual(len(self.pool.jobs), 0)
+        hold, self.pool.hold = self.pool.hold, False
+        try:
+            return fired(self.store.run(fn))
+        finally:
+            self.pool.hold = hold
+
+    def stored(self):
+        return self.query(lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
 class StoreTestCase(unittest.TestCase):
     def open_store(self, **kwargs):
         self.data_dir = make_dir(self)

@@ -6,6 +6,7 @@ from mqttd.broker.auth import StaticAuthenticator
 from mqttd.codec import (
     Connack,
     Connect,
+    Disconnect,
     Pingreq,
     Pingresp,
     Puback,
@@ -353,3 +354,43 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertEqual(event["client_id"], "dev")
         self.assertEqual(event["reason"], "client disconnect")
         self.assertTrue(event["peer"].startswith("192.0.2.7:"))
+
+
+class SlowReaderTests(unittest.TestCase):
+    """A client that reads slower than we write cannot grow the broker's memory."""
+
+    def setUp(self):
+        self.h = Harness()
+        self.sub = self.h.client("slow")
+        self.sub.send(Subscribe(1, (("t", 0), ("q", 1))))
+        self.sub.received()
+        self.pub = self.h.client("pub")
+
+    def test_registered_as_producer_once_connected(self):
+        self.assertIs(self.sub.transport.producer, self.sub.protocol)
+        self.assertTrue(self.sub.transport.streaming)
+
+    def test_full_write_buffer_drops_qos0_and_stops_reading(self):
+        self.sub.transport.producer.pauseProducing()  # what a full write buffer does
+        self.assertTrue(self.sub.paused)
+        self.pub.send(pub("t", b"dropped"), pub("q", b"kept", qos=1, pid=1))
+        self.assertEqual([(p.topic, p.payload) for p in publishes(self.sub.received())],
+                         [("q", b"kept")])  # QoS 1 stays, bounded by max_inflight
+        self.assertEqual(self.h.broker.dropped_slow, 1)
+        self.sub.transport.producer.resumeProducing()
+        self.assertFalse(self.sub.paused)
+        self.pub.send(pub("t", b"again"))
+        self.assertEqual([p.payload for p in publishes(self.sub.received())], [b"again"])
+
+    def test_other_pause_reasons_survive_a_drained_buffer(self):
+        """Resuming writes must not resume reading that auth/inflight paused."""
+        self.sub.protocol._pause(2)  # the inflight window is full
+        self.sub.transport.producer.pauseProducing()
+        self.sub.transport.producer.resumeProducing()
+        self.assertTrue(self.sub.paused)
+
+    def test_producer_unregistered_before_closing(self):
+        """A transport with a registered producer would never finish closing."""
+        self.sub.send(Disconnect())
+        self.assertIsNone(self.sub.transport.producer)
+        self.assertTrue(self.sub.closed)

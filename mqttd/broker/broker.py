@@ -63,6 +63,7 @@ class Broker:
         self.delivered = 0  # outbound PUBLISH written to subscribers
         self.dropped_queue_full = 0
         self.dropped_offline = 0  # QoS 0 to an offline session
+        self.dropped_slow = 0  # QoS 0 to a client whose write buffer is full
         self.duplicates = 0  # QoS 2 retransmits answered without storing
         self.protocol_errors = 0
         self.wills_published = 0

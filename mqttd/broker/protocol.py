@@ -66,6 +66,7 @@ _REFUSED = 4  # over max_connections: never counted, nothing to clean up
 # Reasons to have the transport paused (a bit set: resume only when all are gone).
 _PAUSE_AUTH = 1
 _PAUSE_INFLIGHT = 2
+_PAUSE_WRITES = 4  # the client reads slower than we write to it
 
 # Short, stable reasons for CONNACK refusals (the log and the per-client trace key on them).
 _REFUSAL_REASONS = {
@@ -111,6 +112,8 @@ class MQTTServerProtocol(Protocol):
         "_notify",
         "_paused",
         "_backlog",
+        "writes_blocked",
+        "_producer_registered",
     )
 
     def __init__(self, broker, clock):
@@ -133,6 +136,8 @@ class MQTTServerProtocol(Protocol):
         self._notify = None
         self._paused = 0
         self._backlog = None
+        self.writes_blocked = False
+        self._producer_registered = False
 
     # -- Twisted protocol interface ----------------------------------------------------
 
@@ -265,6 +270,8 @@ class MQTTServerProtocol(Protocol):
         if connect.keepalive:
             self._keepalive = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
             self._timer = self._clock.callLater(self._keepalive, self._timeout)
+        self.transport.registerProducer(self, True)
+        self._producer_registered = True
         session.resume()
         backlog = self._backlog
         self._backlog = None
@@ -431,6 +438,25 @@ class MQTTServerProtocol(Protocol):
     def _on_disconnect(self, packet):
         self._close("client disconnect", will=False)  # [MQTT-3.1.2-10]
 
+    # -- IPushProducer: the transport's write buffer is full / drained -----------------
+    #
+    # Registered with the transport once connected, so a client that reads slower than
+    # we write cannot grow our memory: while its buffer is over the transport's limit,
+    # QoS 0 messages to it are dropped (Session.deliver counts them), QoS 1/2 stay
+    # bounded by max_inflight, and we stop reading from it, so a publisher that never
+    # reads its PUBACKs stops being served instead of piling them up.
+
+    def pauseProducing(self):
+        self.writes_blocked = True
+        self._pause(_PAUSE_WRITES)
+
+    def resumeProducing(self):
+        self.writes_blocked = False
+        self._unpause(_PAUSE_WRITES)
+
+    def stopProducing(self):
+        self.writes_blocked = True
+
     # -- flow control and closing ------------------------------------------------------
 
     def _pause(self, bit):
@@ -452,6 +478,10 @@ class MQTTServerProtocol(Protocol):
         if abort:
             self.transport.abortConnection()
         else:
+            # A transport with a registered producer closes only once it is unregistered.
+            if self._producer_registered:
+                self._producer_registered = False
+                self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def _shutdown(self, reason, will=True, detail=None):

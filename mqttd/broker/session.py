@@ -74,6 +74,11 @@ class Session:
             if proto is None:
                 broker.dropped_offline += 1
                 return
+            if proto.writes_blocked:
+                # It reads slower than we write: best effort means dropping, not
+                # buffering without bound (see MQTTServerProtocol.pauseProducing).
+                broker.dropped_slow += 1
+                return
             proto.transport.write(
                 encode_publish(message.topic, message.payload, 0, retain, False, None))
             broker.delivered += 1

@@ -394,3 +394,20 @@ class SlowReaderTests(unittest.TestCase):
         self.sub.send(Disconnect())
         self.assertIsNone(self.sub.transport.producer)
         self.assertTrue(self.sub.closed)
+
+
+class NoDelayTests(unittest.TestCase):
+    def test_tcp_nodelay_on_tcp_transports(self):
+        from twisted.internet.testing import StringTransport
+
+        class TCPTransport(StringTransport):
+            nodelay = None
+
+            def setTcpNoDelay(self, enabled):
+                self.nodelay = enabled
+
+        h = Harness()
+        protocol = h.factory.buildProtocol(None)
+        transport = TCPTransport()
+        protocol.makeConnection(transport)
+        self.assertIs(transport.nodelay, True)

@@ -152,6 +152,12 @@ class MQTTServerProtocol(Protocol):
         config = broker.config
         self._parser = Parser(config.max_packet_size, server=True)
         self._timer = self._clock.callLater(config.idle_timeout, self._timeout)
+        # Acks and deliveries are small writes: with Nagle's algorithm a PUBACK can wait
+        # for the client's delayed ACK (up to 40 ms on real networks). EMQX and mosquitto
+        # brokers run with TCP_NODELAY for the same reason.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
 
     def dataReceived(self, data):
         state = self._state

@@ -207,7 +207,9 @@ class WebhookStore:
         if self.url is None:
             d = fail(_NoAddress("the built-in ingest tier has no address yet"))
         else:
-            d = self._http.post(self.url, data=batch.body, headers=_HEADERS)
+            # A webhook answers, it does not redirect: no RedirectAgent layer per request.
+            d = self._http.post(self.url, data=batch.body, headers=_HEADERS,
+                                allow_redirects=False)
         d.addCallback(self._read)
         # A hung request must not outlive the batch's deadline: the client is owed an
         # answer (its connection closed, unacknowledged) by ack_timeout, not later.

@@ -65,7 +65,7 @@ class IngestConfig:
 
     enabled: bool = _setting(True, bool)
     listen: str = _setting("tcp:0:interface=127.0.0.1", str)
-    batch_size: int = _setting(500, int, 1, 1_000_000)
+    batch_size: int = _setting(1000, int, 1, 1_000_000)
     flush_interval: float = _setting(0.0, float, 0.0, 60_000.0)  # milliseconds
     max_queue: int = _setting(50_000, int, 1, 100_000_000)
     max_body_size: int = _setting(16_777_216, int, 1024, 1_073_741_824)
@@ -85,7 +85,7 @@ class WebhookConfig:
     pool_size: int = _setting(1, int, 1, 1024)
     connect_timeout: float = _setting(2.0, float, 0.001, 600.0)
     request_timeout: float = _setting(5.0, float, 0.001, 600.0)
-    batch_size: int = _setting(500, int, 1, 1_000_000)
+    batch_size: int = _setting(1000, int, 1, 1_000_000)
     batch_delay: float = _setting(0.0, float, 0.0, 10.0)
     ack_timeout: float = _setting(15.0, float, 0.01, 3600.0)
     retry_initial: float = _setting(0.05, float, 0.001, 60.0)

@@ -536,7 +536,7 @@ class IngestConfigTests(unittest.TestCase):
         ingest = IngestConfig()
         self.assertEqual(
             (ingest.batch_size, ingest.flush_interval, ingest.max_queue, ingest.synchronous),
-            (500, 0.0, 50000, "FULL"),
+            (1000, 0.0, 50000, "FULL"),
         )
         self.assertIn("interface=127.0.0.1", ingest.listen)
 

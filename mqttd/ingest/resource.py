@@ -141,7 +141,10 @@ class _BoundedRequest(Request):
             self.body_too_large = True
             self.content = BytesIO()
             return
-        super().gotLength(length)
+        # In memory, always: twisted.web would spool bodies of 100 kB or more to a
+        # temporary file (a create, write and read per batch on the hot path). The body
+        # is bounded by max_body_size above and read whole by the resource anyway.
+        self.content = BytesIO()
 
     def handleContentChunk(self, data):
         if self.body_too_large:

@@ -82,9 +82,6 @@ class Broker:
     def connection_closed(self):
         self.connections -= 1
 
-    def new_message_key(self):
-        return self._key_prefix + str(next(self._keys))
-
     def generate_client_id(self):
         """An id for a zero-length client id with clean session [MQTT-3.1.3-6]."""
         return f"mqttd-{self.boot_id}-{next(self._client_ids)}"
@@ -164,7 +161,7 @@ class Broker:
     # -- messages ----------------------------------------------------------------------
 
     def make_message(self, client_id, username, topic, payload, qos, retain, received_at):
-        """A Message with a fresh key (inlined ``new_message_key``: once per PUBLISH).
+        """A Message with a fresh key: boot id + counter, assigned once per PUBLISH.
 
         ``received_at`` comes from the caller: a connection passes the time of the read
         that carried the PUBLISH (one clock call per read, not per message). Built with

@@ -48,26 +48,28 @@ class FlushTests(WriterTestCase):
         self.assertEqual(fired(d), 1)
         self.assertEqual(self.stored(), 1)
 
-    def test_zero_interval_commits_on_the_next_turn_and_groups_a_backlog(self):
-        """flush_interval 0: requests of one reactor turn share a commit;
-        rows arriving while it runs form the next one (natural group commit)."""
+    def test_zero_interval_commits_at_once_and_groups_a_backlog(self):
+        """flush_interval 0: a request arriving at an idle writer commits at once (no
+        timer, no reactor turn); rows arriving while it runs form the next commit,
+        which starts as soon as the running one ends (natural group commit)."""
         writer = self.make(batch_size=100, flush_interval=0.0)
         self.pool.hold = True
-        first = [writer.submit(self.rows(f"a{i}-", 2)) for i in range(3)]
-        self.assertEqual(writer.commits, 0)
-        self.clock.advance(0)
-        self.assertEqual(len(self.pool.jobs), 1)  # one commit for the three requests
+        first = writer.submit(self.rows("a-", 2))
+        self.assertEqual(len(self.pool.jobs), 1)  # started inside submit
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         later = [writer.submit(self.rows(f"b{i}-", 1)) for i in range(4)]
         self.clock.advance(0)
-        self.assertEqual(len(self.pool.jobs), 1)  # waits for the running commit
+        self.assertEqual(len(self.pool.jobs), 1)  # they wait for the running commit
         self.pool.run_next()
-        for d in first:
-            self.assertEqual(fired(d), 2)
-        self.assertEqual(len(self.pool.jobs), 1)  # the backlog went at once, no timer
+        self.assertEqual(fired(first), 2)
+        self.assertEqual(len(self.pool.jobs), 1)  # the backlog went at once, together
+        for d in later:
+            self.assertNoResult(d)
         self.pool.run_next()
         for d in later:
             self.assertEqual(fired(d), 1)
         self.assertEqual(writer.commits, 2)
+        self.assertEqual(writer.committed, 6)
 
     def test_interval_counts_from_the_first_waiting_row(self):
         writer = self.make(batch_size=100, flush_interval=5.0)

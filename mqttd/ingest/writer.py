@@ -8,7 +8,9 @@ acknowledgement means the data is in the database"): the worker PUBACKs on that 
 Rules:
 
 - a commit starts when ``batch_size`` rows wait, or ``flush_interval`` ms after the
-  first waiting row, whichever is first;
+  first waiting row, whichever is first; ``flush_interval`` 0 starts it at once (in
+  ``submit``), without a reactor turn in between: the commit is the longest step
+  between a PUBLISH and its PUBACK, and a closed loop of clients waits for it;
 - one commit at a time; rows arriving meanwhile wait for the next one. If the queue
   still holds rows after a commit took its share, they are backlog and go in the very
   next commit without waiting for the timer;
@@ -139,6 +141,9 @@ class BatchWriter:
     # -- scheduling ------------------------------------------------------------------
 
     def _start_timer(self):
+        if self.flush_interval == 0:
+            self._due = True  # no timer: commit now, or right after the running commit
+            return
         if self._timer is None:
             self._timer = self._clock.callLater(self.flush_interval / 1000.0, self._on_timer)
 

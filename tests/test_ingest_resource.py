@@ -22,7 +22,8 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 from treq.client import HTTPClient
 
-from mqttd.config import ConfigError, IngestConfig, load_config, parse_config
+from mqttd.config import ConfigError, IngestConfig, WebhookConfig, load_config, parse_config
+from mqttd.ingest.client import WebhookStore, build_http_client
 from mqttd.ingest.resource import IngestResource, _BoundedRequest, build_ingest_site
 from mqttd.ingest import wire
 from mqttd.ingest.wire import (
@@ -503,6 +504,25 @@ class LoopbackTests(unittest.TestCase):
         self.assertEqual((yield self.store.count()), 80)
         self.assertLessEqual(self.writer.commits, 8)
         self.assertEqual(self.writer.committed, 80)
+
+    @defer.inlineCallbacks
+    def test_webhook_store_over_the_real_client(self):
+        """The broker's own client (build_http_client: its pool, the whole-body producer)
+        against the real tier: bodies of several 64 kB chunks arrive whole, a batch
+        over max_body_size (64 kB here) is halved until it fits, and every message is
+        committed exactly once."""
+        config = WebhookConfig(batch_size=1000, batch_delay=0.0)
+        http, pool = build_http_client(reactor, config)
+        self.addCleanup(pool.closeCachedConnections)
+        store = WebhookStore(reactor, config, http, self.url)
+        messages = [message(f"big{i}", client_id="dev-9", payload=bytes([i % 256]) * 150,
+                            received_at=float(i)) for i in range(600)]
+        yield defer.gatherResults([store.store(m) for m in messages])
+        self.assertEqual((store.committed, store.pending, sum(store.rejected.values())),
+                         (600, 0, 0))
+        self.assertEqual((yield self.store.count()), 600)
+        stored = yield self.store.recent("dev-9", limit=1000)
+        self.assertEqual(sorted(stored), sorted(messages))
 
     @defer.inlineCallbacks
     def test_errors_over_http(self):

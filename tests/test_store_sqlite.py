@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from mqttd.store.interface import Message
+from mqttd.store import sqlite
 from mqttd.store.schema import MIGRATIONS, SchemaTooNew
 from mqttd.store.sqlite import DB_FILENAME, ROW, SqliteStore, StoreClosed, message_row
 
@@ -235,6 +236,56 @@ class SchemaTests(StoreTestCase):
         self.assertEqual(rows, [("k1", "v3")])
 
     @defer.inlineCallbacks
+    def test_v1_database_migrates_to_v2_with_every_row_and_the_same_rules(self):
+        """v2 rebuilds the table with cheaper CHECKs: rows, index and the rules a row
+        must meet are what they were in v1."""
+        store = self.open_store(migrations=MIGRATIONS[:1])
+        yield store.start()
+        yield store.insert_batch([row(f"k{i}", client_id=f"dev-{i % 3}", payload=bytes([i]),
+                                      qos=i % 3, retain=i % 2, received_at=float(i))
+                                  for i in range(50)])
+        before = self.raw(store).execute("SELECT * FROM messages ORDER BY key").fetchall()
+        yield store.close()
+
+        store = SqliteStore(reactor, store.path)
+        self.addCleanup(store.close)
+        yield store.start()
+        conn = self.raw(store)
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], 2)
+        self.assertEqual(conn.execute("SELECT * FROM messages ORDER BY key").fetchall(), before)
+        self.assertEqual(
+            [r[2] for r in conn.execute("PRAGMA index_info(messages_client_received)")],
+            ["client_id", "received_at"])
+        self.assertEqual(conn.execute("SELECT name FROM sqlite_master WHERE name LIKE "
+                                      "'%v2%'").fetchall(), [])
+        for bad in (row(""), row("q", qos=3), row("q", qos=-1), row("r", retain=2),
+                    row("t", payload="text")):
+            yield self.assertFailure(store.insert_batch([bad]), sqlite3.IntegrityError)
+        self.assertEqual((yield store.count()), 50)
+
+    def test_v1_and_v2_checks_accept_the_same_rows(self):
+        from mqttd.store.schema import _v1_messages, _MESSAGES_V2
+        from sqlite_utils import Database
+        accepted = []
+        for create in (_v1_messages, lambda db: db.execute(_MESSAGES_V2.format(name="messages"))):
+            db = Database(memory=True)
+            create(db)
+            ok = set()
+            for key in ("", "k"):
+                for qos in range(-2, 5):
+                    for retain in range(-2, 4):
+                        try:
+                            db.execute("INSERT INTO messages VALUES (?, 'c', NULL, 't', x'00', "
+                                       "?, ?, 1.0, 2.0)", (f"{key}{qos}{retain}" if key else "",
+                                                           qos, retain))
+                            ok.add((key, qos, retain))
+                        except sqlite3.IntegrityError:
+                            pass
+            accepted.append(ok)
+        self.assertEqual(accepted[0], accepted[1])
+        self.assertEqual(accepted[0], {("k", q, r) for q in (0, 1, 2) for r in (0, 1)})
+
+    @defer.inlineCallbacks
     def test_failing_step_rolls_back_every_step(self):
         def broken(db):
             db.execute("CREATE TABLE half_done (x)")
@@ -322,6 +373,30 @@ class WriteTests(StoreTestCase):
         committed = self.raw(store).execute(
             "SELECT DISTINCT committed_at FROM messages WHERE key IN ('a', 'b')").fetchall()
         self.assertEqual(len(committed), 1)
+
+    @defer.inlineCallbacks
+    def test_batches_of_every_size_around_the_statement_sizes(self):
+        """Batches are cut into multi-row INSERTs of 256, 128, ..., 1 rows: every size
+        stores every row once and counts retried keys as old, wherever they fall."""
+        store = self.open_store()
+        yield store.start()
+        sizes = [1, 2, 3, 7, 255, 256, 257, 600]
+        batches = [[row(f"s{n}-{i}", received_at=float(i)) for i in range(n)] for n in sizes]
+        self.assertEqual((yield store.insert_batches(batches)), sizes)
+        self.assertEqual((yield store.count()), sum(sizes))
+        # A retry that mixes stored keys (at both ends of a statement) with new ones.
+        retry = batches[-1][250:300] + [row(f"new-{i}") for i in range(5)] + batches[-1][:1]
+        self.assertEqual((yield store.insert_batch(retry)), 5)
+        self.assertEqual((yield store.count()), sum(sizes) + 5)
+
+    def test_statement_pieces_cover_a_batch_exactly(self):
+        for count in range(0, 1100):
+            pieces = list(sqlite._chunks(count))
+            self.assertEqual(sum(size for _, size in pieces), count)
+            self.assertEqual([start for start, _ in pieces],
+                             [sum(size for _, size in pieces[:i]) for i in range(len(pieces))])
+            self.assertTrue(all(size in sqlite._INSERTS for _, size in pieces))
+            self.assertLessEqual(len(pieces), count // 256 + 8)
 
     def test_committed_at_and_fields_recorded(self):
         store, clock, _ = inline_store(self)

@@ -490,8 +490,9 @@ class MessageKeyTests(unittest.TestCase):
         def key(broker):
             return broker.make_message("c", None, "t", b"", 0, False, 0.0).key
 
-        keys = {key(a) for _ in range(100)}
-        self.assertEqual(len(keys), 100)
+        keys = [key(a) for _ in range(300)]
+        self.assertEqual(len(set(keys)), 300)
+        self.assertEqual(keys, sorted(keys))  # arrival order: appends to the key index
         self.assertNotEqual(key(a).split("-")[0], key(b).split("-")[0])
 
     def test_message_fields(self):

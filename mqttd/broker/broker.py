@@ -48,7 +48,9 @@ class Broker:
         self.retained = RetainedStore()
         # Message keys: a random boot id makes them unique across restarts, the counter
         # unique within this run; a key is assigned once per received PUBLISH and kept
-        # on every retry towards the store.
+        # on every retry towards the store. The counter is fixed-width hex, so keys of
+        # one run sort in arrival order: the store's primary-key index then grows at
+        # its end (a decimal counter, "-10" < "-9", scattered inserts over its pages).
         self.boot_id = os.urandom(8).hex()
         self._key_prefix = self.boot_id + "-"
         self._keys = count(1)
@@ -168,8 +170,9 @@ class Broker:
         ``tuple.__new__`` directly: Message is a NamedTuple, and this skips its Python
         ``__new__`` (once per PUBLISH).
         """
-        return _new_tuple(Message, (self._key_prefix + str(next(self._keys)), client_id,
-                                    username, topic, payload, qos, retain, received_at))
+        key = self._key_prefix + format(next(self._keys), "012x")
+        return _new_tuple(Message, (key, client_id, username, topic, payload, qos, retain,
+                                    received_at))
 
     def route(self, message):
         """Apply retain and deliver a STORED message to every matching subscriber.

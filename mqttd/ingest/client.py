@@ -92,10 +92,9 @@ class WebhookStore:
         self._clock = clock
         self._config = config
         self._http = http
-        self.url = None  # None until the built-in ingest tier has bound its port
-        self._url = None  # the same, parsed once (treq would parse a str per request)
-        if url is not None:
-            self.set_url(url, kick=False)
+        # Parsed once (treq would parse a str per request); None until the built-in
+        # ingest tier has bound its port.
+        self._url = None if url is None else EncodedURL.from_text(url)
         self._random = random
         self._messages = []  # waiting for the next batch
         self._waiters = []
@@ -209,7 +208,7 @@ class WebhookStore:
 
     def _send(self, batch):
         self._busy += 1
-        if self.url is None:
+        if self._url is None:
             d = fail(_NoAddress("the built-in ingest tier has no address yet"))
         else:
             # A webhook answers, it does not redirect: no RedirectAgent layer per request.
@@ -319,12 +318,15 @@ class WebhookStore:
 
     # -- life cycle ----------------------------------------------------------------------
 
-    def set_url(self, url, kick=True):
+    def set_url(self, url):
         """Where to POST from now on (the built-in ingest tier reports its bound address)."""
         self._url = EncodedURL.from_text(url)
-        self.url = url
-        if kick:
-            self._kick()
+        self._kick()
+
+    @property
+    def url(self):
+        """Where batches go, as text; None until the built-in ingest tier has bound."""
+        return None if self._url is None else self._url.to_text()
 
     def stop(self):
         """Refuse new messages; fail those not yet sent (their clients retransmit)."""

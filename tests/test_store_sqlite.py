@@ -356,6 +356,17 @@ class WriteTests(StoreTestCase):
         self.assertEqual((yield store.insert_batch(batch[:2])), 2)
 
     @defer.inlineCallbacks
+    def test_rows_of_the_wrong_length_fail_the_batch(self):
+        """One parameter tuple per statement must not let a short row and a long row
+        (7 + 9 values = 2 x 8) bind shifted columns: the batch fails, nothing stored."""
+        store = self.open_store()
+        yield store.start()
+        short, long = row("a")[:-1], row("b") + (9.0,)
+        yield self.assertFailure(store.insert_batch([row("ok"), short, long]), ValueError)
+        yield self.assertFailure(store.insert_batches([[row("ok")], [short]]), ValueError)
+        self.assertEqual((yield store.count()), 0)
+
+    @defer.inlineCallbacks
     def test_text_payload_refused(self):
         store = self.open_store()
         yield store.start()

@@ -46,6 +46,7 @@ SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
 ROW = ("key", "client_id", "username", "topic", "payload", "qos", "retain", "received_at")
 """What a row tuple holds, in this order (mqttd.ingest.wire.decode_batch builds them)."""
 COLUMNS = ROW + ("committed_at",)
+_ROW_LENGTH = {len(ROW)}
 _MAX_ROWS_PER_INSERT = 256  # 256 x 9 parameters, far below SQLITE_MAX_VARIABLE_NUMBER
 
 
@@ -215,6 +216,11 @@ class SqliteStore:
             for batch in batches:
                 if type(batch) is not list:
                     batch = list(batch)
+                if batch and set(map(len, batch)) != _ROW_LENGTH:
+                    # Flattened, a 7-value row beside a 9-value one would bind shifted
+                    # columns without an error (executemany checked each row).
+                    raise ValueError(f"rows must hold {len(ROW)} values ({', '.join(ROW)}), "
+                                     f"got lengths {sorted(set(map(len, batch)))}")
                 new = 0
                 for start, size in _chunks(len(batch)):
                     # Each row + (committed_at,), flattened into one parameter tuple in C.

@@ -602,7 +602,12 @@ class RawClient:
         self.opened_at = time.monotonic()
 
     def send(self, data):
-        self.sock.sendall(data)
+        """Write ``data``; ConnectionClosed if the broker is gone (as ``_recv`` says it)."""
+        try:
+            self.sock.sendall(data)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            self.closed_at = time.monotonic()
+            raise ConnectionClosed(str(e)) from None
 
     def _recv(self, deadline):
         """Read more bytes into the buffer; ConnectionClosed on EOF/reset; socket.timeout at deadline."""

@@ -146,7 +146,7 @@ class Publisher:
             if halted and (not self._inflight or time.monotonic() >= self._drain_deadline):
                 try:
                     raw.send(DISCONNECT)
-                except OSError:
+                except (OSError, ConnectionClosed):
                     pass
                 return
             while not halted and len(self._inflight) < self.window:

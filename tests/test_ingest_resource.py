@@ -493,6 +493,29 @@ class LoopbackTests(unittest.TestCase):
         self.assertEqual(stored, sorted(messages, key=lambda m: -m.received_at))
 
     @defer.inlineCallbacks
+    def test_answer_has_a_length_and_a_form_body_is_not_parsed(self):
+        """The 200 is framed by Content-Length (a chunked answer costs both sides more
+        per batch), and a body labelled as a form is never parsed as one: the site
+        reads bodies only as the wire format (a form label gets a plain 400)."""
+        from twisted.web import http as web_http
+        parsed = []
+        real = web_http._parseContentType
+        self.patch(web_http, "_parseContentType", lambda line: parsed.append(line) or real(line))
+        response = yield self.http.post(self.url, data=encode_batch([message("len-1")]),
+                                        headers={b"Content-Type": [b"application/json"]})
+        content = yield response.content()
+        self.assertEqual(response.code, 200)
+        # Twisted's client keeps framing headers to itself; a chunked answer would show
+        # as UNKNOWN_LENGTH here.
+        self.assertEqual(response.length, len(content))
+        response = yield self.http.post(
+            self.url, data=b"key=a&qos=1",
+            headers={b"Content-Type": [b"application/x-www-form-urlencoded"]})
+        self.assertEqual(response.code, 400)
+        yield response.content()
+        self.assertEqual(parsed, [])
+
+    @defer.inlineCallbacks
     def test_concurrent_requests_share_commits(self):
         batches = [[message(f"r{r}-{i}", received_at=float(i)) for i in range(10)]
                    for r in range(8)]

@@ -146,14 +146,17 @@ class SchemaTests(StoreTestCase):
         store = self.open_store()
         yield store.start()
         self.assertEqual(store.path, os.path.join(self.data_dir, DB_FILENAME))
-        version, journal, sync = yield store.run(lambda db: (
+        version, journal, sync, temp = yield store.run(lambda db: (
             db.execute("PRAGMA user_version").fetchone()[0],
             db.journal_mode,
             db.execute("PRAGMA synchronous").fetchone()[0],
+            db.execute("PRAGMA temp_store").fetchone()[0],
         ))
         self.assertEqual(version, len(MIGRATIONS))
         self.assertEqual(journal, "wal")
         self.assertEqual(sync, 2)  # FULL
+        # Statement journals in memory, not a temporary file created per commit.
+        self.assertEqual(temp, 2)  # MEMORY
 
     @defer.inlineCallbacks
     def test_synchronous_is_configurable(self):

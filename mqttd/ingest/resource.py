@@ -121,6 +121,9 @@ def _answer(request, code, reason):
 def _finish(request, code, body):
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
+    # Without a length twisted.web sends the answer chunked: more framing to write and
+    # for the broker's client to parse, on every batch.
+    request.setHeader(b"Content-Length", b"%d" % len(body))
     request.write(body)
     request.finish()
 
@@ -177,7 +180,9 @@ def build_ingest_site(writer, max_body_size=DEFAULT_MAX_BODY_SIZE, path=PATH):
     parent.putChild(segments[-1], resource)
 
     request_factory = type("IngestRequest", (_BoundedRequest,), {"max_body_size": max_body_size})
-    site = _IngestSite(root, requestFactory=request_factory)
+    # parsePOSTFormSubmission: twisted.web would otherwise parse the Content-Type of
+    # every POST with the email package (to find form uploads); bodies here are JSON.
+    site = _IngestSite(root, requestFactory=request_factory, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     site.noisy = False
     site.ingest = resource

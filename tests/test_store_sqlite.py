@@ -359,6 +359,42 @@ class WriteTests(StoreTestCase):
         self.assertEqual((yield store.insert_batch(batch[:2])), 2)
 
     @defer.inlineCallbacks
+    def test_a_bad_row_in_a_later_statement_fails_the_whole_batch(self):
+        """460 rows take four statements in one transaction (256 + 128 + 64 + 12); a bad
+        row in the last one rolls back the first three as well."""
+        store = self.open_store()
+        yield store.start()
+        self.assertEqual(len(list(sqlite._chunks(460))), 4)
+        batch = [row(f"ok{i}") for i in range(459)] + [row("bad", retain=3)]
+        yield self.assertFailure(store.insert_batch(batch), sqlite3.IntegrityError)
+        yield self.assertFailure(store.insert_batches([batch[:10], batch[450:]]),
+                                 sqlite3.IntegrityError)
+        self.assertEqual((yield store.count()), 0)
+        self.assertEqual((yield store.insert_batch(batch[:-1])), 459)
+
+    @defer.inlineCallbacks
+    def test_one_statement_batch_is_its_own_transaction(self):
+        """A batch that fits one INSERT runs without BEGIN/COMMIT (the connection is in
+        autocommit mode) and is still committed when the call returns: a second
+        connection sees it at once. Empty batches beside it count 0."""
+        store = self.open_store()
+        yield store.start()
+        statements = []
+        yield store.run(lambda db: db.conn.set_trace_callback(statements.append))
+        counts = yield store.insert_batches([[], [row(f"one{i}") for i in range(64)], []])
+        self.assertEqual(counts, [0, 64, 0])
+        self.assertEqual(len(statements), 1)
+        self.assertTrue(statements[0].startswith("INSERT INTO messages"))
+        self.assertEqual(self.raw(store).execute("SELECT count(*) FROM messages").fetchone(),
+                         (64,))
+        # Two batches need two counts, hence two statements in one transaction.
+        del statements[:]
+        self.assertEqual((yield store.insert_batches([[row("a")], [row("b")]])), [1, 1])
+        self.assertEqual([s.split()[0] for s in statements], ["BEGIN", "INSERT", "INSERT",
+                                                              "COMMIT"])
+        yield store.run(lambda db: db.conn.set_trace_callback(None))
+
+    @defer.inlineCallbacks
     def test_rows_of_the_wrong_length_fail_the_batch(self):
         """One parameter tuple per statement must not let a short row and a long row
         (7 + 9 values = 2 x 8) bind shifted columns: the batch fails, nothing stored."""
@@ -390,11 +426,11 @@ class WriteTests(StoreTestCase):
 
     @defer.inlineCallbacks
     def test_batches_of_every_size_around_the_statement_sizes(self):
-        """Batches are cut into multi-row INSERTs of 256, 128, ..., 1 rows: every size
-        stores every row once and counts retried keys as old, wherever they fall."""
+        """Batches are cut into multi-row INSERTs of 256, 128, 64 and 1..64 rows: every
+        size stores every row once and counts retried keys as old, wherever they fall."""
         store = self.open_store()
         yield store.start()
-        sizes = [1, 2, 3, 7, 255, 256, 257, 600]
+        sizes = [1, 2, 3, 7, 63, 64, 65, 127, 128, 129, 192, 255, 256, 257, 600]
         batches = [[row(f"s{n}-{i}", received_at=float(i)) for i in range(n)] for n in sizes]
         self.assertEqual((yield store.insert_batches(batches)), sizes)
         self.assertEqual((yield store.count()), sum(sizes))
@@ -410,7 +446,9 @@ class WriteTests(StoreTestCase):
             self.assertEqual([start for start, _ in pieces],
                              [sum(size for _, size in pieces[:i]) for i in range(len(pieces))])
             self.assertTrue(all(size in sqlite._INSERTS for _, size in pieces))
-            self.assertLessEqual(len(pieces), count // 256 + 8)
+            self.assertLessEqual(len(pieces), count // 256 + 3)
+            if 0 < count <= 64:
+                self.assertEqual(pieces, [(0, count)])
 
     def test_committed_at_and_fields_recorded(self):
         store, clock, _ = inline_store(self)

@@ -23,9 +23,18 @@ Why multi-row INSERT statements and not ``executemany``: the store's thread shar
 GIL with the reactor, and ``executemany`` releases and retakes it around every row's
 ``sqlite3_step``. Under load each retake waits for the busy reactor thread, so a
 90-row commit took 3-5x its time alone, and that commit is on the path of every PUBACK.
-One statement of up to 256 rows steps once. Statements come in power-of-two sizes only
-(256, 128, ..., 1), so a batch needs at most nine of them plus one per 256 rows and they
-always hit sqlite3's statement cache instead of being compiled per batch.
+One statement of up to 256 rows steps once. The statements come in a fixed set of
+sizes (every size from 1 to 64 rows, then 128 and 256), so they always hit sqlite3's
+statement cache (compiling one costs as much as running it) while a batch of up to 64
+rows, the common case under light load, is ONE statement and a bigger one at most
+three plus one per 256 rows.
+
+Why a batch that fits one statement runs without BEGIN/COMMIT: the connection is in
+autocommit mode (``isolation_level=None``; every other write says BEGIN IMMEDIATE
+itself), and a single INSERT is then its own transaction: atomic (a failing row
+rolls the whole statement back), durable at the same fsync, and it takes the write
+lock when it starts, as BEGIN IMMEDIATE would. It saves two statements, i.e. two more
+waits for the GIL per commit; measured +8-10% QoS 1 throughput at window 10.
 """
 import os
 import sqlite3
@@ -48,6 +57,7 @@ ROW = ("key", "client_id", "username", "topic", "payload", "qos", "retain", "rec
 COLUMNS = ROW + ("committed_at",)
 _ROW_LENGTH = {len(ROW)}
 _MAX_ROWS_PER_INSERT = 256  # 256 x 9 parameters, far below SQLITE_MAX_VARIABLE_NUMBER
+_EXACT_UP_TO = 64  # every statement size up to this one exists
 
 
 def _insert_statement(rows):
@@ -57,22 +67,36 @@ def _insert_statement(rows):
             f"ON CONFLICT(key) DO NOTHING")
 
 
-_INSERTS = {1 << i: _insert_statement(1 << i)
-            for i in range(_MAX_ROWS_PER_INSERT.bit_length())}
+_INSERTS = {size: _insert_statement(size)
+            for size in [*range(1, _EXACT_UP_TO + 1), 2 * _EXACT_UP_TO, _MAX_ROWS_PER_INSERT]}
+# Room for every INSERT above plus the few other statements (reads, PRAGMAs): a
+# statement evicted from the cache would be compiled again on the hot path.
+_CACHED_STATEMENTS = len(_INSERTS) + 32
 
 
 def _chunks(count):
-    """(start, size) pieces of ``count`` rows, each size a key of ``_INSERTS``."""
+    """(start, size) pieces of ``count`` rows, each size a key of ``_INSERTS``: 256s,
+    then at most one 128, one 64 and one exact rest."""
     start = 0
-    while count - start >= _MAX_ROWS_PER_INSERT:
-        yield start, _MAX_ROWS_PER_INSERT
-        start += _MAX_ROWS_PER_INSERT
-    size = _MAX_ROWS_PER_INSERT
-    while start < count:
-        size >>= 1
-        if count - start >= size:
+    for size in (_MAX_ROWS_PER_INSERT, 2 * _EXACT_UP_TO):
+        while count - start >= size:
             yield start, size
             start += size
+    rest = count - start
+    if rest > _EXACT_UP_TO:
+        yield start, _EXACT_UP_TO
+        start += _EXACT_UP_TO
+        rest -= _EXACT_UP_TO
+    if rest:
+        yield start, rest
+
+
+def _insert_rows(conn, rows, stamp):
+    """One INSERT of ``rows`` (a size in ``_INSERTS``), each + committed_at; how many
+    were new."""
+    # Each row + (committed_at,), flattened into one parameter tuple in C.
+    params = tuple(chain.from_iterable(map(add, rows, stamp)))
+    return conn.execute(_INSERTS[len(rows)], params).rowcount
 
 
 _READ = (
@@ -163,7 +187,16 @@ class SqliteStore:
         return fn(self._db, *args, **kwargs)
 
     def _open(self, _):
-        db = Database(self.path, execute_plugins=False)
+        # Autocommit (isolation_level None): this store begins every transaction itself
+        # (BEGIN IMMEDIATE, or a lone INSERT that is its own), so sqlite3 never opens
+        # one behind its back.
+        conn = sqlite3.connect(self.path, isolation_level=None,
+                               cached_statements=_CACHED_STATEMENTS)
+        try:
+            db = Database(conn, execute_plugins=False)
+        except BaseException:
+            conn.close()
+            raise
         try:
             db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             db.enable_wal()
@@ -215,25 +248,25 @@ class SqliteStore:
 
     @staticmethod
     def _insert(db, batches, now):
+        batches = [batch if type(batch) is list else list(batch) for batch in batches]
+        for batch in batches:
+            if batch and set(map(len, batch)) != _ROW_LENGTH:
+                # Flattened, a 7-value row beside a 9-value one would bind shifted
+                # columns without an error (executemany checked each row).
+                raise ValueError(f"rows must hold {len(ROW)} values ({', '.join(ROW)}), "
+                                 f"got lengths {sorted(set(map(len, batch)))}")
+        stamp = repeat((now(),))
         conn = db.conn
+        filled = [batch for batch in batches if batch]
+        if len(filled) == 1 and len(filled[0]) in _INSERTS and not conn.in_transaction:
+            # One statement: its own transaction (see the module docstring).
+            new = _insert_rows(conn, filled[0], stamp)
+            return [new if batch else 0 for batch in batches]
         counts = []
         with immediate(db):
-            stamp = repeat((now(),))
             for batch in batches:
-                if type(batch) is not list:
-                    batch = list(batch)
-                if batch and set(map(len, batch)) != _ROW_LENGTH:
-                    # Flattened, a 7-value row beside a 9-value one would bind shifted
-                    # columns without an error (executemany checked each row).
-                    raise ValueError(f"rows must hold {len(ROW)} values ({', '.join(ROW)}), "
-                                     f"got lengths {sorted(set(map(len, batch)))}")
-                new = 0
-                for start, size in _chunks(len(batch)):
-                    # Each row + (committed_at,), flattened into one parameter tuple in C.
-                    params = tuple(chain.from_iterable(
-                        map(add, batch[start:start + size], stamp)))
-                    new += conn.execute(_INSERTS[size], params).rowcount
-                counts.append(new)
+                counts.append(sum(_insert_rows(conn, batch[start:start + size], stamp)
+                                  for start, size in _chunks(len(batch))))
         return counts
 
     # -- reads -----------------------------------------------------------------------

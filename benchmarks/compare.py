@@ -284,11 +284,16 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None):
     argv = [args.twistd, "-n", "--pidfile", os.path.join(d, "twistd.pid"),
             "--logfile", log, "mqttd", "--config", cfg,
             "--listen", "tcp:%d:interface=127.0.0.1" % port, "--data-dir", data]
+    if getattr(args, "nodisk", False):
+        # The whole appliance with the SQLite write taken out: no durability check.
+        argv = [sys.executable, os.path.join(HERE, "nodisk_mqttd.py")] + argv[1:]
+        return Broker(name, "mqttd-nodisk", argv, port, log, d, overrides=overrides)
     return Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
                   overrides=overrides)
 
 
-FACTORIES = {"mosquitto": make_mosquitto, "mqttd": make_mqttd, "mqttd-core": make_mqttd}
+FACTORIES = {"mosquitto": make_mosquitto, "mqttd": make_mqttd, "mqttd-core": make_mqttd,
+             "mqttd-nodisk": make_mqttd}
 
 
 def fi_name(ms):
@@ -471,7 +476,9 @@ def print_table(summary, args, out=sys.stdout):
                 fmt(row["ratio"], "{:.2f}"),
                 "open %s" % fmt(a["connected"]), "open %s" % fmt(m["connected"]),
                 a["errors"], m["errors"]))
-    acked = "broker core, in-memory store: NOT durable" if args.core else "after COMMIT"
+    acked = ("broker core, in-memory store: NOT durable" if args.core
+             else "whole appliance, SQLite write taken out: NOT durable" if args.nodisk
+             else "after COMMIT")
     w("(medians of %d rounds x %g s; msgs/s = PUBACKs/s for QoS 1 (mqttd: %s), publishes\n"
       " read/s for QoS 0; ratio = mqttd/mosquitto; * QoS 0 latency is the PINGREQ round trip;\n"
       " idle: RSS bytes per idle connection, %d connections, fresh broker each round)\n"
@@ -594,6 +601,9 @@ def parse_args(argv=None):
     p.add_argument("--core", action="store_true",
                    help="run mqttd's broker core with the in-memory store (benchmarks/core_broker.py)"
                         " instead of the durable twistd mqttd: measures the MQTT broker alone")
+    p.add_argument("--nodisk", action="store_true",
+                   help="run twistd mqttd with its SQLite write taken out (benchmarks/nodisk_mqttd.py):"
+                        " the ceiling of the durable path; not durable")
     p.add_argument("--mqttd-max-inflight", type=int, default=1000,
                    help="[broker] max_inflight for mqttd (default 1000: covers window 100)")
     p.add_argument("--mqttd-extra-toml", metavar="FILE",
@@ -603,6 +613,8 @@ def parse_args(argv=None):
                         "--mqttd-extra-toml, to every mqttd)")
     p.add_argument("--keep-tmp", action="store_true", help="keep configs, logs and databases")
     a = p.parse_args(argv)
+    if a.core and a.nodisk:
+        p.error("--core and --nodisk are two different stand-ins for mqttd; pick one")
     if not a.scenario or "all" in a.scenario:
         a.scenario = list(SCENARIOS)
     a.scenario = [s for s in SCENARIOS if s in a.scenario]

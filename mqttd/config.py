@@ -87,6 +87,7 @@ class WebhookConfig:
     request_timeout: float = _setting(5.0, float, 0.001, 600.0)
     batch_size: int = _setting(1000, int, 1, 1_000_000)
     batch_delay: float = _setting(0.0, float, 0.0, 10.0)
+    linger: float = _setting(0.001, float, 0.0, 1.0)
     ack_timeout: float = _setting(15.0, float, 0.01, 3600.0)
     retry_initial: float = _setting(0.05, float, 0.001, 60.0)
     retry_max: float = _setting(2.0, float, 0.001, 600.0)

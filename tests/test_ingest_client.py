@@ -366,3 +366,90 @@ class SubmitTests(unittest.TestCase):
         self.assertEqual(a.calls, [([0, 1], None), ([2], None)])
         self.assertEqual(len(decode_batch(h.webhook.bodies[-1])), 1)
         h.assertAccounts()
+
+
+class LingerTests(unittest.TestCase):
+    """``linger``: right after an answer, with nothing in flight, the next batch waits for
+    the submitters that answer acknowledged (windowed clients publish again at once)."""
+
+    def answered(self, **config):
+        """A store whose last answer acknowledged submitters a and b; (h, a, b, sent)."""
+        h = Harness(self, **{"linger": 0.001, **config})
+        a, b = Recorder(), Recorder()
+        for n, notify in enumerate((a, b)):
+            h.store.submit(message(100 + n), notify, n)
+        h.tick()
+        self.assertTrue(a.calls and b.calls)
+        return h, a, b, len(h.webhook.bodies)
+
+    @staticmethod
+    def publish(h, notify, n):
+        """``notify``'s message n, then a reactor turn; how many requests went out."""
+        h.store.submit(message(n), notify, n)
+        h.tick()
+        return len(h.webhook.bodies)
+
+    def test_waits_for_every_acknowledged_submitter_then_sends_one_batch(self):
+        h, a, b, sent = self.answered()
+        h.store.submit(message(1), a, 1)
+        h.tick()
+        self.assertEqual(len(h.webhook.bodies), sent)  # held for b
+        h.store.submit(message(2), b, 2)
+        h.store.submit(message(3), b, 3)  # the rest of b's read joins too
+        h.tick()
+        self.assertEqual(len(h.webhook.bodies), sent + 1)
+        self.assertEqual([row[0] for row in decode_batch(h.webhook.bodies[-1])],
+                         ["k-1", "k-2", "k-3"])
+        h.assertAccounts()
+
+    def test_a_wait_that_runs_out_sends_and_turns_linger_off(self):
+        h, a, b, sent = self.answered()
+        self.assertEqual(self.publish(h, a, 1), sent)  # held for b
+        h.tick(0.001)  # b never came back
+        self.assertEqual(len(h.webhook.bodies), sent + 1)
+        self.assertEqual(a.calls[-1][0], [1])
+        # Off now: after the next answer a's message leaves at once.
+        self.assertEqual(self.publish(h, a, 2), sent + 2)
+        h.assertAccounts()
+
+    def test_linger_comes_back_when_the_acknowledged_return_in_time(self):
+        h, a, b, _ = self.answered()
+        h.store.submit(message(1), a, 1)
+        h.tick(0.001)  # b does not come back: off; [1] sent and answered
+        sent = len(h.webhook.bodies)
+        # Off: b's message leaves at once although a (acknowledged) has not published.
+        self.assertEqual(self.publish(h, b, 2), sent + 1)
+        # b, acknowledged by that answer, publishes again within the linger: on again,
+        self.assertEqual(self.publish(h, b, 3), sent + 2)
+        # so after b's answer a's message waits for b, and they leave together.
+        self.assertEqual(self.publish(h, a, 4), sent + 2)
+        self.assertEqual(self.publish(h, b, 5), sent + 3)
+        self.assertEqual([row[0] for row in decode_batch(h.webhook.bodies[-1])], ["k-4", "k-5"])
+
+    def test_no_wait_when_disabled_full_or_busy(self):
+        h, a, b, sent = self.answered(linger=0.0)
+        self.assertEqual(self.publish(h, a, 1), sent + 1)
+        # A full batch does not wait.
+        h, a, b, sent = self.answered(batch_size=2)
+        h.store.submit(message(1), a, 1)
+        h.store.submit(message(2), a, 2)
+        self.assertEqual(len(h.webhook.bodies), sent + 1)
+
+    def test_store_deferreds_are_not_waited_for(self):
+        """``store()`` callers share one notify that stands for no connection."""
+        h = Harness(self, linger=0.001)
+        h.submit(message(1))
+        h.tick()
+        h.submit(message(2))
+        h.tick()
+        self.assertEqual(len(h.webhook.bodies), 2)
+
+    def test_stop_ends_a_wait(self):
+        h, a, b, _ = self.answered()
+        h.store.submit(message(1), a, 1)
+        h.tick()
+        h.store.stop()
+        self.assertEqual(a.calls[-1][0], [1])
+        self.assertTrue(a.calls[-1][1].check(StoreRejected))
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        h.assertAccounts()

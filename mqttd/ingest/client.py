@@ -12,6 +12,13 @@ connection pool, and ACKs sent regardless). Here:
   worth of publishes travels together). At most ``pool_size`` requests are in flight;
   while all are busy, new messages accumulate into the next, larger batch — group
   commit that grows with load instead of queueing tiny requests.
+* ``linger``: right after an answer, with no request in flight, the next batch waits
+  (at most ``linger`` seconds) for the connections that answer just acknowledged.
+  Clients that keep a window of messages in flight publish again the moment their
+  PUBACKs arrive; without the wait the first of them leaves alone and the rest follow
+  in a second request and a second COMMIT, every round trip. The wait is kept only
+  while it pays: one that runs out turns it off, and it comes back once acknowledged
+  connections are again seen publishing within ``linger`` of their answer.
 * Timeouts, connection errors, 429 and every 5xx are retried with exponential backoff
   and jitter, resending the same body: the same message keys, so the ingest tier
   stores each message once however often it is retried.
@@ -23,6 +30,7 @@ connection pool, and ACKs sent regardless). Here:
 """
 import random
 from collections import Counter, deque
+from operator import itemgetter
 
 import attrs
 from hyperlink import EncodedURL
@@ -102,6 +110,13 @@ class WebhookStore:
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
         self._timer = None
         self._busy = 0  # requests in flight
+        # linger: who the last answer acknowledged and has not published since, when
+        # that answer came, whether such clients lately came back in time, and
+        # whether a batch is being held for them now.
+        self._expected = set()
+        self._answered_at = 0.0
+        self._prompt = True
+        self._holding = False
         self._stopped = False
         # Accounting: received == committed + pending + sum(rejected.values()).
         self.received = 0
@@ -138,10 +153,25 @@ class WebhookStore:
             self._first_at = self._clock.seconds()
         messages.append(message)
         self._waiters.append((notify, token))
+        expected = self._expected
+        if expected and notify in expected:
+            expected.discard(notify)
+            if not expected:
+                self._all_back()
         if len(messages) >= self._config.batch_size:
             self._kick()
         elif self._timer is None:
             self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
+
+    def _all_back(self):
+        """Every connection the last answer acknowledged has published again."""
+        if self._clock.seconds() - self._answered_at <= self._config.linger:
+            self._prompt = True
+        if self._holding:
+            # Send on the next turn (batch_delay), not now: the rest of this read's
+            # messages are still to be submitted.
+            self._holding = False
+            self._restart_timer(self._config.batch_delay)
 
     def _settle(self, batch, error):
         """Tell every submitter of ``batch`` the outcome (``error`` None: committed).
@@ -173,7 +203,37 @@ class WebhookStore:
 
     def _on_timer(self):
         self._timer = None
+        if self._holding:
+            self._ran_out()
         self._kick()
+
+    def _ran_out(self):
+        """The linger passed before everyone acknowledged came back: stop waiting for
+        such clients until they are seen coming back in time again."""
+        self._holding = False
+        self._prompt = False
+        self._expected = set()
+
+    def _restart_timer(self, delay):
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._clock.callLater(delay, self._on_timer)
+
+    def _hold(self):
+        """Whether the next fresh batch should wait for the acknowledged connections;
+        if so, (re)arm the timer that ends the wait."""
+        if not (self._prompt and self._expected and self._busy == 0
+                and len(self._messages) < self._config.batch_size):
+            self._holding = False  # nothing to wait for (any timer left only kicks)
+            return False
+        left = self._answered_at + self._config.linger - self._clock.seconds()
+        if left <= 0:
+            self._ran_out()  # they did not come back in time (unheld: a busy reactor)
+            return False
+        if not self._holding:
+            self._holding = True
+            self._restart_timer(left)
+        return True
 
     def _cut(self):
         """The waiting messages (up to batch_size) as a batch."""
@@ -195,7 +255,7 @@ class WebhookStore:
         while self._busy < limit and not self._stopped:
             if self._ready:
                 batch = self._ready.popleft()
-            elif self._messages:
+            elif self._messages and not self._hold():
                 batch = self._cut()
             else:
                 break
@@ -205,6 +265,15 @@ class WebhookStore:
             self._send(batch)
         if self._messages and self._timer is None and self._busy < limit and not self._stopped:
             self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
+
+    def _answered(self, batch):
+        """Remember whom ``batch``'s answer acknowledged, for ``linger``."""
+        if self._config.linger > 0:
+            expected = set(map(itemgetter(0), batch.waiters))
+            # store()'s Deferreds share one notify: it stands for no connection.
+            expected.discard(_fire_deferreds)
+            self._expected = expected
+            self._answered_at = self._clock.seconds()
 
     def _send(self, batch):
         self._busy += 1
@@ -251,6 +320,7 @@ class WebhookStore:
                 self.committed += n
                 self.pending -= n
                 self.duplicates += result.duplicates
+                self._answered(batch)
                 self._settle(batch, None)
         self._kick()
 
@@ -331,6 +401,8 @@ class WebhookStore:
     def stop(self):
         """Refuse new messages; fail those not yet sent (their clients retransmit)."""
         self._stopped = True
+        self._holding = False
+        self._expected = set()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -18,7 +18,8 @@ connection pool, and ACKs sent regardless). Here:
   PUBACKs arrive; without the wait the first of them leaves alone and the rest follow
   in a second request and a second COMMIT, every round trip. The wait is kept only
   while it pays: one that runs out turns it off, and it comes back once acknowledged
-  connections are again seen publishing within ``linger`` of their answer.
+  connections are again seen publishing within ``linger`` of their answer. So a batch
+  waits at most ``linger``, and traffic of devices that publish now and then rarely.
 * Timeouts, connection errors, 429 and every 5xx are retried with exponential backoff
   and jitter, resending the same body: the same message keys, so the ingest tier
   stores each message once however often it is retried.

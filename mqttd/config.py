@@ -177,6 +177,11 @@ def _check_cross(config):
             raise ConfigError(
                 f"ingest.max_body_size: must be at least 2 x broker.max_packet_size + 4096 "
                 f"= {need}, got {config.ingest.max_body_size}")
+    if config.webhook.linger >= config.webhook.ack_timeout:
+        # Messages held that long would be refused unsent (ack timeout) every time.
+        raise ConfigError(
+            f"webhook.linger: must be shorter than webhook.ack_timeout "
+            f"({config.webhook.ack_timeout}), got {config.webhook.linger}")
     names = [u.username for u in config.auth.users]
     for name in names:
         if names.count(name) > 1:

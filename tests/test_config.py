@@ -105,6 +105,14 @@ class ErrorTests(unittest.TestCase):
         parse_config({"broker": {"max_packet_size": 10_000_000},
                       "ingest": {"max_body_size": 20_004_096}})
 
+    def test_linger_shorter_than_ack_timeout(self):
+        self.assertConfigError(
+            {"webhook": {"linger": 0.5, "ack_timeout": 0.5}},
+            "webhook.linger: must be shorter than webhook.ack_timeout (0.5), got 0.5",
+        )
+        self.assertEqual(parse_config({"webhook": {"linger": 0.0, "ack_timeout": 0.01}})
+                         .webhook.linger, 0.0)
+
     def test_unreadable_file(self):
         with self.assertRaises(ConfigError) as caught:
             load_config(self.mktemp())

@@ -111,9 +111,10 @@ class WebhookStore:
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
         self._timer = None
         self._busy = 0  # requests in flight
-        # linger: who the last answer acknowledged and has not published since, when
-        # that answer came, whether such clients lately came back in time, and
-        # whether a batch is being held for them now.
+        # linger: who the last answer acknowledged and has not published since (ids
+        # of their ``notify``: no reference keeps a closed connection alive; an id
+        # reused meanwhile can only end a wait early), when that answer came, whether
+        # such clients lately came back in time, and whether a batch is held for them.
         self._expected = set()
         self._answered_at = 0.0
         self._prompt = True
@@ -155,8 +156,8 @@ class WebhookStore:
         messages.append(message)
         self._waiters.append((notify, token))
         expected = self._expected
-        if expected and notify in expected:
-            expected.discard(notify)
+        if expected and id(notify) in expected:
+            expected.discard(id(notify))
             if not expected:
                 self._all_back()
         if len(messages) >= self._config.batch_size:
@@ -270,9 +271,9 @@ class WebhookStore:
     def _answered(self, batch):
         """Remember whom ``batch``'s answer acknowledged, for ``linger``."""
         if self._config.linger > 0:
-            expected = set(map(itemgetter(0), batch.waiters))
+            expected = set(map(id, map(itemgetter(0), batch.waiters)))
             # store()'s Deferreds share one notify: it stands for no connection.
-            expected.discard(_fire_deferreds)
+            expected.discard(id(_fire_deferreds))
             self._expected = expected
             self._answered_at = self._clock.seconds()
 

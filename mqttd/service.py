@@ -13,7 +13,7 @@ import os
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 
 from mqttd.broker.auth import StaticAuthenticator
@@ -30,8 +30,29 @@ log = Logger()
 def _endpoint(reactor, key, description):
     try:
         return serverFromString(reactor, description)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        # OSError: ssl: reads its key and certificate files while parsing.
         raise ConfigError(f"{key}: bad endpoint {description!r}: {e}") from None
+    except Exception as e:  # e.g. OpenSSL.crypto.Error: a file that is not a PEM key
+        raise ConfigError(f"{key}: bad endpoint {description!r}: "
+                          f"{type(e).__module__}.{type(e).__qualname__}: {e}") from None
+
+
+def _built_in_ingest_endpoint(reactor, description):
+    """The built-in tier's endpoint, which the broker's own client must be able to reach.
+
+    That client speaks plain HTTP over TCP to the address the tier reports once bound
+    (``http://HOST:PORT``), so only ``tcp:``/``tcp6:`` work here. A ``unix:`` or
+    ``ssl:`` listener would bind fine and every message would then wait for an address
+    or a handshake that never comes, until its ack timeout: refused at start instead.
+    """
+    endpoint = _endpoint(reactor, "ingest.listen", description)
+    if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+        raise ConfigError(
+            f"ingest.listen: the broker reaches its built-in ingest tier over plain TCP "
+            f"(tcp:PORT:interface=127.0.0.1), got {description!r}; other endpoints work "
+            f"only when webhook.url points elsewhere")
+    return endpoint
 
 
 def _log_port(port, description):
@@ -84,12 +105,15 @@ def build_service(config, reactor):
     http, pool = build_http_client(reactor, config.webhook)
     store = WebhookStore(reactor, config.webhook, http, config.webhook.url or None)
     if config.ingest.enabled:
+        if config.webhook.url:
+            on_address = None
+            endpoint = _endpoint(reactor, "ingest.listen", config.ingest.listen)
+        else:
+            on_address = store.set_url
+            endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
         db_path = os.path.join(data_dir, DB_FILENAME)
         prepare_database(db_path)
-        on_address = None if config.webhook.url else store.set_url
-        ingest = IngestService(reactor, config.ingest, db_path,
-                               _endpoint(reactor, "ingest.listen", config.ingest.listen),
-                               on_address)
+        ingest = IngestService(reactor, config.ingest, db_path, endpoint, on_address)
         ingest.setServiceParent(root)
         root.ingest = ingest
     _WebhookClientService(store, pool).setServiceParent(root)

@@ -2,6 +2,7 @@
 import os
 import sqlite3
 
+import twisted.test
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
@@ -76,6 +77,39 @@ class WiringTests(unittest.TestCase):
             build_service(parse_config({"server": {"data_dir": self.data_dir, "listen": ["tcp:x"]}}),
                           self.reactor)
         self.assertTrue(str(caught.exception).startswith("server.listen[0]: bad endpoint"))
+
+    def test_built_in_ingest_must_listen_on_tcp(self):
+        """The broker's own client reaches the built-in tier over plain TCP: a unix or
+        TLS listener is refused at start (not left to time every message out)."""
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        for listen in ("unix:" + os.path.abspath(self.mktemp()), f"ssl:0:privateKey={pem}"):
+            with self.assertRaises(ConfigError) as caught:
+                build_service(config_for(self.data_dir, ingest={"listen": listen}), self.reactor)
+            self.assertTrue(str(caught.exception).startswith(
+                "ingest.listen: the broker reaches its built-in ingest tier over plain TCP"))
+            self.assertFalse(os.path.exists(os.path.join(self.data_dir, "mqttd.db")))
+        build_service(config_for(self.data_dir, ingest={"listen": "tcp6:0:interface=\\:\\:1"}),
+                      self.reactor)
+        # Serving someone else's brokers while this one posts to webhook.url: any endpoint.
+        config = config_for(self.data_dir, ingest={"listen": "unix:" + os.path.abspath(self.mktemp())},
+                            webhook={"url": "http://10.0.0.1:9/v1/messages"})
+        self.assertEqual(build_service(config, self.reactor).webhook.url,
+                         "http://10.0.0.1:9/v1/messages")
+
+    def test_unreadable_tls_key_is_a_config_error(self):
+        missing = os.path.abspath(self.mktemp())
+        with self.assertRaises(ConfigError) as caught:
+            build_service(parse_config({"server": {"data_dir": self.data_dir, "listen": [
+                f"ssl:8883:privateKey={missing}"]}}), self.reactor)
+        self.assertTrue(str(caught.exception).startswith("server.listen[0]: bad endpoint"))
+        self.assertIn("No such file", str(caught.exception))
+        not_a_key = os.path.abspath(self.mktemp())
+        with open(not_a_key, "w") as f:
+            f.write("not a PEM file\n")
+        with self.assertRaises(ConfigError) as caught:
+            build_service(config_for(self.data_dir, ingest={"listen": f"ssl:0:privateKey={not_a_key}"},
+                                     webhook={"url": "http://10.0.0.1:9/v1/messages"}), self.reactor)
+        self.assertTrue(str(caught.exception).startswith("ingest.listen: bad endpoint"))
 
     def test_no_store_at_all_is_a_config_error(self):
         with self.assertRaises(ConfigError) as caught:

@@ -17,6 +17,10 @@ setup(
         "txredisapi==1.6.0",
         "attrs==26.1.0",
         "sqlite-utils==4.2.1",
+        # https:// webhook URLs (Twisted's TLS, what twisted[tls] pulls in): without
+        # them every batch to an https webhook would fail at request time.
+        "pyOpenSSL==26.4.0",
+        "service-identity==26.1.0",
     ],
     extras_require={
         "test": [

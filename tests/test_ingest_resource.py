@@ -23,7 +23,7 @@ from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 from treq.client import HTTPClient
 
 from mqttd.config import ConfigError, IngestConfig, WebhookConfig, load_config, parse_config
-from mqttd.ingest.client import WebhookStore, build_http_client
+from mqttd.ingest.client import StoreRejected, WebhookStore, build_http_client
 from mqttd.ingest.resource import IngestResource, _BoundedRequest, build_ingest_site
 from mqttd.ingest import wire
 from mqttd.ingest.wire import (
@@ -564,6 +564,38 @@ class LoopbackTests(unittest.TestCase):
         yield response.content()
         self.assertEqual((yield self.store.count()), 0)
 
+    @defer.inlineCallbacks
+    def test_https_webhook_with_an_unverifiable_certificate_gets_nothing(self):
+        """An https webhook URL goes over TLS and the server's certificate is verified:
+        the broker never hands messages to a webhook it cannot authenticate (here a
+        self-signed one), it retries until the ack timeout and acknowledges nothing."""
+        import twisted.test
+        from twisted.internet.endpoints import serverFromString
+        from twisted.logger import globalLogPublisher
+
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        site = build_ingest_site(self.writer)
+        port = yield serverFromString(
+            reactor, f"ssl:0:privateKey={pem}:interface=127.0.0.1").listen(site)
+        self.addCleanup(port.stopListening)
+        config = WebhookConfig(ack_timeout=1.0, retry_initial=0.05, retry_max=0.1)
+        http, pool = build_http_client(reactor, config)
+        self.addCleanup(pool.closeCachedConnections)
+        webhook = WebhookStore(reactor, config, http,
+                               f"https://127.0.0.1:{port.getHost().port}/v1/messages")
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        failure = yield self.assertFailure(webhook.store(message("tls-1")), StoreRejected)
+        self.assertEqual(failure.reason, "ack timeout")
+        self.assertGreater(webhook.retried, 0)
+        self.assertEqual(site.ingest.accepted + site.ingest.malformed, 0)  # no request got in
+        self.assertEqual((yield self.store.count()), 0)
+        # Refused by TLS verification (the name, here 127.0.0.1, or the issuer), not
+        # for want of TLS support.
+        self.assertRegex(" ".join(str(e.get("error", "")) for e in events),
+                         r"VerificationError|certificate verify failed")
+
 
 class IngestConfigTests(unittest.TestCase):
     def test_shipped_file_names_every_ingest_key(self):
@@ -596,3 +628,4 @@ class IngestConfigTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             parse_config({"ingest": {"batch_size": 0}})
         self.assertEqual(str(caught.exception), "ingest.batch_size: must be 1..1000000, got 0")
+

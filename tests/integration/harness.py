@@ -627,15 +627,10 @@ class RawClient:
 
     def read_packet(self, timeout=DEFAULT_TIMEOUT):
         """Next packet as (packet_type, flags, body); ConnectionClosed; AssertionError on timeout."""
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                parsed = self._parse()
-                if parsed is not None:
-                    return parsed
-                self._recv(deadline)
-        except socket.timeout:
-            raise AssertionError(f"no packet within {timeout}s") from None
+        packet = self.poll_packet(timeout)
+        if packet is None:
+            raise AssertionError(f"no packet within {timeout}s")
+        return packet
 
     def _parse(self):
         buf = self.buffer

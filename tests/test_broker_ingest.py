@@ -35,6 +35,15 @@ class FailingStore:
         return fail(RuntimeError("store down"))
 
 
+def mixed_publishes(store):
+    """A client of a broker on ``store`` that sent QoS 1, 0, 2, 1 (ids 1, -, 2, 3): store
+    entries 0..3, acks Puback(1), Pubrec(2), Puback(3) in that order."""
+    c = Harness(store=store).client("c")
+    c.send(pub("t", qos=1, pid=1), pub("t", qos=0), pub("t", qos=2, pid=2),
+           pub("t", qos=1, pid=3))
+    return c
+
+
 class StoreThenAckTests(unittest.TestCase):
     def test_every_qos_is_stored_qos0_without_ack(self):
         store = ManualStore()
@@ -66,10 +75,7 @@ class StoreThenAckTests(unittest.TestCase):
 
     def test_acks_in_receive_order_when_store_fires_out_of_order(self):
         store = ManualStore()
-        h = Harness(store=store)
-        c = h.client("c")
-        c.send(pub("t", qos=1, pid=1), pub("t", qos=0), pub("t", qos=2, pid=2),
-               pub("t", qos=1, pid=3))
+        c = mixed_publishes(store)
         store.succeed(3)
         store.succeed(2)
         self.assertEqual(c.received(), [])
@@ -313,10 +319,7 @@ class SubmitSeamTests(unittest.TestCase):
 
     def test_out_of_order_groups_ack_in_receive_order(self):
         store = SubmittingStore()
-        h = Harness(store=store)
-        c = h.client("c")
-        c.send(pub("t", qos=1, pid=1), pub("t", qos=0), pub("t", qos=2, pid=2),
-               pub("t", qos=1, pid=3))
+        c = mixed_publishes(store)
         store.settle([2, 3])
         self.assertEqual(c.received(), [])
         store.settle([0, 1])

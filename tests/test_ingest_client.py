@@ -238,21 +238,16 @@ class RetryTests(unittest.TestCase):
         self.assertEqual(h.store.rejected, {})
         h.assertAccounts()
 
-    def test_413_for_one_message_is_refused(self):
-        h = Harness(self, script=[413])
-        (r,) = h.submit(message(1))
-        h.tick()
-        self.assertEqual(r, ["refused"])
-        h.assertAccounts()
-
     def test_4xx_is_not_retried(self):
-        h = Harness(self, script=[400])
-        (r,) = h.submit(message(1))
-        h.tick()
-        self.assertEqual(r, ["refused"])
-        self.assertEqual(len(h.webhook.bodies), 1)
-        self.assertEqual(h.store.rejected["refused"], 1)
-        h.assertAccounts()
+        """Including 413 for a single message: there is no half to send."""
+        for code in (400, 413):
+            h = Harness(self, script=[code])
+            (r,) = h.submit(message(1))
+            h.tick()
+            self.assertEqual(r, ["refused"])
+            self.assertEqual(len(h.webhook.bodies), 1)
+            self.assertEqual(h.store.rejected["refused"], 1)
+            h.assertAccounts()
 
 
 class LimitTests(unittest.TestCase):
@@ -434,6 +429,16 @@ class LingerTests(unittest.TestCase):
         h.store.submit(message(1), a, 1)
         h.store.submit(message(2), a, 2)
         self.assertEqual(len(h.webhook.bodies), sent + 1)
+        # Nor does one while another request is in flight (pool 2): then it is not the
+        # webhook's idle time that the wait would fill.
+        h = Harness(self, linger=0.001, pool_size=2, script=[None])
+        a, b, c = Recorder(), Recorder(), Recorder()
+        h.store.submit(message(1), a, 1)
+        h.tick()  # a's request hangs
+        h.store.submit(message(2), b, 2)
+        h.tick()  # b's is answered: b is expected back, a's request still in flight
+        self.assertEqual((len(h.webhook.hanging), len(b.calls)), (1, 1))
+        self.assertEqual(self.publish(h, c, 3), 3)
 
     def test_store_deferreds_are_not_waited_for(self):
         """``store()`` callers share one notify that stands for no connection."""

@@ -58,9 +58,25 @@ class Webhook(Resource):
         return json.dumps({"received": len(rows), "inserted": inserted}).encode()
 
 
+class StrictClock(Clock):
+    """A Clock that, like the reactor, refuses a negative delay, and whose time moves on
+    by ``step`` at every reading (real time passes between two reads of the clock)."""
+
+    step = 0.0
+
+    def seconds(self):
+        now = super().seconds()
+        self.rightNow += self.step
+        return now
+
+    def callLater(self, delay, *args, **kwargs):
+        assert delay >= 0, f"{delay} is not greater than or equal to 0 seconds"
+        return super().callLater(delay, *args, **kwargs)
+
+
 class Harness:
-    def __init__(self, testcase, script=(), **config):
-        self.clock = Clock()
+    def __init__(self, testcase, script=(), clock=None, **config):
+        self.clock = Clock() if clock is None else clock
         self.webhook = Webhook(script)
         self.http = StubTreq(self.webhook)
         self.config = attrs.evolve(WebhookConfig(), **config)
@@ -214,6 +230,22 @@ class RetryTests(unittest.TestCase):
         self.assertEqual(r, ["ack timeout"])
         self.assertEqual(h.store.rejected["ack timeout"], 1)
         self.assertEqual(h.store.pending, 0)
+        h.assertAccounts()
+
+    def test_deadline_reached_between_two_clock_readings(self):
+        """The check against the deadline and the request's timeout read the clock once:
+        read twice, a batch with 0.5 ms left passed the check, then got a negative
+        timeout, which the reactor refuses; its slot leaked and it never settled."""
+        clock = StrictClock()
+        h = Harness(self, clock=clock, ack_timeout=0.01)
+        (r,) = h.submit(message(1))  # deadline 0.01
+        clock.rightNow, clock.step = 0.0085, 0.001  # the batch is cut at 0.0095
+        h.tick()
+        clock.step = 0.0
+        self.assertEqual(r, ["ok"])
+        (r,) = h.submit(message(2))  # the slot is free again
+        h.tick()
+        self.assertEqual(r, ["ok"])
         h.assertAccounts()
 
     def test_deadline_cuts_a_hung_request_short(self):

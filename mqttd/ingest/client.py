@@ -261,10 +261,13 @@ class WebhookStore:
                 batch = self._cut()
             else:
                 break
-            if self._clock.seconds() >= batch.deadline:
+            # One clock reading decides both: read twice, a batch could pass this check
+            # and then get a negative timeout (which callLater refuses, leaking the slot).
+            left = batch.deadline - self._clock.seconds()
+            if left <= 0:
                 self._reject(batch, "ack timeout")
                 continue
-            self._send(batch)
+            self._send(batch, left)
         if self._messages and self._timer is None and self._busy < limit and not self._stopped:
             self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
 
@@ -277,7 +280,8 @@ class WebhookStore:
             self._expected = expected
             self._answered_at = self._clock.seconds()
 
-    def _send(self, batch):
+    def _send(self, batch, left):
+        """POST ``batch``; ``left`` (> 0) is the time to its deadline."""
         self._busy += 1
         if self._url is None:
             d = fail(_NoAddress("the built-in ingest tier has no address yet"))
@@ -288,8 +292,7 @@ class WebhookStore:
         d.addCallback(self._read)
         # A hung request must not outlive the batch's deadline: the client is owed an
         # answer (its connection closed, unacknowledged) by ack_timeout, not later.
-        timeout = min(self._config.request_timeout, batch.deadline - self._clock.seconds())
-        d.addTimeout(timeout, self._clock)
+        d.addTimeout(min(self._config.request_timeout, left), self._clock)
         d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
         d.addErrback(self._bug, batch)
 

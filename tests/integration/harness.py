@@ -13,6 +13,7 @@ with the broker's output in the message, never hang.
 """
 import os
 import queue
+import re
 import signal
 import socket
 import struct
@@ -170,9 +171,14 @@ class BrokerProcess:
         return "\n".join(lines) + "\n"
 
     def start(self, attempts=3, timeout=START_TIMEOUT):
-        """Start the broker and wait until its port accepts connections.
+        """Start the broker and wait until it listens; ``port`` is then its MQTT port.
 
-        Retries on a fresh port if the process dies complaining the address is taken.
+        mqttd binds port 0 and its log line "mqttd listening on ... (HOST:PORT)" says
+        which port it got: no other process can hold that port. A port picked free
+        beforehand could be taken meanwhile, even by the ephemeral ingest port of a
+        broker started by a parallel test, and "accepts connections" would then see
+        that other socket. mosquitto cannot report a port 0, so it gets a picked one
+        and a retry on a fresh port if it dies complaining the address is taken.
         """
         last = None
         for _ in range(attempts):
@@ -186,7 +192,7 @@ class BrokerProcess:
 
     def _start_once(self, timeout):
         self._attempt += 1
-        port = free_port()
+        port = 0 if self.kind == "mqttd" else free_port()
         self.output_path = os.path.join(self.workdir, f"{self.kind}-{self._attempt}.log")
         self._output_file = open(self.output_path, "wb")
         self.process = subprocess.Popen(
@@ -209,7 +215,12 @@ class BrokerProcess:
                 raise BrokerError(
                     f"{self.kind} exited with status {rc} before listening on port {port}\n{self.tail()}"
                 )
-            if _port_open(port):
+            if self.kind == "mqttd":
+                bound = _mqttd_listening_port(self.output())
+                if bound is not None:
+                    self.port = bound
+                    return
+            elif _port_open(port):
                 # Someone else may hold the port (a collision): make sure our process lives.
                 time.sleep(0.05)
                 if self.process.poll() is None:
@@ -304,6 +315,15 @@ class BrokerProcess:
 
 class _PortCollision(Exception):
     pass
+
+
+_LISTENING = re.compile(r"mqttd listening on tcp:0:\S* \([^)]*:(\d+)\)")
+
+
+def _mqttd_listening_port(output):
+    """The MQTT port mqttd reports in its log once its tcp:0 listener is bound, or None."""
+    match = _LISTENING.search(output)
+    return int(match.group(1)) if match else None
 
 
 def _port_open(port):

@@ -13,6 +13,7 @@ from base64 import b64encode
 from io import BytesIO
 
 import attrs
+import twisted.test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
@@ -23,7 +24,8 @@ from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 from treq.client import HTTPClient
 
 from mqttd.config import ConfigError, IngestConfig, WebhookConfig, load_config, parse_config
-from mqttd.ingest.client import StoreRejected, WebhookStore, build_http_client
+from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.resource import IngestResource, _BoundedRequest, build_ingest_site
 from mqttd.ingest import wire
 from mqttd.ingest.wire import (
@@ -42,6 +44,7 @@ from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, make_d
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
+TEST_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 
 
 def item(**overrides):
@@ -333,6 +336,32 @@ class WireTests(unittest.TestCase):
         })
         self.assertEqual(list(json.loads(encode_batch(messages))), list(wire.FIELDS))
 
+    def test_body_is_what_json_writes(self):
+        """encode_batch formats each distinct received_at value once; the body is still
+        byte for byte what json.dumps writes for the same document, on each of its
+        paths: repeated floats (one read's messages), mostly distinct floats, and
+        anything else (an int, an int-valued float, a bool, tiny/huge floats, NaN,
+        zeros of both signs, infinity)."""
+        t = 1767225600.25
+        cases = {
+            "repeats": [t, t, t, t + 0.5, t + 0.5, t, 7.0, 7.0],
+            "distinct": [t, t + 0.5, 1e-300, 1.7976931348623157e308, 0.1, 7.0],
+            "other": [t, t, 7, 7.0, 7.0, True, float("nan"), float("nan"), 0.0, -0.0, 0.0,
+                      2.5, float("inf")],
+        }
+        for name, stamps in cases.items():
+            messages = [message(f"k{i}", received_at=stamp, payload=bytes([i]))
+                        for i, stamp in enumerate(stamps)]
+            document = {
+                "key": [m.key for m in messages], "client_id": [m.client_id for m in messages],
+                "username": [m.username for m in messages], "topic": [m.topic for m in messages],
+                "qos": [m.qos for m in messages], "retain": [m.retain for m in messages],
+                "received_at": stamps, "payload_len": [1] * len(stamps),
+                "payload": b64encode(bytes(range(len(stamps)))).decode("ascii"),
+            }
+            self.assertEqual(encode_batch(messages),
+                             json.dumps(document, separators=(",", ":")).encode("ascii"), name)
+
     def test_round_trip_is_exact_rows(self):
         messages = [
             message("k1", payload=b"\x00\xff", username=None, qos=0, retain=True),
@@ -565,24 +594,52 @@ class LoopbackTests(unittest.TestCase):
         self.assertEqual((yield self.store.count()), 0)
 
     @defer.inlineCallbacks
+    def _tls_ingest_url(self):
+        """The tier over TLS on 127.0.0.1 with Twisted's test certificate (SAN localhost)."""
+        from twisted.internet.endpoints import serverFromString
+
+        site = build_ingest_site(self.writer)
+        port = yield serverFromString(
+            reactor, f"ssl:0:privateKey={TEST_PEM}:interface=127.0.0.1").listen(site)
+        self.addCleanup(port.stopListening)
+        return site, f"https://127.0.0.1:{port.getHost().port}/v1/messages"
+
+    @defer.inlineCallbacks
+    def test_https_webhook_with_a_trusted_certificate_commits(self):
+        """The https path of build_http_client (its endpoint, built once, wrapped in TLS)
+        delivers batches to a webhook whose certificate the policy trusts."""
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        site, url = yield self._tls_ingest_url()
+        with open(TEST_PEM, "rb") as f:
+            trusted = Certificate.loadPEM(f.read())
+
+        class TrustTestCertificate:
+            def creatorForNetloc(self, hostname, port):
+                return optionsForClientTLS("localhost", trustRoot=trusted)
+
+        config = WebhookConfig(ack_timeout=5.0)
+        http, pool = build_http_client(reactor, config, tls_policy=TrustTestCertificate())
+        self.addCleanup(pool.closeCachedConnections)
+        webhook = WebhookStore(reactor, config, http, url)
+        messages = [message(f"tls-ok-{i}", client_id="dev-tls") for i in range(3)]
+        yield defer.gatherResults([webhook.store(m) for m in messages])
+        yield webhook.store(message("tls-ok-3", client_id="dev-tls"))  # a second request
+        self.assertEqual(site.ingest.accepted, 2)
+        self.assertEqual((yield self.store.count()), 4)
+
+    @defer.inlineCallbacks
     def test_https_webhook_with_an_unverifiable_certificate_gets_nothing(self):
         """An https webhook URL goes over TLS and the server's certificate is verified:
         the broker never hands messages to a webhook it cannot authenticate (here a
         self-signed one), it retries until the ack timeout and acknowledges nothing."""
-        import twisted.test
-        from twisted.internet.endpoints import serverFromString
         from twisted.logger import globalLogPublisher
 
-        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
-        site = build_ingest_site(self.writer)
-        port = yield serverFromString(
-            reactor, f"ssl:0:privateKey={pem}:interface=127.0.0.1").listen(site)
-        self.addCleanup(port.stopListening)
+        site, url = yield self._tls_ingest_url()
         config = WebhookConfig(ack_timeout=1.0, retry_initial=0.05, retry_max=0.1)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
-        webhook = WebhookStore(reactor, config, http,
-                               f"https://127.0.0.1:{port.getHost().port}/v1/messages")
+        webhook = WebhookStore(reactor, config, http, url)
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)

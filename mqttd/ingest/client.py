@@ -34,18 +34,16 @@ from collections import Counter, deque
 from operator import itemgetter
 
 import attrs
-from hyperlink import EncodedURL
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from mqttd.ingest.http_client import WebhookURL
 from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
 from mqttd.store.interface import ISubmittingMessageStore, StoreRejected
 
-__all__ = ["WebhookStore", "StoreRejected", "build_http_client"]
+__all__ = ["WebhookStore", "StoreRejected"]
 
 log = Logger()
 
@@ -101,9 +99,9 @@ class WebhookStore:
         self._clock = clock
         self._config = config
         self._http = http
-        # Parsed once (treq would parse a str per request); None until the built-in
-        # ingest tier has bound its port.
-        self._url = None if url is None else EncodedURL.from_text(url)
+        # Rendered once (treq would render it on every request); None until the
+        # built-in ingest tier has bound its port.
+        self._url = None if url is None else WebhookURL.parse(url)
         self._random = random
         self._messages = []  # waiting for the next batch
         self._waiters = []
@@ -395,7 +393,7 @@ class WebhookStore:
 
     def set_url(self, url):
         """Where to POST from now on (the built-in ingest tier reports its bound address)."""
-        self._url = EncodedURL.from_text(url)
+        self._url = WebhookURL.parse(url)
         self._kick()
 
     @property
@@ -426,52 +424,3 @@ def _fire_deferreds(deferreds, failure):
         error = failure.value  # as before: one exception, a Failure per Deferred
         for d in deferreds:
             d.errback(error)
-
-
-@implementer(IBodyProducer)
-class _BodyBytes:
-    """A request body written whole, at once.
-
-    treq turns ``data=bytes`` into a FileBodyProducer, which writes through a
-    Cooperator: a reactor turn before the first byte and one more per 64 kB. A batch
-    is already in memory, and every turn is latency on the path to a PUBACK.
-    """
-
-    __slots__ = ("_body", "length")
-
-    def __init__(self, body):
-        if not isinstance(body, bytes):
-            raise TypeError(f"webhook bodies are bytes, not {type(body).__name__}")
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer):
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self):
-        pass
-
-    def resumeProducing(self):
-        pass
-
-    def stopProducing(self):
-        pass
-
-
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """No "Starting factory" log line per pooled connection."""
-
-    noisy = False
-
-
-def build_http_client(reactor, config):
-    """A treq HTTPClient on its own pool (never treq's global one); returns (client, pool)."""
-    from treq.client import HTTPClient
-
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.pool_size
-    pool.retryAutomatically = False  # retries are ours, with the same keys and a deadline
-    pool._factory = _QuietClientFactory
-    agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=pool)
-    return HTTPClient(agent, data_to_body_producer=_BodyBytes), pool

@@ -10,6 +10,8 @@ import tomllib
 
 import attrs
 
+from mqttd.ingest.url import webhook_uri
+
 
 class ConfigError(Exception):
     """Bad configuration; the message names the key path."""
@@ -167,8 +169,8 @@ def _check_cross(config):
     if not config.webhook.url and not config.ingest.enabled:
         raise ConfigError(
             "webhook.url: must be set when ingest.enabled is false (nothing else stores messages)")
-    if config.webhook.url and not config.webhook.url.startswith(("http://", "https://")):
-        raise ConfigError(f"webhook.url: must be an http:// or https:// URL, got {config.webhook.url!r}")
+    if config.webhook.url:
+        _check_webhook_url(config.webhook.url)
     if config.ingest.enabled and not config.webhook.url:
         # One message must always fit in one webhook request (base64 is 4/3 of the
         # payload, JSON escapes can grow a topic): otherwise it could never be stored.
@@ -186,6 +188,21 @@ def _check_cross(config):
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"auth.users: duplicate username {name!r}")
+
+
+def _check_webhook_url(url):
+    """An http(s) URL with a host and a usable port: anything else would be accepted at
+    start and then fail every batch, so every message would wait out its ack timeout."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"webhook.url: must be an http:// or https:// URL, got {url!r}")
+    try:
+        parsed = webhook_uri(url)  # what the webhook client will send
+    except ValueError as e:  # hyperlink's URLParseError, IDNA errors
+        raise ConfigError(f"webhook.url: not a valid URL ({e}), got {url!r}") from None
+    if not parsed.host:
+        raise ConfigError(f"webhook.url: has no host, got {url!r}")
+    if not 1 <= parsed.port <= 65535:
+        raise ConfigError(f"webhook.url: port must be 1..65535, got {url!r}")
 
 
 def parse_config(document, overrides=None):

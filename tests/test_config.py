@@ -113,6 +113,23 @@ class ErrorTests(unittest.TestCase):
         self.assertEqual(parse_config({"webhook": {"linger": 0.0, "ack_timeout": 0.01}})
                          .webhook.linger, 0.0)
 
+    def test_webhook_url(self):
+        """A URL the webhook client could never use is refused at start, with the key."""
+        for url, message in [
+            ("ftp://127.0.0.1/x", "must be an http:// or https:// URL, got 'ftp://127.0.0.1/x'"),
+            ("http://[::1", "not a valid URL (invalid host '[' in url: 'http://[::1'), "
+                            "got 'http://[::1'"),
+            ("http://ex ample.com/", "not a valid URL (Codepoint U+0020 at position 3 of "
+                                     "'ex ample' not allowed), got 'http://ex ample.com/'"),
+            ("http:///v1/messages", "has no host, got 'http:///v1/messages'"),
+            ("http://127.0.0.1:99999/v1", "port must be 1..65535, got 'http://127.0.0.1:99999/v1'"),
+            ("http://127.0.0.1:0/v1", "port must be 1..65535, got 'http://127.0.0.1:0/v1'"),
+        ]:
+            self.assertConfigError({"webhook": {"url": url}}, f"webhook.url: {message}")
+        for url in ["http://127.0.0.1:8080/v1/messages", "https://ingest.example/v1/messages",
+                    "http://[::1]:8080/", "https://b\u00fccher.example/v1"]:
+            self.assertEqual(parse_config({"webhook": {"url": url}}).webhook.url, url)
+
     def test_unreadable_file(self):
         with self.assertRaises(ConfigError) as caught:
             load_config(self.mktemp())

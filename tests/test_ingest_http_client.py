@@ -21,6 +21,13 @@ class WebhookURLTests(unittest.TestCase):
         self.assertEqual(url.to_text(),
                          "http://xn--bcher-kva.example:8080/v1/m%C3%A4ssages?x=%C3%BC")
 
+    def test_an_ip_host_is_kept_and_the_rest_encoded(self):
+        # hyperlink's own to_uri() refuses "::1" (IDNA); an HTTP client takes it as is.
+        self.assertEqual(WebhookURL.parse("http://[::1]:8080/v1/m\u00e4ssages").to_text(),
+                         "http://[::1]:8080/v1/m%C3%A4ssages")
+        self.assertEqual(WebhookURL.parse("http://127.0.0.1:8080/v1/messages").to_text(),
+                         "http://127.0.0.1:8080/v1/messages")
+
     def test_rendering_is_not_repeated(self):
         url = WebhookURL.parse("http://127.0.0.1:8080/v1/messages")
         self.assertIs(url.to_uri(), url)

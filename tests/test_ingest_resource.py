@@ -594,6 +594,25 @@ class LoopbackTests(unittest.TestCase):
         self.assertEqual((yield self.store.count()), 0)
 
     @defer.inlineCallbacks
+    def test_ipv6_literal_webhook_url(self):
+        """http://[::1]:PORT/... (what the built-in tier reports when it listens on
+        tcp6): the client sends to it as is. hyperlink's to_uri(), which treq ran on
+        every request, refuses an IPv6 host, so every batch used to fail."""
+        from twisted.internet.endpoints import serverFromString
+
+        site = build_ingest_site(self.writer)
+        port = yield serverFromString(reactor, "tcp6:0:interface=\\:\\:1").listen(site)
+        self.addCleanup(port.stopListening)
+        config = WebhookConfig(ack_timeout=5.0)
+        http, pool = build_http_client(reactor, config)
+        self.addCleanup(pool.closeCachedConnections)
+        webhook = WebhookStore(reactor, config, http,
+                               f"http://[::1]:{port.getHost().port}/v1/messages")
+        yield webhook.store(message("v6-1", client_id="dev-v6"))
+        self.assertEqual((site.ingest.accepted, webhook.committed), (1, 1))
+        self.assertEqual([m.key for m in (yield self.store.recent("dev-v6"))], ["v6-1"])
+
+    @defer.inlineCallbacks
     def _tls_ingest_url(self):
         """The tier over TLS on 127.0.0.1 with Twisted's test certificate (SAN localhost)."""
         from twisted.internet.endpoints import serverFromString

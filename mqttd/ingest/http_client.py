@@ -30,6 +30,8 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
+from mqttd.ingest.url import webhook_uri
+
 __all__ = ["WebhookURL", "build_http_client"]
 
 
@@ -42,7 +44,7 @@ class WebhookURL(EncodedURL):
 
     @classmethod
     def parse(cls, text):
-        return cls.from_text(EncodedURL.from_text(text).to_uri().to_text())
+        return cls.from_text(webhook_uri(text).to_text())
 
     def to_uri(self, *args, **kwargs):
         return self  # parse() made it a URI already

@@ -1,8 +1,17 @@
-"""The durable ingest tier: the internal webhook workers POST message batches to.
+"""The durable ingest path: the internal webhook workers POST message batches to.
+
+Server side (the ingest tier):
 
 - ``wire``: the batch format (JSON, base64 payloads), shared by server and client;
 - ``writer``: group commit, answering each batch only after its COMMIT;
-- ``resource``: the twisted.web resource and Site (``build_ingest_site``).
+- ``resource``: the twisted.web resource and Site (``build_ingest_site``);
+- ``service``: the tier as a Twisted service (store, writer, site, listener).
+
+Client side (in the broker):
+
+- ``client``: ``WebhookStore``, the broker's message store: batching, retries, deadlines;
+- ``http_client``: treq over its own pool, the URL and endpoint made once;
+- ``url``: the webhook URL as the URI the client sends (config checks it the same way).
 
 Rows land in ``mqttd.store.sqlite.SqliteStore`` (DATA_DIR/mqttd.db).
 """

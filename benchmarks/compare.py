@@ -267,7 +267,7 @@ def mqttd_config(args, overrides=None):
     return doc
 
 
-def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None):
+def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None):
     d = os.path.join(tmp, name + tag)
     data = os.path.join(d, "data")
     os.makedirs(data)
@@ -284,7 +284,7 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None):
     argv = [args.twistd, "-n", "--pidfile", os.path.join(d, "twistd.pid"),
             "--logfile", log, "mqttd", "--config", cfg,
             "--listen", "tcp:%d:interface=127.0.0.1" % port, "--data-dir", data]
-    if getattr(args, "nodisk", False):
+    if nodisk if nodisk is not None else getattr(args, "nodisk", False):
         # The whole appliance with the SQLite write taken out: no durability check.
         argv = [sys.executable, os.path.join(HERE, "nodisk_mqttd.py")] + argv[1:]
         return Broker(name, "mqttd-nodisk", argv, port, log, d, overrides=overrides)
@@ -296,6 +296,10 @@ FACTORIES = {"mosquitto": make_mosquitto, "mqttd": make_mqttd, "mqttd-core": mak
              "mqttd-nodisk": make_mqttd}
 
 
+CEILING = "mqttd-nodisk"
+"""--with-ceiling's target: the appliance without its SQLite write, run beside the others."""
+
+
 def fi_name(ms):
     return "mqttd-fi%s" % ("%g" % ms).replace(".", "p")
 
@@ -305,6 +309,8 @@ def targets_for(scenario, args):
     names = ["mosquitto", "mqttd"]
     if scenario in args.sweep_scenario:
         names += [fi_name(ms) for ms in args.flush_intervals]
+    if args.with_ceiling and SCENARIOS[scenario]["kind"] == "load":
+        names.append(CEILING)
     return names
 
 
@@ -448,6 +454,10 @@ def summarize(records, args):
                 m = s.get(key)
                 s["ratio"] = round(m / a, 4) if a and m is not None else None
         row["ratio"] = row["targets"]["mqttd"].get("ratio")
+        ceiling = row["targets"].get(CEILING, {}).get(key)
+        if ceiling:
+            m = row["targets"]["mqttd"].get(key)
+            row["of_ceiling"] = round(m / ceiling, 4) if m is not None else None
         summary[name] = row
     return summary
 
@@ -491,6 +501,16 @@ def print_table(summary, args, out=sys.stdout):
         "%s %s/%s" % (name, fmt(row["targets"]["mosquitto"]["loadgen_cpu_util"], "{:.2f}"),
                       fmt(row["targets"]["mqttd"]["loadgen_cpu_util"], "{:.2f}"))
         for name, row in summary.items() if "loadgen_cpu_util" in row["targets"]["mosquitto"]))
+    ceilings = [(name, row) for name, row in summary.items() if CEILING in row["targets"]]
+    if ceilings:
+        w("durable mqttd / the same appliance without its SQLite write (%s, NOT durable; same "
+          "run): %s\n" % (CEILING, ", ".join(
+              "%s %s (%s/s, p50/p99 %s/%s ms)" % (
+                  name, fmt(row.get("of_ceiling"), "{:.3f}"),
+                  fmt(row["targets"][CEILING]["msgs_per_s"]),
+                  fmt(row["targets"][CEILING]["p50_ms"], "{:.2f}"),
+                  fmt(row["targets"][CEILING]["p99_ms"], "{:.2f}"))
+              for name, row in ceilings)))
     for name, row in summary.items():
         for b, s in row["targets"].items():
             if s.get("error_kinds"):
@@ -604,6 +624,9 @@ def parse_args(argv=None):
     p.add_argument("--nodisk", action="store_true",
                    help="run twistd mqttd with its SQLite write taken out (benchmarks/nodisk_mqttd.py):"
                         " the ceiling of the durable path; not durable")
+    p.add_argument("--with-ceiling", action="store_true",
+                   help="also run %s (the --nodisk appliance) in every load scenario, in the "
+                        "same rounds, and print durable mqttd's share of it" % CEILING)
     p.add_argument("--mqttd-max-inflight", type=int, default=1000,
                    help="[broker] max_inflight for mqttd (default 1000: covers window 100)")
     p.add_argument("--mqttd-extra-toml", metavar="FILE",
@@ -615,6 +638,8 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.core and a.nodisk:
         p.error("--core and --nodisk are two different stand-ins for mqttd; pick one")
+    if a.with_ceiling and (a.core or a.nodisk):
+        p.error("--with-ceiling compares the durable mqttd with its ceiling; not with --core or --nodisk")
     if not a.scenario or "all" in a.scenario:
         a.scenario = list(SCENARIOS)
     a.scenario = [s for s in SCENARIOS if s in a.scenario]
@@ -671,6 +696,8 @@ def main(argv=None):
     for ms in args.flush_intervals:
         name = fi_name(ms)
         brokers[name] = make_mqttd(tmp, args, name, overrides={"ingest": {"flush_interval": ms}})
+    if args.with_ceiling:
+        brokers[CEILING] = make_mqttd(tmp, args, CEILING, nodisk=True)
     records = []
     info = meta(args)
     t_start = time.monotonic()

@@ -182,6 +182,26 @@ class RetryTests(unittest.TestCase):
             h.tick(2.0)
         self.assertEqual(r, ["ok"])
 
+    def test_a_long_outage_keeps_retrying_until_the_deadline(self):
+        """More than a thousand retries (an hour-long ack_timeout, a short retry_max):
+        the backoff stays at retry_max (2 ** attempt once overflowed a float and left
+        the batch unsettled), and the batch still ends at its deadline or commits."""
+        h = Harness(self, script=[500] * 1500, retry_initial=0.001, retry_max=0.5,
+                    ack_timeout=3600.0)
+        (r,) = h.submit(message(1))
+        h.tick()
+        for _ in range(1500):
+            h.tick(0.5)
+        self.assertEqual(h.store.retried, 1500)
+        self.assertEqual(r, ["ok"])
+        (late,) = h.submit(message(2))
+        h.webhook.script = [500] * 10_000
+        for _ in range(7300):  # past its hour: rejected at the deadline, not stuck
+            h.tick(0.5)
+        self.assertEqual(late, ["ack timeout"])
+        self.assertEqual((h.store.pending, h.store.rejected["ack timeout"]), (0, 1))
+        h.assertAccounts()
+
     def test_503_honours_retry_after(self):
         h = Harness(self, script=[503], retry_initial=0.01)
         (r,) = h.submit(message(1))

@@ -346,7 +346,9 @@ class WebhookStore:
     def _retry(self, batch, error):
         """Back off exponentially with jitter, then requeue; give up at the deadline."""
         config = self._config
-        delay = min(config.retry_max, config.retry_initial * (2 ** batch.attempt))
+        # The exponent stops growing once past any useful backoff: 2 ** attempt as a
+        # float overflows after ~1,000 retries (an hour-long ack_timeout can see more).
+        delay = min(config.retry_max, config.retry_initial * 2.0 ** min(batch.attempt, 64))
         delay *= 0.5 + 0.5 * self._random()  # jitter: spread retries of many batches
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:

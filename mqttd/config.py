@@ -199,6 +199,11 @@ def _check_webhook_url(url):
         parsed = webhook_uri(url)  # what the webhook client will send
     except ValueError as e:  # hyperlink's URLParseError, IDNA errors
         raise ConfigError(f"webhook.url: not a valid URL ({e}), got {url!r}") from None
+    if parsed.userinfo:
+        # Not echoed: it may hold a password. The client would take "user:pw@host" for
+        # the host name, and it sends no credentials anyway.
+        raise ConfigError("webhook.url: must not carry credentials (user:password@host); "
+                          "the webhook client sends none")
     if not parsed.host:
         raise ConfigError(f"webhook.url: has no host, got {url!r}")
     if not 1 <= parsed.port <= 65535:

@@ -124,6 +124,8 @@ class ErrorTests(unittest.TestCase):
             ("http:///v1/messages", "has no host, got 'http:///v1/messages'"),
             ("http://127.0.0.1:99999/v1", "port must be 1..65535, got 'http://127.0.0.1:99999/v1'"),
             ("http://127.0.0.1:0/v1", "port must be 1..65535, got 'http://127.0.0.1:0/v1'"),
+            ("https://user:s3cret@ingest.example/v1", "must not carry credentials "
+                                                      "(user:password@host); the webhook client sends none"),
         ]:
             self.assertConfigError({"webhook": {"url": url}}, f"webhook.url: {message}")
         for url in ["http://127.0.0.1:8080/v1/messages", "https://ingest.example/v1/messages",

@@ -56,10 +56,16 @@ class WiringTests(unittest.TestCase):
         db = sqlite3.connect(path)
         db.execute("PRAGMA user_version = 999")
         db.close()
+        with open(path, "rb") as f:
+            before = f.read()
         with self.assertRaises(ConfigError) as caught:
             build_service(config_for(self.data_dir), self.reactor)
         self.assertIn(path, str(caught.exception))
         self.assertIn("999", str(caught.exception))
+        # Left exactly as it was: not even switched to WAL (no -wal/-shm files).
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(os.listdir(self.data_dir), ["mqttd.db"])
 
     def test_not_a_database_stops_start_up(self):
         os.makedirs(self.data_dir)

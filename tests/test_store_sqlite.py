@@ -193,8 +193,14 @@ class SchemaTests(StoreTestCase):
         conn = sqlite3.connect(path)
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
         conn.close()
+        with open(path, "rb") as f:
+            before = f.read()
         store = SqliteStore(reactor, path)
         yield self.assertFailure(store.start(), SchemaTooNew)
+        # Untouched, not even switched to WAL (no -wal/-shm files).
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(os.listdir(data_dir), [DB_FILENAME])
         conn = sqlite3.connect(path)
         self.addCleanup(conn.close)
         self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS) + 1)

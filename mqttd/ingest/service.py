@@ -22,7 +22,7 @@ from mqttd.config import ConfigError
 from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import PATH
 from mqttd.ingest.writer import BatchWriter
-from mqttd.store.schema import SchemaError, migrate
+from mqttd.store.schema import SchemaError, migrate, refuse_too_new
 from mqttd.store.sqlite import SqliteStore
 
 log = Logger()
@@ -33,6 +33,7 @@ def prepare_database(path):
     try:
         db = Database(path)
         try:
+            refuse_too_new(db, name=path)  # before WAL: a newer file stays untouched
             db.enable_wal()
             migrate(db, name=path)
         finally:

@@ -105,6 +105,24 @@ def user_version(db):
     return db.execute("PRAGMA user_version").fetchone()[0]
 
 
+def refuse_too_new(db, migrations=MIGRATIONS, name="database"):
+    """The file's schema version; SchemaTooNew if it is newer than ``migrations`` know.
+
+    Read-only. Call it before anything that changes the file (even ``PRAGMA
+    journal_mode = WAL`` rewrites its header and creates -wal/-shm files), so a
+    database from a newer mqttd is left exactly as it was.
+    """
+    current = user_version(db)
+    latest = len(migrations)
+    if current > latest:
+        raise SchemaTooNew(
+            f"{name}: schema version {current} is newer than this mqttd knows "
+            f"(latest {latest}); refusing to start. Upgrade mqttd, or restore a "
+            f"backup made by this version."
+        )
+    return current
+
+
 def migrate(db, migrations=MIGRATIONS, name="database"):
     """Bring ``db`` (a sqlite_utils.Database) to ``len(migrations)``; return (old, new).
 
@@ -112,13 +130,7 @@ def migrate(db, migrations=MIGRATIONS, name="database"):
     """
     latest = len(migrations)
     with immediate(db):
-        current = user_version(db)
-        if current > latest:
-            raise SchemaTooNew(
-                f"{name}: schema version {current} is newer than this mqttd knows "
-                f"(latest {latest}); refusing to start. Upgrade mqttd, or restore a "
-                f"backup made by this version."
-            )
+        current = refuse_too_new(db, migrations, name)
         for step in migrations[current:]:
             step(db)
         if current != latest:

@@ -47,7 +47,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from mqttd.store.interface import Message
-from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate
+from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate, refuse_too_new
 
 DB_FILENAME = "mqttd.db"
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
@@ -199,6 +199,7 @@ class SqliteStore:
             raise
         try:
             db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            refuse_too_new(db, self._migrations, name=self.path)  # before WAL changes the file
             db.enable_wal()
             if db.journal_mode != "wal":
                 raise SchemaError(f"{self.path}: cannot enable WAL (journal_mode is {db.journal_mode})")

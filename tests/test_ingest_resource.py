@@ -244,6 +244,17 @@ class RefuseTests(ResourceTestCase):
         self.assertEqual((self.stored(), self.writer.pending, self.writer.commits), (0, 0, 0))
         self.assertEqual(self.resource.malformed, len(self.MALFORMED))
 
+    def test_an_integer_too_long_to_convert_is_a_400(self):
+        """Python refuses int literals of more than 4300 digits with a bare ValueError;
+        it escaped render as an HTML 500, which tells the client to retry forever."""
+        self.resource.max_body_size = 65536
+        request = self.post(body(item(), payload_len=["X"]).replace(b'"X"', b"9" * 5000))
+        self.assertEqual(request.responseCode, 400)
+        self.assertEqual(self.answer(request)["error"],
+                         "body: invalid JSON: Exceeds the limit (4300 digits) for integer "
+                         "string conversion: value has 5000 digits")
+        self.assertEqual((self.resource.malformed, self.writer.pending), (1, 0))
+
     def test_every_bad_case_is_alone_in_an_otherwise_valid_body(self):
         """Each per-value case above differs from a valid body only where it says."""
         self.assertEqual(len(decode_batch(body(item(key="good"), item(key="k2")))), 2)

@@ -254,6 +254,13 @@ def decode_batch(body):
         raise WireError("body: JSON nested too deeply") from None
     except json.JSONDecodeError as e:
         raise WireError(f"body: invalid JSON: {e}") from None
+    except WireError:
+        raise  # NaN/Infinity, from _no_constant
+    except ValueError as e:
+        # An integer literal of more than 4300 digits (Python's int conversion limit):
+        # malformed for this format, so a 400, not an exception escaping as a 500
+        # (which tells the client to retry the same body forever).
+        raise WireError(f"body: invalid JSON: {str(e).split(';')[0]}") from None
     if type(document) is not dict:
         raise WireError("body: must be a JSON object with one array per column")
     if document.keys() != _FIELD_SET:

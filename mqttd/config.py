@@ -179,6 +179,16 @@ def _check_cross(config):
             raise ConfigError(
                 f"ingest.max_body_size: must be at least 2 x broker.max_packet_size + 4096 "
                 f"= {need}, got {config.ingest.max_body_size}")
+    if config.ingest.enabled and not config.webhook.url:
+        # The broker's own requests wait for the commit: a flush timer at least as long
+        # as their timeout would time out every request under light load (each retry
+        # waiting for the timer again) until the ack timeout fails the message.
+        wait = min(config.webhook.request_timeout, config.webhook.ack_timeout)
+        if config.ingest.flush_interval / 1000.0 >= wait:
+            raise ConfigError(
+                f"ingest.flush_interval: must be shorter than webhook.request_timeout and "
+                f"webhook.ack_timeout ({wait:g} s = {wait * 1000:g} ms), got "
+                f"{config.ingest.flush_interval:g} ms")
     if config.webhook.linger >= config.webhook.ack_timeout:
         # Messages held that long would be refused unsent (ack timeout) every time.
         raise ConfigError(

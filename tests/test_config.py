@@ -113,6 +113,24 @@ class ErrorTests(unittest.TestCase):
         self.assertEqual(parse_config({"webhook": {"linger": 0.0, "ack_timeout": 0.01}})
                          .webhook.linger, 0.0)
 
+    def test_flush_interval_shorter_than_the_webhook_timeouts(self):
+        """A commit timer the broker's requests cannot wait for is refused (the built-in
+        tier only: another service's brokers have their own timeouts)."""
+        self.assertConfigError(
+            {"ingest": {"flush_interval": 20_000.0}},
+            "ingest.flush_interval: must be shorter than webhook.request_timeout and "
+            "webhook.ack_timeout (5 s = 5000 ms), got 20000 ms")
+        self.assertConfigError(
+            {"ingest": {"flush_interval": 900.0},
+             "webhook": {"ack_timeout": 0.9, "request_timeout": 30.0}},
+            "ingest.flush_interval: must be shorter than webhook.request_timeout and "
+            "webhook.ack_timeout (0.9 s = 900 ms), got 900 ms")
+        self.assertEqual(parse_config({"ingest": {"flush_interval": 4999.0}})
+                         .ingest.flush_interval, 4999.0)
+        served = parse_config({"ingest": {"flush_interval": 20_000.0},
+                               "webhook": {"url": "http://10.0.0.1:9/v1/messages"}})
+        self.assertEqual(served.ingest.flush_interval, 20_000.0)
+
     def test_webhook_url(self):
         """A URL the webhook client could never use is refused at start, with the key."""
         for url, message in [

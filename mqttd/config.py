@@ -70,6 +70,7 @@ class IngestConfig:
     batch_size: int = _setting(1000, int, 1, 1_000_000)
     flush_interval: float = _setting(0.0, float, 0.0, 60_000.0)  # milliseconds
     max_queue: int = _setting(50_000, int, 1, 100_000_000)
+    max_queue_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
     max_body_size: int = _setting(16_777_216, int, 1024, 1_073_741_824)
     synchronous: str = _setting("FULL", str, choices=("FULL", "NORMAL", "OFF"))
 

@@ -327,6 +327,20 @@ class RefuseTests(ResourceTestCase):
         self.assertEqual(sorted(keys), [f"a{i}" for i in range(8)])
         self.assertEqual((self.writer.rejected, self.resource.unavailable), (3, 1))
 
+    def test_503_when_the_waiting_bodies_are_too_big(self):
+        """The resource counts each request's body against max_queue_bytes."""
+        self.writer.max_queue_bytes = 1500
+        self.pool.hold = True
+        waiting = self.post(body(item(key="a0", payload=b"x" * 600)))
+        refused = self.post(body(item(key="b0", payload=b"y" * 600)))
+        self.assertEqual(refused.responseCode, 503)
+        self.assertEqual(refused.responseHeaders.getRawHeaders(b"retry-after"), [b"1"])
+        self.assertIn("max_queue_bytes 1500", self.answer(refused)["error"])
+        self.clock.advance(0.005)
+        self.pool.run_next()
+        self.assertEqual(waiting.responseCode, 200)
+        self.assertEqual((self.writer.rejected, self.resource.unavailable), (1, 1))
+
     def test_503_while_shutting_down(self):
         fired(self.writer.close())
         request = self.post(body(item()))
@@ -697,8 +711,9 @@ class IngestConfigTests(unittest.TestCase):
     def test_defaults(self):
         ingest = IngestConfig()
         self.assertEqual(
-            (ingest.batch_size, ingest.flush_interval, ingest.max_queue, ingest.synchronous),
-            (1000, 0.0, 50000, "FULL"),
+            (ingest.batch_size, ingest.flush_interval, ingest.max_queue,
+             ingest.max_queue_bytes, ingest.synchronous),
+            (1000, 0.0, 50000, 256 * 1024 * 1024, "FULL"),
         )
         self.assertIn("interface=127.0.0.1", ingest.listen)
 

@@ -15,10 +15,12 @@ from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, row
 
 
 class WriterTestCase(HeldPoolQueries, unittest.TestCase):
-    def make(self, batch_size=100, flush_interval=5.0, max_queue=1000, **store_kwargs):
+    def make(self, batch_size=100, flush_interval=5.0, max_queue=1000,
+             max_queue_bytes=1 << 30, **store_kwargs):
         self.store, self.clock, self.pool = inline_store(self, **store_kwargs)
         self.writer = BatchWriter(self.clock, self.store, batch_size=batch_size,
-                                  flush_interval=flush_interval, max_queue=max_queue)
+                                  flush_interval=flush_interval, max_queue=max_queue,
+                                  max_queue_bytes=max_queue_bytes)
         return self.writer
 
     def rows(self, prefix, n):
@@ -182,10 +184,31 @@ class BackpressureTests(WriterTestCase):
             lambda db: [r[0] for r in db.execute("SELECT key FROM messages ORDER BY key")])
         self.assertEqual(keys, ["a0", "a1", "c0"])
 
+    def test_queue_full_by_bytes(self):
+        """Few rows can still be a lot of memory: the bodies' bytes are bounded too, and
+        the bytes of a commit that has started no longer count."""
+        writer = self.make(batch_size=100, max_queue=1000, max_queue_bytes=1000)
+        self.pool.hold = True
+        first = writer.submit(self.rows("a", 1), 600)
+        with self.assertRaises(QueueFull) as caught:
+            writer.submit(self.rows("b", 1), 600)
+        self.assertEqual(str(caught.exception),
+                         "600 bytes already waiting (max_queue_bytes 1000)")
+        second = writer.submit(self.rows("c", 1), 400)  # exactly max_queue_bytes is fine
+        self.assertEqual((writer.rejected, writer.waiting), (1, 2))
+        self.clock.advance(0.005)  # the commit takes both: nothing waits any more
+        third = writer.submit(self.rows("d", 1), 1000)
+        self.pool.run_next()
+        self.assertEqual((fired(first), fired(second)), (1, 1))
+        self.clock.advance(0.005)
+        self.pool.run_next()
+        self.assertEqual(fired(third), 1)
+        self.assertEqual(self.stored(), 3)
+
     def test_empty_queue_admits_one_oversized_request(self):
         """Otherwise a batch bigger than max_queue would be refused forever."""
-        writer = self.make(batch_size=100, max_queue=3)
-        d = writer.submit(self.rows("a", 5))
+        writer = self.make(batch_size=100, max_queue=3, max_queue_bytes=10)
+        d = writer.submit(self.rows("a", 5), 100)
         self.clock.advance(0.005)
         self.assertEqual(fired(d), 5)
 
@@ -243,6 +266,7 @@ class FailureTests(WriterTestCase):
 
 class ValidationTests(unittest.TestCase):
     def test_nonsense_limits_refused(self):
-        for kwargs in ({"batch_size": 0}, {"max_queue": 0}, {"flush_interval": -1}):
+        for kwargs in ({"batch_size": 0}, {"max_queue": 0}, {"max_queue_bytes": 0},
+                       {"flush_interval": -1}):
             with self.assertRaises(ValueError):
                 BatchWriter(None, None, **kwargs)

@@ -78,7 +78,7 @@ class IngestResource(Resource):
             self.malformed += 1
             return _answer(request, 400, str(e))
         try:
-            d = self.writer.submit(rows)
+            d = self.writer.submit(rows, len(body))
         except Unavailable as e:
             self.unavailable += 1
             request.setHeader(b"Retry-After", b"1")

@@ -51,7 +51,8 @@ class IngestService(MultiService):
         super().__init__()
         self.store = SqliteStore(reactor, db_path, synchronous=config.synchronous)
         self.writer = BatchWriter(reactor, self.store, config.batch_size,
-                                  config.flush_interval, config.max_queue)
+                                  config.flush_interval, config.max_queue,
+                                  config.max_queue_bytes)
         self.site = build_ingest_site(self.writer, config.max_body_size)
         self._on_address = on_address
         self._listener = StreamServerEndpointService(endpoint, self.site)

@@ -18,9 +18,12 @@ Rules:
   it holds at least ``batch_size`` rows), so one COMMIT decides one request;
 - a failed commit fails every request in it: none of their rows count as stored (the
   transaction rolled back) and each client retries with the same keys;
-- more than ``max_queue`` rows waiting: ``submit`` raises QueueFull at once, so the
-  webhook answers 503 and memory stays bounded. An empty queue always admits one
-  request, however big, so an oversized batch cannot be refused forever.
+- more than ``max_queue`` rows, or more than ``max_queue_bytes`` of request bodies,
+  waiting: ``submit`` raises QueueFull at once, so the webhook answers 503 and memory
+  stays bounded. Rows alone were not a bound worth the name: 50,000 rows of 1 MiB
+  payloads are 50 GiB, and a client that gives up on its request leaves its rows
+  queued (they still commit). An empty queue always admits one request, however big,
+  so an oversized batch cannot be refused forever.
 """
 from collections import deque
 
@@ -35,7 +38,7 @@ class Unavailable(Exception):
 
 
 class QueueFull(Unavailable):
-    """More than ``max_queue`` rows are already waiting for a commit."""
+    """Too much (``max_queue`` rows or ``max_queue_bytes``) is already waiting for a commit."""
 
 
 class WriterClosed(Unavailable):
@@ -45,10 +48,11 @@ class WriterClosed(Unavailable):
 class _Waiter:
     """One ``submit`` call: its rows and the Deferred answered after their COMMIT."""
 
-    __slots__ = ("rows", "deferred")
+    __slots__ = ("rows", "size", "deferred")
 
-    def __init__(self, rows):
+    def __init__(self, rows, size):
         self.rows = rows
+        self.size = size
         self.deferred = Deferred()
 
 
@@ -62,16 +66,20 @@ class BatchWriter:
     is in milliseconds.
     """
 
-    def __init__(self, clock, store, batch_size=500, flush_interval=5.0, max_queue=50_000):
-        if batch_size < 1 or max_queue < 1 or flush_interval < 0:
-            raise ValueError("batch_size and max_queue must be >= 1, flush_interval >= 0")
+    def __init__(self, clock, store, batch_size=500, flush_interval=5.0, max_queue=50_000,
+                 max_queue_bytes=256 * 1024 * 1024):
+        if batch_size < 1 or max_queue < 1 or max_queue_bytes < 1 or flush_interval < 0:
+            raise ValueError("batch_size, max_queue and max_queue_bytes must be >= 1, "
+                             "flush_interval >= 0")
         self._clock = clock
         self._store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self._queue = deque()
         self._waiting = 0  # rows in _queue
+        self._waiting_bytes = 0  # their requests' sizes
         self._in_flight = 0  # rows in the commit running now
         self._committing = False
         self._due = False  # the timer fired (or a drain asked): flush at the next chance
@@ -96,9 +104,10 @@ class BatchWriter:
         """Rows queued for a commit that has not started."""
         return self._waiting
 
-    def submit(self, rows):
+    def submit(self, rows, size=0):
         """Queue ``rows`` (a list of row tuples, kept as is); Deferred of how many were
-        new, fired after their COMMIT.
+        new, fired after their COMMIT. ``size``: the bytes they stand for (the request
+        body's length), counted against ``max_queue_bytes``.
 
         Raises QueueFull (or WriterClosed) synchronously instead of queueing. The
         Deferred fails if the commit failed; then none of ``rows`` were stored.
@@ -113,10 +122,15 @@ class BatchWriter:
         if self._waiting and self._waiting + len(rows) > self.max_queue:
             self.rejected += len(rows)
             raise QueueFull(f"{self._waiting} rows already waiting (max_queue {self.max_queue})")
-        waiter = _Waiter(rows)
+        if self._waiting and self._waiting_bytes + size > self.max_queue_bytes:
+            self.rejected += len(rows)
+            raise QueueFull(f"{self._waiting_bytes} bytes already waiting "
+                            f"(max_queue_bytes {self.max_queue_bytes})")
+        waiter = _Waiter(rows, size)
         was_empty = not self._queue
         self._queue.append(waiter)
         self._waiting += len(rows)
+        self._waiting_bytes += size
         if was_empty and not self._due:
             self._start_timer()
         self._maybe_flush()
@@ -175,6 +189,7 @@ class BatchWriter:
             waiter = self._queue.popleft()
             taken.append(waiter)
             rows += len(waiter.rows)
+            self._waiting_bytes -= waiter.size
         self._waiting -= rows
         self._in_flight = rows
         self._committing = True

@@ -313,33 +313,35 @@ class RefuseTests(ResourceTestCase):
         declared.gotLength(11)
         self.assertTrue(declared.body_too_large)
 
-    def test_503_with_retry_after_when_queue_full(self):
+    def assertFullThenCommitted(self, waiting_body, refused_body, reason):
+        """While a commit is held, ``refused_body`` gets 503 + Retry-After naming
+        ``reason``; then ``waiting_body`` commits alone. Returns the committed keys."""
         self.pool.hold = True
-        waiting = self.post(body(*[item(key=f"a{i}") for i in range(8)]))
-        refused = self.post(body(*[item(key=f"b{i}") for i in range(3)]))
+        waiting = self.post(waiting_body)
+        refused = self.post(refused_body)
         self.assertEqual(refused.responseCode, 503)
         self.assertEqual(refused.responseHeaders.getRawHeaders(b"retry-after"), [b"1"])
-        self.assertIn("max_queue", self.answer(refused)["error"])
+        self.assertIn(reason, self.answer(refused)["error"])
         self.clock.advance(0.005)
         self.pool.run_next()
         self.assertEqual(waiting.responseCode, 200)
-        keys = self.query(lambda db: [r[0] for r in db.execute("SELECT key FROM messages")])
-        self.assertEqual(sorted(keys), [f"a{i}" for i in range(8)])
-        self.assertEqual((self.writer.rejected, self.resource.unavailable), (3, 1))
+        self.assertEqual(self.resource.unavailable, 1)
+        return sorted(self.query(lambda db: [r[0] for r in db.execute("SELECT key FROM messages")]))
+
+    def test_503_with_retry_after_when_queue_full(self):
+        keys = self.assertFullThenCommitted(body(*[item(key=f"a{i}") for i in range(8)]),
+                                            body(*[item(key=f"b{i}") for i in range(3)]),
+                                            "(max_queue 10)")
+        self.assertEqual(keys, [f"a{i}" for i in range(8)])
+        self.assertEqual(self.writer.rejected, 3)
 
     def test_503_when_the_waiting_bodies_are_too_big(self):
         """The resource counts each request's body against max_queue_bytes."""
         self.writer.max_queue_bytes = 1500
-        self.pool.hold = True
-        waiting = self.post(body(item(key="a0", payload=b"x" * 600)))
-        refused = self.post(body(item(key="b0", payload=b"y" * 600)))
-        self.assertEqual(refused.responseCode, 503)
-        self.assertEqual(refused.responseHeaders.getRawHeaders(b"retry-after"), [b"1"])
-        self.assertIn("max_queue_bytes 1500", self.answer(refused)["error"])
-        self.clock.advance(0.005)
-        self.pool.run_next()
-        self.assertEqual(waiting.responseCode, 200)
-        self.assertEqual((self.writer.rejected, self.resource.unavailable), (1, 1))
+        keys = self.assertFullThenCommitted(body(item(key="a0", payload=b"x" * 600)),
+                                            body(item(key="b0", payload=b"y" * 600)),
+                                            "(max_queue_bytes 1500)")
+        self.assertEqual((keys, self.writer.rejected), (["a0"], 1))
 
     def test_503_while_shutting_down(self):
         fired(self.writer.close())

@@ -4,7 +4,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from mqttd.codec import Connect, Puback, Pubcomp, Pubrec, Pubrel, Subscribe, Will
+from mqttd.codec import Connect, Disconnect, Puback, Pubcomp, Pubrec, Pubrel, Subscribe, Will
 from mqttd.store.interface import (
     IMessageStore,
     ISubmittingMessageStore,
@@ -230,6 +230,72 @@ class Qos2InboundTests(unittest.TestCase):
         self.assertEqual(c.received(), [Pubcomp(42)])
 
 
+class AfterCloseTests(unittest.TestCase):
+    """A message committed after its connection closed gets no ack, but it is in the
+    database, so it reaches subscribers and the retained store (unless the client will
+    send it again)."""
+
+    def setUp(self):
+        self.store = ManualStore()
+        self.h = Harness(store=self.store)
+        self.sub = self.h.client("sub")
+        self.sub.send(Subscribe(1, (("t/#", 2),)))
+        self.sub.received()
+
+    def delivered(self):
+        return [m.payload for m in publishes(self.sub.received())]
+
+    def test_publish_then_disconnect_is_routed_and_retained(self):
+        """mosquitto_pub -r: CONNECT, PUBLISH, DISCONNECT before the commit lands."""
+        c = Client(self.h)
+        c.send(Connect("lamp", True, 0, None, None, None),
+               pub("t/lamp", b"on", qos=0, retain=True), Disconnect())
+        c.lose()
+        self.assertEqual((self.delivered(), self.h.broker.retained.get("t/lamp")), ([], None))
+        self.store.succeed(0)
+        self.assertEqual(self.delivered(), [b"on"])
+        self.assertEqual(self.h.broker.retained.get("t/lamp").payload, b"on")
+
+    def test_clean_session_routes_every_committed_qos_in_receive_order(self):
+        c = self.h.client("dev")
+        c.send(pub("t/1", b"a", qos=1, pid=1), pub("t/1", b"b", qos=2, pid=2),
+               pub("t/1", b"c", qos=0), pub("t/1", b"d", qos=1, pid=3))
+        c.lose()
+        self.store.succeed(2)
+        self.store.succeed(1)
+        self.assertEqual(self.delivered(), [])  # "a" first: still waiting for it
+        self.store.fail(0)  # never stored: never routed, and no longer in the way
+        self.assertEqual(self.delivered(), [b"b", b"c"])
+        self.store.succeed(3)
+        self.assertEqual(self.delivered(), [b"d"])
+        self.assertEqual(c.received(), [])  # no acks after the close
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_persistent_session_routes_qos0_and_waits_for_the_retransmission(self):
+        c = self.h.client("dev", clean=False)
+        c.send(pub("t/1", b"once", qos=1, pid=5), pub("t/1", b"q0", qos=0))
+        c.lose()
+        self.store.succeed(0)
+        self.store.succeed(1)
+        self.assertEqual(self.delivered(), [b"q0"])  # QoS 1 comes again [MQTT-4.4.0-1]
+        again = Client(self.h)
+        again.connect("dev", clean=False)
+        again.send(pub("t/1", b"once", qos=1, pid=5, dup=True))
+        self.store.succeed(2)
+        self.assertEqual(again.received(), [Puback(5)])
+        self.assertEqual(self.delivered(), [b"once"])  # delivered once, not twice
+
+    def test_store_failure_closes_and_routes_what_was_committed(self):
+        c = self.h.client("dev")
+        c.send(pub("t/1", b"a", qos=1, pid=1), pub("t/1", b"b", qos=1, pid=2))
+        self.store.succeed(1)
+        self.store.fail(0)
+        self.assertTrue(c.closed)
+        self.assertEqual(c.received(), [])
+        self.assertEqual(self.delivered(), [b"b"])
+        self.flushLoggedErrors(RuntimeError)
+
+
 class BackpressureTests(unittest.TestCase):
     def test_pause_at_max_inflight_resume_below(self):
         store = ManualStore()
@@ -244,6 +310,28 @@ class BackpressureTests(unittest.TestCase):
         store.succeed(0)
         self.assertFalse(c.paused)
         self.assertEqual(c.received(), [Puback(1), Puback(2)])
+
+    def test_keepalive_waits_while_we_do_not_read(self):
+        """A full window stops our reads, so the client's PINGREQs wait unread: that
+        silence is not the client's. Keepalive counts again from the resume."""
+        store = ManualStore()
+        h = Harness(store=store, max_inflight=2)
+        watcher = h.client("watcher")
+        watcher.send(Subscribe(1, (("status/#", 1),)))
+        watcher.received()
+        c = h.client("dev", keepalive=4, will=Will("status/dev", b"offline", 1))
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
+        self.assertTrue(c.paused)
+        h.clock.advance(20.0)  # 1.5 x keepalive is 6 s
+        self.assertFalse(c.closed)
+        store.succeed(0)
+        store.succeed(1)
+        self.assertEqual(c.received(), [Puback(1), Puback(2)])
+        h.clock.advance(5.9)
+        self.assertFalse(c.closed)
+        h.clock.advance(0.2)  # 6 s of real silence after we read again
+        self.assertTrue(c.closed)
+        self.assertEqual(len(store.messages), 3)  # and now the will, rightly
 
     def test_qos0_counts_too(self):
         store = ManualStore()

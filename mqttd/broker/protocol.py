@@ -9,8 +9,10 @@ store (``broker.submit``, see ``mqttd.store.interface``), and its PUBACK / PUBRE
 written only after the store settled it as committed. Acks leave in receive order
 [MQTT-4.6.0-2] even when the store settles messages out of order: a FIFO of pending
 entries is released from its head, and the acks released together share one write. A connection with ``max_inflight``
-entries waiting stops reading from its socket (backpressure, not drops). A store failure
-sends no ack and closes the connection, so the device retransmits.
+entries waiting stops reading from its socket (backpressure, not drops), and keepalive
+does not count that silence against the client. A store failure sends no ack and closes
+the connection, so the device retransmits. What the store commits after the connection
+closed is not acknowledged but is routed (``_release_closed``): it is in the database.
 
 Timers are lazy: one DelayedCall per connection, and keepalive only stores a timestamp
 per read; the timer checks it when it fires and re-arms for the remaining time.
@@ -109,6 +111,7 @@ class MQTTServerProtocol(Protocol):
         "_last_seen",
         "_timer",
         "_pending",
+        "_route_all_after_close",
         "_notify",
         "_paused",
         "_backlog",
@@ -133,6 +136,7 @@ class MQTTServerProtocol(Protocol):
         self._last_seen = 0.0
         self._timer = None
         self._pending = None
+        self._route_all_after_close = False
         self._notify = None
         self._paused = 0
         self._backlog = None
@@ -295,6 +299,12 @@ class MQTTServerProtocol(Protocol):
         self._timer = None
         state = self._state
         if state == _CONNECTED:
+            if self._paused & _PAUSE_INFLIGHT:
+                # We stopped reading (the store is behind): the client's packets, its
+                # PINGREQs too, wait unread in the socket. The silence is ours; closing
+                # would also publish a false will.
+                self._timer = self._clock.callLater(self._keepalive, self._timeout)
+                return
             idle = self._clock.seconds() - self._last_seen
             if idle >= self._keepalive:
                 self._close("keepalive timeout", abort=True)
@@ -356,18 +366,44 @@ class MQTTServerProtocol(Protocol):
         """The store's ``notify``: ``entries`` (FIFO entries) are committed, or failed.
 
         One call may settle many entries (a store settles a batch per connection at
-        once), so their acks go out in one write from ``_release``.
+        once), so their acks go out in one write from ``_release``. Entries that settle
+        after the connection closed get no ack; what was committed is still routed
+        (``_release_closed``).
         """
-        if failure is not None:
-            self._store_failed(failure, len(entries))
-            return
-        self._broker.stored += len(entries)
-        if self._state != _CONNECTED:
-            return  # closed meanwhile: unacked, the device retransmits
+        if failure is None:
+            self._broker.stored += len(entries)
+        else:
+            for entry in entries:
+                entry[1] = None  # not stored: nothing of it to route, ever
         for entry in entries:
             entry[2] = True
-        if self._pending[0][2]:
-            self._release()
+        if failure is not None:
+            self._store_failed(failure, len(entries))  # closes a connected client
+        if self._state == _CONNECTED:
+            if self._pending[0][2]:
+                self._release()
+        elif self._pending:
+            self._release_closed()
+
+    def _release_closed(self):
+        """After the close: route what the store committed, in receive order, no acks.
+
+        A message in the database must also reach its subscribers and the retained
+        store, or ``mosquitto_pub -r`` (PUBLISH, then DISCONNECT before the commit) would
+        be stored and never retained. All of it for a clean session: it ended with the
+        connection, so nothing is retransmitted. For a persistent session only QoS 0:
+        its QoS 1/2 messages come again with their packet ids [MQTT-4.4.0-1] and are
+        routed then, once.
+        """
+        pending = self._pending
+        route_all = self._route_all_after_close
+        route = self._broker.route
+        while pending and pending[0][2]:
+            ack, message, _, _ = pending.popleft()
+            if message is not None and (ack is None or route_all):
+                route(message)
+        if not pending:
+            self._pending = None
 
     def _release(self):
         """Write acks and route messages from the head of the FIFO while stored.
@@ -393,6 +429,7 @@ class MQTTServerProtocol(Protocol):
             for message in messages:
                 route(message)
         if self._paused & _PAUSE_INFLIGHT and len(pending) < self._broker.max_inflight:
+            self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
             self._unpause(_PAUSE_INFLIGHT)
 
     def _store_failed(self, failure, count=1):
@@ -508,7 +545,9 @@ class MQTTServerProtocol(Protocol):
                 for entry in pending:
                     if entry[3]:
                         ids.discard(entry[3])
-            self._pending = None
+            # The FIFO stays until the store settles it: see _release_closed.
+            self._route_all_after_close = session is None or session.clean
+            self._release_closed()
         broker = self._broker
         if session is not None:
             broker.detach(session, self)

@@ -130,7 +130,8 @@ class MosquittoClientsTests(BrokerTestCase):
     def test_mosquitto_pub_to_paho(self):
         sub = self.client()
         sub.subscribe("mp/#", 2)
-        for qos in (1, 2):
+        # QoS 0 too: mosquitto_pub sends DISCONNECT right after it, before the commit.
+        for qos in (0, 1, 2):
             mosquitto_pub(self.port, f"mp/q{qos}", f"hello {qos}", qos=qos)
             message = sub.get_message()
             self.assertEqual((message.topic, message.payload, message.qos, message.retain),

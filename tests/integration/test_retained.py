@@ -75,6 +75,13 @@ class RetainedTests(BrokerTestCase):
         sub = self.later_subscriber("retd/t")
         self.assertEqual(sub.get_message().payload, b"kept")
 
+    def test_retained_qos0_from_mosquitto_pub(self):
+        """mosquitto_pub's default, QoS 0: its DISCONNECT arrives before the commit, and
+        the message must still be retained once committed."""
+        mosquitto_pub(self.port, "ret0/t", "qos0 kept", qos=0, retain=True)
+        sub = self.later_subscriber("ret0/t")
+        self.assertEqual(sub.get_message().payload, b"qos0 kept")
+
     def test_retained_with_mosquitto_clients(self):
         mosquitto_pub(self.port, "retm/t", "from cli", qos=1, retain=True)
         ms = MosquittoSub(self.port, "retm/t", qos=1, count=1, wait=5)

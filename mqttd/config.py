@@ -190,6 +190,11 @@ def _check_cross(config):
                 f"ingest.flush_interval: must be shorter than webhook.request_timeout and "
                 f"webhook.ack_timeout ({wait:g} s = {wait * 1000:g} ms), got "
                 f"{config.ingest.flush_interval:g} ms")
+    if config.webhook.batch_delay >= config.webhook.ack_timeout:
+        # A batch that does not fill up would wait past its deadline, unsent.
+        raise ConfigError(
+            f"webhook.batch_delay: must be shorter than webhook.ack_timeout "
+            f"({config.webhook.ack_timeout:g}), got {config.webhook.batch_delay:g}")
     if config.webhook.linger >= config.webhook.ack_timeout:
         # Messages held that long would be refused unsent (ack timeout) every time.
         raise ConfigError(

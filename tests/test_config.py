@@ -105,6 +105,13 @@ class ErrorTests(unittest.TestCase):
         parse_config({"broker": {"max_packet_size": 10_000_000},
                       "ingest": {"max_body_size": 20_004_096}})
 
+    def test_batch_delay_shorter_than_ack_timeout(self):
+        self.assertConfigError(
+            {"webhook": {"batch_delay": 2.0, "ack_timeout": 1.0}},
+            "webhook.batch_delay: must be shorter than webhook.ack_timeout (1), got 2")
+        self.assertEqual(parse_config({"webhook": {"batch_delay": 0.9, "ack_timeout": 1.0}})
+                         .webhook.batch_delay, 0.9)
+
     def test_linger_shorter_than_ack_timeout(self):
         self.assertConfigError(
             {"webhook": {"linger": 0.5, "ack_timeout": 0.5}},

@@ -279,6 +279,41 @@ class RetryTests(unittest.TestCase):
         self.assertEqual(r, ["ack timeout"])
         h.assertAccounts()
 
+    def test_messages_left_over_by_a_size_cut_keep_their_deadline(self):
+        """A cut restarted the clock of the messages it left behind: m3 (arrived at
+        t=1, ack_timeout 10) was still unanswered at t=20. Now no message waits longer
+        than ack_timeout after it arrived (the leftovers take the oldest arrival)."""
+        h = Harness(self, script=[None, None], batch_size=2, request_timeout=100.0,
+                    ack_timeout=10.0, linger=0.0)
+        (first,) = h.submit(message(0))
+        h.tick()  # t=0: sent, hangs
+        h.tick(1.0)
+        rest = h.submit(*[message(n) for n in (1, 2, 3)])
+        h.tick(9.0)  # t=10: m0 fails, [m1, m2] go out, m3 is left waiting
+        self.assertEqual((first, rest), (["ack timeout"], [[], [], []]))
+        h.tick(1.0)  # t=11: ack_timeout after m1..m3 arrived
+        self.assertEqual(rest, [["ack timeout"]] * 3)
+        self.assertEqual((h.store.pending, len(h.webhook.bodies)), (0, 2))
+        h.assertAccounts()
+
+    def test_a_retry_waiting_for_a_busy_slot_fails_at_its_deadline(self):
+        """A retry that comes back while the only slot is busy (here with a request
+        that may hang 5 s more) is failed at its deadline, not when the slot frees."""
+        h = Harness(self, script=[500, None], request_timeout=5.0, ack_timeout=10.0,
+                    retry_initial=9.5, retry_max=9.5, linger=0.0)
+        (a,) = h.submit(message(1))
+        h.tick()  # t=0: 500; back in 9.5 s
+        h.tick(9.0)
+        (b,) = h.submit(message(2))
+        h.tick()  # t=9: b takes the slot and hangs until t=14
+        h.tick(0.9)
+        self.assertEqual(a, [])
+        h.tick(0.1)  # t=10: a's deadline
+        self.assertEqual((a, b), (["ack timeout"], []))
+        h.tick(4.0)
+        self.assertEqual(b, ["ack timeout"])  # request timeout, then nothing to retry into
+        h.assertAccounts()
+
     def test_413_splits_the_batch_until_it_fits(self):
         h = Harness(self, script=[413, 413])
         results = h.submit(*[message(n) for n in range(4)])
@@ -313,11 +348,22 @@ class LimitTests(unittest.TestCase):
         h.assertAccounts()
 
     def test_stop_fails_what_was_not_sent(self):
-        h = Harness(self, batch_delay=10.0)
+        h = Harness(self, script=[None], batch_delay=10.0, batch_size=2)
+        results = h.submit(*[message(n) for n in range(5)])
+        h.tick()  # m0, m1 in flight (hanging); m2..m4, more than one batch, wait
+        h.store.stop()
+        self.assertEqual(results, [[], []] + [["stopping"]] * 3)
+        self.assertEqual(h.submit(message(9))[0], ["stopping"])
+        h.assertAccounts()
+
+    def test_stop_fails_a_retry_in_its_backoff(self):
+        """Nothing else would settle it: its backoff ends after the store stopped."""
+        h = Harness(self, script=[500], retry_initial=1.0, retry_max=1.0)
         (r,) = h.submit(message(1))
+        h.tick()
         h.store.stop()
         self.assertEqual(r, ["stopping"])
-        self.assertEqual(h.submit(message(2))[0], ["stopping"])
+        self.assertEqual((h.store.pending, h.clock.getDelayedCalls()), (0, []))
         h.assertAccounts()
 
 

@@ -107,7 +107,9 @@ class WebhookStore:
         self._waiters = []
         self._first_at = 0.0  # when the oldest of them arrived
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
+        self._backoff = {}  # id(batch) -> (DelayedCall, batch): retries not yet due
         self._timer = None
+        self._watch = None  # fails waiting work at its deadline (_watch_deadlines)
         self._busy = 0  # requests in flight
         # linger: who the last answer acknowledged and has not published since (ids
         # of their ``notify``: no reference keeps a closed connection alive; an id
@@ -244,9 +246,9 @@ class WebhookStore:
         else:
             messages, self._messages = messages[:size], messages[size:]
             waiters, self._waiters = waiters[:size], waiters[size:]
+        # Messages left over keep the oldest arrival as theirs: a deadline at most
+        # ack_timeout after each one's arrival (restarting it here gave them more).
         deadline = self._first_at + self._config.ack_timeout
-        if self._messages:
-            self._first_at = self._clock.seconds()
         return _Batch(messages, waiters, encode_batch(messages), deadline)
 
     def _kick(self):
@@ -268,6 +270,46 @@ class WebhookStore:
             self._send(batch, left)
         if self._messages and self._timer is None and self._busy < limit and not self._stopped:
             self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
+        if self._ready or self._messages:
+            if self._watch is None:
+                self._watch_deadlines()
+        elif self._watch is not None:
+            self._watch.cancel()  # nothing waits
+            self._watch = None
+
+    def _watch_deadlines(self, deadline=None):
+        """Fail waiting work at its deadline, not when a slot frees.
+
+        Retries wait in ``_ready`` and fresh messages in ``_messages`` while every slot
+        is busy; a hung request holds its slot up to ``request_timeout``, so waiting
+        for the slot could answer a client long after ``ack_timeout``. One timer: armed
+        for the earliest deadline while work waits (moved earlier when a batch with an
+        earlier one comes back: ``deadline``), cancelled by ``_kick`` once nothing waits.
+        """
+        if self._stopped:
+            return
+        now = self._clock.seconds()
+        if self._watch is not None:
+            if deadline is not None and deadline < self._watch.getTime():
+                self._watch.reset(max(0.0, deadline - now))
+            return
+        deadlines = [batch.deadline for batch in self._ready]
+        if self._messages:
+            deadlines.append(self._first_at + self._config.ack_timeout)
+        if deadlines:
+            self._watch = self._clock.callLater(max(0.0, min(deadlines) - now), self._expire)
+
+    def _expire(self):
+        self._watch = None
+        now = self._clock.seconds()
+        if any(batch.deadline <= now for batch in self._ready):
+            overdue = [batch for batch in self._ready if batch.deadline <= now]
+            self._ready = deque(batch for batch in self._ready if batch.deadline > now)
+            for batch in overdue:
+                self._reject(batch, "ack timeout")
+        while self._messages and self._first_at + self._config.ack_timeout <= now:
+            self._reject(self._cut(), "ack timeout")
+        self._watch_deadlines()
 
     def _answered(self, batch):
         """Remember whom ``batch``'s answer acknowledged, for ``linger``."""
@@ -364,7 +406,7 @@ class WebhookStore:
         if batch.attempt == 1:
             log.warn("webhook batch of {n} failed ({error}); retrying", n=len(batch.messages),
                      error=_describe(error))
-        self._clock.callLater(delay, self._requeue, batch)
+        self._backoff[id(batch)] = (self._clock.callLater(delay, self._requeue, batch), batch)
 
     def _split(self, batch):
         half = len(batch.messages) // 2
@@ -374,9 +416,12 @@ class WebhookStore:
                                       (batch.messages[half:], batch.waiters[half:]))
         ]
         self._ready.extendleft(reversed(halves))  # first half first: receive order
+        self._watch_deadlines(batch.deadline)
 
     def _requeue(self, batch):
+        del self._backoff[id(batch)]
         self._ready.append(batch)
+        self._watch_deadlines(batch.deadline)
         self._kick()
 
     def _reject(self, batch, reason, detail=None):
@@ -408,12 +453,17 @@ class WebhookStore:
         self._stopped = True
         self._holding = False
         self._expected = set()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._watch):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._watch = None
+        for call, batch in list(self._backoff.values()):  # retries not yet due
+            call.cancel()
+            self._reject(batch, "stopping")
+        self._backoff.clear()
         while self._ready:
             self._reject(self._ready.popleft(), "stopping")
-        if self._messages:
+        while self._messages:  # more than one batch_size of them, too
             self._reject(self._cut(), "stopping")
 
 

@@ -285,6 +285,35 @@ class AfterCloseTests(unittest.TestCase):
         self.assertEqual(again.received(), [Puback(5)])
         self.assertEqual(self.delivered(), [b"once"])  # delivered once, not twice
 
+    def test_the_will_follows_what_was_received_before_the_drop(self):
+        """A retained "online" still being stored when the connection drops must not
+        land after the will's retained "offline": the will waits for it."""
+        c = self.h.client("dev", will=Will("t/status", b"offline", 1, retain=True))
+        c.send(pub("t/status", b"online", qos=1, pid=1, retain=True))
+        c.lose()
+        self.assertEqual(len(self.store.calls), 1)  # the will is not even stored yet
+        self.store.succeed(0)
+        self.assertEqual(len(self.store.calls), 2)  # now it is
+        self.store.succeed(1)
+        self.assertEqual(self.delivered(), [b"online", b"offline"])
+        self.assertEqual(self.h.broker.retained.get("t/status").payload, b"offline")
+
+    def test_the_will_is_published_after_a_failed_message_too(self):
+        c = self.h.client("dev", will=Will("t/status", b"offline", 1))
+        c.send(pub("t/1", b"lost", qos=1, pid=1))
+        c.lose()
+        self.store.fail(0)
+        self.store.succeed(1)
+        self.assertEqual(self.delivered(), [b"offline"])
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_no_will_after_disconnect_even_with_messages_pending(self):
+        c = self.h.client("dev", will=Will("t/status", b"offline", 1))
+        c.send(pub("t/1", b"last", qos=0), Disconnect())
+        c.lose()
+        self.store.succeed(0)
+        self.assertEqual((self.delivered(), len(self.store.calls)), ([b"last"], 1))
+
     def test_store_failure_closes_and_routes_what_was_committed(self):
         c = self.h.client("dev")
         c.send(pub("t/1", b"a", qos=1, pid=1), pub("t/1", b"b", qos=1, pid=2))

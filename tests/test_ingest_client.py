@@ -296,6 +296,23 @@ class RetryTests(unittest.TestCase):
         self.assertEqual((h.store.pending, len(h.webhook.bodies)), (0, 2))
         h.assertAccounts()
 
+    def test_a_message_left_over_late_is_not_failed_early(self):
+        """The leftovers' deadline counts from the first leftover's own arrival, not
+        from the oldest message of the batch cut before them (that failed steady
+        traffic behind a backlog long before its ack_timeout)."""
+        h = Harness(self, script=[None, None], batch_size=1, ack_timeout=10.0,
+                    request_timeout=100.0, linger=0.0)
+        h.submit(message(0))
+        h.tick()  # t=0: m0 in flight, hangs
+        h.tick(5.0)
+        (m1,) = h.submit(message(1))  # waits for the slot
+        h.tick(4.9)
+        (m2,) = h.submit(message(2))  # t=9.9: waits behind m1
+        h.tick(0.1)  # t=10: m0 fails; m1 goes out (deadline 15); m2 left over
+        h.tick(5.0)  # t=15: m1 fails; m2 goes out with 4.9 s left, and commits
+        self.assertEqual((m1, m2), (["ack timeout"], ["ok"]))
+        h.assertAccounts()
+
     def test_a_retry_waiting_for_a_busy_slot_fails_at_its_deadline(self):
         """A retry that comes back while the only slot is busy (here with a request
         that may hang 5 s more) is failed at its deadline, not when the slot frees."""
@@ -355,6 +372,23 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(results, [[], []] + [["stopping"]] * 3)
         self.assertEqual(h.submit(message(9))[0], ["stopping"])
         h.assertAccounts()
+
+    def test_stop_fails_a_batch_answered_after_it(self):
+        """A 413 (or a 5xx) for a batch in flight when the store stopped: its halves or
+        its retry would never be sent, so it fails at once."""
+        for code in (413, 500):
+            h = Harness(self, script=[None], batch_size=4)
+            results = h.submit(*[message(n) for n in range(4)])
+            h.tick()  # in flight, hanging
+            h.store.stop()
+            request = h.webhook.hanging[0]
+            request.setResponseCode(code)
+            request.write(b'{"error": "scripted"}')
+            request.finish()
+            h.http.flush()
+            self.assertEqual(results, [["stopping"]] * 4, code)
+            self.assertEqual((h.store.pending, len(h.webhook.bodies)), (0, 1))
+            h.assertAccounts()
 
     def test_stop_fails_a_retry_in_its_backoff(self):
         """Nothing else would settle it: its backoff ends after the store stopped."""

@@ -289,6 +289,10 @@ class MQTTServerProtocol(Protocol):
         if backlog:
             self._process(backlog)
 
+    def _publish_will(self):
+        will, self._will = self._will, None
+        self._broker.publish_will(self._client_id, self._username, will)
+
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
         self._close("takeover")
@@ -385,7 +389,7 @@ class MQTTServerProtocol(Protocol):
         elif self._pending:
             self._release_closed()
 
-    def _release_closed(self):
+    def _release_closed(self, will=True):
         """After the close: route what the store committed, in receive order, no acks.
 
         A message in the database must also reach its subscribers and the retained
@@ -393,7 +397,8 @@ class MQTTServerProtocol(Protocol):
         be stored and never retained. All of it for a clean session: it ended with the
         connection, so nothing is retransmitted. For a persistent session only QoS 0:
         its QoS 1/2 messages come again with their packet ids [MQTT-4.4.0-1] and are
-        routed then, once.
+        routed then, once. A will held for them (``_shutdown``) follows the last one
+        (unless ``will`` is false: _shutdown's own call publishes it itself).
         """
         pending = self._pending
         route_all = self._route_all_after_close
@@ -404,6 +409,8 @@ class MQTTServerProtocol(Protocol):
                 route(message)
         if not pending:
             self._pending = None
+            if will and self._will is not None:
+                self._publish_will()
 
     def _release(self):
         """Write acks and route messages from the head of the FIFO while stored.
@@ -535,6 +542,8 @@ class MQTTServerProtocol(Protocol):
         if timer is not None:
             timer.cancel()
             self._timer = None
+        if state != _CONNECTED or not will:
+            self._will = None  # [MQTT-3.1.2-10] on DISCONNECT; none before CONNACK
         session = self._session
         pending = self._pending
         if pending:
@@ -547,13 +556,15 @@ class MQTTServerProtocol(Protocol):
                         ids.discard(entry[3])
             # The FIFO stays until the store settles it: see _release_closed.
             self._route_all_after_close = session is None or session.clean
-            self._release_closed()
+            self._release_closed(will=False)
         broker = self._broker
         if session is not None:
             broker.detach(session, self)
-        if state == _CONNECTED and will and self._will is not None:
-            broker.publish_will(self._client_id, self._username, self._will)
-        self._will = None
+        # Messages received before the drop are routed as they commit: the will goes
+        # after them (_release_closed), or a retained "online" still being stored
+        # would overwrite the will's "offline".
+        if self._will is not None and not self._pending:
+            self._publish_will()
         log.info("disconnect {client_id} {peer}: {reason}", client_id=self._client_id,
                  peer=_peer(self.transport), reason=reason, detail=detail)
 

@@ -105,7 +105,10 @@ class WebhookStore:
         self._random = random
         self._messages = []  # waiting for the next batch
         self._waiters = []
-        self._first_at = 0.0  # when the oldest of them arrived
+        # When the 1st, (batch_size+1)th, ... of them arrived: the first message of each
+        # batch _cut will make, whose deadline counts from it. One clock reading per
+        # batch_size messages, and no leftover of a cut waits longer than ack_timeout.
+        self._arrivals = []
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
         self._backoff = {}  # id(batch) -> (DelayedCall, batch): retries not yet due
         self._timer = None
@@ -151,8 +154,8 @@ class WebhookStore:
             return
         self.pending += 1
         messages = self._messages
-        if not messages:
-            self._first_at = self._clock.seconds()
+        if len(messages) % self._config.batch_size == 0:
+            self._arrivals.append(self._clock.seconds())
         messages.append(message)
         self._waiters.append((notify, token))
         expected = self._expected
@@ -241,14 +244,13 @@ class WebhookStore:
         """The waiting messages (up to batch_size) as a batch."""
         size = self._config.batch_size
         messages, waiters = self._messages, self._waiters
+        deadline = self._arrivals[0] + self._config.ack_timeout
         if len(messages) <= size:
-            self._messages, self._waiters = [], []
+            self._messages, self._waiters, self._arrivals = [], [], []
         else:
             messages, self._messages = messages[:size], messages[size:]
             waiters, self._waiters = waiters[:size], waiters[size:]
-        # Messages left over keep the oldest arrival as theirs: a deadline at most
-        # ack_timeout after each one's arrival (restarting it here gave them more).
-        deadline = self._first_at + self._config.ack_timeout
+            del self._arrivals[0]  # the leftovers' first arrived later: its own clock
         return _Batch(messages, waiters, encode_batch(messages), deadline)
 
     def _kick(self):
@@ -295,7 +297,7 @@ class WebhookStore:
             return
         deadlines = [batch.deadline for batch in self._ready]
         if self._messages:
-            deadlines.append(self._first_at + self._config.ack_timeout)
+            deadlines.append(self._arrivals[0] + self._config.ack_timeout)
         if deadlines:
             self._watch = self._clock.callLater(max(0.0, min(deadlines) - now), self._expire)
 
@@ -307,7 +309,7 @@ class WebhookStore:
             self._ready = deque(batch for batch in self._ready if batch.deadline > now)
             for batch in overdue:
                 self._reject(batch, "ack timeout")
-        while self._messages and self._first_at + self._config.ack_timeout <= now:
+        while self._messages and self._arrivals[0] + self._config.ack_timeout <= now:
             self._reject(self._cut(), "ack timeout")
         self._watch_deadlines()
 
@@ -372,7 +374,10 @@ class WebhookStore:
     def _failed(self, failure, batch):
         self._busy -= 1
         error = failure.value
-        if isinstance(error, _Refused):
+        if self._stopped:
+            # Nothing is sent any more: a retry or the halves of a 413 would wait forever.
+            self._reject(batch, "stopping", detail=_describe(error))
+        elif isinstance(error, _Refused):
             if error.code == 413 and len(batch.messages) > 1:
                 # Too big for the webhook's max_body_size: halve it and try again at
                 # once, rather than refusing messages that fit on their own.
@@ -398,7 +403,7 @@ class WebhookStore:
                 delay = max(delay, min(float(retry_after), config.retry_max))
             except ValueError:
                 pass
-        if self._clock.seconds() + delay >= batch.deadline or self._stopped:
+        if self._clock.seconds() + delay >= batch.deadline:
             self._reject(batch, "ack timeout", detail=_describe(error))
             return
         batch.attempt += 1

@@ -243,8 +243,9 @@ def parse_config(document, overrides=None):
         sections[name] = table
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
-        sections.setdefault(section, {})
-        sections[section] = dict(sections[section], **{key: value})
+        table = sections.setdefault(section, {})
+        if isinstance(table, dict):  # not a table: _build says so, with the section name
+            sections[section] = dict(table, **{key: value})
     config = Config(**{name: _build(_SECTIONS[name], table, name) for name, table in sections.items()})
     _check_cross(config)
     return config
@@ -261,4 +262,6 @@ def load_config(path=None, overrides=None):
             raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        except UnicodeDecodeError as e:  # TOML is UTF-8; a Latin-1 password, say
+            raise ConfigError(f"{path}: not UTF-8 (byte {e.start}); TOML files are UTF-8") from None
     return parse_config(document, overrides)

@@ -11,7 +11,6 @@ batch it accepted is committed before the database closes).
 """
 import os
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
@@ -23,6 +22,7 @@ from mqttd.config import ConfigError
 from mqttd.ingest.client import WebhookStore
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, prepare_database
+from mqttd.listeners import KeyedListener
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
@@ -67,14 +67,8 @@ def _log_port(port, description):
     return port
 
 
-class _Listener(StreamServerEndpointService):
-    """A listener that fails start-up loudly if it cannot bind, and logs where it listens."""
-
-    _raiseSynchronously = True
-
-    def __init__(self, endpoint, factory, description):
-        super().__init__(endpoint, factory)
-        self.description = description
+class _Listener(KeyedListener):
+    """An MQTT listener that logs where it listens."""
 
     def privilegedStartService(self):
         super().privilegedStartService()
@@ -123,7 +117,7 @@ def build_service(config, reactor):
     factory = MQTTServerFactory(broker, reactor)
     for index, description in enumerate(config.server.listen):
         endpoint = _endpoint(reactor, f"server.listen[{index}]", description)
-        _Listener(endpoint, factory, description).setServiceParent(root)
+        _Listener(endpoint, factory, f"server.listen[{index}]", description).setServiceParent(root)
     root.broker = broker
     root.webhook = store
     return root

@@ -170,6 +170,22 @@ class ErrorTests(unittest.TestCase):
             load_config(path)
         self.assertIn("invalid TOML", str(caught.exception))
 
+    def test_not_utf8(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b'[[auth.users]]\nusername = "d\xe9vice"\npassword = "p"\n')
+        with self.assertRaises(ConfigError) as caught:
+            load_config(path)
+        self.assertEqual(str(caught.exception),
+                         f"{path}: not UTF-8 (byte 28); TOML files are UTF-8")
+
+    def test_override_of_a_section_that_is_not_a_table(self):
+        """The section's own error, not a traceback from merging the override into it."""
+        for value in ("x", 5):
+            with self.assertRaises(ConfigError) as caught:
+                parse_config({"server": value}, {"server.data_dir": "/srv/mqttd"})
+            self.assertEqual(str(caught.exception), f"server: must be a table, got {value!r}")
+
 
 class CommandLineTests(unittest.TestCase):
     def test_overrides_win_over_file(self):

@@ -3,11 +3,13 @@ import os
 import sqlite3
 
 import twisted.test
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from mqttd.config import ConfigError, parse_config
 from mqttd.ingest.client import WebhookStore
+from mqttd.listeners import KeyedListener
 from mqttd.service import build_service
 
 
@@ -40,6 +42,38 @@ class WiringTests(unittest.TestCase):
         port = root.ingest._listener._waitingForPort.result.getHost().port
         self.assertNotEqual(port, 0)
         self.assertEqual(root.webhook.url, f"http://127.0.0.1:{port}/v1/messages")
+
+    def test_ingest_tier_on_a_unix_socket_for_other_brokers(self):
+        """With webhook.url set, ingest.listen may be a unix socket: it binds, says
+        where, and closes on stop (reading a host from its address broke both)."""
+        from twisted.internet import reactor
+        from twisted.logger import globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        import shutil
+        import tempfile
+
+        short = tempfile.mkdtemp(prefix="mqttd-t")  # AF_UNIX paths are short (108 bytes)
+        self.addCleanup(shutil.rmtree, short)
+        path = os.path.join(short, "ingest.sock")
+        config = parse_config({"server": {"data_dir": self.data_dir,
+                                          "listen": ["tcp:0:interface=127.0.0.1"]},
+                               "ingest": {"listen": f"unix:{path}"},
+                               "webhook": {"url": "http://127.0.0.1:9/v1/messages"}})
+        root = build_service(config, reactor)
+        root.privilegedStartService()
+        self.addCleanup(root.stopService)
+        listener = root.ingest._listener
+        self.assertEqual(listener._waitingForPort.result.getHost().name, path.encode())
+        self.assertIn(f"ingest webhook listening on UNIXAddress('{path}')",
+                      [e.get("log_format", "").format(**e) for e in events if "address" in e])
+        yield listener.stopService()
+        self.assertFalse(os.path.exists(path))
+
+    test_ingest_tier_on_a_unix_socket_for_other_brokers = defer.inlineCallbacks(
+        test_ingest_tier_on_a_unix_socket_for_other_brokers)
 
     def test_external_webhook_url_is_kept(self):
         config = config_for(self.data_dir, webhook={"url": "http://10.0.0.1:9/v1/messages"},
@@ -123,3 +157,72 @@ class WiringTests(unittest.TestCase):
         self.assertTrue(str(caught.exception).startswith("webhook.url: must be set"))
         with self.assertRaises(ConfigError):
             parse_config({"webhook": {"url": "ftp://x"}})
+
+
+class ListenFailureTests(unittest.TestCase):
+    """A port that cannot be bound stops start-up with one line naming the key."""
+
+    def listener(self, description, key="server.listen[0]"):
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.protocol import Factory
+
+        return KeyedListener(serverFromString(reactor, description), Factory(), key,
+                             description)
+
+    def test_port_in_use(self):
+        import socket
+
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        description = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        with self.assertRaises(SystemExit) as caught:
+            self.listener(description).privilegedStartService()
+        self.assertEqual(str(caught.exception),
+                         f"mqttd: server.listen[0]: cannot listen on {description}: "
+                         f"Address already in use")
+
+    def test_unix_socket_in_a_missing_directory(self):
+        description = "unix:" + os.path.join(os.path.abspath(self.mktemp()), "no", "mqtt.sock")
+        with self.assertRaises(SystemExit) as caught:
+            self.listener(description, "ingest.listen").privilegedStartService()
+        self.assertEqual(str(caught.exception),
+                         f"mqttd: ingest.listen: cannot listen on {description}: "
+                         f"No such file or directory")
+
+
+class StoreStartTests(unittest.TestCase):
+    """The ingest tier starts only on a database it can use; else mqttd stops."""
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.data_dir = self.mktemp()
+        self.root = build_service(config_for(self.data_dir), self.reactor)
+        self.path = os.path.join(self.data_dir, "mqttd.db")
+
+    def test_unusable_database_at_start_is_one_line(self):
+        """Checked again once twistd dropped privileges (--uid): here, a file that
+        stopped being a database after makeService prepared it."""
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.remove(self.path + suffix)
+        with open(self.path, "wb") as f:
+            f.write(b"not a database, " * 64)
+        with self.assertRaises(SystemExit) as caught:
+            self.root.ingest.startService()
+        self.assertEqual(str(caught.exception),
+                         f"mqttd: server.data_dir: database {self.path}: "
+                         f"DatabaseError: file is not a database")
+        self.assertFalse(self.root.ingest.running)
+
+    def test_a_store_that_fails_to_open_stops_mqttd(self):
+        from twisted.internet.defer import fail
+
+        ingest = self.root.ingest
+        ingest.store.start = lambda: fail(RuntimeError("disk gone"))
+        ingest.startService()
+        self.addCleanup(ingest.writer.close)
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -13,8 +13,8 @@ Start-up order matters for the promise and for clear errors:
   is committed or failed), then the store closes its connection and thread.
 """
 from sqlite_utils import Database
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
@@ -22,6 +22,7 @@ from mqttd.config import ConfigError
 from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import PATH
 from mqttd.ingest.writer import BatchWriter
+from mqttd.listeners import KeyedListener
 from mqttd.store.schema import SchemaError, migrate, refuse_too_new
 from mqttd.store.sqlite import SqliteStore
 
@@ -49,14 +50,15 @@ class IngestService(MultiService):
 
     def __init__(self, reactor, config, db_path, endpoint, on_address=None):
         super().__init__()
+        self._reactor = reactor
+        self._db_path = db_path
         self.store = SqliteStore(reactor, db_path, synchronous=config.synchronous)
         self.writer = BatchWriter(reactor, self.store, config.batch_size,
                                   config.flush_interval, config.max_queue,
                                   config.max_queue_bytes)
         self.site = build_ingest_site(self.writer, config.max_body_size)
         self._on_address = on_address
-        self._listener = StreamServerEndpointService(endpoint, self.site)
-        self._listener._raiseSynchronously = True
+        self._listener = KeyedListener(endpoint, self.site, "ingest.listen", config.listen)
         self._listener.setServiceParent(self)
 
     def privilegedStartService(self):
@@ -65,6 +67,11 @@ class IngestService(MultiService):
 
     def _bound(self, port):
         address = port.getHost()
+        if not isinstance(address, (IPv4Address, IPv6Address)):
+            # A unix socket, serving another service's brokers (webhook.url is set;
+            # the built-in tier is refused anything but TCP): there is no http URL.
+            log.info("ingest webhook listening on {address}", address=address)
+            return port
         host = f"[{address.host}]" if ":" in address.host else address.host
         url = f"http://{host}:{address.port}{PATH.decode('ascii')}"
         log.info("ingest webhook listening on {url}", url=url)
@@ -73,9 +80,22 @@ class IngestService(MultiService):
         return port
 
     def startService(self):
+        # Here twistd has dropped privileges (--uid) and the reactor does not run yet:
+        # the database must be usable by the user mqttd now runs as, or every commit
+        # would fail and every message wait out its ack timeout. One line, exit 1.
+        try:
+            prepare_database(self._db_path)
+        except ConfigError as e:
+            raise SystemExit(f"mqttd: {e}") from None
         super().startService()
-        d = self.store.start()
-        d.addErrback(lambda f: log.failure("ingest store failed to start", f))
+        self.store.start().addErrback(self._store_failed)
+
+    def _store_failed(self, failure):
+        # Anything else that keeps the store from opening: a broker that accepts
+        # clients and can acknowledge nothing would look up while it is down.
+        log.failure("ingest store failed to start; stopping mqttd, which could "
+                    "acknowledge nothing", failure)
+        self._reactor.stop()
 
     @inlineCallbacks
     def stopService(self):

@@ -298,6 +298,27 @@ class AfterCloseTests(unittest.TestCase):
         self.assertEqual(self.delivered(), [b"online", b"offline"])
         self.assertEqual(self.h.broker.retained.get("t/status").payload, b"offline")
 
+    def test_a_held_will_goes_before_the_next_connection_of_that_client(self):
+        """Reconnecting (after a drop, or taking over) while the old connection's
+        messages are still being stored: its will goes out at once, before the new
+        connection's retained "online", not after it."""
+        for takeover in (False, True):
+            self.setUp()
+            old = self.h.client("dev", will=Will("t/status", b"offline", 1, retain=True))
+            old.send(pub("t/data", b"reading", qos=1, pid=1))  # pending
+            if not takeover:
+                old.lose()
+            new = Client(self.h)
+            new.connect("dev")
+            if takeover:
+                old.lose()
+            new.send(pub("t/status", b"online", qos=1, pid=1, retain=True))
+            for i in range(3):  # the store commits in submission order
+                self.store.succeed(i)
+            self.assertEqual(self.delivered(), [b"reading", b"offline", b"online"], takeover)
+            self.assertEqual(self.h.broker.retained.get("t/status").payload, b"online")
+            self.assertEqual((len(self.store.calls), self.h.broker.held_wills), (3, {}))
+
     def test_the_will_is_published_after_a_failed_message_too(self):
         c = self.h.client("dev", will=Will("t/status", b"offline", 1))
         c.send(pub("t/1", b"lost", qos=1, pid=1))

@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from mqttd.config import ConfigError, parse_config
 from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.service import exit_failed
 from mqttd.listeners import KeyedListener
 from mqttd.service import build_service
 
@@ -226,3 +227,5 @@ class StoreStartTests(unittest.TestCase):
         self.addCleanup(ingest.writer.close)
         self.assertTrue(self.reactor.hasStopped)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        # ... with status 1 once shut down (twistd would exit 0): systemd restarts it.
+        self.assertEqual(self.reactor.triggers["after"]["shutdown"], [(exit_failed, (), {})])

@@ -44,6 +44,9 @@ class Broker:
         self.max_inflight = config.max_inflight
         self.max_queued_messages = config.max_queued_messages
         self.sessions = {}  # client id -> Session
+        # client id -> closed protocol whose will waits for its pending messages
+        # (MQTTServerProtocol._shutdown); a new connection of that id flushes it.
+        self.held_wills = {}
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # Message keys: a random boot id makes them unique across restarts, the counter
@@ -99,6 +102,12 @@ class Broker:
         old = self.sessions.get(client_id)
         if old is not None and old.protocol is not None:
             old.protocol.take_over()  # detaches (and, if clean, discards) the old session
+        held = self.held_wills.get(client_id)
+        if held is not None:
+            # An earlier connection's will (taken over just now, or dropped before)
+            # waits for its messages still being stored; it must not come after what
+            # this connection is about to publish.
+            held.publish_held_will()
             old = self.sessions.get(client_id)
         if old is not None:
             if not clean and not old.clean:

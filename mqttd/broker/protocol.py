@@ -289,8 +289,14 @@ class MQTTServerProtocol(Protocol):
         if backlog:
             self._process(backlog)
 
-    def _publish_will(self):
+    def publish_held_will(self):
+        """Publish this closed connection's will now, once."""
         will, self._will = self._will, None
+        if will is None:
+            return
+        held = self._broker.held_wills
+        if held.get(self._client_id) is self:
+            del held[self._client_id]
         self._broker.publish_will(self._client_id, self._username, will)
 
     def take_over(self):
@@ -410,7 +416,7 @@ class MQTTServerProtocol(Protocol):
         if not pending:
             self._pending = None
             if will and self._will is not None:
-                self._publish_will()
+                self.publish_held_will()
 
     def _release(self):
         """Write acks and route messages from the head of the FIFO while stored.
@@ -562,9 +568,13 @@ class MQTTServerProtocol(Protocol):
             broker.detach(session, self)
         # Messages received before the drop are routed as they commit: the will goes
         # after them (_release_closed), or a retained "online" still being stored
-        # would overwrite the will's "offline".
-        if self._will is not None and not self._pending:
-            self._publish_will()
+        # would overwrite the will's "offline". Unless the client connects again
+        # first: then it goes at once (Broker.attach), before the new connection's.
+        if self._will is not None:
+            if self._pending:
+                broker.held_wills[self._client_id] = self
+            else:
+                self.publish_held_will()
         log.info("disconnect {client_id} {peer}: {reason}", client_id=self._client_id,
                  peer=_peer(self.transport), reason=reason, detail=detail)
 

@@ -12,6 +12,9 @@ Start-up order matters for the promise and for clear errors:
 * On stop the listener closes first, then the writer drains (every batch it accepted
   is committed or failed), then the store closes its connection and thread.
 """
+import os
+import sys
+
 from sqlite_utils import Database
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -95,7 +98,19 @@ class IngestService(MultiService):
         # clients and can acknowledge nothing would look up while it is down.
         log.failure("ingest store failed to start; stopping mqttd, which could "
                     "acknowledge nothing", failure)
+        self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self._reactor.stop()
+
+
+def exit_failed():
+    """End the process with status 1 once the reactor has shut down.
+
+    twistd exits 0 after a reactor.stop(); systemd's Restart=on-failure (and anyone
+    checking the status) must see this as the failure it is.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
     @inlineCallbacks
     def stopService(self):

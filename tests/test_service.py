@@ -229,3 +229,29 @@ class StoreStartTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         # ... with status 1 once shut down (twistd would exit 0): systemd restarts it.
         self.assertEqual(self.reactor.triggers["after"]["shutdown"], [(exit_failed, (), {})])
+
+
+class IngestStopTests(unittest.TestCase):
+    """Stopping the tier commits what the writer accepted, then closes the store."""
+
+    @defer.inlineCallbacks
+    def test_stop_drains_the_writer_then_closes_the_store(self):
+        from twisted.internet import reactor
+
+        from mqttd.store.sqlite import StoreClosed
+        from tests.test_store_sqlite import row
+
+        data_dir = self.mktemp()
+        root = build_service(parse_config({
+            "server": {"data_dir": data_dir, "listen": ["tcp:0:interface=127.0.0.1"]},
+            "ingest": {"flush_interval": 4000.0}}), reactor)
+        ingest = root.ingest
+        ingest.privilegedStartService()
+        ingest.startService()
+        committed = ingest.writer.submit([row("k1")])  # waits for its 4 s timer
+        yield ingest.stopService()
+        self.assertEqual((yield committed), 1)  # committed by the drain, not the timer
+        db = sqlite3.connect(os.path.join(data_dir, "mqttd.db"))
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT key FROM messages").fetchall(), [("k1",)])
+        yield self.assertFailure(ingest.store.count(), StoreClosed)

@@ -101,6 +101,12 @@ class IngestService(MultiService):
         self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self._reactor.stop()
 
+    @inlineCallbacks
+    def stopService(self):
+        yield super().stopService()  # stop listening
+        yield DeferredList([self.writer.close()], consumeErrors=True)
+        yield self.store.close()
+
 
 def exit_failed():
     """End the process with status 1 once the reactor has shut down.
@@ -111,9 +117,3 @@ def exit_failed():
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
-
-    @inlineCallbacks
-    def stopService(self):
-        yield super().stopService()  # stop listening
-        yield DeferredList([self.writer.close()], consumeErrors=True)
-        yield self.store.close()

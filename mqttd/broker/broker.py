@@ -102,13 +102,13 @@ class Broker:
         old = self.sessions.get(client_id)
         if old is not None and old.protocol is not None:
             old.protocol.take_over()  # detaches (and, if clean, discards) the old session
+            old = self.sessions.get(client_id)
         held = self.held_wills.get(client_id)
         if held is not None:
             # An earlier connection's will (taken over just now, or dropped before)
             # waits for its messages still being stored; it must not come after what
             # this connection is about to publish.
             held.publish_held_will()
-            old = self.sessions.get(client_id)
         if old is not None:
             if not clean and not old.clean:
                 old.protocol = protocol

@@ -304,8 +304,8 @@ class WebhookStore:
     def _expire(self):
         self._watch = None
         now = self._clock.seconds()
-        if any(batch.deadline <= now for batch in self._ready):
-            overdue = [batch for batch in self._ready if batch.deadline <= now]
+        overdue = [batch for batch in self._ready if batch.deadline <= now]
+        if overdue:
             self._ready = deque(batch for batch in self._ready if batch.deadline > now)
             for batch in overdue:
                 self._reject(batch, "ack timeout")

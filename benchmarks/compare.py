@@ -267,7 +267,7 @@ def mqttd_config(args, overrides=None):
     return doc
 
 
-def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None):
+def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, nohttp=False):
     d = os.path.join(tmp, name + tag)
     data = os.path.join(d, "data")
     os.makedirs(data)
@@ -288,16 +288,23 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None):
         # The whole appliance with the SQLite write taken out: no durability check.
         argv = [sys.executable, os.path.join(HERE, "nodisk_mqttd.py")] + argv[1:]
         return Broker(name, "mqttd-nodisk", argv, port, log, d, overrides=overrides)
+    if nohttp:
+        # Durable (real commit before PUBACK), the webhook's HTTP request taken out.
+        argv = [sys.executable, os.path.join(HERE, "nohttp_mqttd.py")] + argv[1:]
+        return Broker(name, "mqttd-nohttp", argv, port, log, d,
+                      db=os.path.join(data, "mqttd.db"), overrides=overrides)
     return Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
                   overrides=overrides)
 
 
 FACTORIES = {"mosquitto": make_mosquitto, "mqttd": make_mqttd, "mqttd-core": make_mqttd,
-             "mqttd-nodisk": make_mqttd}
+             "mqttd-nodisk": make_mqttd, "mqttd-nohttp": make_mqttd}
 
 
 CEILING = "mqttd-nodisk"
 """--with-ceiling's target: the appliance without its SQLite write, run beside the others."""
+NOHTTP = "mqttd-nohttp"
+"""--with-nohttp's target: the durable appliance without the webhook's HTTP request."""
 
 
 def fi_name(ms):
@@ -309,8 +316,8 @@ def targets_for(scenario, args):
     names = ["mosquitto", "mqttd"]
     if scenario in args.sweep_scenario:
         names += [fi_name(ms) for ms in args.flush_intervals]
-    if args.with_ceiling and SCENARIOS[scenario]["kind"] == "load":
-        names.append(CEILING)
+    if SCENARIOS[scenario]["kind"] == "load":
+        names += [n for n, on in ((CEILING, args.with_ceiling), (NOHTTP, args.with_nohttp)) if on]
     return names
 
 
@@ -397,7 +404,7 @@ def run_one(broker, name, sc, rnd, args):
         rec["broker_cpu_util"] = round((c1 - c0) / os.sysconf("SC_CLK_TCK") / wall, 3)
     if res is not None:
         rec["result"] = res
-        if broker.kind == "mqttd" and sc["kind"] == "load":
+        if broker.kind in ("mqttd", NOHTTP) and sc["kind"] == "load":
             rec["durability"] = durability(broker, prefix, res, sc, args.qos0_settle)
     if err:
         rec["stderr" if res is not None else "error"] = err
@@ -511,6 +518,16 @@ def print_table(summary, args, out=sys.stdout):
                   fmt(row["targets"][CEILING]["p50_ms"], "{:.2f}"),
                   fmt(row["targets"][CEILING]["p99_ms"], "{:.2f}"))
               for name, row in ceilings)))
+    nohttp = [(name, row) for name, row in summary.items() if NOHTTP in row["targets"]]
+    if nohttp:
+        w("%s (durable, the webhook's HTTP request taken out; same run): %s\n" % (
+            NOHTTP, ", ".join(
+                "%s %s/s = %sx mosquitto (p50/p99 %s/%s ms)" % (
+                    name, fmt(row["targets"][NOHTTP]["msgs_per_s"]),
+                    fmt(row["targets"][NOHTTP].get("ratio"), "{:.3f}"),
+                    fmt(row["targets"][NOHTTP]["p50_ms"], "{:.2f}"),
+                    fmt(row["targets"][NOHTTP]["p99_ms"], "{:.2f}"))
+                for name, row in nohttp)))
     for name, row in summary.items():
         for b, s in row["targets"].items():
             if s.get("error_kinds"):
@@ -624,6 +641,10 @@ def parse_args(argv=None):
     p.add_argument("--nodisk", action="store_true",
                    help="run twistd mqttd with its SQLite write taken out (benchmarks/nodisk_mqttd.py):"
                         " the ceiling of the durable path; not durable")
+    p.add_argument("--with-nohttp", action="store_true",
+                   help="also run %s (durable, the webhook's HTTP request taken out: "
+                        "benchmarks/nohttp_mqttd.py) in every load scenario, in the same rounds: "
+                        "what the HTTP hop costs" % NOHTTP)
     p.add_argument("--with-ceiling", action="store_true",
                    help="also run %s (the --nodisk appliance) in every load scenario, in the "
                         "same rounds, and print durable mqttd's share of it" % CEILING)
@@ -638,8 +659,9 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.core and a.nodisk:
         p.error("--core and --nodisk are two different stand-ins for mqttd; pick one")
-    if a.with_ceiling and (a.core or a.nodisk):
-        p.error("--with-ceiling compares the durable mqttd with its ceiling; not with --core or --nodisk")
+    if (a.with_ceiling or a.with_nohttp) and (a.core or a.nodisk):
+        p.error("--with-ceiling and --with-nohttp run beside the durable mqttd; "
+                "not with --core or --nodisk")
     if not a.scenario or "all" in a.scenario:
         a.scenario = list(SCENARIOS)
     a.scenario = [s for s in SCENARIOS if s in a.scenario]
@@ -698,6 +720,8 @@ def main(argv=None):
         brokers[name] = make_mqttd(tmp, args, name, overrides={"ingest": {"flush_interval": ms}})
     if args.with_ceiling:
         brokers[CEILING] = make_mqttd(tmp, args, CEILING, nodisk=True)
+    if args.with_nohttp:
+        brokers[NOHTTP] = make_mqttd(tmp, args, NOHTTP, nohttp=True)
     records = []
     info = meta(args)
     t_start = time.monotonic()

@@ -6,10 +6,14 @@ import json
 
 import attrs
 from treq.testing import StubTreq
-from twisted.internet.defer import fail
+from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
+from twisted.web.client import ResponseDone
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -352,6 +356,109 @@ class RetryTests(unittest.TestCase):
             self.assertEqual(len(h.webhook.bodies), 1)
             self.assertEqual(h.store.rejected["refused"], 1)
             h.assertAccounts()
+
+
+class _Answer:
+    """A response whose body arrives as the test says: ``chunks`` at once, the end when
+    ``finish()`` is called (never, for a webhook that stalls after its headers)."""
+
+    def __init__(self, code, chunks=(), headers=None):
+        self.code = code
+        self.headers = Headers(headers or {})
+        self.transport = StringTransport()  # the connection: loseConnection() is seen
+        self._chunks = chunks
+        self.protocol = None
+
+    def deliverBody(self, protocol):
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+        for chunk in self._chunks:
+            protocol.dataReceived(chunk)
+
+    def finish(self):
+        self.protocol.connectionLost(Failure(ResponseDone()))
+
+
+class _Answering:
+    """An http client whose every POST gets the next of ``answers``."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.sent = []
+
+    def post(self, url, data, **kwargs):
+        answer = self.answers.pop(0)
+        self.sent.append(answer)
+        return succeed(answer)
+
+
+class AnswerTests(unittest.TestCase):
+    """What the webhook answers, read to the end within the request's timeout."""
+
+    def harness(self, answers, **config):
+        h = Harness(self, request_timeout=1.0, retry_initial=0.1, **config)
+        h.store._http = _Answering(answers)
+        return h
+
+    def test_a_stalled_200_body_closes_its_connection_at_the_timeout(self):
+        stalled = _Answer(200, [b'{"rec'])
+        h = self.harness([stalled, _Answer(200, [b'{"received":1,"inserted":1}'])])
+        (r,) = h.submit(message(1))
+        h.tick()
+        self.assertFalse(stalled.transport.disconnecting)
+        h.tick(1.0)  # request_timeout: the read is cut short, and with it the connection
+        self.assertTrue(stalled.transport.disconnecting)
+        self.assertEqual((r, h.store.retried), ([], 1))
+        h.store._http.answers[0].deliverBody = lambda p, a=h.store._http.answers[0]: (
+            _Answer.deliverBody(a, p), a.finish())
+        h.tick(0.1)
+        self.assertEqual(r, ["ok"])
+        h.assertAccounts()
+
+    def test_a_5xx_is_retried_once_its_body_is_read(self):
+        answer = _Answer(503, [b'{"error":'], {b"Retry-After": [b"2"]})
+        h = self.harness([answer], retry_max=5.0)
+        (r,) = h.submit(message(1))
+        h.tick()
+        self.assertEqual(h.store.retried, 0)  # still reading: the connection is not free
+        answer.protocol.dataReceived(b'"busy"}')
+        answer.finish()
+        self.assertEqual(h.store.retried, 1)
+        self.assertFalse(answer.transport.disconnecting)  # read whole: back to the pool
+        self.assertEqual([d.getTime() for d, _ in h.store._backoff.values()], [2.0])  # Retry-After
+        h.assertAccounts()
+
+    def test_a_stalled_5xx_body_closes_its_connection_at_the_timeout(self):
+        stalled = _Answer(503, [b'{"err'])
+        h = self.harness([stalled])
+        (r,) = h.submit(message(1))
+        h.tick()
+        h.tick(1.0)
+        self.assertTrue(stalled.transport.disconnecting)
+        self.assertEqual(h.store.retried, 1)
+        self.assertEqual(r, [])
+        h.assertAccounts()
+
+    def test_a_refusal_reports_its_body(self):
+        answer = _Answer(400, [b'{"error":"qos[0]: must be 0, 1 or 2"}'])
+        h = self.harness([answer])
+        (r,) = h.submit(message(1))
+        h.tick()
+        answer.finish()
+        self.assertEqual(r, ["refused"])
+        self.flushLoggedErrors()
+        h.assertAccounts()
+
+    def test_a_200_nested_too_deeply_is_a_bad_response(self):
+        """json.loads raises RecursionError, not ValueError: it must not escape and leave
+        the batch unsettled (no deadline watches a batch in flight)."""
+        answer = _Answer(200, [b"[" * 100_000])
+        h = self.harness([answer])
+        (r,) = h.submit(message(1))
+        h.tick()
+        answer.finish()
+        self.assertEqual((r, h.store.pending, h.store._busy), (["bad response"], 0, 0))
+        h.assertAccounts()
 
 
 class LimitTests(unittest.TestCase):

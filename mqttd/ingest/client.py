@@ -34,9 +34,12 @@ from collections import Counter, deque
 from operator import itemgetter
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
 from mqttd.ingest.http_client import WebhookURL
@@ -69,6 +72,42 @@ class _Refused(Exception):
 
 class _NoAddress(Exception):
     """The URL is not known yet (the built-in ingest tier is still binding); retryable."""
+
+
+class _AnswerBody(Protocol):
+    """An answer's body, read whole; cancelling ``finished`` closes the connection.
+
+    treq's ``content()`` cannot be cancelled: a request cut short by its timeout after
+    the headers came kept its connection open until the server gave up, outside
+    ``pool_size``, and every retry opened one more. Here the timeout that cancels the
+    request also ends the read and its connection.
+    """
+
+    def __init__(self):
+        self._chunks = []
+        self.finished = Deferred(self._cancel)
+
+    def _cancel(self, _):
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        self._chunks.append(data)
+
+    def connectionLost(self, reason):
+        if self.finished.called:  # cancelled: the close that caused is no news
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self._chunks))
+        else:
+            self.finished.errback(reason)
+
+
+def _answer_body(response):
+    """A Deferred of ``response``'s whole body (cancellable: see _AnswerBody)."""
+    body = _AnswerBody()
+    response.deliverBody(body)
+    return body.finished
 
 
 def _describe(error):
@@ -328,9 +367,10 @@ class WebhookStore:
         if self._url is None:
             d = fail(_NoAddress("the built-in ingest tier has no address yet"))
         else:
-            # A webhook answers, it does not redirect: no RedirectAgent layer per request.
+            # A webhook answers, it does not redirect: no RedirectAgent layer per request;
+            # unbuffered: the body is read once, by _answer_body (no buffering wrapper).
             d = self._http.post(self._url, data=batch.body, headers=_HEADERS,
-                                allow_redirects=False)
+                                allow_redirects=False, unbuffered=True)
         d.addCallback(self._read)
         # A hung request must not outlive the batch's deadline: the client is owed an
         # answer (its connection closed, unacknowledged) by ack_timeout, not later.
@@ -340,13 +380,21 @@ class WebhookStore:
 
     def _read(self, response):
         code = response.code
+        body = _answer_body(response)
         if code == 200:
-            return response.content()
+            return body
         if code == 429 or code >= 500:
             retry_after = response.headers.getRawHeaders(b"Retry-After", [None])[0]
-            response.content()  # drain, so the connection can go back to the pool
-            raise _RetryableStatus(code, retry_after)
-        return response.content().addCallback(self._refused, code)
+            # Read to the end, under the request's own timeout, so the connection can
+            # go back to the pool; then retry.
+            return body.addBoth(self._retryable, code, retry_after)
+        return body.addCallback(self._refused, code)
+
+    @staticmethod
+    def _retryable(result, code, retry_after):
+        if isinstance(result, Failure) and result.check(CancelledError):
+            return result  # cut short by the timeout: that is the reason to report
+        raise _RetryableStatus(code, retry_after)
 
     @staticmethod
     def _refused(body, code):

@@ -137,6 +137,10 @@ def decode_result(body):
     try:
         document = json.loads(body)
         received, inserted = document["received"], document["inserted"]
+    except RecursionError:
+        # Not a ValueError: escaping, it would leave the batch unsettled (no deadline
+        # watches a batch in flight), its client's window full and never answered.
+        raise WireError("result: not a batch result: JSON nested too deeply") from None
     except (ValueError, TypeError, KeyError) as e:
         raise WireError(f"result: not a batch result: {e}") from None
     if type(received) is not int or type(inserted) is not int or not 0 <= inserted <= received:

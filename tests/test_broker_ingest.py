@@ -405,6 +405,83 @@ class BackpressureTests(unittest.TestCase):
         self.assertFalse(c.paused)
 
 
+class Qos2PubcompOrderTests(unittest.TestCase):
+    def test_pubcomp_waits_behind_a_queued_duplicate_pubrec(self):
+        """A QoS 2 retransmit's PUBREC queued behind an uncommitted QoS 1 must not arrive
+        after the PUBCOMP: by then the client may have reused the id for a new message,
+        which that stray PUBREC would acknowledge before its commit."""
+        store = ManualStore()
+        c = Harness(store=store).client("c")
+        c.send(pub("t", b"a", qos=2, pid=5), pub("t", b"q1", qos=1, pid=6),
+               pub("t", b"a", qos=2, pid=5, dup=True))
+        store.succeed(0)
+        self.assertEqual(c.received(), [Pubrec(5)])
+        c.send(Pubrel(5))
+        self.assertEqual(c.received(), [])  # behind PUBACK 6 and the duplicate's PUBREC
+        store.succeed(1)
+        self.assertEqual(c.received(), [Puback(6), Pubrec(5), Pubcomp(5)])
+        self.assertEqual(len(store.calls), 2)  # the retransmit was not stored again
+
+    def test_pubcomp_at_once_when_nothing_waits(self):
+        store = ManualStore()
+        c = Harness(store=store).client("c")
+        c.send(pub("t", qos=2, pid=5))
+        store.succeed(0)
+        c.send(Pubrel(5))
+        self.assertEqual(c.received(), [Pubrec(5), Pubcomp(5)])
+
+
+class ClosingWhilePausedTests(unittest.TestCase):
+    """A connection closed while its reads are paused must still finish closing: over
+    TLS, loseConnection waits for the client's close_notify, which a paused transport
+    never reads, so the socket and its max_connections slot were never released."""
+
+    def paused_client(self, h):
+        c = h.client("dev")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
+        self.assertTrue(c.paused)
+        return c
+
+    def test_takeover_resumes_reading_before_closing(self):
+        h = Harness(store=ManualStore(), max_inflight=2)
+        old = self.paused_client(h)
+        h.client("dev")  # the same client id again: the old connection is closed
+        self.assertTrue(old.closed)
+        self.assertFalse(old.paused)
+
+    def test_disconnect_in_the_read_that_fills_the_window(self):
+        """publish() x N then disconnect() without waiting: the last PUBLISH pauses
+        reading, the DISCONNECT in the same read closes."""
+        h = Harness(store=ManualStore(), max_inflight=2)
+        c = h.client("dev")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2), Disconnect())
+        self.assertTrue(c.closed)
+        self.assertFalse(c.paused)
+
+    def test_a_close_that_never_completes_is_aborted(self):
+        store = ManualStore()
+        h = Harness(store=store, max_inflight=2)
+        c = self.paused_client(h)
+        store.fail(0)  # the store gives up: closed without acks
+        self.flushLoggedErrors(RuntimeError)
+        self.assertTrue(c.closed)
+        self.assertFalse(c.transport.disconnected)
+        h.clock.advance(9.9)
+        self.assertFalse(c.transport.disconnected)
+        h.clock.advance(0.1)  # the client never let it finish (no close_notify, no EOF)
+        self.assertTrue(c.transport.disconnected)  # aborted
+        self.assertEqual(h.broker.connections, 1)  # released once connectionLost comes
+        c.lose()
+        self.assertEqual(h.broker.connections, 0)
+
+    def test_a_close_that_completes_cancels_the_abort(self):
+        h = Harness(store=ManualStore(), max_inflight=2)
+        c = self.paused_client(h)
+        c.disconnect()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertFalse(c.transport.disconnected)
+
+
 @implementer(ISubmittingMessageStore)
 class SubmittingStore:
     """A store with the Deferred-free ``submit``: the test settles groups of tokens."""

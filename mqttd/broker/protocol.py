@@ -70,6 +70,11 @@ _PAUSE_AUTH = 1
 _PAUSE_INFLIGHT = 2
 _PAUSE_WRITES = 4  # the client reads slower than we write to it
 
+_CLOSE_GRACE = 10.0
+"""Seconds a connection mqttd closes may take to finish closing before it is aborted: a
+client that never reads its last bytes, or never answers TLS's close_notify, would
+otherwise keep its socket and its max_connections slot."""
+
 # Short, stable reasons for CONNACK refusals (the log and the per-client trace key on them).
 _REFUSAL_REASONS = {
     CONNACK_BAD_CREDENTIALS: "bad credentials",
@@ -185,6 +190,9 @@ class MQTTServerProtocol(Protocol):
             return
         if self._state != _CLOSED:
             self._shutdown("connection lost")
+        elif self._timer is not None and self._timer.active():
+            self._timer.cancel()  # the close grace (_close): closed in time
+        self._timer = None
         self._broker.connection_closed()
         self._parser = None
         self._session = None
@@ -466,7 +474,14 @@ class MQTTServerProtocol(Protocol):
         ids = self._session.inbound_qos2
         if ids:
             ids.discard(packet.packet_id)
-        self.transport.write(encode_pubcomp(packet.packet_id))  # also for unknown ids
+        pubcomp = encode_pubcomp(packet.packet_id)  # also for unknown ids
+        if self._pending:
+            # After the acks already queued: one may be a retransmit's PUBREC for this
+            # id, and arriving after the PUBCOMP it would acknowledge the id's next,
+            # uncommitted message.
+            self._pending.append([pubcomp, None, True, 0])
+        else:
+            self.transport.write(pubcomp)
 
     def _on_puback(self, packet):
         self._session.puback(packet.packet_id)
@@ -534,11 +549,20 @@ class MQTTServerProtocol(Protocol):
         if abort:
             self.transport.abortConnection()
         else:
+            if self._paused:
+                # Read again: a transport that is never read cannot finish closing. Over
+                # TLS loseConnection waits for the client's close_notify (or its EOF), so
+                # a connection closed with reading paused (a full window, a takeover, a
+                # store failure) was never released. Input after the close is ignored.
+                self._paused = 0
+                self.transport.resumeProducing()
             # A transport with a registered producer closes only once it is unregistered.
             if self._producer_registered:
                 self._producer_registered = False
                 self.transport.unregisterProducer()
             self.transport.loseConnection()
+            # The keepalive timer's slot (cancelled by _shutdown); connectionLost cancels it.
+            self._timer = self._clock.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 
     def _shutdown(self, reason, will=True, detail=None):
         """Leave the broker: drop pending acks, detach the session, publish the will."""

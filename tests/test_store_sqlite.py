@@ -21,7 +21,8 @@ from twisted.trial import unittest
 
 from mqttd.store.interface import Message
 from mqttd.store import sqlite
-from mqttd.store.schema import MIGRATIONS, SchemaTooNew
+from mqttd.ingest.service import prepare_database
+from mqttd.store.schema import MIGRATIONS, SchemaTooNew, migrate
 from mqttd.store.sqlite import DB_FILENAME, ROW, SqliteStore, StoreClosed, message_row
 
 
@@ -271,6 +272,46 @@ class SchemaTests(StoreTestCase):
                     row("t", payload="text")):
             yield self.assertFailure(store.insert_batch([bad]), sqlite3.IntegrityError)
         self.assertEqual((yield store.count()), 50)
+
+    def v1_database_with(self, *user_sql):
+        """A database as the v1 mqttd left it, one row in it, plus the user's own objects."""
+        from sqlite_utils import Database
+        path = os.path.join(self.mktemp(), "mqttd.db")
+        os.makedirs(os.path.dirname(path))
+        db = Database(path)
+        migrate(db, MIGRATIONS[:1])
+        db.execute("INSERT INTO messages VALUES ('a', 'dev-1', NULL, 't/1', x'00', 1, 0, 1.0, 2.0)")
+        for sql in user_sql:
+            db.execute(sql)
+        db.conn.commit()
+        db.close()
+        return path
+
+    def test_v2_keeps_a_users_view_on_messages(self):
+        """SQLite's RENAME re-checks every view; one on ``messages`` made the migration,
+        and so every start of the upgraded mqttd, fail."""
+        path = self.v1_database_with("CREATE VIEW latest AS SELECT key, topic FROM messages")
+        prepare_database(path)
+        conn = sqlite3.connect(path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], 2)
+        self.assertEqual(conn.execute("SELECT key, topic FROM latest").fetchall(), [("a", "t/1")])
+        self.assertEqual(conn.execute("PRAGMA legacy_alter_table").fetchone()[0], 0)
+
+    def test_v2_keeps_a_users_index_and_trigger_on_messages(self):
+        path = self.v1_database_with(
+            "CREATE INDEX messages_by_topic ON messages (topic)",
+            "CREATE TABLE audit (k TEXT)",
+            "CREATE TRIGGER audit_insert AFTER INSERT ON messages "
+            "BEGIN INSERT INTO audit VALUES (new.key); END")
+        prepare_database(path)
+        conn = sqlite3.connect(path)
+        self.addCleanup(conn.close)
+        self.assertEqual(
+            [r[2] for r in conn.execute("PRAGMA index_info(messages_by_topic)")], ["topic"])
+        conn.execute("INSERT INTO messages VALUES ('b', 'dev-1', NULL, 't/2', x'01', 1, 0, 3.0, 4.0)")
+        self.assertEqual(conn.execute("SELECT k FROM audit").fetchall(), [("b",)])
+        self.assertEqual(conn.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
     def test_v1_and_v2_checks_accept_the_same_rows(self):
         from mqttd.store.schema import _v1_messages, _MESSAGES_V2

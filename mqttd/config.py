@@ -71,7 +71,10 @@ class IngestConfig:
     flush_interval: float = _setting(0.0, float, 0.0, 60_000.0)  # milliseconds
     max_queue: int = _setting(50_000, int, 1, 100_000_000)
     max_queue_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
-    max_body_size: int = _setting(16_777_216, int, 1024, 1_073_741_824)
+    # At most SQLite's own limit on a value and on a row (SQLITE_MAX_LENGTH): a row never
+    # takes more bytes in the database than in its request, so no body that fits can
+    # carry a row SQLite refuses, which would fail the commit it shares with others.
+    max_body_size: int = _setting(16_777_216, int, 1024, 1_000_000_000)
     synchronous: str = _setting("FULL", str, choices=("FULL", "NORMAL", "OFF"))
 
 

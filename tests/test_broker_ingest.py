@@ -232,8 +232,8 @@ class Qos2InboundTests(unittest.TestCase):
 
 class AfterCloseTests(unittest.TestCase):
     """A message committed after its connection closed gets no ack, but it is in the
-    database, so it reaches subscribers and the retained store (unless the client will
-    send it again)."""
+    database, so it reaches subscribers and the retained store (a persistent client's
+    QoS 2 retransmission then only completes the flow: exactly once)."""
 
     def setUp(self):
         self.store = ManualStore()
@@ -271,19 +271,91 @@ class AfterCloseTests(unittest.TestCase):
         self.assertEqual(c.received(), [])  # no acks after the close
         self.flushLoggedErrors(RuntimeError)
 
-    def test_persistent_session_routes_qos0_and_waits_for_the_retransmission(self):
-        c = self.h.client("dev", clean=False)
-        c.send(pub("t/1", b"once", qos=1, pid=5), pub("t/1", b"q0", qos=0))
+    def test_persistent_session_routes_what_commits_after_the_close(self):
+        """publish(qos=1, retain=True), then disconnect() without waiting for the PUBACK:
+        a client that never comes back must not leave data stored and never delivered."""
+        c = Client(self.h)
+        c.send(Connect("lamp", False, 60, None, None, None),
+               pub("t/lamp", b"on", qos=1, pid=1, retain=True), pub("t/lamp", b"q0"),
+               Disconnect())
         c.lose()
         self.store.succeed(0)
         self.store.succeed(1)
-        self.assertEqual(self.delivered(), [b"q0"])  # QoS 1 comes again [MQTT-4.4.0-1]
+        self.assertEqual(self.delivered(), [b"on", b"q0"])
+        self.assertEqual(self.h.broker.retained.get("t/lamp").payload, b"on")
+
+    def test_persistent_qos1_retransmission_is_delivered_again(self):
+        """At least once: the retransmission [MQTT-4.4.0-1] is stored and routed too."""
+        c = self.h.client("dev", clean=False)
+        c.send(pub("t/1", b"once", qos=1, pid=5))
+        c.lose()
+        self.store.succeed(0)
+        self.assertEqual(self.delivered(), [b"once"])
         again = Client(self.h)
         again.connect("dev", clean=False)
         again.send(pub("t/1", b"once", qos=1, pid=5, dup=True))
-        self.store.succeed(2)
+        self.store.succeed(1)
         self.assertEqual(again.received(), [Puback(5)])
-        self.assertEqual(self.delivered(), [b"once"])  # delivered once, not twice
+        self.assertEqual(self.delivered(), [b"once"])
+
+    def test_persistent_qos2_committed_after_the_close_is_delivered_once(self):
+        c = self.h.client("dev", clean=False)
+        c.send(pub("t/1", b"exactly", qos=2, pid=7))
+        c.lose()
+        self.store.succeed(0)
+        self.assertEqual(self.delivered(), [b"exactly"])
+        again = Client(self.h)
+        again.connect("dev", clean=False)
+        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.assertEqual(again.received(), [Pubrec(7)])  # stored already: no second copy
+        again.send(Pubrel(7))
+        self.assertEqual(again.received(), [Pubcomp(7)])
+        self.assertEqual((len(self.store.calls), self.delivered()), (1, []))
+
+    def test_persistent_qos2_retransmitted_before_the_commit_is_delivered_once(self):
+        """The client is back and sent it again before the first copy committed: the
+        second copy is stored (no PUBREC may precede a commit) and is the one routed."""
+        c = self.h.client("dev", clean=False)
+        c.send(pub("t/1", b"exactly", qos=2, pid=7))
+        c.lose()
+        again = Client(self.h)
+        again.connect("dev", clean=False)
+        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.assertEqual(len(self.store.calls), 2)
+        self.store.succeed(0)  # the first copy: in the database, not routed
+        self.assertEqual((again.received(), self.delivered()), ([], []))
+        self.store.succeed(1)
+        self.assertEqual(again.received(), [Pubrec(7)])
+        self.assertEqual(self.delivered(), [b"exactly"])
+
+    def test_persistent_qos2_stored_before_the_close_is_not_stored_again(self):
+        """Committed but queued behind an earlier message when the connection dropped:
+        its id is kept, so the retransmission only completes the flow."""
+        c = self.h.client("dev", clean=False)
+        c.send(pub("t/1", b"first", qos=1, pid=1), pub("t/1", b"exactly", qos=2, pid=7))
+        self.store.succeed(1)  # stored; its PUBREC waits behind PUBACK 1
+        c.lose()
+        again = Client(self.h)
+        again.connect("dev", clean=False)
+        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.assertEqual(again.received(), [Pubrec(7)])
+        self.assertEqual(len(self.store.calls), 2)  # not stored again
+        self.store.succeed(0)
+        self.assertEqual(self.delivered(), [b"first", b"exactly"])
+
+    def test_persistent_qos2_that_failed_is_stored_when_sent_again(self):
+        c = self.h.client("dev", clean=False)
+        c.send(pub("t/1", b"exactly", qos=2, pid=7))
+        self.store.fail(0)  # closes the connection, unacknowledged
+        self.flushLoggedErrors(RuntimeError)
+        c.lose()
+        again = Client(self.h)
+        again.connect("dev", clean=False)
+        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.assertEqual(len(self.store.calls), 2)  # stored, not answered as a duplicate
+        self.store.succeed(1)
+        self.assertEqual(again.received(), [Pubrec(7)])
+        self.assertEqual(self.delivered(), [b"exactly"])
 
     def test_the_will_follows_what_was_received_before_the_drop(self):
         """A retained "online" still being stored when the connection drops must not

@@ -116,7 +116,7 @@ class MQTTServerProtocol(Protocol):
         "_last_seen",
         "_timer",
         "_pending",
-        "_route_all_after_close",
+        "_after_close",
         "_notify",
         "_paused",
         "_backlog",
@@ -141,7 +141,7 @@ class MQTTServerProtocol(Protocol):
         self._last_seen = 0.0
         self._timer = None
         self._pending = None
-        self._route_all_after_close = False
+        self._after_close = None
         self._notify = None
         self._paused = 0
         self._backlog = None
@@ -408,19 +408,32 @@ class MQTTServerProtocol(Protocol):
 
         A message in the database must also reach its subscribers and the retained
         store, or ``mosquitto_pub -r`` (PUBLISH, then DISCONNECT before the commit) would
-        be stored and never retained. All of it for a clean session: it ended with the
-        connection, so nothing is retransmitted. For a persistent session only QoS 0:
-        its QoS 1/2 messages come again with their packet ids [MQTT-4.4.0-1] and are
-        routed then, once. A will held for them (``_shutdown``) follows the last one
-        (unless ``will`` is false: _shutdown's own call publishes it itself).
+        be stored and never retained, and a persistent client that publishes and never
+        comes back would have its data stored and never delivered. A persistent client
+        that does come back retransmits its unacknowledged QoS 1/2 messages
+        [MQTT-4.4.0-1]: a QoS 1 one is then stored and routed again (at least once, as
+        QoS 1 allows); a QoS 2 one is not, exactly once: its id, forgotten at the close
+        (``_shutdown``), is remembered again here once the original is stored, so the
+        retransmission gets a PUBREC and nothing else; and if the retransmission came
+        first, that copy is the one routed. A will held for these messages follows the
+        last one (unless ``will`` is false: _shutdown's own call publishes it itself).
         """
         pending = self._pending
-        route_all = self._route_all_after_close
+        after = self._after_close  # (session, forgotten QoS 2 ids) when persistent
         route = self._broker.route
         while pending and pending[0][2]:
-            ack, message, _, _ = pending.popleft()
-            if message is not None and (ack is None or route_all):
-                route(message)
+            ack, message, _, qos2_id = pending.popleft()
+            if message is None:
+                continue  # not stored
+            if after is not None and qos2_id in after[1]:
+                session = after[0]
+                ids = session.inbound_qos2
+                if ids is None:
+                    ids = session.inbound_qos2 = set()
+                if qos2_id in ids:
+                    continue  # received again meanwhile: that copy is stored and routed
+                ids.add(qos2_id)
+            route(message)
         if not pending:
             self._pending = None
             if will and self._will is not None:
@@ -577,15 +590,19 @@ class MQTTServerProtocol(Protocol):
         session = self._session
         pending = self._pending
         if pending:
-            # Unacked QoS 2 messages may not be stored: forget their ids so a
-            # retransmission is stored rather than answered as a duplicate.
+            # QoS 2 messages not known to be stored (not settled, or failed): forget
+            # their ids, so a retransmission is stored rather than answered as a
+            # duplicate (with a PUBREC that nothing committed yet would back).
+            forgotten = set()
             ids = session.inbound_qos2 if session is not None else None
-            if ids:
-                for entry in pending:
-                    if entry[3]:
+            for entry in pending:
+                if entry[3] and (not entry[2] or entry[1] is None):
+                    forgotten.add(entry[3])
+                    if ids:
                         ids.discard(entry[3])
             # The FIFO stays until the store settles it: see _release_closed.
-            self._route_all_after_close = session is None or session.clean
+            if session is not None and not session.clean:
+                self._after_close = (session, forgotten)
             self._release_closed(will=False)
         broker = self._broker
         if session is not None:

@@ -284,29 +284,34 @@ class AfterCloseTests(unittest.TestCase):
         self.assertEqual(self.delivered(), [b"on", b"q0"])
         self.assertEqual(self.h.broker.retained.get("t/lamp").payload, b"on")
 
-    def test_persistent_qos1_retransmission_is_delivered_again(self):
-        """At least once: the retransmission [MQTT-4.4.0-1] is stored and routed too."""
+    def drop_with(self, *packets):
+        """A persistent client "dev" sends ``packets``, then its connection drops."""
         c = self.h.client("dev", clean=False)
-        c.send(pub("t/1", b"once", qos=1, pid=5))
+        c.send(*packets)
         c.lose()
-        self.store.succeed(0)
-        self.assertEqual(self.delivered(), [b"once"])
+
+    def back_with(self, *packets):
+        """ "dev" connects again, persistent, and sends ``packets``."""
         again = Client(self.h)
         again.connect("dev", clean=False)
-        again.send(pub("t/1", b"once", qos=1, pid=5, dup=True))
+        again.send(*packets)
+        return again
+
+    def test_persistent_qos1_retransmission_is_delivered_again(self):
+        """At least once: the retransmission [MQTT-4.4.0-1] is stored and routed too."""
+        self.drop_with(pub("t/1", b"once", qos=1, pid=5))
+        self.store.succeed(0)
+        self.assertEqual(self.delivered(), [b"once"])
+        again = self.back_with(pub("t/1", b"once", qos=1, pid=5, dup=True))
         self.store.succeed(1)
         self.assertEqual(again.received(), [Puback(5)])
         self.assertEqual(self.delivered(), [b"once"])
 
     def test_persistent_qos2_committed_after_the_close_is_delivered_once(self):
-        c = self.h.client("dev", clean=False)
-        c.send(pub("t/1", b"exactly", qos=2, pid=7))
-        c.lose()
+        self.drop_with(pub("t/1", b"exactly", qos=2, pid=7))
         self.store.succeed(0)
         self.assertEqual(self.delivered(), [b"exactly"])
-        again = Client(self.h)
-        again.connect("dev", clean=False)
-        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        again = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
         self.assertEqual(again.received(), [Pubrec(7)])  # stored already: no second copy
         again.send(Pubrel(7))
         self.assertEqual(again.received(), [Pubcomp(7)])
@@ -315,12 +320,8 @@ class AfterCloseTests(unittest.TestCase):
     def test_persistent_qos2_retransmitted_before_the_commit_is_delivered_once(self):
         """The client is back and sent it again before the first copy committed: the
         second copy is stored (no PUBREC may precede a commit) and is the one routed."""
-        c = self.h.client("dev", clean=False)
-        c.send(pub("t/1", b"exactly", qos=2, pid=7))
-        c.lose()
-        again = Client(self.h)
-        again.connect("dev", clean=False)
-        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.drop_with(pub("t/1", b"exactly", qos=2, pid=7))
+        again = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
         self.assertEqual(len(self.store.calls), 2)
         self.store.succeed(0)  # the first copy: in the database, not routed
         self.assertEqual((again.received(), self.delivered()), ([], []))
@@ -335,13 +336,56 @@ class AfterCloseTests(unittest.TestCase):
         c.send(pub("t/1", b"first", qos=1, pid=1), pub("t/1", b"exactly", qos=2, pid=7))
         self.store.succeed(1)  # stored; its PUBREC waits behind PUBACK 1
         c.lose()
-        again = Client(self.h)
-        again.connect("dev", clean=False)
-        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        again = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
         self.assertEqual(again.received(), [Pubrec(7)])
         self.assertEqual(len(self.store.calls), 2)  # not stored again
         self.store.succeed(0)
         self.assertEqual(self.delivered(), [b"first", b"exactly"])
+
+    def resent_and_completed(self):
+        """The retransmission commits first (the original's batch waits in backoff
+        after a 503, its slot free): its flow is complete, id 7 released, before the
+        original commits."""
+        self.drop_with(pub("t/1", b"A", qos=2, pid=7))
+        again = self.back_with(pub("t/1", b"A", qos=2, pid=7, dup=True))
+        self.store.succeed(1)
+        again.send(Pubrel(7))
+        self.assertEqual(again.received(), [Pubrec(7), Pubcomp(7)])
+        self.assertEqual(self.delivered(), [b"A"])
+        return again
+
+    def test_an_original_committing_after_its_retransmission_is_not_delivered(self):
+        self.resent_and_completed()
+        self.store.succeed(0)  # the original, late
+        self.assertEqual(self.delivered(), [])  # exactly once
+
+    def test_an_original_committing_late_does_not_swallow_the_ids_next_message(self):
+        again = self.resent_and_completed()
+        self.store.succeed(0)
+        again.send(pub("t/1", b"B", qos=2, pid=7))  # a new message, id 7 reused
+        self.assertEqual(len(self.store.calls), 3)  # stored, not answered as a duplicate
+        self.assertEqual(again.received(), [])
+        self.store.succeed(2)
+        self.assertEqual(again.received(), [Pubrec(7)])
+        self.assertEqual(self.delivered(), [b"B"])
+
+    def test_two_drops_in_a_row_with_the_id_reused(self):
+        again = self.resent_and_completed()
+        again.send(pub("t/1", b"B", qos=2, pid=7))  # a new message with id 7, then a drop
+        again.lose()
+        self.store.succeed(0)  # A's original: not routed again
+        self.store.succeed(2)  # B: routed, and its id kept for the retransmission
+        last = self.back_with(pub("t/1", b"B", qos=2, pid=7, dup=True))
+        self.assertEqual(last.received(), [Pubrec(7)])
+        self.assertEqual(len(self.store.calls), 3)
+        self.assertEqual(self.delivered(), [b"B"])
+
+    def test_an_original_that_fails_after_the_close_leaves_no_claim(self):
+        self.drop_with(pub("t/1", b"A", qos=2, pid=7))
+        self.store.fail(0)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(self.h.broker.sessions["dev"].qos2_orphans, {})
+        self.assertEqual(self.delivered(), [])
 
     def test_persistent_qos2_that_failed_is_stored_when_sent_again(self):
         c = self.h.client("dev", clean=False)
@@ -349,9 +393,7 @@ class AfterCloseTests(unittest.TestCase):
         self.store.fail(0)  # closes the connection, unacknowledged
         self.flushLoggedErrors(RuntimeError)
         c.lose()
-        again = Client(self.h)
-        again.connect("dev", clean=False)
-        again.send(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        again = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
         self.assertEqual(len(self.store.calls), 2)  # stored, not answered as a duplicate
         self.store.succeed(1)
         self.assertEqual(again.received(), [Pubrec(7)])
@@ -501,6 +543,52 @@ class Qos2PubcompOrderTests(unittest.TestCase):
         store.succeed(0)
         c.send(Pubrel(5))
         self.assertEqual(c.received(), [Pubrec(5), Pubcomp(5)])
+
+
+class WebhookReorderTests(unittest.TestCase):
+    def test_qos2_exactly_once_when_a_retry_commits_after_the_retransmission(self):
+        """End to end with the real WebhookStore (pool_size 1): the dropped connection's
+        batch gets a 503 and waits in backoff, its slot free, so the retransmission's
+        batch commits first; the original's retry commits later."""
+        from treq.testing import StubTreq
+
+        from mqttd.broker.broker import Broker
+        from mqttd.broker.protocol import MQTTServerFactory
+        from mqttd.config import WebhookConfig
+        from mqttd.ingest.client import WebhookStore
+        from tests.test_ingest_client import URL, Webhook
+
+        h = Harness()
+        webhook = Webhook([503])  # the first request: 503 (Retry-After 1), then 200s
+        http = StubTreq(webhook)
+        store = WebhookStore(h.clock, WebhookConfig(), http, URL, random=lambda: 1.0)
+        h.broker = Broker(h.clock, h.config, store, h.authenticator)
+        h.factory = MQTTServerFactory(h.broker, h.clock)
+
+        def tick(seconds=0.0):
+            h.clock.advance(seconds)
+            http.flush()
+
+        sub = h.client("sub")
+        sub.send(Subscribe(1, (("t/#", 2),)))
+        sub.received()
+        old = h.client("dev", clean=False)
+        old.send(pub("t/1", b"A", qos=2, pid=7))
+        tick()  # 503: backoff
+        old.lose()
+        new = Client(h)
+        new.connect("dev", clean=False)
+        new.send(pub("t/1", b"A", qos=2, pid=7, dup=True))
+        tick()  # committed
+        new.send(Pubrel(7))
+        self.assertEqual(new.received(), [Pubrec(7), Pubcomp(7)])
+        tick(1.0)  # the original's retry: committed too (a second row), not routed
+        self.assertEqual([m.payload for m in publishes(sub.received())], [b"A"])
+        new.send(pub("t/1", b"B", qos=2, pid=7))  # id 7 reused: a new message
+        tick(0.01)
+        self.assertEqual(len(webhook.bodies), 4)  # B was sent to be stored
+        self.assertEqual(new.received(), [Pubrec(7)])
+        self.assertEqual([m.payload for m in publishes(sub.received())], [b"B"])
 
 
 class ClosingWhilePausedTests(unittest.TestCase):

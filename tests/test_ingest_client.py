@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from twisted.web._newclient import TransportProxyProducer
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
@@ -365,13 +366,14 @@ class _Answer:
     def __init__(self, code, chunks=(), headers=None):
         self.code = code
         self.headers = Headers(headers or {})
-        self.transport = StringTransport()  # the connection: loseConnection() is seen
+        self.transport = StringTransport()  # the connection: an abort is seen
         self._chunks = chunks
         self.protocol = None
 
     def deliverBody(self, protocol):
         self.protocol = protocol
-        protocol.makeConnection(self.transport)
+        # As twisted.web's Response does: the body gets a proxy of the connection.
+        protocol.makeConnection(TransportProxyProducer(self.transport))
         for chunk in self._chunks:
             protocol.dataReceived(chunk)
 
@@ -407,7 +409,7 @@ class AnswerTests(unittest.TestCase):
         h.tick()
         self.assertFalse(stalled.transport.disconnecting)
         h.tick(1.0)  # request_timeout: the read is cut short, and with it the connection
-        self.assertTrue(stalled.transport.disconnecting)
+        self.assertTrue(stalled.transport.disconnected)  # aborted (TLS: no close_notify wait)
         self.assertEqual((r, h.store.retried), ([], 1))
         h.store._http.answers[0].deliverBody = lambda p, a=h.store._http.answers[0]: (
             _Answer.deliverBody(a, p), a.finish())
@@ -434,7 +436,7 @@ class AnswerTests(unittest.TestCase):
         (r,) = h.submit(message(1))
         h.tick()
         h.tick(1.0)
-        self.assertTrue(stalled.transport.disconnecting)
+        self.assertTrue(stalled.transport.disconnected)
         self.assertEqual(h.store.retried, 1)
         self.assertEqual(r, [])
         h.assertAccounts()

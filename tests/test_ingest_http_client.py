@@ -1,16 +1,30 @@
 """The webhook's HTTP plumbing: the URL rendered once, the endpoint built once.
 
 What it does over the wire (plain and TLS, against the real ingest tier) is in
-tests/test_ingest_resource.py (LoopbackTests).
+tests/test_ingest_resource.py (LoopbackTests); here, against a webhook that stalls.
 """
+import os
+
+import attrs
+import twisted.test
 from hyperlink import EncodedURL
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet import reactor, ssl, tcp
+from twisted.internet.endpoints import HostnameEndpoint, serverFromString
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 from twisted.web.client import URI
 from twisted.web.error import SchemeNotSupported
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
-from mqttd.ingest.http_client import WebhookURL, _WebhookEndpoints
+from mqttd.config import WebhookConfig
+from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.http_client import WebhookURL, _WebhookEndpoints, build_http_client
+from tests.loopback import until
+from tests.test_ingest_client import message
+
+PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 
 
 class WebhookURLTests(unittest.TestCase):
@@ -60,3 +74,58 @@ class WebhookEndpointsTests(unittest.TestCase):
 
     def test_other_schemes_are_refused(self):
         self.assertRaises(SchemeNotSupported, self.endpoint, b"ftp://127.0.0.1/")
+
+
+@implementer(IPolicyForHTTPS)
+class _TrustAnything:
+    def creatorForNetloc(self, hostname, port):
+        return ssl.CertificateOptions(verify=False)
+
+
+class _StallsMidAnswer(Protocol):
+    """Sends a 200's headers and one byte of its body, then hangs (stops reading too)."""
+
+    def dataReceived(self, data):
+        if b"\r\n\r\n" in data and not getattr(self, "answered", False):
+            self.answered = True
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+            self.transport.pauseProducing()
+
+
+def _client_sockets():
+    return [r for r in reactor.getReaders() if isinstance(r, tcp.Client)]
+
+
+class StalledAnswerTests(unittest.TestCase):
+    """A request cut short by its timeout after the headers came closes its connection,
+    on real loopback sockets. Before, treq's body read kept it open (outside pool_size,
+    one more per retry); over https a plain close would still wait for a close_notify
+    the stalled server never sends, so the connection is aborted."""
+
+    timeout = 20
+
+    async def stall(self, scheme, endpoint):
+        port = await serverFromString(reactor, endpoint).listen(
+            Factory.forProtocol(_StallsMidAnswer))
+        self.addCleanup(port.stopListening)
+        config = attrs.evolve(WebhookConfig(), request_timeout=0.3, ack_timeout=0.5,
+                              retry_initial=5.0, retry_max=5.0)
+        http, pool = build_http_client(reactor, config, tls_policy=_TrustAnything())
+        self.addCleanup(pool.closeCachedConnections)
+        store = WebhookStore(reactor, config, http,
+                             f"{scheme}://127.0.0.1:{port.getHost().port}/v1/messages")
+        before = len(_client_sockets())
+        outcome = []
+        store.store(message(1)).addBoth(outcome.append)
+        self.assertTrue(await until(lambda: outcome, 5))
+        self.assertEqual(outcome[0].value.reason, "ack timeout")
+        closed = await until(lambda: len(_client_sockets()) == before, 3)
+        for leaked in _client_sockets()[before:]:
+            leaked.abortConnection()
+        self.assertTrue(closed, f"{scheme}: the webhook connection is still open")
+
+    async def test_http(self):
+        await self.stall("http", "tcp:0:interface=127.0.0.1")
+
+    async def test_https(self):
+        await self.stall("https", f"ssl:0:interface=127.0.0.1:privateKey={PEM}")

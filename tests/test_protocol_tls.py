@@ -10,7 +10,7 @@ import os
 
 import attrs
 import twisted.test
-from twisted.internet import defer, reactor, ssl, task
+from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial import unittest
@@ -20,6 +20,7 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import Connect, encode
 from mqttd.config import AuthConfig, BrokerConfig
+from tests.loopback import until
 from tests.test_broker import ManualStore, pub
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
@@ -35,14 +36,6 @@ class _Device(Protocol):
 
     def connectionLost(self, reason):
         self.lost.callback(None)
-
-
-async def _until(predicate, seconds):
-    for _ in range(int(seconds / 0.02)):
-        if predicate():
-            return True
-        await task.deferLater(reactor, 0.02, lambda: None)
-    return predicate()
 
 
 class TLSCloseWhilePausedTests(unittest.TestCase):
@@ -61,10 +54,10 @@ class TLSCloseWhilePausedTests(unittest.TestCase):
         connector = reactor.connectSSL("127.0.0.1", port.getHost().port, factory,
                                        ssl.CertificateOptions())
         self.addCleanup(connector.disconnect)
-        self.assertTrue(await _until(lambda: len(store.calls) == 1, 5))
+        self.assertTrue(await until(lambda: len(store.calls) == 1, 5))
         store.fail(0)  # mqttd closes the connection, unacknowledged
         self.flushLoggedErrors(RuntimeError)
-        released = await _until(lambda: broker.connections == 0, 5)
+        released = await until(lambda: broker.connections == 0, 5)
         self.assertTrue(released, "the closed connection was never released")
         await device.lost
 

@@ -302,7 +302,7 @@ class SchemaTests(StoreTestCase):
         path = self.v1_database_with(
             "CREATE INDEX messages_by_topic ON messages (topic)",
             "CREATE TABLE audit (k TEXT)",
-            "CREATE TRIGGER audit_insert AFTER INSERT ON messages "
+            "CREATE TRIGGER audit_insert AFTER INSERT ON Messages "
             "BEGIN INSERT INTO audit VALUES (new.key); END")
         prepare_database(path)
         conn = sqlite3.connect(path)

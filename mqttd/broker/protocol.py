@@ -361,6 +361,11 @@ class MQTTServerProtocol(Protocol):
                     self.transport.write(ack)
                 return
             ids.add(qos2_id)
+            orphans = session.qos2_orphans
+            if orphans:
+                # A copy a dropped connection was still storing: this one is stored and
+                # routed instead, and that one, committing later, is not (exactly once).
+                orphans.pop(qos2_id, None)
         else:
             ack = None
         # received_at: the time of the read that carried it (set by dataReceived, and
@@ -415,7 +420,8 @@ class MQTTServerProtocol(Protocol):
         QoS 1 allows); a QoS 2 one is not, exactly once: its id, forgotten at the close
         (``_shutdown``), is remembered again here once the original is stored, so the
         retransmission gets a PUBREC and nothing else; and if the retransmission came
-        first, that copy is the one routed. A will held for these messages follows the
+        before that (it took the session's ``qos2_orphans`` claim), that copy is the one
+        stored and routed, and this one is not. A will held for these messages follows the
         last one (unless ``will`` is false: _shutdown's own call publishes it itself).
         """
         pending = self._pending
@@ -423,16 +429,20 @@ class MQTTServerProtocol(Protocol):
         route = self._broker.route
         while pending and pending[0][2]:
             ack, message, _, qos2_id = pending.popleft()
-            if message is None:
-                continue  # not stored
             if after is not None and qos2_id in after[1]:
                 session = after[0]
+                orphans = session.qos2_orphans
+                if orphans is None or orphans.get(qos2_id) is not self:
+                    continue  # received again meanwhile: that copy is stored and routed
+                del orphans[qos2_id]
+                if message is None:
+                    continue  # not stored: the retransmission will be
                 ids = session.inbound_qos2
                 if ids is None:
                     ids = session.inbound_qos2 = set()
-                if qos2_id in ids:
-                    continue  # received again meanwhile: that copy is stored and routed
                 ids.add(qos2_id)
+            elif message is None:
+                continue  # not stored
             route(message)
         if not pending:
             self._pending = None
@@ -603,6 +613,12 @@ class MQTTServerProtocol(Protocol):
             # The FIFO stays until the store settles it: see _release_closed.
             if session is not None and not session.clean:
                 self._after_close = (session, forgotten)
+                if forgotten:
+                    orphans = session.qos2_orphans
+                    if orphans is None:
+                        orphans = session.qos2_orphans = {}
+                    for qos2_id in forgotten:
+                        orphans[qos2_id] = self
             self._release_closed(will=False)
         broker = self._broker
         if session is not None:

@@ -42,6 +42,7 @@ class Session:
         "inflight",
         "queue",
         "inbound_qos2",
+        "qos2_orphans",
         "_next_id",
         "_dropping",
     )
@@ -55,6 +56,9 @@ class Session:
         self.inflight = None  # packet id -> (message, qos, retain) | PUBREL_PENDING
         self.queue = None  # deque of (message, qos, retain)
         self.inbound_qos2 = None  # set of packet ids awaiting PUBREL from the client
+        # packet id -> the closed connection whose copy of that QoS 2 message was still
+        # being stored; a new PUBLISH with the id takes the claim away (protocol.py).
+        self.qos2_orphans = None
         self._next_id = 0
         self._dropping = False
 

@@ -75,7 +75,7 @@ class _NoAddress(Exception):
 
 
 class _AnswerBody(Protocol):
-    """An answer's body, read whole; cancelling ``finished`` closes the connection.
+    """An answer's body, read whole; cancelling ``finished`` aborts the connection.
 
     treq's ``content()`` cannot be cancelled: a request cut short by its timeout after
     the headers came kept its connection open until the server gave up, outside
@@ -88,8 +88,19 @@ class _AnswerBody(Protocol):
         self.finished = Deferred(self._cancel)
 
     def _cancel(self, _):
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport = self.transport
+        if transport is None:
+            return
+        # Abort, not close: over https loseConnection only sends close_notify and waits
+        # for the server's, which a server stalled mid-answer never sends. Twisted hands
+        # the body a proxy of the connection (_newclient.TransportProxyProducer) with no
+        # abortConnection of its own; the connection it proxies has one.
+        connection = getattr(transport, "_producer", None)
+        abort = getattr(connection, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
 
     def dataReceived(self, data):
         self._chunks.append(data)

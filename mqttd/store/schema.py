@@ -70,15 +70,16 @@ def _v2_cheaper_checks(db):
     place, so the table is rebuilt (its documented ALTER TABLE procedure), inside the
     migration's one transaction: a crash midway leaves v1 intact.
     """
-    # ``messages`` is a contract users query, so it may carry their own objects. DROP
+    # ``messages`` is a contract users query, so it may carry their own objects (a
+    # trigger's tbl_name is spelled as its author wrote it: NOCASE, as SQLite's names). DROP
     # TABLE takes its indexes and triggers along: they are saved and made again (the
     # procedure's steps 3 and 8). Views are kept by name: with the legacy rename, which
     # does not re-check every view, one on ``messages`` (pointing at the dropped table
     # for a moment) no longer fails the RENAME and with it every start of mqttd.
     saved = [sql for (sql,) in db.execute(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = 'messages' AND type IN "
-        "('index', 'trigger') AND sql IS NOT NULL AND name <> 'messages_client_received' "
-        "ORDER BY type, rowid").fetchall()]
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'messages' COLLATE NOCASE AND type IN "
+        "('index', 'trigger') AND sql IS NOT NULL AND "
+        "name <> 'messages_client_received' COLLATE NOCASE ORDER BY type, rowid").fetchall()]
     db.execute(_MESSAGES_V2.format(name="messages_v2"))
     db.execute("INSERT INTO messages_v2 SELECT key, client_id, username, topic, payload, "
                "qos, retain, received_at, committed_at FROM messages")

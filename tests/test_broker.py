@@ -78,11 +78,11 @@ class Client:
 
     _ports = iter(range(40000, 60000))
 
-    def __init__(self, harness):
+    def __init__(self, harness, transport_class=StringTransport):
         self.harness = harness
         addr = IPv4Address("TCP", "192.0.2.7", next(self._ports))
         self.protocol = harness.factory.buildProtocol(addr)
-        self.transport = StringTransport(peerAddress=addr)
+        self.transport = transport_class(peerAddress=addr)
         self.protocol.makeConnection(self.transport)
         self._parser = Parser(server=False)
         self._unread = []

@@ -1,4 +1,5 @@
 """Connection lifecycle: CONNECT handling, timeouts, keepalive, wills, takeover, errors."""
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
@@ -356,6 +357,25 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertTrue(event["peer"].startswith("192.0.2.7:"))
 
 
+class SmallBufferTransport(StringTransport):
+    """Pauses its producer once more than 4 kB wait, as Twisted's TCP transport does
+    past 64 kB; ``drained()`` is the reader catching up (the transport resumes it)."""
+
+    limit = 4096
+    full = False
+
+    def write(self, data):
+        super().write(data)
+        if not self.full and self.producer is not None and len(self.value()) > self.limit:
+            self.full = True
+            self.producer.pauseProducing()
+
+    def drained(self):
+        if self.full:
+            self.full = False
+            self.producer.resumeProducing()
+
+
 class SlowReaderTests(unittest.TestCase):
     """A client that reads slower than we write cannot grow the broker's memory."""
 
@@ -370,17 +390,68 @@ class SlowReaderTests(unittest.TestCase):
         self.assertIs(self.sub.transport.producer, self.sub.protocol)
         self.assertTrue(self.sub.transport.streaming)
 
-    def test_full_write_buffer_drops_qos0_and_stops_reading(self):
+    def test_full_write_buffer_holds_qos0_and_stops_reading(self):
         self.sub.transport.producer.pauseProducing()  # what a full write buffer does
         self.assertTrue(self.sub.paused)
-        self.pub.send(pub("t", b"dropped"), pub("q", b"kept", qos=1, pid=1))
+        self.pub.send(pub("t", b"held"), pub("q", b"kept", qos=1, pid=1), pub("t", b"held2"))
         self.assertEqual([(p.topic, p.payload) for p in publishes(self.sub.received())],
-                         [("q", b"kept")])  # QoS 1 stays, bounded by max_inflight
-        self.assertEqual(self.h.broker.dropped_slow, 1)
+                         [("q", b"kept")])  # QoS 1 goes, bounded by max_inflight
         self.sub.transport.producer.resumeProducing()
         self.assertFalse(self.sub.paused)
+        self.assertEqual([p.payload for p in publishes(self.sub.received())],
+                         [b"held", b"held2"])
+        self.assertEqual(self.h.broker.dropped_slow, 0)
         self.pub.send(pub("t", b"again"))
         self.assertEqual([p.payload for p in publishes(self.sub.received())], [b"again"])
+
+    def test_held_qos0_is_bounded_by_max_queued_messages(self):
+        h = Harness(max_queued_messages=2)
+        sub = h.client("slow")
+        sub.send(Subscribe(1, (("t", 0),)))
+        sub.received()
+        sub.transport.producer.pauseProducing()
+        h.client("pub").send(*[pub("t", b"%d" % i) for i in range(4)])
+        self.assertEqual(h.broker.dropped_slow, 2)  # the newest, beyond the bound
+        sub.transport.producer.resumeProducing()
+        self.assertEqual([p.payload for p in publishes(sub.received())], [b"0", b"1"])
+
+    def test_held_qos0_is_dropped_with_the_connection(self):
+        self.sub.transport.producer.pauseProducing()
+        self.pub.send(pub("t", b"held"))
+        self.sub.lose()
+        self.assertEqual(self.h.broker.dropped_offline, 1)
+
+    def test_every_retained_message_reaches_a_reader_whose_buffer_fills(self):
+        """One SUBSCRIBE's retained messages pass Twisted's 64 kB write buffer in one
+        turn, which pauses us even for a fast reader: all must still be sent
+        [MQTT-3.3.1-6], not dropped as if it were slow."""
+        for i in range(50):
+            self.pub.send(pub(f"r/{i}", b"x" * 1024, retain=True))
+        reader = Client(self.h, transport_class=SmallBufferTransport)
+        reader.connect("reader")
+        reader.send(Subscribe(2, (("r/#", 1),)))
+        got = []
+        while True:
+            packets = publishes(reader.received())
+            if not packets:
+                break
+            got += packets
+            reader.transport.drained()
+        self.assertEqual(sorted(p.topic for p in got), sorted(f"r/{i}" for i in range(50)))
+        self.assertTrue(all(p.retain for p in got))
+        self.assertEqual(self.h.broker.dropped_slow, 0)
+
+    def test_keepalive_does_not_count_while_the_clients_socket_is_full(self):
+        """We stop reading while its socket is full: its PINGREQs wait unread."""
+        c = self.h.client("dev", keepalive=4)
+        c.transport.producer.pauseProducing()
+        self.h.clock.advance(30.0)
+        self.assertFalse(c.closed)
+        c.transport.producer.resumeProducing()
+        self.h.clock.advance(5.9)
+        self.assertFalse(c.closed)
+        self.h.clock.advance(0.2)  # 6 s of real silence after we read again
+        self.assertTrue(c.closed)
 
     def test_other_pause_reasons_survive_a_drained_buffer(self):
         """Resuming writes must not resume reading that auth/inflight paused."""

@@ -123,6 +123,7 @@ class Broker:
         """The connection of ``session`` ended; a clean session ends with it."""
         if session.protocol is protocol:
             session.protocol = None
+            session.drop_backlog()
             if session.clean:
                 self.discard(session)
 

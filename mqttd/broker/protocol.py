@@ -317,10 +317,12 @@ class MQTTServerProtocol(Protocol):
         self._timer = None
         state = self._state
         if state == _CONNECTED:
-            if self._paused & _PAUSE_INFLIGHT:
-                # We stopped reading (the store is behind): the client's packets, its
+            if self._paused & (_PAUSE_INFLIGHT | _PAUSE_WRITES):
+                # We stopped reading (the store is behind, or the client's socket is
+                # full and it must drain before we make more for it): its packets, its
                 # PINGREQs too, wait unread in the socket. The silence is ours; closing
-                # would also publish a false will.
+                # would also publish a false will. (A peer gone for good is ended by the
+                # kernel's TCP retransmission timeout.)
                 self._timer = self._clock.callLater(self._keepalive, self._timeout)
                 return
             idle = self._clock.seconds() - self._last_seen
@@ -546,7 +548,12 @@ class MQTTServerProtocol(Protocol):
 
     def resumeProducing(self):
         self.writes_blocked = False
-        self._unpause(_PAUSE_WRITES)
+        session = self._session
+        if session is not None and session.backlog:
+            session.send_backlog()  # may fill the socket again: then stay paused
+        if not self.writes_blocked:
+            self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
+            self._unpause(_PAUSE_WRITES)
 
     def stopProducing(self):
         self.writes_blocked = True

@@ -43,6 +43,7 @@ class Session:
         "queue",
         "inbound_qos2",
         "qos2_orphans",
+        "backlog",
         "_next_id",
         "_dropping",
     )
@@ -59,6 +60,7 @@ class Session:
         # packet id -> the closed connection whose copy of that QoS 2 message was still
         # being stored; a new PUBLISH with the id takes the claim away (protocol.py).
         self.qos2_orphans = None
+        self.backlog = None  # deque of (message, retain): QoS 0 waiting for a full socket
         self._next_id = 0
         self._dropping = False
 
@@ -70,7 +72,11 @@ class Session:
     def deliver(self, message, qos, retain):
         """Send ``message`` at ``qos`` now if the window allows, else queue it (bounded).
 
-        QoS 0 is never queued: sent if online, dropped otherwise.
+        QoS 0 is sent if online, dropped if not. While the client's socket is full it
+        waits in ``backlog``, bounded by ``max_queued_messages`` like the QoS 1/2 queue,
+        and is dropped beyond that: a fast reader's socket is "full" too once one reactor
+        turn writes over 64 kB (Twisted's buffer), as the retained messages of one
+        SUBSCRIBE easily do, and every one of those must be sent [MQTT-3.3.1-6].
         """
         proto = self.protocol
         broker = self.broker
@@ -78,10 +84,16 @@ class Session:
             if proto is None:
                 broker.dropped_offline += 1
                 return
-            if proto.writes_blocked:
-                # It reads slower than we write: best effort means dropping, not
-                # buffering without bound (see MQTTServerProtocol.pauseProducing).
-                broker.dropped_slow += 1
+            backlog = self.backlog
+            if proto.writes_blocked or backlog:
+                if backlog is None:
+                    backlog = self.backlog = deque()
+                if len(backlog) >= broker.max_queued_messages:
+                    # It reads slower than we write: best effort means dropping, not
+                    # buffering without bound (see MQTTServerProtocol.pauseProducing).
+                    broker.dropped_slow += 1
+                    return
+                backlog.append((message, retain))
                 return
             proto.transport.write(
                 encode_publish(message.topic, message.payload, 0, retain, False, None))
@@ -144,6 +156,26 @@ class Session:
             broker.delivered += 1
         if self._dropping and len(queue) < broker.max_queued_messages:
             self._dropping = False  # burst over: the next drop is logged again
+
+    def send_backlog(self):
+        """The client's socket drained: send the QoS 0 messages held for it, in order,
+        until it is full again (a write can pause us on the spot)."""
+        backlog = self.backlog
+        proto = self.protocol
+        if not backlog or proto is None:
+            return
+        broker = self.broker
+        write = proto.transport.write
+        while backlog and not proto.writes_blocked:
+            message, retain = backlog.popleft()
+            write(encode_publish(message.topic, message.payload, 0, retain, False, None))
+            broker.delivered += 1
+
+    def drop_backlog(self):
+        """The connection ended: QoS 0 is not kept for an offline client."""
+        if self.backlog:
+            self.broker.dropped_offline += len(self.backlog)
+        self.backlog = None
 
     def resume(self):
         """On (re)attach: resend every unacknowledged message in order, then the queue.

@@ -411,6 +411,12 @@ class AckDeadlineTests(DurabilityTestCase):
                                  f"{request_timeout}s\n{self.context()}")
 
         # Recovery: the devices reconnect and retransmit what was not acknowledged, then more.
+        # First every message of the hang must be past its deadline: closing the clients
+        # failed the first batch, but messages queued behind it (pool_size 1) wait for
+        # their own deadlines, up to ack_timeout after the last close. Let the ingest
+        # back before that and they are committed unacknowledged, and their
+        # retransmissions are second rows (QoS 1 allows it; this test checks once).
+        time.sleep(self.ACK_TIMEOUT + 1.0)
         self.proxy.set_mode(faultproxy.PASS)
         again = []
         for pub in pubs:
@@ -423,7 +429,8 @@ class AckDeadlineTests(DurabilityTestCase):
                  message="acknowledgements after recovery", context=self.context)
         self.finish_all(again)
         # Everything acknowledged before or after is stored once; the messages of the
-        # hang never reached the ingest, so their retransmissions are their only rows.
+        # hang never reached the ingest (all of them timed out while it hung), so their
+        # retransmissions are their only rows.
         self.assertAckedStoredOnce(pubs + again)
         self.assertTrue(self.broker.alive(), self.context())
 

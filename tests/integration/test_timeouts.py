@@ -26,8 +26,10 @@ class KeepaliveTests(BrokerTestCase):
         closed = raw.wait_closed(timeout=KEEPALIVE_1_LATEST + 2)
         elapsed = closed - connacked
         # MQTT-3.1.2-24: disconnect after 1.5 x keepalive of silence. Tolerances: the broker's
-        # timer granularity above, and never before the keepalive itself below.
-        self.assertGreaterEqual(elapsed, 1.4, f"disconnected too early, after {elapsed:.2f}s")
+        # timer granularity above; below, never before the keepalive itself, with room for
+        # this thread reading the CONNACK (the broker's clock starts when it sends it) late
+        # on a loaded machine.
+        self.assertGreaterEqual(elapsed, 1.2, f"disconnected too early, after {elapsed:.2f}s")
         self.assertLessEqual(elapsed, KEEPALIVE_1_LATEST, f"disconnected too late, after {elapsed:.2f}s")
         message = watcher.get_message()
         self.assertEqual((message.topic, message.payload), ("ka/will", b"timed out"),

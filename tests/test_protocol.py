@@ -11,6 +11,7 @@ from mqttd.codec import (
     Pingreq,
     Pingresp,
     Puback,
+    Publish,
     Subscribe,
     Will,
     encode,
@@ -376,6 +377,26 @@ class SmallBufferTransport(StringTransport):
             self.producer.resumeProducing()
 
 
+class ReadGatedTransport(SmallBufferTransport):
+    """As a real socket: what the client sends while we do not read waits until we do."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inbound = []
+        self.protocol = None
+
+    def client_sends(self, data):
+        if self.producerState == "paused":
+            self.inbound.append(data)
+        else:
+            self.protocol.dataReceived(data)
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        while self.inbound and self.producerState != "paused":
+            self.protocol.dataReceived(self.inbound.pop(0))
+
+
 class SlowReaderTests(unittest.TestCase):
     """A client that reads slower than we write cannot grow the broker's memory."""
 
@@ -390,46 +411,36 @@ class SlowReaderTests(unittest.TestCase):
         self.assertIs(self.sub.transport.producer, self.sub.protocol)
         self.assertTrue(self.sub.transport.streaming)
 
-    def test_full_write_buffer_holds_qos0_and_stops_reading(self):
+    def test_full_write_buffer_drops_qos0_and_stops_reading(self):
         self.sub.transport.producer.pauseProducing()  # what a full write buffer does
         self.assertTrue(self.sub.paused)
-        self.pub.send(pub("t", b"held"), pub("q", b"kept", qos=1, pid=1), pub("t", b"held2"))
+        self.pub.send(pub("t", b"dropped"), pub("q", b"kept", qos=1, pid=1))
         self.assertEqual([(p.topic, p.payload) for p in publishes(self.sub.received())],
-                         [("q", b"kept")])  # QoS 1 goes, bounded by max_inflight
+                         [("q", b"kept")])  # QoS 1 stays, bounded by max_inflight
+        self.assertEqual(self.h.broker.dropped_slow, 1)
         self.sub.transport.producer.resumeProducing()
         self.assertFalse(self.sub.paused)
-        self.assertEqual([p.payload for p in publishes(self.sub.received())],
-                         [b"held", b"held2"])
-        self.assertEqual(self.h.broker.dropped_slow, 0)
         self.pub.send(pub("t", b"again"))
         self.assertEqual([p.payload for p in publishes(self.sub.received())], [b"again"])
 
-    def test_held_qos0_is_bounded_by_max_queued_messages(self):
-        h = Harness(max_queued_messages=2)
-        sub = h.client("slow")
-        sub.send(Subscribe(1, (("t", 0),)))
-        sub.received()
-        sub.transport.producer.pauseProducing()
-        h.client("pub").send(*[pub("t", b"%d" % i) for i in range(4)])
-        self.assertEqual(h.broker.dropped_slow, 2)  # the newest, beyond the bound
-        sub.transport.producer.resumeProducing()
-        self.assertEqual([p.payload for p in publishes(sub.received())], [b"0", b"1"])
+    def retained(self, count, h=None):
+        h = h or self.h
+        publisher = h.client("retainer")
+        for i in range(count):
+            publisher.send(pub(f"r/{i:03d}", b"x" * 1024, retain=True))
 
-    def test_held_qos0_is_dropped_with_the_connection(self):
-        self.sub.transport.producer.pauseProducing()
-        self.pub.send(pub("t", b"held"))
-        self.sub.lose()
-        self.assertEqual(self.h.broker.dropped_offline, 1)
+    def subscribe_small_buffer(self, h=None):
+        reader = Client(h or self.h, transport_class=SmallBufferTransport)
+        reader.connect("reader")
+        reader.send(Subscribe(2, (("r/#", 0),)))
+        return reader
 
     def test_every_retained_message_reaches_a_reader_whose_buffer_fills(self):
         """One SUBSCRIBE's retained messages pass Twisted's 64 kB write buffer in one
         turn, which pauses us even for a fast reader: all must still be sent
         [MQTT-3.3.1-6], not dropped as if it were slow."""
-        for i in range(50):
-            self.pub.send(pub(f"r/{i}", b"x" * 1024, retain=True))
-        reader = Client(self.h, transport_class=SmallBufferTransport)
-        reader.connect("reader")
-        reader.send(Subscribe(2, (("r/#", 1),)))
+        self.retained(50)
+        reader = self.subscribe_small_buffer()
         got = []
         while True:
             packets = publishes(reader.received())
@@ -437,20 +448,79 @@ class SlowReaderTests(unittest.TestCase):
                 break
             got += packets
             reader.transport.drained()
-        self.assertEqual(sorted(p.topic for p in got), sorted(f"r/{i}" for i in range(50)))
+        self.assertEqual(sorted(p.topic for p in got), [f"r/{i:03d}" for i in range(50)])
         self.assertTrue(all(p.retain for p in got))
         self.assertEqual(self.h.broker.dropped_slow, 0)
+        self.assertFalse(reader.paused)  # all sent: read again
 
-    def test_keepalive_does_not_count_while_the_clients_socket_is_full(self):
-        """We stop reading while its socket is full: its PINGREQs wait unread."""
+    def test_held_retained_messages_are_bounded_by_max_queued_messages(self):
+        h = Harness(max_queued_messages=3)
+        self.retained(20, h)
+        reader = self.subscribe_small_buffer(h)
+        first = len(publishes(reader.received()))  # up to the pause
+        self.assertEqual(h.broker.dropped_slow, 20 - first - 3)
+        reader.transport.drained()
+        self.assertEqual(len(publishes(reader.received())), 3)
+
+    def test_live_qos0_behind_held_retained_messages_is_dropped(self):
+        """Order is kept, and the backlog only shrinks: the reader is read again once
+        it drained what it was owed."""
+        self.retained(20)
+        reader = self.subscribe_small_buffer()
+        reader.send(Subscribe(3, (("t", 0),)))  # (as if it were read)
+        reader.received()
+        self.pub.send(pub("t", b"live"))
+        self.assertEqual(self.h.broker.dropped_slow, 1)
+        for _ in range(20):
+            reader.transport.drained()
+            reader.received()
+        self.assertFalse(reader.paused)
+        self.pub.send(pub("t", b"later"))
+        self.assertEqual([p.payload for p in publishes(reader.received())], [b"later"])
+
+    def test_held_retained_messages_are_dropped_with_the_connection(self):
+        self.retained(20)
+        reader = self.subscribe_small_buffer()
+        sent = len(publishes(reader.received()))
+        reader.lose()
+        self.assertEqual(self.h.broker.dropped_offline, 20 - sent)
+
+    def test_a_reader_that_drains_is_read_again_under_sustained_qos0(self):
+        """More QoS 0 offered than it drains must not keep us from reading it: its
+        PINGREQs and PUBACKs are read at every drain."""
+        reader = Client(self.h, transport_class=ReadGatedTransport)
+        reader.transport.protocol = reader.protocol
+        reader.connect("reader")
+        reader.send(Subscribe(1, (("t", 0), ("q", 1))))
+        reader.received()
+        self.pub.send(*[pub("t", b"x" * 1024) for _ in range(20)])
+        self.assertTrue(reader.paused)
+        reader.transport.client_sends(encode(Pingreq()))
+        got = []
+        for i in range(20):
+            self.pub.send(pub("q", b"%d" % i, qos=1, pid=i + 1))
+            for p in reader.received():
+                got.append(p)
+                if isinstance(p, Publish) and p.qos == 1:
+                    reader.transport.client_sends(encode(Puback(p.packet_id)))
+            reader.transport.drained()
+            self.pub.send(*[pub("t", b"x" * 1024) for _ in range(8)])
+        self.assertIn(Pingresp(), got)
+        self.assertEqual(len([p for p in got if isinstance(p, Publish) and p.qos == 1]), 20)
+        self.assertEqual(reader.transport.inbound, [])
+        self.assertEqual(self.h.broker.dropped_queue_full, 0)
+
+    def test_keepalive_counts_from_the_last_drain_while_the_socket_is_full(self):
+        """We stop reading while its socket is full, so its PINGREQs wait unread; but
+        every drain shows it alive. A client that drains nothing is closed as silent."""
         c = self.h.client("dev", keepalive=4)
         c.transport.producer.pauseProducing()
-        self.h.clock.advance(30.0)
-        self.assertFalse(c.closed)
-        c.transport.producer.resumeProducing()
+        self.h.clock.advance(5.0)
+        c.transport.producer.resumeProducing()  # it drained: alive
+        c.transport.producer.pauseProducing()
         self.h.clock.advance(5.9)
         self.assertFalse(c.closed)
-        self.h.clock.advance(0.2)  # 6 s of real silence after we read again
+        self.h.clock.advance(0.2)  # 6 s (1.5 x keepalive) since it last drained anything
         self.assertTrue(c.closed)
 
     def test_other_pause_reasons_survive_a_drained_buffer(self):

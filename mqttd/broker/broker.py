@@ -160,7 +160,7 @@ class Broker:
         for topic_filter, granted in topics:
             for message in self.retained.match(topic_filter):
                 qos = message.qos
-                session.deliver(message, qos if qos < granted else granted, True)
+                session.deliver(message, qos if qos < granted else granted, True, hold=True)
 
     def unsubscribe(self, session, topics):
         subs = session.subscriptions

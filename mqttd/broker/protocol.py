@@ -317,12 +317,12 @@ class MQTTServerProtocol(Protocol):
         self._timer = None
         state = self._state
         if state == _CONNECTED:
-            if self._paused & (_PAUSE_INFLIGHT | _PAUSE_WRITES):
-                # We stopped reading (the store is behind, or the client's socket is
-                # full and it must drain before we make more for it): its packets, its
+            if self._paused & _PAUSE_INFLIGHT:
+                # We stopped reading (the store is behind): the client's packets, its
                 # PINGREQs too, wait unread in the socket. The silence is ours; closing
-                # would also publish a false will. (A peer gone for good is ended by the
-                # kernel's TCP retransmission timeout.)
+                # would also publish a false will. (While its socket is full the silence
+                # is the client's: it counts from the last time it drained, see
+                # resumeProducing, so a client that stopped reading is still closed.)
                 self._timer = self._clock.callLater(self._keepalive, self._timeout)
                 return
             idle = self._clock.seconds() - self._last_seen
@@ -548,11 +548,13 @@ class MQTTServerProtocol(Protocol):
 
     def resumeProducing(self):
         self.writes_blocked = False
+        # The client drained its socket: it is alive and reading. Its packets wait unread
+        # while we do not read, so keepalive counts from here.
+        self._last_seen = self._clock.seconds()
         session = self._session
         if session is not None and session.backlog:
             session.send_backlog()  # may fill the socket again: then stay paused
         if not self.writes_blocked:
-            self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
             self._unpause(_PAUSE_WRITES)
 
     def stopProducing(self):

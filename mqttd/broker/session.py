@@ -60,7 +60,7 @@ class Session:
         # packet id -> the closed connection whose copy of that QoS 2 message was still
         # being stored; a new PUBLISH with the id takes the claim away (protocol.py).
         self.qos2_orphans = None
-        self.backlog = None  # deque of (message, retain): QoS 0 waiting for a full socket
+        self.backlog = None  # deque of (message, retain): retained QoS 0 for a full socket
         self._next_id = 0
         self._dropping = False
 
@@ -69,14 +69,18 @@ class Session:
 
     # -- outbound delivery ---------------------------------------------------------------
 
-    def deliver(self, message, qos, retain):
+    def deliver(self, message, qos, retain, hold=False):
         """Send ``message`` at ``qos`` now if the window allows, else queue it (bounded).
 
-        QoS 0 is sent if online, dropped if not. While the client's socket is full it
-        waits in ``backlog``, bounded by ``max_queued_messages`` like the QoS 1/2 queue,
-        and is dropped beyond that: a fast reader's socket is "full" too once one reactor
-        turn writes over 64 kB (Twisted's buffer), as the retained messages of one
-        SUBSCRIBE easily do, and every one of those must be sent [MQTT-3.3.1-6].
+        QoS 0 is sent if online, dropped if not, and dropped while the client's socket is
+        full: it reads slower than we write, and best effort means dropping, not
+        buffering without bound (see MQTTServerProtocol.pauseProducing). Except with
+        ``hold``, for the retained messages of a SUBSCRIBE, every one of which must be
+        sent [MQTT-3.3.1-6]: a fast reader's socket is "full" too once one reactor turn
+        writes over 64 kB (Twisted's buffer), as a retained set easily does. Those wait
+        in ``backlog``, bounded by ``max_queued_messages``, and go out as the socket
+        drains; live QoS 0 behind them is dropped, so they keep their order and the
+        backlog only shrinks (the client is read again once it is empty).
         """
         proto = self.protocol
         broker = self.broker
@@ -86,13 +90,11 @@ class Session:
                 return
             backlog = self.backlog
             if proto.writes_blocked or backlog:
-                if backlog is None:
-                    backlog = self.backlog = deque()
-                if len(backlog) >= broker.max_queued_messages:
-                    # It reads slower than we write: best effort means dropping, not
-                    # buffering without bound (see MQTTServerProtocol.pauseProducing).
+                if not hold or (backlog is not None and len(backlog) >= broker.max_queued_messages):
                     broker.dropped_slow += 1
                     return
+                if backlog is None:
+                    backlog = self.backlog = deque()
                 backlog.append((message, retain))
                 return
             proto.transport.write(
@@ -158,8 +160,8 @@ class Session:
             self._dropping = False  # burst over: the next drop is logged again
 
     def send_backlog(self):
-        """The client's socket drained: send the QoS 0 messages held for it, in order,
-        until it is full again (a write can pause us on the spot)."""
+        """The client's socket drained: send the retained QoS 0 messages held for it, in
+        order, until it is full again (a write can pause us on the spot)."""
         backlog = self.backlog
         proto = self.protocol
         if not backlog or proto is None:

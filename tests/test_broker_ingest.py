@@ -317,17 +317,49 @@ class AfterCloseTests(unittest.TestCase):
         self.assertEqual(again.received(), [Pubcomp(7)])
         self.assertEqual((len(self.store.calls), self.delivered()), (1, []))
 
-    def test_persistent_qos2_retransmitted_before_the_commit_is_delivered_once(self):
-        """The client is back and sent it again before the first copy committed: the
-        second copy is stored (no PUBREC may precede a commit) and is the one routed."""
+    def test_persistent_qos2_retransmitted_before_the_commit_waits_for_it(self):
+        """The client is back and sent it again while the first copy is still being
+        stored: not stored twice; its PUBREC waits for that commit (none may precede
+        one), and the first copy is the one routed."""
         self.drop_with(pub("t/1", b"exactly", qos=2, pid=7))
         again = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
-        self.assertEqual(len(self.store.calls), 2)
-        self.store.succeed(0)  # the first copy: in the database, not routed
-        self.assertEqual((again.received(), self.delivered()), ([], []))
-        self.store.succeed(1)
+        self.assertEqual((len(self.store.calls), again.received()), (1, []))
+        self.store.succeed(0)
         self.assertEqual(again.received(), [Pubrec(7)])
         self.assertEqual(self.delivered(), [b"exactly"])
+        again.send(Pubrel(7))
+        self.assertEqual(again.received(), [Pubcomp(7)])
+        again.send(pub("t/1", b"next", qos=2, pid=7))  # the id is free again: stored
+        self.assertEqual(len(self.store.calls), 2)
+
+    def test_a_retransmission_fails_with_the_copy_it_waits_for(self):
+        """That first copy is not stored after all: the waiting retransmission gets no
+        PUBREC, its connection closes, and the next one is stored (the id is free)."""
+        self.drop_with(pub("t/1", b"exactly", qos=2, pid=7))
+        again = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.store.fail(0)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(again.received(), [])
+        self.assertTrue(again.closed)
+        again.lose()
+        last = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.assertEqual(len(self.store.calls), 2)
+        self.store.succeed(1)
+        self.assertEqual(last.received(), [Pubrec(7)])
+        self.assertEqual(self.delivered(), [b"exactly"])
+        self.assertEqual(self.h.broker.sessions["dev"].qos2_pending, {})
+
+    def test_two_drops_before_the_commit(self):
+        self.drop_with(pub("t/1", b"exactly", qos=2, pid=7))
+        second = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        second.lose()
+        self.store.succeed(0)
+        self.assertEqual(self.delivered(), [b"exactly"])
+        last = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
+        self.assertEqual(last.received(), [Pubrec(7)])
+        last.send(Pubrel(7))
+        self.assertEqual(last.received(), [Pubcomp(7)])
+        self.assertEqual((len(self.store.calls), self.delivered()), (1, []))
 
     def test_persistent_qos2_stored_before_the_close_is_not_stored_again(self):
         """Committed but queued behind an earlier message when the connection dropped:
@@ -341,51 +373,6 @@ class AfterCloseTests(unittest.TestCase):
         self.assertEqual(len(self.store.calls), 2)  # not stored again
         self.store.succeed(0)
         self.assertEqual(self.delivered(), [b"first", b"exactly"])
-
-    def resent_and_completed(self):
-        """The retransmission commits first (the original's batch waits in backoff
-        after a 503, its slot free): its flow is complete, id 7 released, before the
-        original commits."""
-        self.drop_with(pub("t/1", b"A", qos=2, pid=7))
-        again = self.back_with(pub("t/1", b"A", qos=2, pid=7, dup=True))
-        self.store.succeed(1)
-        again.send(Pubrel(7))
-        self.assertEqual(again.received(), [Pubrec(7), Pubcomp(7)])
-        self.assertEqual(self.delivered(), [b"A"])
-        return again
-
-    def test_an_original_committing_after_its_retransmission_is_not_delivered(self):
-        self.resent_and_completed()
-        self.store.succeed(0)  # the original, late
-        self.assertEqual(self.delivered(), [])  # exactly once
-
-    def test_an_original_committing_late_does_not_swallow_the_ids_next_message(self):
-        again = self.resent_and_completed()
-        self.store.succeed(0)
-        again.send(pub("t/1", b"B", qos=2, pid=7))  # a new message, id 7 reused
-        self.assertEqual(len(self.store.calls), 3)  # stored, not answered as a duplicate
-        self.assertEqual(again.received(), [])
-        self.store.succeed(2)
-        self.assertEqual(again.received(), [Pubrec(7)])
-        self.assertEqual(self.delivered(), [b"B"])
-
-    def test_two_drops_in_a_row_with_the_id_reused(self):
-        again = self.resent_and_completed()
-        again.send(pub("t/1", b"B", qos=2, pid=7))  # a new message with id 7, then a drop
-        again.lose()
-        self.store.succeed(0)  # A's original: not routed again
-        self.store.succeed(2)  # B: routed, and its id kept for the retransmission
-        last = self.back_with(pub("t/1", b"B", qos=2, pid=7, dup=True))
-        self.assertEqual(last.received(), [Pubrec(7)])
-        self.assertEqual(len(self.store.calls), 3)
-        self.assertEqual(self.delivered(), [b"B"])
-
-    def test_an_original_that_fails_after_the_close_leaves_no_claim(self):
-        self.drop_with(pub("t/1", b"A", qos=2, pid=7))
-        self.store.fail(0)
-        self.flushLoggedErrors(RuntimeError)
-        self.assertEqual(self.h.broker.sessions["dev"].qos2_orphans, {})
-        self.assertEqual(self.delivered(), [])
 
     def test_persistent_qos2_that_failed_is_stored_when_sent_again(self):
         c = self.h.client("dev", clean=False)
@@ -546,10 +533,10 @@ class Qos2PubcompOrderTests(unittest.TestCase):
 
 
 class WebhookReorderTests(unittest.TestCase):
-    def test_qos2_exactly_once_when_a_retry_commits_after_the_retransmission(self):
+    def test_qos2_retransmission_waits_for_a_retried_original(self):
         """End to end with the real WebhookStore (pool_size 1): the dropped connection's
-        batch gets a 503 and waits in backoff, its slot free, so the retransmission's
-        batch commits first; the original's retry commits later."""
+        batch gets a 503 and waits in backoff, its slot free; the retransmission is not
+        stored a second time, and its PUBREC comes once the original's retry commits."""
         from treq.testing import StubTreq
 
         from mqttd.broker.broker import Broker
@@ -579,16 +566,19 @@ class WebhookReorderTests(unittest.TestCase):
         new = Client(h)
         new.connect("dev", clean=False)
         new.send(pub("t/1", b"A", qos=2, pid=7, dup=True))
-        tick()  # committed
-        new.send(Pubrel(7))
-        self.assertEqual(new.received(), [Pubrec(7), Pubcomp(7)])
-        tick(1.0)  # the original's retry: committed too (a second row), not routed
+        tick()
+        self.assertEqual((len(webhook.bodies), new.received()), (1, []))  # waits for it
+        tick(1.0)  # the original's retry: committed
         self.assertEqual([m.payload for m in publishes(sub.received())], [b"A"])
+        self.assertEqual(new.received(), [Pubrec(7)])
+        new.send(Pubrel(7))
+        self.assertEqual(new.received(), [Pubcomp(7)])
         new.send(pub("t/1", b"B", qos=2, pid=7))  # id 7 reused: a new message
         tick(0.01)
-        self.assertEqual(len(webhook.bodies), 4)  # B was sent to be stored
+        self.assertEqual(len(webhook.bodies), 3)  # A twice (503, then 200), B once
         self.assertEqual(new.received(), [Pubrec(7)])
         self.assertEqual([m.payload for m in publishes(sub.received())], [b"B"])
+        self.assertEqual(sorted(webhook.stored), sorted(set(webhook.stored)))
 
 
 class ClosingWhilePausedTests(unittest.TestCase):

@@ -357,17 +357,18 @@ class MQTTServerProtocol(Protocol):
                 # Retransmit of a message already stored (or being stored): PUBREC
                 # again, after the original's, without storing or routing it twice.
                 broker.duplicates += 1
-                if pending:
+                waiting = session.qos2_pending
+                original = waiting.get(qos2_id) if waiting else None
+                if original is not None:
+                    # The original is still being stored by a dropped connection: this
+                    # PUBREC waits for that commit, and fails with it (_original_settled).
+                    self._queue_ack([ack, None, False, 0], original)
+                elif pending:
                     pending.append([ack, None, True, 0])
                 else:
                     self.transport.write(ack)
                 return
             ids.add(qos2_id)
-            orphans = session.qos2_orphans
-            if orphans:
-                # A copy a dropped connection was still storing: this one is stored and
-                # routed instead, and that one, committing later, is not (exactly once).
-                orphans.pop(qos2_id, None)
         else:
             ack = None
         # received_at: the time of the read that carried it (set by dataReceived, and
@@ -387,6 +388,31 @@ class MQTTServerProtocol(Protocol):
         if len(pending) >= broker.max_inflight and self._state == _CONNECTED:
             self._pause(_PAUSE_INFLIGHT)
 
+    def _queue_ack(self, entry, original):
+        """Queue ``entry`` (an ack with nothing to store) until ``original`` settles."""
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+            self._notify = self._settled
+        pending.append(entry)
+        original[1].append((self, entry))
+        if len(pending) >= self._broker.max_inflight and self._state == _CONNECTED:
+            self._pause(_PAUSE_INFLIGHT)
+
+    def _original_settled(self, entry, failure):
+        """The copy a dropped connection was storing settled: ``entry``, this
+        connection's PUBREC for its retransmission, may go; or, if it failed, this
+        connection closes unacknowledged, as for its own messages, and the client
+        sends it again (then stored: the id is free)."""
+        entry[2] = True
+        if failure is not None:
+            self._store_failed(failure)  # closes a connected client
+        if self._state == _CONNECTED:
+            if self._pending[0][2]:
+                self._release()
+        elif self._pending:
+            self._release_closed()
+
     def _settled(self, entries, failure):
         """The store's ``notify``: ``entries`` (FIFO entries) are committed, or failed.
 
@@ -402,6 +428,9 @@ class MQTTServerProtocol(Protocol):
                 entry[1] = None  # not stored: nothing of it to route, ever
         for entry in entries:
             entry[2] = True
+        session = self._after_close
+        if session is not None and session.qos2_pending:
+            _release_waiters(session, entries, failure)
         if failure is not None:
             self._store_failed(failure, len(entries))  # closes a connected client
         if self._state == _CONNECTED:
@@ -419,33 +448,18 @@ class MQTTServerProtocol(Protocol):
         comes back would have its data stored and never delivered. A persistent client
         that does come back retransmits its unacknowledged QoS 1/2 messages
         [MQTT-4.4.0-1]: a QoS 1 one is then stored and routed again (at least once, as
-        QoS 1 allows); a QoS 2 one is not, exactly once: its id, forgotten at the close
-        (``_shutdown``), is remembered again here once the original is stored, so the
-        retransmission gets a PUBREC and nothing else; and if the retransmission came
-        before that (it took the session's ``qos2_orphans`` claim), that copy is the one
-        stored and routed, and this one is not. A will held for these messages follows the
-        last one (unless ``will`` is false: _shutdown's own call publishes it itself).
+        QoS 1 allows); a QoS 2 one is not (exactly once): its id stays taken while this
+        connection's copy is being stored, and the retransmission's PUBREC waits for
+        that commit (``_shutdown``, ``_on_publish``). A will held for these messages
+        follows the last one (unless ``will`` is false: _shutdown's own call publishes
+        it itself).
         """
         pending = self._pending
-        after = self._after_close  # (session, forgotten QoS 2 ids) when persistent
         route = self._broker.route
         while pending and pending[0][2]:
-            ack, message, _, qos2_id = pending.popleft()
-            if after is not None and qos2_id in after[1]:
-                session = after[0]
-                orphans = session.qos2_orphans
-                if orphans is None or orphans.get(qos2_id) is not self:
-                    continue  # received again meanwhile: that copy is stored and routed
-                del orphans[qos2_id]
-                if message is None:
-                    continue  # not stored: the retransmission will be
-                ids = session.inbound_qos2
-                if ids is None:
-                    ids = session.inbound_qos2 = set()
-                ids.add(qos2_id)
-            elif message is None:
-                continue  # not stored
-            route(message)
+            message = pending.popleft()[1]
+            if message is not None:  # None: not stored, or an ack alone
+                route(message)
         if not pending:
             self._pending = None
             if will and self._will is not None:
@@ -609,25 +623,28 @@ class MQTTServerProtocol(Protocol):
         session = self._session
         pending = self._pending
         if pending:
-            # QoS 2 messages not known to be stored (not settled, or failed): forget
-            # their ids, so a retransmission is stored rather than answered as a
-            # duplicate (with a PUBREC that nothing committed yet would back).
-            forgotten = set()
+            persistent = session is not None and not session.clean
             ids = session.inbound_qos2 if session is not None else None
             for entry in pending:
-                if entry[3] and (not entry[2] or entry[1] is None):
-                    forgotten.add(entry[3])
+                qos2_id = entry[3]
+                if not qos2_id:
+                    continue
+                if persistent and not entry[2]:
+                    # Still being stored: its id stays taken, and a retransmission on a
+                    # later connection waits for this commit instead of being stored
+                    # again (_on_publish; settled by _release_waiters).
+                    waiting = session.qos2_pending
+                    if waiting is None:
+                        waiting = session.qos2_pending = {}
+                    waiting[qos2_id] = [entry, []]
+                elif entry[1] is None or not entry[2]:
+                    # Not stored (failed), or a clean session's: a retransmission is
+                    # stored, not answered as a duplicate.
                     if ids:
-                        ids.discard(entry[3])
+                        ids.discard(qos2_id)
             # The FIFO stays until the store settles it: see _release_closed.
-            if session is not None and not session.clean:
-                self._after_close = (session, forgotten)
-                if forgotten:
-                    orphans = session.qos2_orphans
-                    if orphans is None:
-                        orphans = session.qos2_orphans = {}
-                    for qos2_id in forgotten:
-                        orphans[qos2_id] = self
+            if persistent:
+                self._after_close = session
             self._release_closed(will=False)
         broker = self._broker
         if session is not None:
@@ -656,6 +673,22 @@ _HANDLERS = {
     Pingreq: MQTTServerProtocol._on_pingreq,
     Disconnect: MQTTServerProtocol._on_disconnect,
 }
+
+
+def _release_waiters(session, entries, failure):
+    """``entries`` of a dropped connection settled: retransmissions waiting for them get
+    their PUBREC, or, if the copy failed, its id is freed and they fail too."""
+    waiting = session.qos2_pending
+    for entry in entries:
+        qos2_id = entry[3]
+        record = waiting.get(qos2_id) if qos2_id else None
+        if record is None or record[0] is not entry:
+            continue
+        del waiting[qos2_id]
+        if failure is not None and session.inbound_qos2:
+            session.inbound_qos2.discard(qos2_id)
+        for protocol, ack in record[1]:
+            protocol._original_settled(ack, failure)
 
 
 class MQTTServerFactory(ServerFactory):

@@ -42,7 +42,7 @@ class Session:
         "inflight",
         "queue",
         "inbound_qos2",
-        "qos2_orphans",
+        "qos2_pending",
         "backlog",
         "_next_id",
         "_dropping",
@@ -57,9 +57,9 @@ class Session:
         self.inflight = None  # packet id -> (message, qos, retain) | PUBREL_PENDING
         self.queue = None  # deque of (message, qos, retain)
         self.inbound_qos2 = None  # set of packet ids awaiting PUBREL from the client
-        # packet id -> the closed connection whose copy of that QoS 2 message was still
-        # being stored; a new PUBLISH with the id takes the claim away (protocol.py).
-        self.qos2_orphans = None
+        # packet id -> [FIFO entry, waiters]: a QoS 2 message a dropped connection was
+        # still storing, and the retransmissions whose PUBREC waits for it (protocol.py).
+        self.qos2_pending = None
         self.backlog = None  # deque of (message, retain): retained QoS 0 for a full socket
         self._next_id = 0
         self._dropping = False

@@ -363,16 +363,63 @@ class AfterCloseTests(unittest.TestCase):
 
     def test_persistent_qos2_stored_before_the_close_is_not_stored_again(self):
         """Committed but queued behind an earlier message when the connection dropped:
-        its id is kept, so the retransmission only completes the flow."""
+        its id is kept, so the retransmission only completes the flow (once it is
+        routed)."""
         c = self.h.client("dev", clean=False)
         c.send(pub("t/1", b"first", qos=1, pid=1), pub("t/1", b"exactly", qos=2, pid=7))
         self.store.succeed(1)  # stored; its PUBREC waits behind PUBACK 1
         c.lose()
         again = self.back_with(pub("t/1", b"exactly", qos=2, pid=7, dup=True))
-        self.assertEqual(again.received(), [Pubrec(7)])
         self.assertEqual(len(self.store.calls), 2)  # not stored again
         self.store.succeed(0)
         self.assertEqual(self.delivered(), [b"first", b"exactly"])
+        self.assertEqual(again.received(), [Pubrec(7)])
+
+    def test_a_waiting_retransmission_keeps_its_place_in_receive_order(self):
+        """Retained "A" (QoS 2) dropped before its commit, retransmitted, then retained
+        "B": B commits first, yet subscribers get A then B [MQTT-4.6.0-6] and the
+        retained value ends as B (the waiting PUBREC goes once A is routed)."""
+        self.drop_with(pub("t/s", b"A", qos=2, pid=7, retain=True))
+        again = self.back_with(pub("t/s", b"A", qos=2, pid=7, retain=True, dup=True),
+                               pub("t/s", b"B", qos=2, pid=8, retain=True))
+        self.assertEqual(len(self.store.calls), 2)  # A's first copy, B
+        self.store.succeed(1)
+        self.assertEqual(again.received(), [])
+        self.store.succeed(0)
+        self.assertEqual(again.received(), [Pubrec(7), Pubrec(8)])
+        self.assertEqual(self.delivered(), [b"A", b"B"])
+        self.assertEqual(self.h.broker.retained.get("t/s").payload, b"B")
+
+    def test_a_waiting_retransmission_waits_for_the_routing_not_the_commit(self):
+        """A committed but queued behind the dropped connection's earlier message (at
+        the drop, or after it): the retransmission waits until A is routed."""
+        for commit_a_before_the_drop in (False, True):
+            self.setUp()
+            c = self.h.client("dev", clean=False)
+            c.send(pub("t/x", b"q1", qos=1, pid=1), pub("t/s", b"A", qos=2, pid=7, retain=True))
+            if commit_a_before_the_drop:
+                self.store.succeed(1)
+            c.lose()
+            again = self.back_with(pub("t/s", b"A", qos=2, pid=7, retain=True, dup=True),
+                                   pub("t/s", b"B", qos=2, pid=8, retain=True))
+            self.assertEqual(len(self.store.calls), 3)  # q1, A, B: A not stored twice
+            if not commit_a_before_the_drop:
+                self.store.succeed(1)
+            self.store.succeed(2)
+            self.assertEqual((again.received(), self.delivered()), ([], []))
+            self.store.succeed(0)
+            self.assertEqual(again.received(), [Pubrec(7), Pubrec(8)])
+            self.assertEqual(self.delivered(), [b"q1", b"A", b"B"])
+            self.assertEqual(self.h.broker.retained.get("t/s").payload, b"B")
+
+    def test_a_failed_copy_counts_once_however_many_wait_for_it(self):
+        self.drop_with(pub("t", b"A", qos=2, pid=7))
+        again = self.back_with(pub("t", b"A", qos=2, pid=7, dup=True),
+                               pub("t", b"A", qos=2, pid=7, dup=True))
+        self.store.fail(0)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(again.closed)
+        self.assertEqual((self.h.broker.store_failures, len(self.store.calls)), (1, 1))
 
     def test_persistent_qos2_that_failed_is_stored_when_sent_again(self):
         c = self.h.client("dev", clean=False)

@@ -400,13 +400,14 @@ class MQTTServerProtocol(Protocol):
             self._pause(_PAUSE_INFLIGHT)
 
     def _original_settled(self, entry, failure):
-        """The copy a dropped connection was storing settled: ``entry``, this
-        connection's PUBREC for its retransmission, may go; or, if it failed, this
-        connection closes unacknowledged, as for its own messages, and the client
-        sends it again (then stored: the id is free)."""
+        """The copy a dropped connection was storing is routed: ``entry``, this
+        connection's PUBREC for its retransmission, may go (after it: what this
+        connection received later is routed after it too). Or that copy failed: this
+        connection closes unacknowledged, as for its own messages, and the client sends
+        it again (then stored: the id is free)."""
         entry[2] = True
         if failure is not None:
-            self._store_failed(failure)  # closes a connected client
+            self._store_failed(failure, 0)  # closes a connected client; counted by the original
         if self._state == _CONNECTED:
             if self._pending[0][2]:
                 self._release()
@@ -429,8 +430,8 @@ class MQTTServerProtocol(Protocol):
         for entry in entries:
             entry[2] = True
         session = self._after_close
-        if session is not None and session.qos2_pending:
-            _release_waiters(session, entries, failure)
+        if failure is not None and session is not None and session.qos2_pending:
+            _release_waiters(session, entries, failure)  # successes: _release_closed
         if failure is not None:
             self._store_failed(failure, len(entries))  # closes a connected client
         if self._state == _CONNECTED:
@@ -456,10 +457,16 @@ class MQTTServerProtocol(Protocol):
         """
         pending = self._pending
         route = self._broker.route
+        session = self._after_close
         while pending and pending[0][2]:
-            message = pending.popleft()[1]
+            entry = pending.popleft()
+            message = entry[1]
             if message is not None:  # None: not stored, or an ack alone
                 route(message)
+                if entry[3] and session is not None and session.qos2_pending:
+                    # Routed: retransmissions waiting for it may go (after it, so what
+                    # their connection received later is routed after it too).
+                    _release_waiters(session, (entry,), None)
         if not pending:
             self._pending = None
             if will and self._will is not None:
@@ -629,10 +636,11 @@ class MQTTServerProtocol(Protocol):
                 qos2_id = entry[3]
                 if not qos2_id:
                     continue
-                if persistent and not entry[2]:
-                    # Still being stored: its id stays taken, and a retransmission on a
-                    # later connection waits for this commit instead of being stored
-                    # again (_on_publish; settled by _release_waiters).
+                if persistent and entry[1] is not None:
+                    # Being stored, or stored and waiting for an earlier message to be
+                    # routed first: its id stays taken, and a retransmission on a later
+                    # connection waits for it to be routed instead of being stored again
+                    # (_on_publish; released by _release_waiters).
                     waiting = session.qos2_pending
                     if waiting is None:
                         waiting = session.qos2_pending = {}
@@ -676,8 +684,9 @@ _HANDLERS = {
 
 
 def _release_waiters(session, entries, failure):
-    """``entries`` of a dropped connection settled: retransmissions waiting for them get
-    their PUBREC, or, if the copy failed, its id is freed and they fail too."""
+    """``entries`` of a dropped connection were routed (``failure`` None) or failed:
+    retransmissions waiting for them get their PUBREC, or, if the copy failed, its id is
+    freed and they fail too."""
     waiting = session.qos2_pending
     for entry in entries:
         qos2_id = entry[3]

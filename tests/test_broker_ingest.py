@@ -421,6 +421,80 @@ class AfterCloseTests(unittest.TestCase):
         self.assertTrue(again.closed)
         self.assertEqual((self.h.broker.store_failures, len(self.store.calls)), (1, 1))
 
+    def test_receive_order_holds_across_a_reconnect(self):
+        """[MQTT-4.6.0-6]: "A" on the connection that dropped, then "B" on the next one,
+        same topic; B commits first (A's batch retried after a 503, say): still A then
+        B, and the retained value is B, not A come back stale."""
+        for qos in (0, 1):
+            self.setUp()
+            self.drop_with(pub("t/s", b"A", qos=qos, pid=1 if qos else None, retain=True))
+            again = self.back_with(pub("t/s", b"B", qos=qos, pid=2 if qos else None, retain=True))
+            self.store.succeed(1)
+            self.assertEqual(again.received(), [Puback(2)] if qos else [])  # acked at once
+            self.assertEqual(self.delivered(), [])  # routed after A
+            self.store.succeed(0)
+            self.assertEqual(self.delivered(), [b"A", b"B"])
+            self.assertEqual(self.h.broker.retained.get("t/s").payload, b"B")
+            self.assertEqual(self.h.broker.unrouted, {})
+
+    def test_receive_order_holds_across_several_reconnects(self):
+        self.drop_with(pub("t/s", b"A", qos=1, pid=1))
+        self.back_with(pub("t/s", b"B", qos=1, pid=2)).lose()
+        last = self.back_with(pub("t/s", b"C", qos=1, pid=3))
+        self.store.succeed(2)
+        self.store.succeed(1)
+        self.assertEqual(self.delivered(), [])
+        self.store.succeed(0)
+        self.assertEqual(self.delivered(), [b"A", b"B", b"C"])
+        last.send(pub("t/s", b"D", qos=1, pid=4))
+        self.store.succeed(3)
+        self.assertEqual(self.delivered(), [b"D"])  # nothing before it now: at once
+        self.assertEqual(self.h.broker.unrouted, {})
+
+    def test_a_later_connections_will_waits_for_an_earlier_ones_messages(self):
+        """The device said "online" and dropped before its commit; it came back, said it
+        again (stored, acknowledged) and dropped for good: the will "offline" must not
+        be overtaken by the first connection's late "online"."""
+        self.drop_with(pub("t/status", b"online", qos=1, pid=1, retain=True))
+        again = Client(self.h)
+        again.connect("dev", clean=False, will=Will("t/status", b"offline", 1, retain=True))
+        again.send(pub("t/status", b"online", qos=1, pid=1, retain=True, dup=True))
+        self.store.succeed(1)
+        again.lose()
+        self.assertEqual(len(self.store.calls), 2)  # the will waits
+        self.store.succeed(0)
+        self.assertEqual(len(self.store.calls), 3)  # now it is stored
+        self.store.succeed(2)
+        self.assertEqual(self.delivered(), [b"online", b"online", b"offline"])
+        self.assertEqual(self.h.broker.retained.get("t/status").payload, b"offline")
+
+    def test_such_a_will_goes_at_once_when_the_client_connects_again(self):
+        self.drop_with(pub("t/status", b"online", qos=1, pid=1, retain=True))
+        again = Client(self.h)
+        again.connect("dev", clean=False, will=Will("t/status", b"offline", 1, retain=True))
+        again.lose()
+        self.assertEqual(len(self.store.calls), 1)
+        self.back_with()
+        self.assertEqual(len(self.store.calls), 2)  # the will, before anything new
+        self.store.succeed(0)
+        self.store.succeed(1)
+        self.assertEqual(len(self.store.calls), 2)  # published once
+        self.assertEqual(self.delivered(), [b"online", b"offline"])
+
+    def test_a_pubrel_before_its_pubrec_does_not_free_a_waiting_id(self):
+        """A client breaking the flow (PUBREL 7 while its PUBREC waits for the dropped
+        connection's copy, then 7 reused) must not leave anything stuck."""
+        self.drop_with(pub("t/1", b"X", qos=2, pid=7))
+        again = self.back_with(pub("t/1", b"X", qos=2, pid=7, dup=True), Pubrel(7),
+                               pub("t/1", b"Z", qos=2, pid=7))
+        again.lose()
+        for i in range(len(self.store.calls)):
+            self.store.succeed(i)
+        self.assertFalse(again.protocol._pending)
+        self.assertEqual(self.h.broker.sessions["dev"].qos2_pending, {})
+        last = self.back_with(pub("t/1", b"Z", qos=2, pid=7, dup=True))
+        self.assertEqual(last.received(), [Pubrec(7)])
+
     def test_persistent_qos2_that_failed_is_stored_when_sent_again(self):
         c = self.h.client("dev", clean=False)
         c.send(pub("t/1", b"exactly", qos=2, pid=7))

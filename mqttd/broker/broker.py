@@ -47,6 +47,9 @@ class Broker:
         # client id -> closed protocol whose will waits for its pending messages
         # (MQTTServerProtocol._shutdown); a new connection of that id flushes it.
         self.held_wills = {}
+        # client id -> its latest closed connection with messages still to route: the
+        # next connection of that id routes after it (MQTTServerProtocol._route).
+        self.unrouted = {}
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # Message keys: a random boot id makes them unique across restarts, the counter

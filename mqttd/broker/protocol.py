@@ -117,6 +117,7 @@ class MQTTServerProtocol(Protocol):
         "_timer",
         "_pending",
         "_after_close",
+        "_route_after",
         "_notify",
         "_paused",
         "_backlog",
@@ -142,6 +143,7 @@ class MQTTServerProtocol(Protocol):
         self._timer = None
         self._pending = None
         self._after_close = None
+        self._route_after = None
         self._notify = None
         self._paused = 0
         self._backlog = None
@@ -272,6 +274,9 @@ class MQTTServerProtocol(Protocol):
         broker = self._broker
         session, present = broker.attach(self, self._client_id, connect.clean_session)
         self._session = session
+        # An earlier connection of this client (dropped, or just taken over) may still
+        # have messages to route: ours go after them (_route).
+        self._route_after = _anchor(broker.unrouted.get(self._client_id))
         self._will = connect.will
         self._state = _CONNECTED
         self.transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
@@ -456,21 +461,61 @@ class MQTTServerProtocol(Protocol):
         it itself).
         """
         pending = self._pending
-        route = self._broker.route
         session = self._after_close
         while pending and pending[0][2]:
             entry = pending.popleft()
             message = entry[1]
             if message is not None:  # None: not stored, or an ack alone
-                route(message)
+                self._route((message,))
                 if entry[3] and session is not None and session.qos2_pending:
                     # Routed: retransmissions waiting for it may go (after it, so what
                     # their connection received later is routed after it too).
                     _release_waiters(session, (entry,), None)
         if not pending:
             self._pending = None
+            unrouted = self._broker.unrouted
+            if unrouted.get(self._client_id) is self:
+                # All handed on: the next connection routes after what we routed after.
+                before = _anchor(self._route_after)
+                if before is None:
+                    del unrouted[self._client_id]
+                else:
+                    unrouted[self._client_id] = before
             if will and self._will is not None:
-                self.publish_held_will()
+                self._publish_will_after_routing()
+
+    def _route(self, messages):
+        """Route ``messages`` (in receive order) after whatever this client's earlier
+        connections received and still have to route.
+
+        Across a drop and a reconnect the old connection's messages can commit after
+        the new one's (a batch retried after a 503): routed as they commit, an older
+        message on a topic would overtake a newer one [MQTT-4.6.0-6], and a retained
+        value come back stale. So while an earlier connection has messages to route,
+        ours are queued at the end of its FIFO, routed when it gets there.
+        """
+        before = self._route_after
+        if before is not None:
+            before = self._route_after = _anchor(before)
+            if before is not None:
+                before._pending.extend([None, message, True, 0] for message in messages)
+                return
+        route = self._broker.route
+        for message in messages:
+            if type(message) is _WillAfter:
+                message.protocol.publish_held_will()
+            else:
+                route(message)
+
+    def _publish_will_after_routing(self):
+        """Publish the held will now, or after an earlier connection's messages if ours
+        wait behind them (a retained "offline" must come after their "online")."""
+        before = _anchor(self._route_after)
+        if before is None:
+            self.publish_held_will()
+        else:
+            self._broker.held_wills[self._client_id] = self  # a reconnect publishes it at once
+            before._pending.append([None, _WillAfter(self), True, 0])
 
     def _release(self):
         """Write acks and route messages from the head of the FIFO while stored.
@@ -492,9 +537,7 @@ class MQTTServerProtocol(Protocol):
         if acks:
             self.transport.write(acks[0] if len(acks) == 1 else b"".join(acks))
         if messages:
-            route = self._broker.route
-            for message in messages:
-                route(message)
+            self._route(messages)
         if self._paused & _PAUSE_INFLIGHT and len(pending) < self._broker.max_inflight:
             self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
             self._unpause(_PAUSE_INFLIGHT)
@@ -517,9 +560,15 @@ class MQTTServerProtocol(Protocol):
     # -- other packets -----------------------------------------------------------------
 
     def _on_pubrel(self, packet):
-        ids = self._session.inbound_qos2
+        session = self._session
+        ids = session.inbound_qos2
         if ids:
-            ids.discard(packet.packet_id)
+            waiting = session.qos2_pending
+            if not (waiting and packet.packet_id in waiting):
+                # (A PUBREL before its PUBREC, for a copy still being stored by a dropped
+                # connection, must not free the id: a new message with it would be
+                # stored and the waiting retransmission never answered.)
+                ids.discard(packet.packet_id)
         pubcomp = encode_pubcomp(packet.packet_id)  # also for unknown ids
         if self._pending:
             # After the acks already queued: one may be a retransmit's PUBREC for this
@@ -661,11 +710,13 @@ class MQTTServerProtocol(Protocol):
         # after them (_release_closed), or a retained "online" still being stored
         # would overwrite the will's "offline". Unless the client connects again
         # first: then it goes at once (Broker.attach), before the new connection's.
+        if self._pending:
+            broker.unrouted[self._client_id] = self  # the next connection routes after us
         if self._will is not None:
             if self._pending:
                 broker.held_wills[self._client_id] = self
             else:
-                self.publish_held_will()
+                self._publish_will_after_routing()
         log.info("disconnect {client_id} {peer}: {reason}", client_id=self._client_id,
                  peer=_peer(self.transport), reason=reason, detail=detail)
 
@@ -681,6 +732,25 @@ _HANDLERS = {
     Pingreq: MQTTServerProtocol._on_pingreq,
     Disconnect: MQTTServerProtocol._on_disconnect,
 }
+
+
+def _anchor(protocol):
+    """The connection at whose FIFO end routing after ``protocol`` queues: ``protocol``
+    itself while it has messages to route, else whatever it routed after (a closed
+    connection hands its messages on to an earlier one's FIFO); None once all is routed."""
+    while protocol is not None and not protocol._pending:
+        protocol = protocol._route_after
+    return protocol
+
+
+class _WillAfter:
+    """A held will queued in an earlier connection's FIFO: published when routing
+    gets there (MQTTServerProtocol._publish_will_after_routing)."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol):
+        self.protocol = protocol
 
 
 def _release_waiters(session, entries, failure):

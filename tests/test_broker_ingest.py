@@ -461,25 +461,28 @@ class AfterCloseTests(unittest.TestCase):
         again.send(pub("t/status", b"online", qos=1, pid=1, retain=True, dup=True))
         self.store.succeed(1)
         again.lose()
-        self.assertEqual(len(self.store.calls), 2)  # the will waits
+        self.store.succeed(2)  # the will commits first
         self.store.succeed(0)
-        self.assertEqual(len(self.store.calls), 3)  # now it is stored
-        self.store.succeed(2)
         self.assertEqual(self.delivered(), [b"online", b"online", b"offline"])
         self.assertEqual(self.h.broker.retained.get("t/status").payload, b"offline")
+        self.assertEqual(self.h.broker.unrouted, {})
 
-    def test_such_a_will_goes_at_once_when_the_client_connects_again(self):
-        self.drop_with(pub("t/status", b"online", qos=1, pid=1, retain=True))
-        again = Client(self.h)
-        again.connect("dev", clean=False, will=Will("t/status", b"offline", 1, retain=True))
-        again.lose()
-        self.assertEqual(len(self.store.calls), 1)
+    def test_a_client_that_flaps_does_not_keep_its_old_connections(self):
+        """200 drops, each with a message still being stored, the newest committing
+        first: once all is routed no closed connection stays referenced."""
+        import gc
+
+        from mqttd.broker.protocol import MQTTServerProtocol
+        for i in range(200):
+            self.drop_with(pub("t/s", b"%d" % i))
         self.back_with()
-        self.assertEqual(len(self.store.calls), 2)  # the will, before anything new
-        self.store.succeed(0)
-        self.store.succeed(1)
-        self.assertEqual(len(self.store.calls), 2)  # published once
-        self.assertEqual(self.delivered(), [b"online", b"offline"])
+        for i in reversed(range(len(self.store.calls))):
+            self.store.succeed(i)
+        self.assertEqual(self.delivered(), [b"%d" % i for i in range(200)])
+        self.assertEqual(self.h.broker.unrouted, {})
+        gc.collect()
+        alive = sum(isinstance(o, MQTTServerProtocol) for o in gc.get_objects())
+        self.assertLess(alive, 10)
 
     def test_a_pubrel_before_its_pubrec_does_not_free_a_waiting_id(self):
         """A client breaking the flow (PUBREL 7 while its PUBREC waits for the dropped
@@ -509,37 +512,39 @@ class AfterCloseTests(unittest.TestCase):
 
     def test_the_will_follows_what_was_received_before_the_drop(self):
         """A retained "online" still being stored when the connection drops must not
-        land after the will's retained "offline": the will waits for it."""
+        land after the will's retained "offline", even when the will commits first."""
         c = self.h.client("dev", will=Will("t/status", b"offline", 1, retain=True))
         c.send(pub("t/status", b"online", qos=1, pid=1, retain=True))
         c.lose()
-        self.assertEqual(len(self.store.calls), 1)  # the will is not even stored yet
-        self.store.succeed(0)
-        self.assertEqual(len(self.store.calls), 2)  # now it is
+        self.assertEqual(len(self.store.calls), 2)  # the will is stored at once ...
         self.store.succeed(1)
+        self.assertEqual(self.delivered(), [])  # ... and routed after "online"
+        self.store.succeed(0)
         self.assertEqual(self.delivered(), [b"online", b"offline"])
         self.assertEqual(self.h.broker.retained.get("t/status").payload, b"offline")
 
-    def test_a_held_will_goes_before_the_next_connection_of_that_client(self):
+    def test_the_will_goes_before_the_next_connection_of_that_client(self):
         """Reconnecting (after a drop, or taking over) while the old connection's
-        messages are still being stored: its will goes out at once, before the new
-        connection's retained "online", not after it."""
+        messages are still being stored: its will is routed before the new
+        connection's retained "online", in whatever order the three commit."""
         for takeover in (False, True):
-            self.setUp()
-            old = self.h.client("dev", will=Will("t/status", b"offline", 1, retain=True))
-            old.send(pub("t/data", b"reading", qos=1, pid=1))  # pending
-            if not takeover:
-                old.lose()
-            new = Client(self.h)
-            new.connect("dev")
-            if takeover:
-                old.lose()
-            new.send(pub("t/status", b"online", qos=1, pid=1, retain=True))
-            for i in range(3):  # the store commits in submission order
-                self.store.succeed(i)
-            self.assertEqual(self.delivered(), [b"reading", b"offline", b"online"], takeover)
-            self.assertEqual(self.h.broker.retained.get("t/status").payload, b"online")
-            self.assertEqual((len(self.store.calls), self.h.broker.held_wills), (3, {}))
+            for order in ((0, 1, 2), (2, 1, 0), (1, 2, 0), (0, 2, 1)):
+                self.setUp()
+                old = self.h.client("dev", will=Will("t/status", b"offline", 1, retain=True))
+                old.send(pub("t/data", b"reading", qos=1, pid=1))  # pending
+                if not takeover:
+                    old.lose()
+                new = Client(self.h)
+                new.connect("dev")
+                if takeover:
+                    old.lose()
+                new.send(pub("t/status", b"online", qos=1, pid=1, retain=True))
+                for i in order:
+                    self.store.succeed(i)
+                self.assertEqual(self.delivered(), [b"reading", b"offline", b"online"],
+                                 (takeover, order))
+                self.assertEqual(self.h.broker.retained.get("t/status").payload, b"online")
+                self.assertEqual((len(self.store.calls), self.h.broker.unrouted), (3, {}))
 
     def test_the_will_is_published_after_a_failed_message_too(self):
         c = self.h.client("dev", will=Will("t/status", b"offline", 1))

@@ -44,9 +44,6 @@ class Broker:
         self.max_inflight = config.max_inflight
         self.max_queued_messages = config.max_queued_messages
         self.sessions = {}  # client id -> Session
-        # client id -> closed protocol whose will waits for its pending messages
-        # (MQTTServerProtocol._shutdown); a new connection of that id flushes it.
-        self.held_wills = {}
         # client id -> its latest closed connection with messages still to route: the
         # next connection of that id routes after it (MQTTServerProtocol._route).
         self.unrouted = {}
@@ -106,12 +103,6 @@ class Broker:
         if old is not None and old.protocol is not None:
             old.protocol.take_over()  # detaches (and, if clean, discards) the old session
             old = self.sessions.get(client_id)
-        held = self.held_wills.get(client_id)
-        if held is not None:
-            # An earlier connection's will (taken over just now, or dropped before)
-            # waits for its messages still being stored; it must not come after what
-            # this connection is about to publish.
-            held.publish_held_will()
         if old is not None:
             if not clean and not old.clean:
                 old.protocol = protocol
@@ -200,26 +191,3 @@ class Broker:
             qos = message.qos
             for session, granted in matches.items():
                 session.deliver(message, qos if qos < granted else granted, False)
-
-    def publish_will(self, client_id, username, will):
-        """Publish a will like any inbound message: stored first, then routed.
-
-        The platform ingests wills too (a device's "offline" notice is data), and the
-        store-then-route order is the same promise as for a client's own PUBLISH.
-        """
-        self.wills_published += 1
-        message = self.make_message(client_id, username, will.topic, will.payload,
-                                    will.qos, will.retain, self.clock.seconds())
-        self.received += 1
-        d = self.store.store(message)
-        d.addCallbacks(self._will_stored, self._will_failed,
-                       callbackArgs=(message,), errbackArgs=(message,))
-
-    def _will_stored(self, _, message):
-        self.stored += 1
-        self.route(message)
-
-    def _will_failed(self, failure, message):
-        self.store_failures += 1
-        log.failure("will of {client_id} not stored, not published", failure,
-                    client_id=message.client_id)

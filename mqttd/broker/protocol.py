@@ -302,15 +302,33 @@ class MQTTServerProtocol(Protocol):
         if backlog:
             self._process(backlog)
 
-    def publish_held_will(self):
-        """Publish this closed connection's will now, once."""
+    def _publish_will(self):
+        """Publish the will like this connection's last message: stored, then routed in
+        the client's receive order.
+
+        The platform ingests wills too (a device's "offline" notice is data), so it is
+        submitted like a PUBLISH, into the FIFO where the client's routing ends: this
+        connection's, or, once that is empty, the earlier connection's it routes after
+        (``_anchor``). It is routed after everything received before the drop, even
+        when its own commit lands first (a retained "online" still being stored must
+        not overwrite the will's "offline"), and a next connection of the client routes
+        after it (``Broker.unrouted``).
+        """
         will, self._will = self._will, None
-        if will is None:
-            return
-        held = self._broker.held_wills
-        if held.get(self._client_id) is self:
-            del held[self._client_id]
-        self._broker.publish_will(self._client_id, self._username, will)
+        broker = self._broker
+        broker.wills_published += 1
+        broker.received += 1
+        message = broker.make_message(self._client_id, self._username, will.topic,
+                                      will.payload, will.qos, will.retain,
+                                      self._clock.seconds())
+        target = _anchor(self) or self
+        if target._pending is None:
+            target._pending = deque()
+        entry = [None, message, False, 0]
+        target._pending.append(entry)
+        broker.unrouted[self._client_id] = target
+        # Its own notify: ``_notify`` is gone once a closed connection's socket is.
+        broker.submit(message, target._settled, entry)
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
@@ -445,7 +463,7 @@ class MQTTServerProtocol(Protocol):
         elif self._pending:
             self._release_closed()
 
-    def _release_closed(self, will=True):
+    def _release_closed(self):
         """After the close: route what the store committed, in receive order, no acks.
 
         A message in the database must also reach its subscribers and the retained
@@ -479,10 +497,14 @@ class MQTTServerProtocol(Protocol):
                 before = _anchor(self._route_after)
                 if before is None:
                     del unrouted[self._client_id]
+                    # Everything routed: drop the links, or a client that drops and
+                    # reconnects again and again would keep every old connection alive.
+                    self._route_after = None
+                    session = self._broker.sessions.get(self._client_id)
+                    if session is not None and session.protocol is not None:
+                        session.protocol._route_after = None
                 else:
                     unrouted[self._client_id] = before
-            if will and self._will is not None:
-                self._publish_will_after_routing()
 
     def _route(self, messages):
         """Route ``messages`` (in receive order) after whatever this client's earlier
@@ -502,20 +524,7 @@ class MQTTServerProtocol(Protocol):
                 return
         route = self._broker.route
         for message in messages:
-            if type(message) is _WillAfter:
-                message.protocol.publish_held_will()
-            else:
-                route(message)
-
-    def _publish_will_after_routing(self):
-        """Publish the held will now, or after an earlier connection's messages if ours
-        wait behind them (a retained "offline" must come after their "online")."""
-        before = _anchor(self._route_after)
-        if before is None:
-            self.publish_held_will()
-        else:
-            self._broker.held_wills[self._client_id] = self  # a reconnect publishes it at once
-            before._pending.append([None, _WillAfter(self), True, 0])
+            route(message)
 
     def _release(self):
         """Write acks and route messages from the head of the FIFO while stored.
@@ -702,21 +711,14 @@ class MQTTServerProtocol(Protocol):
             # The FIFO stays until the store settles it: see _release_closed.
             if persistent:
                 self._after_close = session
-            self._release_closed(will=False)
+            self._release_closed()
         broker = self._broker
         if session is not None:
             broker.detach(session, self)
-        # Messages received before the drop are routed as they commit: the will goes
-        # after them (_release_closed), or a retained "online" still being stored
-        # would overwrite the will's "offline". Unless the client connects again
-        # first: then it goes at once (Broker.attach), before the new connection's.
         if self._pending:
             broker.unrouted[self._client_id] = self  # the next connection routes after us
         if self._will is not None:
-            if self._pending:
-                broker.held_wills[self._client_id] = self
-            else:
-                self._publish_will_after_routing()
+            self._publish_will()  # after what was received before the drop
         log.info("disconnect {client_id} {peer}: {reason}", client_id=self._client_id,
                  peer=_peer(self.transport), reason=reason, detail=detail)
 
@@ -741,16 +743,6 @@ def _anchor(protocol):
     while protocol is not None and not protocol._pending:
         protocol = protocol._route_after
     return protocol
-
-
-class _WillAfter:
-    """A held will queued in an earlier connection's FIFO: published when routing
-    gets there (MQTTServerProtocol._publish_will_after_routing)."""
-
-    __slots__ = ("protocol",)
-
-    def __init__(self, protocol):
-        self.protocol = protocol
 
 
 def _release_waiters(session, entries, failure):

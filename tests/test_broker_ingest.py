@@ -707,6 +707,43 @@ class WebhookReorderTests(unittest.TestCase):
         self.assertEqual(sorted(webhook.stored), sorted(set(webhook.stored)))
 
 
+class WillStoreTests(unittest.TestCase):
+    def test_a_will_the_store_fails_is_logged_and_counted(self):
+        """Nobody resends a lost will: its failure must be seen."""
+        from twisted.logger import globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = ManualStore()
+        h = Harness(store=store)
+        h.client("dev", will=Will("t/status", b"offline", 1, retain=True)).lose()
+        store.fail(0)
+        self.assertEqual((h.broker.store_failures, h.broker.wills_published), (1, 1))
+        self.assertIn("will of {client_id} not stored, not published: {reason}",
+                      [e.get("log_format") for e in events])
+        self.assertEqual(h.broker.retained.get("t/status"), None)
+
+    def test_a_will_does_not_make_the_webhook_client_linger(self):
+        """The webhook client's linger waits for the connections an answer
+        acknowledged; a will stands for none and must not be waited for."""
+        from tests.test_ingest_client import Harness as WebhookHarness
+
+        webhook = WebhookHarness(self, linger=0.001)
+        h = Harness(store=webhook.store)
+        live = h.client("live")
+        dev = h.client("dev", will=Will("w", b"bye", 0, retain=False))
+        live.send(pub("t/a", b"1", qos=1, pid=1))
+        dev.lose()  # the will joins the same batch
+        webhook.tick()
+        self.assertEqual(len(webhook.webhook.bodies), 1)
+        live.received()
+        live.send(pub("t/a", b"2", qos=1, pid=2))
+        webhook.tick()
+        self.assertEqual(len(webhook.webhook.bodies), 2)  # not held for the will
+        self.assertFalse(webhook.store._holding)
+
+
 class ClosingWhilePausedTests(unittest.TestCase):
     """A connection closed while its reads are paused must still finish closing: over
     TLS, loseConnection waits for the client's close_notify, which a paused transport

@@ -52,7 +52,7 @@ from mqttd.codec.packets import (
     Unsubscribe,
 )
 
-from mqttd.store.interface import StoreRejected
+from mqttd.store.interface import StoreRejected, one_off
 
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
 
@@ -327,8 +327,7 @@ class MQTTServerProtocol(Protocol):
         entry = [None, message, False, 0]
         target._pending.append(entry)
         broker.unrouted[self._client_id] = target
-        # Its own notify: ``_notify`` is gone once a closed connection's socket is.
-        broker.submit(message, target._settled, entry)
+        broker.submit(message, _settle_wills, (target, entry))
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
@@ -474,9 +473,8 @@ class MQTTServerProtocol(Protocol):
         [MQTT-4.4.0-1]: a QoS 1 one is then stored and routed again (at least once, as
         QoS 1 allows); a QoS 2 one is not (exactly once): its id stays taken while this
         connection's copy is being stored, and the retransmission's PUBREC waits for
-        that commit (``_shutdown``, ``_on_publish``). A will held for these messages
-        follows the last one (unless ``will`` is false: _shutdown's own call publishes
-        it itself).
+        that commit (``_shutdown``, ``_on_publish``). The will is in this FIFO too,
+        after them (``_publish_will``).
         """
         pending = self._pending
         session = self._after_close
@@ -743,6 +741,21 @@ def _anchor(protocol):
     while protocol is not None and not protocol._pending:
         protocol = protocol._route_after
     return protocol
+
+
+@one_off
+def _settle_wills(tokens, failure):
+    """``notify`` of wills; ``tokens`` are (connection whose FIFO holds it, entry).
+
+    One function for all wills, marked one-off: a store's batching must not wait for a
+    will's submitter to publish again (it is no connection). A will the store failed
+    is logged here: nobody resends it.
+    """
+    for target, entry in tokens:
+        if failure is not None:
+            log.warn("will of {client_id} not stored, not published: {reason}",
+                     client_id=entry[1].client_id, reason=failure.getErrorMessage())
+        target._settled([entry], failure)
 
 
 def _release_waiters(session, entries, failure):

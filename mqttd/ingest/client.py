@@ -44,7 +44,12 @@ from zope.interface import implementer
 
 from mqttd.ingest.http_client import WebhookURL
 from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
-from mqttd.store.interface import ISubmittingMessageStore, StoreRejected
+from mqttd.store.interface import (
+    ONE_OFF_NOTIFIES,
+    ISubmittingMessageStore,
+    StoreRejected,
+    one_off,
+)
 
 __all__ = ["WebhookStore", "StoreRejected"]
 
@@ -368,7 +373,7 @@ class WebhookStore:
         if self._config.linger > 0:
             expected = set(map(id, map(itemgetter(0), batch.waiters)))
             # store()'s Deferreds share one notify: it stands for no connection.
-            expected.discard(id(_fire_deferreds))
+            expected -= ONE_OFF_NOTIFIES
             self._expected = expected
             self._answered_at = self._clock.seconds()
 
@@ -531,6 +536,7 @@ class WebhookStore:
             self._reject(self._cut(), "stopping")
 
 
+@one_off
 def _fire_deferreds(deferreds, failure):
     """``notify`` for ``WebhookStore.store``: fire each message's own Deferred."""
     if failure is None:

@@ -9,7 +9,7 @@ same interface; the in-memory store is the broker-core default and answers at on
 Two ways to hand a message over:
 
 * ``store(message) -> Deferred`` (IMessageStore): every store has it; tests and rare
-  paths (wills) use it.
+  paths use it.
 * ``submit(message, notify, token)`` (ISubmittingMessageStore, optional): the hot path.
   A Deferred per message (creation, ``addCallbacks``, ``_runCallbacks``) was ~16 % of the
   broker's CPU under durable QoS 1 load, and one ack write per message another few %.
@@ -94,6 +94,18 @@ class ISubmittingMessageStore(IMessageStore):
         once). Returns None. An exception raised by ``notify`` is logged by the store and
         does not affect other submitters.
         """
+
+
+ONE_OFF_NOTIFIES = set()
+"""ids of ``notify`` callables that stand for no connection (a will, ``store()``'s
+Deferreds): a store's batching heuristics must not wait for them to submit again (the
+webhook client's ``linger``). Mark one with ``one_off``."""
+
+
+def one_off(notify):
+    """Mark a module-level ``notify`` as standing for no connection (ONE_OFF_NOTIFIES)."""
+    ONE_OFF_NOTIFIES.add(id(notify))
+    return notify
 
 
 def submitter(store):

@@ -724,6 +724,29 @@ class WillStoreTests(unittest.TestCase):
                       [e.get("log_format") for e in events])
         self.assertEqual(h.broker.retained.get("t/status"), None)
 
+    def test_one_broken_will_does_not_keep_the_others_of_its_batch(self):
+        """One answer settles the wills of many clients in one call."""
+        from tests.test_ingest_client import Harness as WebhookHarness
+
+        webhook = WebhookHarness(self)
+        h = Harness(store=webhook.store)
+        sub = h.client("sub")
+        sub.send(Subscribe(1, (("w/#", 0),)))
+        sub.received()
+        first = h.client("a", will=Will("w/a", b"a gone", 0, retain=False))
+        second = h.client("b", will=Will("w/b", b"b gone", 0, retain=False))
+
+        def broken(entries, failure):
+            raise RuntimeError("a bug")
+
+        first.protocol._settled = broken
+        first.lose()
+        second.lose()
+        webhook.tick()
+        self.assertEqual(len(webhook.webhook.bodies), 1)  # both wills, one batch
+        self.assertEqual([p.payload for p in publishes(sub.received())], [b"b gone"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_a_will_does_not_make_the_webhook_client_linger(self):
         """The webhook client's linger waits for the connections an answer
         acknowledged; a will stands for none and must not be waited for."""

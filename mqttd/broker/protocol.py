@@ -755,7 +755,13 @@ def _settle_wills(tokens, failure):
         if failure is not None:
             log.warn("will of {client_id} not stored, not published: {reason}",
                      client_id=entry[1].client_id, reason=failure.getErrorMessage())
-        target._settled([entry], failure)
+        try:
+            target._settled([entry], failure)
+        except Exception:
+            # One call carries the wills of many clients: one that breaks must not
+            # leave the others (and all routing behind them) unsettled.
+            log.failure("settling the will of {client_id} failed",
+                        client_id=target._client_id)
 
 
 def _release_waiters(session, entries, failure):

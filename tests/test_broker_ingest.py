@@ -724,6 +724,28 @@ class WillStoreTests(unittest.TestCase):
                       [e.get("log_format") for e in events])
         self.assertEqual(h.broker.retained.get("t/status"), None)
 
+    def test_a_connection_gone_before_its_answer_does_not_make_the_client_linger(self):
+        """mosquitto_pub -q 0 sends PUBLISH then DISCONNECT; a device that published
+        just before it died: neither publishes again, so the next batch must not wait
+        for them, nor linger be turned off."""
+        from tests.test_ingest_client import Harness as WebhookHarness
+
+        for will in (None, Will("w", b"bye", 0, retain=False)):
+            webhook = WebhookHarness(self, linger=0.001)
+            h = Harness(store=webhook.store)
+            live = h.client("live")
+            dev = h.client("dev", will=will)
+            live.send(pub("t/a", b"1", qos=1, pid=1))
+            dev.send(pub("t/b", b"x", qos=1, pid=1))
+            dev.lose()
+            webhook.tick()
+            self.assertEqual(len(webhook.webhook.bodies), 1)
+            live.received()
+            live.send(pub("t/a", b"2", qos=1, pid=2))
+            webhook.tick()
+            self.assertEqual(len(webhook.webhook.bodies), 2, will)  # not held for "dev"
+            self.assertTrue(webhook.store._prompt)
+
     def test_one_broken_will_does_not_keep_the_others_of_its_batch(self):
         """One answer settles the wills of many clients in one call."""
         from tests.test_ingest_client import Harness as WebhookHarness

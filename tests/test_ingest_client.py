@@ -625,6 +625,18 @@ class LingerTests(unittest.TestCase):
         h.tick()
         return len(h.webhook.bodies)
 
+    def test_a_forgotten_submitter_is_not_waited_for(self):
+        """``forget``: its connection closed; the wait ends with the others, and a
+        later answer with its messages still in it does not wait for it either."""
+        h, a, b, sent = self.answered()
+        h.store.forget(b)
+        self.assertEqual(self.publish(h, a, 1), sent + 1)  # not held for b
+        h.store.submit(message(2), b, 2)  # b's last messages, already in flight
+        h.store.submit(message(3), a, 3)
+        h.tick()
+        self.assertEqual(h.store._expected, {id(a)})  # that answer had b's messages too
+        h.assertAccounts()
+
     def test_waits_for_every_acknowledged_submitter_then_sends_one_batch(self):
         h, a, b, sent = self.answered()
         h.store.submit(message(1), a, 1)

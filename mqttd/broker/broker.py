@@ -39,6 +39,8 @@ class Broker:
         self.config = config
         self.store = store
         self.submit = submitter(store)
+        # Optional: a store that batches may want to know a submitter is gone.
+        self.forget = getattr(store, "forget", None)
         self.authenticator = authenticator
         # Hot-path copies of limits read per message.
         self.max_inflight = config.max_inflight

@@ -713,6 +713,8 @@ class MQTTServerProtocol(Protocol):
         broker = self._broker
         if session is not None:
             broker.detach(session, self)
+        if self._notify is not None and broker.forget is not None:
+            broker.forget(self._notify)  # it will not submit again (the webhook's linger)
         if self._pending:
             broker.unrouted[self._client_id] = self  # the next connection routes after us
         if self._will is not None:

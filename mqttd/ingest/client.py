@@ -56,6 +56,7 @@ __all__ = ["WebhookStore", "StoreRejected"]
 log = Logger()
 
 _HEADERS = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
+_GONE_KEPT = 4096
 
 
 class _RetryableStatus(Exception):
@@ -174,6 +175,7 @@ class WebhookStore:
         # reused meanwhile can only end a wait early), when that answer came, whether
         # such clients lately came back in time, and whether a batch is held for them.
         self._expected = set()
+        self._gone = {}  # ids of forgotten notifies, oldest first (forget)
         self._answered_at = 0.0
         self._prompt = True
         self._holding = False
@@ -372,10 +374,33 @@ class WebhookStore:
         """Remember whom ``batch``'s answer acknowledged, for ``linger``."""
         if self._config.linger > 0:
             expected = set(map(id, map(itemgetter(0), batch.waiters)))
-            # store()'s Deferreds share one notify: it stands for no connection.
+            # store()'s Deferreds and wills stand for no connection; gone ones never
+            # publish again (a handful of ids here, so look them up one by one).
             expected -= ONE_OFF_NOTIFIES
+            gone = self._gone
+            if gone:
+                expected = {key for key in expected if key not in gone}
             self._expected = expected
             self._answered_at = self._clock.seconds()
+
+    def forget(self, notify):
+        """The submitter behind ``notify`` is gone (its connection closed): it will not
+        submit again, so ``linger`` must not wait for it.
+
+        Its messages still in flight settle as usual. Kept by id, the last
+        ``_GONE_KEPT`` of them: an id reused later by a new submitter can only make
+        one wait end early.
+        """
+        key = id(notify)
+        gone = self._gone
+        gone[key] = None
+        if len(gone) > _GONE_KEPT:
+            del gone[next(iter(gone))]
+        expected = self._expected
+        if key in expected:
+            expected.discard(key)
+            if not expected:
+                self._all_back()
 
     def _send(self, batch, left):
         """POST ``batch``; ``left`` (> 0) is the time to its deadline."""

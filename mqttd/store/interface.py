@@ -93,6 +93,10 @@ class ISubmittingMessageStore(IMessageStore):
         happen before ``submit`` returns (a store that answers at once, or refuses at
         once). Returns None. An exception raised by ``notify`` is logged by the store and
         does not affect other submitters.
+
+        Such a store may also have ``forget(notify)``: the broker calls it when the
+        connection behind ``notify`` closed, so batching need not wait for it to submit
+        again. Its messages still in flight settle as usual.
         """
 
 

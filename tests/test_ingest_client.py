@@ -637,6 +637,19 @@ class LingerTests(unittest.TestCase):
         self.assertEqual(h.store._expected, {id(a)})  # that answer had b's messages too
         h.assertAccounts()
 
+    def test_a_forgotten_submitter_leaves_no_id_behind(self):
+        """Once its notify is freed a new submitter may get its address (CPython reuses
+        them at once): that one must be waited for like any other, so nothing of the
+        forgotten one may remain."""
+        import gc
+
+        h, a, b, sent = self.answered()
+        h.store.forget(b)
+        self.assertIn(id(b), h.store._gone)
+        del b
+        gc.collect()
+        self.assertEqual(len(h.store._gone), 0)
+
     def test_waits_for_every_acknowledged_submitter_then_sends_one_batch(self):
         h, a, b, sent = self.answered()
         h.store.submit(message(1), a, 1)

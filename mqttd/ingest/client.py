@@ -30,6 +30,7 @@ connection pool, and ACKs sent regardless). Here:
   ``received == committed + pending + rejected`` holds at every moment.
 """
 import random
+import weakref
 from collections import Counter, deque
 from operator import itemgetter
 
@@ -56,7 +57,6 @@ __all__ = ["WebhookStore", "StoreRejected"]
 log = Logger()
 
 _HEADERS = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
-_GONE_KEPT = 4096
 
 
 class _RetryableStatus(Exception):
@@ -175,7 +175,7 @@ class WebhookStore:
         # reused meanwhile can only end a wait early), when that answer came, whether
         # such clients lately came back in time, and whether a batch is held for them.
         self._expected = set()
-        self._gone = {}  # ids of forgotten notifies, oldest first (forget)
+        self._gone = weakref.WeakValueDictionary()  # id -> notify forgotten (forget)
         self._answered_at = 0.0
         self._prompt = True
         self._holding = False
@@ -387,20 +387,19 @@ class WebhookStore:
         """The submitter behind ``notify`` is gone (its connection closed): it will not
         submit again, so ``linger`` must not wait for it.
 
-        Its messages still in flight settle as usual. Kept by id, the last
-        ``_GONE_KEPT`` of them: an id reused later by a new submitter can only make
-        one wait end early.
+        Its messages still in flight settle as usual, and until they have, an answer
+        may carry them: ``_answered`` leaves it out. Kept by id, weakly: the entry goes
+        with the notify, so no later submitter can inherit the id.
         """
         key = id(notify)
-        gone = self._gone
-        gone[key] = None
-        if len(gone) > _GONE_KEPT:
-            del gone[next(iter(gone))]
+        self._gone[key] = notify
         expected = self._expected
         if key in expected:
             expected.discard(key)
-            if not expected:
-                self._all_back()
+            if not expected and self._holding:
+                # Everyone else is back: the held batch leaves (linger stays as it was).
+                self._holding = False
+                self._restart_timer(self._config.batch_delay)
 
     def _send(self, batch, left):
         """POST ``batch``; ``left`` (> 0) is the time to its deadline."""

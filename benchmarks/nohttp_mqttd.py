@@ -19,17 +19,22 @@ import sys
 
 
 class _Answer:
-    """What WebhookStore reads of a treq response: the code and the body."""
+    """What WebhookStore reads of a treq response: the code, and the body delivered to
+    the protocol it gives (as twisted.web's Response does)."""
 
     code = 200
 
     def __init__(self, body):
         self._body = body
 
-    def content(self):
-        from twisted.internet.defer import succeed
+    def deliverBody(self, protocol):
+        from twisted.internet.testing import StringTransport
+        from twisted.python.failure import Failure
+        from twisted.web.client import ResponseDone
 
-        return succeed(self._body)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(self._body)
+        protocol.connectionLost(Failure(ResponseDone()))
 
 
 class _DirectWebhook:
@@ -37,7 +42,7 @@ class _DirectWebhook:
 
     writer = None  # set when the ingest tier is built
 
-    def post(self, url, data, headers=None, allow_redirects=False):
+    def post(self, url, data, headers=None, allow_redirects=False, unbuffered=False):
         from mqttd.ingest.wire import BatchResult, decode_batch, encode_result
 
         rows = decode_batch(data)

@@ -279,6 +279,9 @@ class MQTTServerProtocol(Protocol):
         self._route_after = _anchor(broker.unrouted.get(self._client_id))
         self._will = connect.will
         self._state = _CONNECTED
+        # One bound method for every submit: a store settles consecutive messages with
+        # the same ``notify`` object (identity) in one call.
+        self._notify = self._settled
         self.transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
         log.info("connect {client_id} {peer} user={username} clean={clean} "
                  "keepalive={keepalive} present={present}",
@@ -399,9 +402,6 @@ class MQTTServerProtocol(Protocol):
                                       packet.payload, qos, packet.retain, self._last_seen)
         if pending is None:
             pending = self._pending = deque()
-            # One bound method for every submit: a store settles consecutive messages
-            # with the same ``notify`` object (identity) in one call.
-            self._notify = self._settled
         # Queued BEFORE submitting: the store may settle it at once (the in-memory store
         # always does; a refusal may), and _shutdown must see it to release a QoS 2 id.
         entry = [ack, message, False, qos2_id]
@@ -415,7 +415,6 @@ class MQTTServerProtocol(Protocol):
         pending = self._pending
         if pending is None:
             pending = self._pending = deque()
-            self._notify = self._settled
         pending.append(entry)
         original[1].append((self, entry))
         if len(pending) >= self._broker.max_inflight and self._state == _CONNECTED:
@@ -430,6 +429,11 @@ class MQTTServerProtocol(Protocol):
         entry[2] = True
         if failure is not None:
             self._store_failed(failure, 0)  # closes a connected client; counted by the original
+        self._release_settled()
+
+    def _release_settled(self):
+        """Release what the FIFO's head has settled: acks and routing while connected,
+        routing alone once closed."""
         if self._state == _CONNECTED:
             if self._pending[0][2]:
                 self._release()
@@ -456,11 +460,7 @@ class MQTTServerProtocol(Protocol):
             _release_waiters(session, entries, failure)  # successes: _release_closed
         if failure is not None:
             self._store_failed(failure, len(entries))  # closes a connected client
-        if self._state == _CONNECTED:
-            if self._pending[0][2]:
-                self._release()
-        elif self._pending:
-            self._release_closed()
+        self._release_settled()
 
     def _release_closed(self):
         """After the close: route what the store committed, in receive order, no acks.
@@ -701,11 +701,10 @@ class MQTTServerProtocol(Protocol):
                     if waiting is None:
                         waiting = session.qos2_pending = {}
                     waiting[qos2_id] = [entry, []]
-                elif entry[1] is None or not entry[2]:
-                    # Not stored (failed), or a clean session's: a retransmission is
-                    # stored, not answered as a duplicate.
-                    if ids:
-                        ids.discard(qos2_id)
+                elif ids:
+                    # Not stored (failed), or a clean session's (it ends here): a
+                    # retransmission is stored, not answered as a duplicate.
+                    ids.discard(qos2_id)
             # The FIFO stays until the store settles it: see _release_closed.
             if persistent:
                 self._after_close = session

@@ -20,7 +20,7 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import Connect, encode
 from mqttd.config import AuthConfig, BrokerConfig
-from tests.loopback import until
+from tests.loopback import when_called, within
 from tests.test_broker import ManualStore, pub
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
@@ -43,8 +43,10 @@ class TLSCloseWhilePausedTests(unittest.TestCase):
 
     async def close_after_store_failure(self, max_inflight):
         store = ManualStore()
+        stored = when_called(store, "store")
         config = attrs.evolve(BrokerConfig(), max_inflight=max_inflight)
         broker = Broker(reactor, config, store, StaticAuthenticator(AuthConfig(allow_anonymous=True)))
+        released = when_called(broker, "connection_closed")
         port = await serverFromString(
             reactor, f"ssl:0:interface=127.0.0.1:privateKey={PEM}").listen(
                 MQTTServerFactory(broker, reactor))
@@ -54,12 +56,13 @@ class TLSCloseWhilePausedTests(unittest.TestCase):
         connector = reactor.connectSSL("127.0.0.1", port.getHost().port, factory,
                                        ssl.CertificateOptions())
         self.addCleanup(connector.disconnect)
-        self.assertTrue(await until(lambda: len(store.calls) == 1, 5))
+        await within(stored, 5)
         store.fail(0)  # mqttd closes the connection, unacknowledged
         self.flushLoggedErrors(RuntimeError)
-        released = await until(lambda: broker.connections == 0, 5)
-        self.assertTrue(released, "the closed connection was never released")
-        await device.lost
+        await within(released, 5)  # (a TimeoutError: the connection was never released)
+        self.assertEqual(broker.connections, 0)
+        await within(device.lost, 5)
+        self.flushLoggedErrors(RuntimeError)
 
     async def test_closed_with_reading_paused(self):
         await self.close_after_store_failure(max_inflight=1)  # the PUBLISH fills the window

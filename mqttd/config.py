@@ -10,11 +10,8 @@ import tomllib
 
 import attrs
 
-from mqttd.ingest.url import webhook_uri
-
-
-class ConfigError(Exception):
-    """Bad configuration; the message names the key path."""
+from mqttd.errors import ConfigError
+from mqttd.urls import webhook_uri
 
 
 def _setting(default, kind, low=None, high=None, doc="", choices=None):

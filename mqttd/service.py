@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
-from mqttd.config import ConfigError
+from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookStore
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, prepare_database

@@ -11,7 +11,8 @@ import gc
 
 from twisted.python import usage
 
-from mqttd.config import ConfigError, load_config
+from mqttd.config import load_config
+from mqttd.errors import ConfigError
 
 
 class Options(usage.Options):

@@ -39,6 +39,7 @@ from mqttd.ingest.wire import (
 )
 from mqttd.ingest.writer import BatchWriter
 from mqttd.store import sqlite
+from mqttd.store.interface import ROW
 from mqttd.store.sqlite import SqliteStore, message_row
 from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, make_dir, message
 
@@ -404,8 +405,14 @@ class WireTests(unittest.TestCase):
         self.assertEqual([type(r) for r in rows], [tuple] * 4)
         self.assertEqual([type(r[4]) for r in rows], [bytes] * 4)
 
-    def test_rows_are_in_the_stores_order(self):
-        self.assertEqual(wire.ROW, sqlite.ROW)
+    def test_rows_are_in_the_one_row_layout(self):
+        """A decoded row holds each Message field where ``ROW`` (defined once, beside
+        Message) says, and the SQLite store inserts in that same layout."""
+        m = message("k1", client_id="c", username="u", topic="t", payload=b"p", qos=2,
+                    retain=True, received_at=1767225600.5)
+        (row,) = decode_batch(encode_batch([m]))
+        self.assertEqual(dict(zip(ROW, row)), m._asdict())
+        self.assertIs(sqlite.ROW, ROW)
 
     def test_empty_batch(self):
         self.assertEqual(decode_batch(encode_batch([])), [])

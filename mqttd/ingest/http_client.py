@@ -30,7 +30,7 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
-from mqttd.ingest.url import webhook_uri
+from mqttd.urls import webhook_uri
 
 __all__ = ["WebhookURL", "build_http_client"]
 

@@ -21,7 +21,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
-from mqttd.config import ConfigError
+from mqttd.errors import ConfigError
 from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import PATH
 from mqttd.ingest.writer import BatchWriter

@@ -46,8 +46,6 @@ COLUMNS = ("key", "client_id", "username", "topic", "qos", "retain", "received_a
 """The array keys of a body; ``payload`` (one base64 string) is the ninth key."""
 FIELDS = COLUMNS + ("payload",)
 _FIELD_SET = frozenset(FIELDS)
-ROW = ("key", "client_id", "username", "topic", "payload", "qos", "retain", "received_at")
-"""What each tuple ``decode_batch`` returns holds, in this order (the store's columns)."""
 
 _NONE = type(None)
 _STR_OR_NONE = frozenset({str, _NONE})

@@ -61,7 +61,7 @@ class BatchWriter:
 
     ``store`` needs ``insert_batches(list of row lists) -> Deferred[list of new-row
     counts]`` in one transaction (SqliteStore); a row is a tuple in
-    ``mqttd.store.sqlite.ROW`` order, as ``mqttd.ingest.wire.decode_batch`` returns them.
+    ``mqttd.store.interface.ROW`` order, as ``mqttd.ingest.wire.decode_batch`` returns them.
     The writer only counts and groups rows, it never looks inside one. ``flush_interval``
     is in milliseconds.
     """

@@ -36,8 +36,8 @@ class Message(NamedTuple):
     attrs' frozen ``__init__`` (an ``object.__setattr__`` per field) cost 3x a tuple's
     construction. It is still an immutable value with attribute access, a keyword
     ``repr`` and, as before, equality only with another Message (a plain tuple of the
-    same fields is not equal). Field order is the store's row order
-    (``mqttd.store.sqlite.ROW``).
+    same fields is not equal). Field order is the row order (``ROW``), which the wire
+    format and the SQLite store take from here.
     """
 
     key: str
@@ -56,6 +56,12 @@ class Message(NamedTuple):
         return not self.__eq__(other)
 
     __hash__ = tuple.__hash__
+
+
+ROW = Message._fields
+"""The one row layout: what a stored message holds, in order. A row tuple (what
+``mqttd.ingest.wire.decode_batch`` builds and ``mqttd.store.sqlite`` inserts) and a
+Message are the same values in the same order."""
 
 
 class StoreRejected(Exception):

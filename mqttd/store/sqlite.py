@@ -46,14 +46,12 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from mqttd.store.interface import Message
+from mqttd.store.interface import ROW, Message
 from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate, refuse_too_new
 
 DB_FILENAME = "mqttd.db"
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
 
-ROW = ("key", "client_id", "username", "topic", "payload", "qos", "retain", "received_at")
-"""What a row tuple holds, in this order (mqttd.ingest.wire.decode_batch builds them)."""
 COLUMNS = ROW + ("committed_at",)
 _ROW_LENGTH = {len(ROW)}
 _MAX_ROWS_PER_INSERT = 256  # 256 x 9 parameters, far below SQLITE_MAX_VARIABLE_NUMBER

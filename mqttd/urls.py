@@ -1,7 +1,8 @@
 """The webhook's URL as the URI the broker sends: checked at start, encoded once.
 
 Config validation and the webhook client both use ``webhook_uri``, so a URL that passes
-the config check is exactly one the client can send.
+the config check is exactly one the client can send. It sits at the bottom of the import
+graph, beside ``mqttd.errors``, so the config loader needs no tier to check a URL.
 """
 import ipaddress
 

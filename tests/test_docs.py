@@ -1,0 +1,39 @@
+"""The README's configuration tables name every key the loader accepts.
+
+An operator reads the README, not config.py: a key added without its row is a setting
+nobody can find, and a row for a key that no longer exists is a claim the appliance
+does not keep.
+"""
+import os
+import re
+
+import attrs
+from twisted.trial import unittest
+
+from mqttd.config import Config
+
+_README = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "README.md")
+
+
+def _keys():
+    for section in attrs.fields(Config):
+        for field in attrs.fields(section.type):
+            yield f"{section.name}.{field.name}"
+
+
+class ReadmeTests(unittest.TestCase):
+    def setUp(self):
+        with open(_README, encoding="utf-8") as f:
+            self.text = f.read()
+
+    def test_every_key_has_a_row(self):
+        rows = [line for line in self.text.splitlines() if line.startswith("| `")]
+        missing = [key for key in _keys() if not any(f"`{key}`" in row for row in rows)]
+        self.assertEqual(missing, [])
+
+    def test_every_row_names_a_real_key(self):
+        sections = {section.name for section in attrs.fields(Config)}
+        named = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)`", self.text, re.M))
+        named |= set(re.findall(r", `([a-z_]+\.[a-z_]+)`", self.text))
+        named = {key for key in named if key.split(".")[0] in sections}
+        self.assertEqual(sorted(named - set(_keys())), [])

@@ -8,8 +8,10 @@ COMMIT holding the message, synchronous=FULL). Runs every selected scenario agai
 each broker in turn, --rounds times, the order rotating every round so machine noise
 hits all; prints a table of medians and kills every broker at the end whatever happens.
 
-After every mqttd run it opens DATA_DIR/mqttd.db read-only and counts the rows of that
-run's clients: rows >= PUBACKs received, or the run is flagged (an acknowledgement that
+After every mqttd run it opens DATA_DIR/mqttd.db read-only and matches that run's rows
+to its messages (durability.py: every payload names its connection and sequence
+number): every acknowledged message is a row, none is a row twice, no row is foreign;
+a violation is printed loudly at once and the exit status is 2 (an acknowledgement that
 is not in the database would make the throughput figure dishonest).
 
 The flush_interval sweep (--flush-intervals, default 0,1,5 ms) adds one more mqttd per
@@ -43,25 +45,9 @@ sys.path.insert(0, HERE)
 import common  # noqa: E402
 from brokers import (CEILING, FACTORIES, NOHTTP, make_mosquitto, make_mqttd,  # noqa: E402
                      mqttd_config, parse_set)
-from durability import durability  # noqa: E402
+from durability import check_run  # noqa: E402
 from report import print_table, summarize  # noqa: E402
 from scenarios import SCENARIOS, SWEEP_SCENARIO, fi_name, targets_for  # noqa: E402
-
-
-def cpu_ticks(pid):
-    """utime+stime (clock ticks) of pid and its descendants; None if gone."""
-    total = 0
-    for p in common.descendants(pid):
-        try:
-            with open("/proc/%d/stat" % p) as f:
-                st = f.read()
-        except OSError:
-            if p == pid:
-                return None
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
-    return total
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -87,7 +73,7 @@ def run_one(broker, name, sc, rnd, args):
     if not broker.alive():
         rec["error"] = "broker not running (exit %s)" % broker.proc.returncode
         return rec
-    c0 = cpu_ticks(broker.pid)
+    c0 = common.tree_cpu_ticks(broker.pid)
     t0 = time.monotonic()
     prefix = "%s-%s-r%d" % (broker.name, name, rnd)
     if sc["kind"] == "load":
@@ -105,14 +91,15 @@ def run_one(broker, name, sc, rnd, args):
                 "--after-close-wait", "0"]
         res, err = run_json(argv, 240)
     wall = time.monotonic() - t0
-    c1 = cpu_ticks(broker.pid)
+    c1 = common.tree_cpu_ticks(broker.pid)
     rec["wall_s"] = round(wall, 2)
     if c0 is not None and c1 is not None:
-        rec["broker_cpu_util"] = round((c1 - c0) / os.sysconf("SC_CLK_TCK") / wall, 3)
+        rec["broker_cpu_util"] = round((c1 - c0) / common.CLK_TCK / wall, 3)
     if res is not None:
         rec["result"] = res
-        if broker.kind in ("mqttd", NOHTTP) and sc["kind"] == "load":
-            rec["durability"] = durability(broker, prefix, res, sc, args.qos0_settle)
+        if broker.db and sc["kind"] == "load":
+            rec["durability"] = check_run(broker.db, prefix, res, sc["qos"], args.qos0_settle)
+        res["clients"] = len(res.get("clients") or ())  # the per-client list was for the check
     if err:
         rec["stderr" if res is not None else "error"] = err
     if not broker.alive():
@@ -223,19 +210,19 @@ def progress(rec, sc):
             r.get("msgs_per_s"), lat.get("p50"), lat.get("p99"), r.get("errors"),
             rec.get("broker_cpu_util"))
         d = rec.get("durability")
-        if d and "error" in d:
-            text += " | durability check failed: %s" % d["error"]
-        elif d and d.get("ok") is not None:
-            text += " | rows %d %s PUBACKs %d %s" % (
-                d["rows"], ">=" if d["ok"] else "<", d["acked"], "ok" if d["ok"] else "NOT DURABLE")
-        elif d:
-            text += " | rows %d of %s written" % (d["rows"], d["written"])
+        if d:
+            text += " | " + d["text"]
     else:
         text = "%s B/conn open %s/%s errors %s cpu %s" % (
             r.get("bytes_per_connection"), r.get("still_open"), r.get("requested"),
             r.get("connect_errors"), rec.get("broker_cpu_util"))
     print("round %d %-14s %-11s %s" % (rec["round"], rec["scenario"], rec["broker"], text),
           file=sys.stderr, flush=True)
+    d = rec.get("durability")
+    if d and not d["ok"]:
+        bar = "!" * 78
+        print("%s\n%s %s round %d: %s\n%s" % (bar, rec["broker"], rec["scenario"], rec["round"],
+                                            d["text"], bar), file=sys.stderr, flush=True)
 
 
 def main(argv=None):
@@ -327,6 +314,9 @@ def main(argv=None):
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     bad = [r for r in records if (r.get("durability") or {}).get("ok") is False]
+    for r in bad:
+        print("DURABILITY VIOLATED: %s %s round %d: %s" % (
+            r["broker"], r["scenario"], r["round"], r["durability"]["text"]))
     return 2 if bad else 0
 
 

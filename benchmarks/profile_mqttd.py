@@ -188,7 +188,7 @@ def main(argv=None):
         out, err = lg.communicate(timeout=duration + 60)
         lg = None
         res = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err[-500:]}
-        rows = durability.count_rows(broker.db, "profile")
+        verdict = durability.check_run(broker.db, "profile", res, a.qos, settle=10.0)
     finally:
         if lg is not None:
             lg.kill()
@@ -200,10 +200,9 @@ def main(argv=None):
 
     lat = res.get("latency_ms") or {}
     print("load: QoS %d, %d connections, window %d: %s msgs/s, PUBACK p50 %s p99 %s ms, "
-          "errors %s; rows %d >= PUBACKs %s: %s" % (
+          "errors %s; %s" % (
               a.qos, a.connections, a.window, res.get("msgs_per_s"), lat.get("p50"),
-              lat.get("p99"), res.get("errors"), rows, res.get("acked"),
-              "ok" if a.qos == 0 or rows >= (res.get("acked") or 0) else "NOT DURABLE"))
+              lat.get("p99"), res.get("errors"), verdict["text"]))
     print("mqttd config: %s%s" % (json.dumps(brokers.mqttd_config(a)),
                                   "; gc.set_threshold(%s)" % a.gc_threshold if a.gc_threshold else ""))
     if spy is None:

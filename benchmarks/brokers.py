@@ -163,7 +163,27 @@ class Broker:
         return tail(self.log) + tail(os.path.join(self.cwd, "broker.stdout"), 10)
 
 
+NODELAY = "mosquitto-nodelay"
+"""--with-mosquitto-nodelay's target: the mosquitto config of sessions 1-5, for the A/B."""
+
+SESSION5_MOSQUITTO = (
+    # what compare.py ran until session 5; set_tcp_nodelay (not a default) cut mosquitto's
+    # QoS 1 rate by up to half with this load generator. The rest changes nothing here.
+    "set_tcp_nodelay true",
+    "max_connections -1",
+    "max_inflight_messages 0",
+    "max_queued_messages 0",
+    "connection_messages false",
+    "log_type error",
+    "log_type warning",
+    "log_type notice",
+)
+
+
 def make_mosquitto(tmp, args, name="mosquitto", tag="", overrides=None):
+    """mosquitto as Debian installs it (/etc/mosquitto/mosquitto.conf), with persistence
+    off (QoS 1 acknowledged from memory) and anonymous access on a loopback listener;
+    ``overrides`` is a tuple of extra config lines (the mosquitto-nodelay variant)."""
     d = os.path.join(tmp, name + tag)
     os.makedirs(d)
     port = free_port()
@@ -171,24 +191,21 @@ def make_mosquitto(tmp, args, name="mosquitto", tag="", overrides=None):
     conf = os.path.join(d, "mosquitto.conf")
     with open(conf, "w") as f:
         f.write("\n".join([
-            "listener %d 127.0.0.1" % port,
-            "max_connections -1",
-            "allow_anonymous true",
+            # Debian's file sets pid_file (not a service here), persistence true with
+            # its persistence_location, log_dest file; everything else is mosquitto's
+            # built-in default
             "persistence false",
-            # outgoing-side limits (no subscribers here, but make sure nothing throttles)
-            "max_inflight_messages 0",
-            "max_queued_messages 0",
-            "set_tcp_nodelay true",
-            "connection_messages false",
             "log_dest file " + log,
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
+            # anonymous access on loopback (mosquitto 2 refuses it without a listener)
+            "listener %d 127.0.0.1" % port,
+            "allow_anonymous true",
             # as root mosquitto would switch to user 'mosquitto', unable to write the log
             "user %s" % ("root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")),
+            *(overrides or ()),
             "",
         ]))
-    return Broker(name, "mosquitto", [args.mosquitto, "-c", conf], port, log, d)
+    return Broker(name, "mosquitto", [args.mosquitto, "-c", conf], port, log, d,
+                  overrides=overrides)
 
 
 def mqttd_config(args, overrides=None):

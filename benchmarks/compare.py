@@ -2,9 +2,10 @@
 """Side-by-side benchmark: durable mqttd against Debian's mosquitto, in one run.
 
 Starts the brokers on ephemeral loopback ports (generated configs in a temp dir,
-RLIMIT_NOFILE raised to the hard limit): mosquitto with persistence off (QoS 1 acked
-from memory) and mqttd with its defaults, i.e. DURABLE (PUBACK only after the SQLite
-COMMIT holding the message, synchronous=FULL). Runs every selected scenario against
+RLIMIT_NOFILE raised to the hard limit): mosquitto as Debian installs it, with
+persistence off (QoS 1 acked from memory) and anonymous access on loopback, and mqttd
+with its defaults, i.e. DURABLE (PUBACK only after the SQLite COMMIT holding the
+message, synchronous=FULL). Runs every selected scenario against
 each broker in turn, --rounds times, the order rotating every round so machine noise
 hits all; prints a table of medians and kills every broker at the end whatever happens.
 
@@ -13,6 +14,11 @@ to its messages (durability.py: every payload names its connection and sequence
 number): every acknowledged message is a row, none is a row twice, no row is foreign;
 a violation is printed loudly at once and the exit status is 2 (an acknowledgement that
 is not in the database would make the throughput figure dishonest).
+
+Beside every figure: the load generator's CPU (GENERATOR-BOUND when its busiest process
+used more than 0.9 of a core) and each broker's CPU per acknowledged message, summed
+over its whole process tree; then the durable path's targets, PASS/FAIL/UNPROVEN, on
+the run's medians (targets.py).
 
 The flush_interval sweep (--flush-intervals, default 0,1,5 ms) adds one more mqttd per
 value, each with `[ingest] flush_interval` overridden, to the qos1-w10 scenario only (or
@@ -43,10 +49,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import common  # noqa: E402
-from brokers import (CEILING, FACTORIES, NOHTTP, make_mosquitto, make_mqttd,  # noqa: E402
-                     mqttd_config, parse_set)
+from brokers import (CEILING, FACTORIES, NODELAY, NOHTTP, SESSION5_MOSQUITTO,  # noqa: E402
+                     make_mosquitto, make_mqttd, mqttd_config, parse_set)
 from durability import check_run  # noqa: E402
-from report import print_table, summarize  # noqa: E402
+from report import print_table, run_figures, summarize  # noqa: E402
+from targets import print_targets  # noqa: E402
 from scenarios import SCENARIOS, SWEEP_SCENARIO, fi_name, targets_for  # noqa: E402
 
 
@@ -81,7 +88,8 @@ def run_one(broker, name, sc, rnd, args):
                 "--connections", str(sc["connections"]), "--qos", str(sc["qos"]),
                 "--window", str(sc["window"]), "--duration", str(args.duration),
                 "--payload-size", str(args.payload_size), "--client-prefix", prefix,
-                "--drain-timeout", str(args.drain_timeout),
+                "--drain-timeout", str(args.drain_timeout), "--broker-pid", str(broker.pid),
+                "--procs", str(args.loadgen_procs),
                 "--source-ips", str(common.auto_source_ips(sc["connections"], args.per_ip))]
         res, err = run_json(argv, args.duration + args.drain_timeout + 90)
     else:
@@ -97,6 +105,8 @@ def run_one(broker, name, sc, rnd, args):
         rec["broker_cpu_util"] = round((c1 - c0) / common.CLK_TCK / wall, 3)
     if res is not None:
         rec["result"] = res
+        if sc["kind"] == "load":
+            rec["figures"] = run_figures(res, sc["qos"])
         if broker.db and sc["kind"] == "load":
             rec["durability"] = check_run(broker.db, prefix, res, sc["qos"], args.qos0_settle)
         res["clients"] = len(res.get("clients") or ())  # the per-client list was for the check
@@ -170,6 +180,13 @@ def parse_args(argv=None):
     p.add_argument("--with-ceiling", action="store_true",
                    help="also run %s (the --nodisk appliance) in every load scenario, in the "
                         "same rounds, and print durable mqttd's share of it" % CEILING)
+    p.add_argument("--with-mosquitto-nodelay", action="store_true",
+                   help="also run %s, mosquitto as compare.py ran it until session 5 "
+                        "(set_tcp_nodelay true, which is not its default), in every load "
+                        "scenario: the before of the A/B" % NODELAY)
+    p.add_argument("--loadgen-procs", type=int, default=1,
+                   help="loadgen.py --procs: load processes per run (default 1; on 2 cores, "
+                        "2 measured slower)")
     p.add_argument("--mqttd-max-inflight", type=int, default=1000,
                    help="[broker] max_inflight for mqttd (default 1000: covers window 100)")
     p.add_argument("--mqttd-extra-toml", metavar="FILE",
@@ -206,9 +223,11 @@ def progress(rec, sc):
         text = rec["error"]
     elif sc["kind"] == "load":
         lat = r.get("latency_ms") or r.get("ping_rtt_ms") or {}
-        text = "%s msgs/s p50 %s p99 %s errors %s cpu %s" % (
+        f = rec.get("figures", {})
+        text = "%s msgs/s p50 %s p99 %s errors %s | gen %s cores%s | broker %s cores, %s us/msg" % (
             r.get("msgs_per_s"), lat.get("p50"), lat.get("p99"), r.get("errors"),
-            rec.get("broker_cpu_util"))
+            f.get("gen_cores"), " GENERATOR-BOUND" if f.get("generator_bound") else "",
+            f.get("broker_cores"), f.get("cpu_us_per_msg"))
         d = rec.get("durability")
         if d:
             text += " | " + d["text"]
@@ -244,6 +263,8 @@ def main(argv=None):
         brokers[CEILING] = make_mqttd(tmp, args, CEILING, nodisk=True)
     if args.with_nohttp:
         brokers[NOHTTP] = make_mqttd(tmp, args, NOHTTP, nohttp=True)
+    if args.with_mosquitto_nodelay:
+        brokers[NODELAY] = make_mosquitto(tmp, args, NODELAY, overrides=SESSION5_MOSQUITTO)
     records = []
     info = meta(args)
     t_start = time.monotonic()
@@ -303,12 +324,13 @@ def main(argv=None):
         args.rounds, args.duration, info["wall_s"]))
     print("mqttd config (besides defaults): %s" % json.dumps(info["mqttd_config"]))
     print_table(summary, args)
+    target_rows = print_targets(summary)
     for b in brokers.values():
         if b.dead:
             print("\n%s was unusable: %s\n--- log tail ---\n%s" % (b.name, b.dead, b.output_tail()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": info, "summary": summary, "runs": records}, f, indent=1)
+            json.dump({"meta": info, "summary": summary, "targets": target_rows, "runs": records}, f, indent=1)
     if args.keep_tmp:
         print("broker configs, logs and databases kept in " + tmp, file=sys.stderr)
     else:

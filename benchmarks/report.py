@@ -1,13 +1,36 @@
-"""compare.py's summary: medians over rounds per scenario and target, and the table."""
+"""compare.py's summary: medians over rounds per scenario and target, and the tables.
+
+Beside every throughput figure: the load generator's CPU (cores; a run where its busiest
+process used more than GENERATOR_BOUND of a core is marked GENERATOR-BOUND: the broker
+may have had more to give) and the broker's CPU per message, summed over its whole
+process tree, in microseconds (on 2 shared cores, the figure that holds still).
+"""
 import statistics
 import sys
 
-from brokers import CEILING, NOHTTP
+from brokers import CEILING, NODELAY, NOHTTP
 from scenarios import SCENARIOS, fi_name, targets_for
 
 # Targets set by the brief for this machine (checked and printed, never enforced).
 TARGET_RATIO = 0.5  # durable mqttd msgs/s >= 0.5 x mosquitto's in-memory QoS 1
 TARGET_P99_MS = 10.0  # PUBACK p99 at window 10
+GENERATOR_BOUND = 0.9  # cores of one load generator process
+
+
+def run_figures(res, qos):
+    """Per-run CPU figures from a loadgen.py result: the generator's cores (all its
+    processes, and the busiest one), the broker's cores and CPU per message while
+    publishing (per PUBACK for QoS 1, per publish written for QoS 0)."""
+    out = {"gen_cores": res.get("loadgen_cores"), "gen_busiest": res.get("loadgen_busiest")}
+    busiest = out["gen_busiest"]
+    out["generator_bound"] = busiest is not None and busiest > GENERATOR_BOUND
+    cpu, wall = res.get("broker_cpu_s"), res.get("run_wall_s")
+    done = res.get("acked") if qos else res.get("sent")
+    if cpu is not None and wall:
+        out["broker_cores"] = round(cpu / wall, 3)
+    if cpu is not None and done:
+        out["cpu_us_per_msg"] = round(cpu / done * 1e6, 3)
+    return out
 
 
 def med(values):
@@ -21,6 +44,10 @@ def _durability(dur):
             "failed": sum(1 for d in dur if not d.get("ok")),
             **{k: sum(d.get(k) or 0 for d in dur)
                for k in ("acked", "sent", "rows", "missing", "duplicated", "foreign")}}
+
+
+def _ratio(a, b):
+    return round(a / b, 4) if a is not None and b else None
 
 
 def summarize(records, args):
@@ -39,7 +66,10 @@ def summarize(records, args):
                 lat = "latency_ms" if sc["qos"] else "ping_rtt_ms"
                 s["p50_ms"] = med([(r.get(lat) or {}).get("p50") for r in ok])
                 s["p99_ms"] = med([(r.get(lat) or {}).get("p99") for r in ok])
-                s["loadgen_cpu_util"] = med([r.get("loadgen_cpu_util") for r in ok])
+                for k in ("gen_cores", "gen_busiest", "broker_cores", "cpu_us_per_msg"):
+                    s[k] = med([(r.get("figures") or {}).get(k) for r in rs])
+                s["generator_bound"] = s["gen_busiest"] is not None and s["gen_busiest"] > GENERATOR_BOUND
+                s["generator_bound_runs"] = sum(1 for r in rs if (r.get("figures") or {}).get("generator_bound"))
                 s["connected"] = med([r.get("connected") for r in ok])
                 s["error_kinds"] = sorted({k for r in ok for k in r.get("errors", {})})
                 dur = [r["durability"] for r in rs if "durability" in r]
@@ -52,16 +82,16 @@ def summarize(records, args):
                 s["errors"] += sum(sum(r.get("connect_errors", {}).values()) for r in ok)
             row["targets"][b] = s
         key = "msgs_per_s" if sc["kind"] == "load" else "bytes_per_connection"
-        a = row["targets"]["mosquitto"].get(key)
+        mosq = row["targets"]["mosquitto"]
         for b, s in row["targets"].items():
             if b != "mosquitto":
-                m = s.get(key)
-                s["ratio"] = round(m / a, 4) if a and m is not None else None
+                s["ratio"] = _ratio(s.get(key), mosq.get(key))
+                s["cpu_ratio"] = _ratio(s.get("cpu_us_per_msg"), mosq.get("cpu_us_per_msg"))
         row["ratio"] = row["targets"]["mqttd"].get("ratio")
-        ceiling = row["targets"].get(CEILING, {}).get(key)
-        if ceiling:
-            m = row["targets"]["mqttd"].get(key)
-            row["of_ceiling"] = round(m / ceiling, 4) if m is not None else None
+        m = row["targets"]["mqttd"].get(key)
+        for ref, field in ((CEILING, "of_ceiling"), (NOHTTP, "of_nohttp"), (NODELAY, "of_nodelay")):
+            if ref in row["targets"]:
+                row[field] = _ratio(m, row["targets"][ref].get(key))
         summary[name] = row
     return summary
 
@@ -70,61 +100,47 @@ def fmt(v, spec="{:,.0f}"):
     return "-" if v is None else spec.format(v)
 
 
+def _load_line(name, b, s, star):
+    return "%-14s %-17s %11s %7s %-16s %5s%-2s %6s %8s %7s  %s\n" % (
+        name, b, fmt(s["msgs_per_s"]), fmt(s.get("ratio"), "{:.3f}"),
+        "%s/%s%s" % (fmt(s["p50_ms"], "{:.2f}"), fmt(s["p99_ms"], "{:.2f}"), star),
+        fmt(s["gen_cores"], "{:.2f}"), " !" if s["generator_bound"] else "",
+        fmt(s["broker_cores"], "{:.2f}"), fmt(s["cpu_us_per_msg"], "{:.2f}"),
+        fmt(s.get("cpu_ratio"), "{:.2f}x"), s["errors"])
+
+
 def print_table(summary, args, out=sys.stdout):
     w = out.write
-    w("\n%-14s %13s %13s %7s  %-18s %-18s %s\n" % (
-        "scenario", "mosquitto", "mqttd", "ratio", "mosq p50/p99 ms", "mqttd p50/p99 ms",
-        "errors m/q"))
+    w("\n%-14s %-17s %11s %7s %-16s %7s %6s %8s %7s  %s\n" % (
+        "scenario", "broker", "msgs/s", "ratio", "p50/p99 ms", "gen", "broker", "CPU us", "CPU",
+        "errors"))
+    w("%-14s %-17s %11s %7s %-16s %7s %6s %8s %7s\n" % (
+        "", "", "", "x mosq", "", "cores", "cores", "per msg", "x mosq"))
     for name, row in summary.items():
-        a, m = row["targets"]["mosquitto"], row["targets"]["mqttd"]
-        if "msgs_per_s" in a:
-            star = "*" if SCENARIOS[name]["qos"] == 0 else ""
-            w("%-14s %11s/s %11s/s %7s  %-18s %-18s %s/%s\n" % (
-                name, fmt(a["msgs_per_s"]), fmt(m["msgs_per_s"]), fmt(row["ratio"], "{:.3f}"),
-                "%s/%s%s" % (fmt(a["p50_ms"], "{:.2f}"), fmt(a["p99_ms"], "{:.2f}"), star),
-                "%s/%s%s" % (fmt(m["p50_ms"], "{:.2f}"), fmt(m["p99_ms"], "{:.2f}"), star),
-                a["errors"], m["errors"]))
-        else:
-            w("%-14s %11s B %11s B %7s  %-18s %-18s %s/%s\n" % (
-                name, fmt(a["bytes_per_connection"]), fmt(m["bytes_per_connection"]),
-                fmt(row["ratio"], "{:.2f}"),
-                "open %s" % fmt(a["connected"]), "open %s" % fmt(m["connected"]),
-                a["errors"], m["errors"]))
+        for b, s in row["targets"].items():
+            if "msgs_per_s" in s:
+                w(_load_line(name, b, s, "*" if SCENARIOS[name]["qos"] == 0 else ""))
+            else:
+                w("%-14s %-17s %9s B %7s open %-11s %7s %6s\n" % (
+                    name, b, fmt(s["bytes_per_connection"]), fmt(s.get("ratio"), "{:.2f}"),
+                    fmt(s["connected"]), "", fmt(s["broker_cpu_util"], "{:.2f}")))
     acked = ("broker core, in-memory store: NOT durable" if args.core
              else "whole appliance, SQLite write taken out: NOT durable" if args.nodisk
              else "after COMMIT")
     w("(medians of %d rounds x %g s; msgs/s = PUBACKs/s for QoS 1 (mqttd: %s), publishes\n"
-      " read/s for QoS 0; ratio = mqttd/mosquitto; * QoS 0 latency is the PINGREQ round trip;\n"
+      " read/s for QoS 0; ratio = msgs/s / mosquitto's; * QoS 0 latency is the PINGREQ round\n"
+      " trip; gen cores = the load generator's user+sys CPU / wall while publishing, ! = its\n"
+      " busiest process above %.1f of a core: GENERATOR-BOUND; broker cores and CPU us per msg\n"
+      " = the broker's whole process tree while publishing, per PUBACK (QoS 0: per publish);\n"
       " idle: RSS bytes per idle connection, %d connections, fresh broker each round)\n"
-      % (args.rounds, args.duration, acked, args.idle_connections))
-    w("broker CPU (cores, median, mosquitto/mqttd): %s\n" % ", ".join(
-        "%s %s/%s" % (name, fmt(row["targets"]["mosquitto"]["broker_cpu_util"], "{:.2f}"),
-                      fmt(row["targets"]["mqttd"]["broker_cpu_util"], "{:.2f}"))
-        for name, row in summary.items()))
-    w("loadgen CPU (cores, median, mosquitto/mqttd runs): %s\n" % ", ".join(
-        "%s %s/%s" % (name, fmt(row["targets"]["mosquitto"]["loadgen_cpu_util"], "{:.2f}"),
-                      fmt(row["targets"]["mqttd"]["loadgen_cpu_util"], "{:.2f}"))
-        for name, row in summary.items() if "loadgen_cpu_util" in row["targets"]["mosquitto"]))
-    ceilings = [(name, row) for name, row in summary.items() if CEILING in row["targets"]]
-    if ceilings:
-        w("durable mqttd / the same appliance without its SQLite write (%s, NOT durable; same "
-          "run): %s\n" % (CEILING, ", ".join(
-              "%s %s (%s/s, p50/p99 %s/%s ms)" % (
-                  name, fmt(row.get("of_ceiling"), "{:.3f}"),
-                  fmt(row["targets"][CEILING]["msgs_per_s"]),
-                  fmt(row["targets"][CEILING]["p50_ms"], "{:.2f}"),
-                  fmt(row["targets"][CEILING]["p99_ms"], "{:.2f}"))
-              for name, row in ceilings)))
-    nohttp = [(name, row) for name, row in summary.items() if NOHTTP in row["targets"]]
-    if nohttp:
-        w("%s (durable, the webhook's HTTP request taken out; same run): %s\n" % (
-            NOHTTP, ", ".join(
-                "%s %s/s = %sx mosquitto (p50/p99 %s/%s ms)" % (
-                    name, fmt(row["targets"][NOHTTP]["msgs_per_s"]),
-                    fmt(row["targets"][NOHTTP].get("ratio"), "{:.3f}"),
-                    fmt(row["targets"][NOHTTP]["p50_ms"], "{:.2f}"),
-                    fmt(row["targets"][NOHTTP]["p99_ms"], "{:.2f}"))
-                for name, row in nohttp)))
+      % (args.rounds, args.duration, acked, GENERATOR_BOUND, args.idle_connections))
+    for field, ref, what in (("of_ceiling", CEILING, "the same appliance without its SQLite write (NOT durable)"),
+                             ("of_nohttp", NOHTTP, "the same durable appliance without the webhook's HTTP request"),
+                             ("of_nodelay", NODELAY, "mosquitto with set_tcp_nodelay (sessions 1-5's baseline)")):
+        rows = [(name, row) for name, row in summary.items() if field in row]
+        if rows:
+            w("durable mqttd / %s (%s, same run): %s\n" % (ref, what, ", ".join(
+                "%s %s" % (name, fmt(row[field], "{:.3f}")) for name, row in rows)))
     for name, row in summary.items():
         for b, s in row["targets"].items():
             if s.get("error_kinds"):

@@ -665,7 +665,6 @@ def run(args):
         "error_count": sum(errors.values()),
         "connect_s": round(csecs, 3),
         "loadgen_cpu_s": round(cpu, 3),
-        "loadgen_cpu_util": round(cpu / elapsed / procs, 3) if elapsed > 0 else None,
         # cores used while publishing (user+sys / wall of the run loop), all processes,
         # and the busiest single process (one process cannot use more than one core)
         "loadgen_cores": round(cpu / max(p["run_wall"] for p in parts), 3) if utils else None,

@@ -34,8 +34,11 @@ def ratio_verdict(ratio, need, numerator_bound, denominator_bound):
 
 
 def _bound_note(pairs):
-    bound = [b for b, s in pairs if s.get("generator_bound")]
-    return "%s GENERATOR-BOUND" % " and ".join(bound) if bound else ""
+    """Which side's runs were generator-bound, with the generator's and the broker's
+    cores (a broker near 1.0 is at its own limit too, if single-threaded)."""
+    return "; ".join("%s GENERATOR-BOUND (generator %s, broker %s cores)" % (
+        b, fmt(s.get("gen_busiest"), "{:.2f}"), fmt(s.get("broker_cores"), "{:.2f}"))
+        for b, s in pairs if s.get("generator_bound"))
 
 
 def evaluate(summary):

@@ -7,6 +7,7 @@ must not share bugs or costs with the broker it measures.
 import errno
 import math
 import os
+import re
 import resource
 import selectors
 import socket
@@ -63,6 +64,24 @@ def publish_packet(topic, payload, qos=0, packet_id=0, retain=False):
 
 def puback_packet(packet_id):
     return PUBACK_HEADER + struct.pack("!H", packet_id)
+
+
+# Every payload the load generator sends starts with this tag: which connection sent it
+# and its sequence number on that connection (0, 1, 2, ...), fixed width so every packet
+# of a run has the same length. The durability check reads it back from mqttd.db.
+TAG = b"lg%06d.%010d."
+TAG_LEN = len(TAG % (0, 0))
+_TAG_RE = re.compile(rb"lg(\d{6})\.(\d{10})\.")
+
+
+def payload_tag(index, seq):
+    return TAG % (index, seq)
+
+
+def parse_tag(payload):
+    """(connection index, sequence number) from a payload, or None when it has no tag."""
+    m = _TAG_RE.match(payload)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def raise_nofile(wanted=None):
@@ -135,6 +154,29 @@ def descendants(pid):
     return out
 
 
+def tree_cpu_ticks(pid):
+    """CPU (clock ticks, user+system) of ``pid`` and all its descendants; None if pid is gone.
+
+    Each live process counts its own time plus that of its children already reaped
+    (cutime, cstime): so a worker that exits during a run still counts, once.
+    """
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                st = f.read()
+        except OSError:
+            if p == pid:
+                return None
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
 def tree_rss(pid, tree=False):
     pids = descendants(pid) if tree else [pid]
     total = 0
@@ -154,6 +196,9 @@ class Conn:
         # loadgen state
         "quota", "sent", "acked", "outstanding", "pub_pos", "ack_pos", "fifo",
         "wbuf", "done", "ping_sent", "closed",
+        # unique payloads: this connection's block format, its current block, the
+        # sequence number of that block's first packet
+        "fmt", "pub", "block_base",
     )
 
     def __init__(self, index, client_id, connect_pkt):

@@ -4,8 +4,11 @@
 Plain non-blocking sockets + epoll, no Twisted, its own encoder. Cheap by design so the
 broker, not this tool, is the bottleneck:
 
-* PUBLISH packets are pre-encoded once as one byte stream cycling through packet ids
-  1..M (M > window), so writing n publishes is one slice and one send();
+* PUBLISH packets are pre-encoded in blocks cycling through packet ids 1..M (M > window),
+  so writing n publishes is one slice and one send(); every payload is unique, tagged
+  with its connection and sequence number (publish_streams.py), and the output lists
+  each connection's publishes sent and PUBACKs received ("clients"), so compare.py can
+  match mqttd.db's rows to the messages one by one;
 * brokers must send QoS 1 PUBACKs in order (MQTT 3.1.1 section 4.6), so the expected
   PUBACK stream is pre-encoded too and a receive buffer of n PUBACKs is checked with a
   single bytes comparison; anything else falls to a slow parser that counts errors;
@@ -18,8 +21,10 @@ msgs/s = publishes written / (last PINGRESP - start), so the broker has read the
 
 Every run is bounded: --duration (default 5 s) or --messages, plus --drain-timeout for
 the tail and --max-time as a hard stop. --procs N splits connections over N forked
-processes (useful when this tool, not the broker, saturates a core: check
-loadgen_cpu_util in the output).
+processes (when this tool, not the broker, saturates a core: loadgen_cores is the CPU
+of all of them while publishing, loadgen_busiest that of the busiest one).
+--broker-pid adds the broker's CPU over the same interval (broker_cpu_s), summed over
+the process and all its descendants from /proc.
 """
 import argparse
 import collections
@@ -33,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from publish_streams import Streams  # noqa: E402
 
 BUCKETS_PER_E = 50  # log histogram: exp(1/50) ~ 2 % per bucket
 
@@ -62,28 +68,6 @@ def hist_percentiles(hist, ps=(50, 90, 99)):
                 break
     out["max"] = to_ms(items[-1][0])
     return out
-
-
-class Streams:
-    """Pre-encoded publish and expected-PUBACK byte streams."""
-
-    def __init__(self, topic, payload, qos, window):
-        self.qos = qos
-        if qos:
-            # ids 1..M, M comfortably above the window; doubled so any run of <= M
-            # packets starting anywhere in the cycle is one contiguous slice.
-            self.M = min(65535, max(4 * window, 1024))
-            pkts = [common.publish_packet(topic, payload, 1, i) for i in range(1, self.M + 1)]
-            self.L = len(pkts[0])
-            one = b"".join(pkts)
-            self.pub = memoryview(one + one)
-            acks = b"".join(common.puback_packet(i) for i in range(1, self.M + 1))
-            self.ack = acks + acks
-        else:
-            pkt = common.publish_packet(topic, payload, 0)
-            self.L = len(pkt)
-            reps = max(1, 65536 // self.L)
-            self.chunk = memoryview(pkt * reps)
 
 
 class Poller:
@@ -175,10 +159,7 @@ class Worker:
         n = min(self.a.window - conn.outstanding, conn.quota - conn.sent)
         if n <= 0:
             return
-        L = self.s.L
-        pos = conn.pub_pos
-        data = self.s.pub[pos * L:(pos + n) * L]
-        conn.pub_pos = (pos + n) % self.s.M
+        data = self.s.take(conn, n)
         conn.fifo.append([now, n])
         conn.outstanding += n
         conn.sent += n
@@ -274,8 +255,8 @@ class Worker:
         log1p = math.log1p
         hist = self.hist
         ack = self.s.ack
-        pub = self.s.pub
-        L, M, W = self.s.L, self.s.M, a.window
+        next_publishes = self.s.take
+        M, W = self.s.M, a.window
         while True:
             now = perf()
             if not self.stopping and now >= stop_at:
@@ -341,9 +322,7 @@ class Worker:
                     if c.wbuf:
                         self._send_more(c, now)
                     else:
-                        pos = c.pub_pos
-                        chunk = pub[pos * L:(pos + k) * L]
-                        c.pub_pos = (pos + k) % M
+                        chunk = next_publishes(c, k)
                         c.fifo.append([now, k])
                         c.outstanding += k
                         c.sent += k
@@ -406,10 +385,7 @@ class Worker:
             if not conn.closed:
                 self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
             return
-        L = self.s.L
-        chunk = self.s.chunk
-        clen = len(chunk)
-        step = self.a.ping_every * L
+        step = self.a.ping_every * self.s.L
         while not conn.closed and not conn.ping_sent:
             if conn.outstanding >= self.a.max_pings:
                 self._want_write(conn, False)  # resumed by a PINGRESP
@@ -418,6 +394,8 @@ class Worker:
             left = target - conn.sent
             while left > 0:
                 off = conn.pub_pos
+                chunk = conn.pub
+                clen = len(chunk)
                 n = clen - off if clen - off < left else int(left)
                 try:
                     w = conn.sock.send(chunk[off:off + n])
@@ -428,7 +406,10 @@ class Worker:
                     return
                 conn.sent += w
                 left -= w
-                conn.pub_pos = (off + w) % clen
+                conn.pub_pos = off + w
+                if conn.pub_pos == clen:
+                    conn.pub_pos = 0
+                    self.s.qos0_block_done(conn)
                 if w < n:
                     return
             if conn.sent >= conn.quota:
@@ -532,17 +513,33 @@ def phase_connect(args, indices):
     return conns, ok, errors, secs
 
 
-def phase_run(args, conns):
-    streams = Streams(args.topic, b"x" * args.payload_size, args.qos, args.window)
+def phase_run(args, conns, sample_broker=True):
+    """The measured phase of this process: its own CPU and wall time, and (single
+    process) the broker's CPU over the same interval."""
+    streams = Streams(args.topic, args.payload_size, args.qos, args.window)
+    for c in conns:
+        streams.attach(c)
     w = Worker(args, conns, streams)
-    cpu0 = os.times()
+    b0 = broker_ticks(args) if sample_broker else None
+    cpu0, t0 = os.times(), time.perf_counter()
     res = w.run_qos1(None) if args.qos else w.run_qos0(None)
-    cpu1 = os.times()
+    cpu1, t1 = os.times(), time.perf_counter()
+    b1 = broker_ticks(args) if sample_broker else None
     common.close_all([c for c in conns if not c.closed])
     res["hist"] = w.hist if args.qos else w.ping_hist
     res["errors"] = dict(w.errors)
     res["cpu"] = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    res["run_wall"] = t1 - t0
+    res["clients"] = [[c.client_id, c.index, c.sent if args.qos else c.sent // streams.L,
+                       c.acked if args.qos else None] for c in conns]
+    if b0 is not None and b1 is not None:
+        res["broker_cpu_s"] = (b1 - b0) / common.CLK_TCK
     return res
+
+
+def broker_ticks(args):
+    """CPU ticks of --broker-pid's whole process tree, or None."""
+    return common.tree_cpu_ticks(args.broker_pid) if args.broker_pid else None
 
 
 def _child(args, indices, to_parent, from_parent):
@@ -553,7 +550,7 @@ def _child(args, indices, to_parent, from_parent):
                                          "connect_s": secs}) + "\n").encode())
         with os.fdopen(from_parent) as f:
             f.readline()
-        res = phase_run(args, conns)
+        res = phase_run(args, conns, sample_broker=False)
         res["hist"] = list(res["hist"].items())
         data = (json.dumps(res) + "\n").encode()
         while data:
@@ -598,6 +595,7 @@ def run(args):
             connected += line["connected"]
             cerrors.update(line["errors"])
             csecs = max(csecs, line["connect_s"])
+        b0 = broker_ticks(args)
         for pid, rf, wf in kids:
             try:
                 os.write(wf, b"go\n")
@@ -616,6 +614,9 @@ def run(args):
                 continue
             part["hist"] = {int(k): v for k, v in part["hist"]}
             parts.append(part)
+        b1 = broker_ticks(args)
+        if parts and b0 is not None and b1 is not None:
+            parts[0]["broker_cpu_s"] = (b1 - b0) / common.CLK_TCK
         cerrors = dict(cerrors)
 
     hist, errors = {}, collections.Counter()
@@ -623,8 +624,14 @@ def run(args):
         errors["connect:" + k if not k.startswith("connect") else k] += v
     sent = acked = 0
     cpu = 0.0
-    starts, ends = [], []
+    starts, ends, clients, utils = [], [], [], []
+    broker_cpu = None
     for part in parts:
+        clients += part["clients"]
+        if part["run_wall"] > 0:
+            utils.append(part["cpu"] / part["run_wall"])
+        if "broker_cpu_s" in part:
+            broker_cpu = part["broker_cpu_s"]
         for k, v in part["hist"].items():
             hist[k] = hist.get(k, 0) + v
         errors.update(part["errors"])
@@ -658,7 +665,14 @@ def run(args):
         "error_count": sum(errors.values()),
         "connect_s": round(csecs, 3),
         "loadgen_cpu_s": round(cpu, 3),
-        "loadgen_cpu_util": round(cpu / elapsed / procs, 3) if elapsed > 0 else None,
+        # cores used while publishing (user+sys / wall of the run loop), all processes,
+        # and the busiest single process (one process cannot use more than one core)
+        "loadgen_cores": round(cpu / max(p["run_wall"] for p in parts), 3) if utils else None,
+        "loadgen_busiest": round(max(utils), 3) if utils else None,
+        "run_wall_s": round(max(p["run_wall"] for p in parts), 4) if parts else None,
+        "broker_pid": args.broker_pid,
+        "broker_cpu_s": round(broker_cpu, 3) if broker_cpu is not None else None,
+        "clients": sorted(clients, key=lambda c: c[1]),
         "wall_s": round(time.monotonic() - t_wall0, 3),
         "nofile": [soft, hard],
     }
@@ -690,6 +704,9 @@ def parse_args(argv=None):
                    help="spread connections over 127.0.0.1..127.0.0.N "
                         "(default: 1 per 250 connections, at most 50)")
     p.add_argument("--procs", type=int, default=1, help="forked load processes (default 1)")
+    p.add_argument("--broker-pid", type=int, default=None,
+                   help="report the CPU of this process and all its descendants while "
+                        "publishing (broker_cpu_s), read from /proc")
     p.add_argument("--sndbuf", type=int, default=None,
                    help="SO_SNDBUF per socket (default: kernel's)")
     p.add_argument("--ping-every", type=int, default=500,
@@ -706,8 +723,11 @@ def parse_args(argv=None):
         a.duration = 5.0
     if a.connections < 1 or a.window < 1 or a.window > 65535 // 4:
         p.error("--connections >= 1 and 1 <= --window <= 16383")
-    if a.payload_size < 0:
-        p.error("--payload-size >= 0")
+    if a.payload_size < common.TAG_LEN:
+        p.error("--payload-size >= %d (each payload carries its connection and sequence "
+                "number)" % common.TAG_LEN)
+    if a.connections > 999999:
+        p.error("--connections <= 999999 (six digits of connection index in each payload)")
     if a.source_ips is None:
         a.source_ips = common.auto_source_ips(a.connections)
     if a.drain_timeout is None:

@@ -32,7 +32,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import compare  # noqa: E402
+import brokers  # noqa: E402
+import common  # noqa: E402
+import durability  # noqa: E402
 
 
 def parse_raw(path):
@@ -138,7 +140,7 @@ def main(argv=None):
                    help="let py-spy pause mqttd for each sample (exact stacks, much slower "
                         "broker); default --nonblocking")
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--set", dest="mqttd_set", action="append", type=compare.parse_set,
+    p.add_argument("--set", dest="mqttd_set", action="append", type=brokers.parse_set,
                    metavar="SECTION.KEY=VALUE", help="mqttd config override (repeatable)")
     p.add_argument("--mqttd-extra-toml", metavar="FILE")
     p.add_argument("--mqttd-max-inflight", type=int, default=1000)
@@ -157,7 +159,7 @@ def main(argv=None):
         sys.exit("py-spy not found: %s/pip install py-spy" % os.path.dirname(sys.executable))
 
     tmp = tempfile.mkdtemp(prefix="mqttd-profile-")
-    broker = compare.make_mqttd(tmp, a)
+    broker = brokers.make_mqttd(tmp, a)
     if a.gc_threshold:
         g = [int(x) for x in a.gc_threshold.split(",")]
         broker.argv = [sys.executable, "-c",
@@ -175,7 +177,7 @@ def main(argv=None):
             [sys.executable, os.path.join(HERE, "loadgen.py"), "--port", str(broker.port),
              "--connections", str(a.connections), "--qos", str(a.qos), "--window",
              str(a.window), "--duration", str(duration), "--client-prefix", "profile",
-             "--source-ips", str(compare.common.auto_source_ips(a.connections))],
+             "--source-ips", str(common.auto_source_ips(a.connections))],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(a.warmup)
         spy = None if a.no_profile else subprocess.run(
@@ -186,7 +188,7 @@ def main(argv=None):
         out, err = lg.communicate(timeout=duration + 60)
         lg = None
         res = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err[-500:]}
-        rows = compare.count_rows(broker.db, "profile")
+        verdict = durability.check_run(broker.db, "profile", res, a.qos, settle=10.0)
     finally:
         if lg is not None:
             lg.kill()
@@ -198,11 +200,10 @@ def main(argv=None):
 
     lat = res.get("latency_ms") or {}
     print("load: QoS %d, %d connections, window %d: %s msgs/s, PUBACK p50 %s p99 %s ms, "
-          "errors %s; rows %d >= PUBACKs %s: %s" % (
+          "errors %s; %s" % (
               a.qos, a.connections, a.window, res.get("msgs_per_s"), lat.get("p50"),
-              lat.get("p99"), res.get("errors"), rows, res.get("acked"),
-              "ok" if a.qos == 0 or rows >= (res.get("acked") or 0) else "NOT DURABLE"))
-    print("mqttd config: %s%s" % (json.dumps(compare.mqttd_config(a)),
+              lat.get("p99"), res.get("errors"), verdict["text"]))
+    print("mqttd config: %s%s" % (json.dumps(brokers.mqttd_config(a)),
                                   "; gc.set_threshold(%s)" % a.gc_threshold if a.gc_threshold else ""))
     if spy is None:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,8 @@ apt_install() {
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 if [ "$want_test" = 1 ]; then
-    for p in mosquitto mosquitto-clients; do
+    # strace: tests/integration/test_fsync.py traces the broker's fsyncs.
+    for p in mosquitto mosquitto-clients strace; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
 fi

@@ -1,4 +1,4 @@
-"""The README's configuration tables name every key the loader accepts.
+"""The README's configuration tables name every key the loader accepts, with its default.
 
 An operator reads the README, not config.py: a key added without its row is a setting
 nobody can find, and a row for a key that no longer exists is a claim the appliance
@@ -6,6 +6,7 @@ does not keep.
 """
 import os
 import re
+import tomllib
 
 import attrs
 from twisted.trial import unittest
@@ -37,3 +38,26 @@ class ReadmeTests(unittest.TestCase):
         named |= set(re.findall(r", `([a-z_]+\.[a-z_]+)`", self.text))
         named = {key for key in named if key.split(".")[0] in sections}
         self.assertEqual(sorted(named - set(_keys())), [])
+
+    def test_every_row_shows_the_default(self):
+        """The default column is the TOML literal of Config()'s value (a row naming two
+        keys shows two values), so the table cannot drift from the code."""
+        defaults = Config()
+        sections = {section.name for section in attrs.fields(Config)}
+        wrong, checked = [], 0
+        for key_cell, default_cell in re.findall(r"^\| (`[^|]*`) \| ([^|]*) \|", self.text, re.M):
+            keys = re.findall(r"`([a-z_]+)\.([a-z_]+)`", key_cell)
+            if not keys or keys[0][0] not in sections:
+                continue  # another table's row
+            try:
+                shown = tomllib.loads(f"v = [{default_cell.replace('`', '')}]")["v"]
+            except tomllib.TOMLDecodeError:
+                self.fail(f"{key_cell}: default {default_cell!r} is not a TOML literal")
+            for (section, name), value in zip(keys, shown, strict=True):
+                actual = getattr(getattr(defaults, section), name)
+                actual = list(actual) if type(actual) is tuple else actual
+                checked += 1
+                if (type(actual), actual) != (type(value), value):  # 1 is not true, 15 not 15.0
+                    wrong.append((f"{section}.{name}", value, actual))
+        self.assertEqual(wrong, [])
+        self.assertEqual(checked, len(list(_keys())))

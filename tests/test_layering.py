@@ -19,15 +19,24 @@ def _imports(relative):
     files = [path] if path.endswith(".py") else [
         os.path.join(folder, name)
         for folder, _, names in os.walk(path) for name in names if name.endswith(".py")]
+    if not files:  # a moved tier must not pass unread
+        raise AssertionError(f"no Python source at {path}")
     found = set()
     for name in files:
         with open(name, encoding="utf-8") as f:
             tree = ast.parse(f.read(), name)
+        # The package a relative import starts from: mqttd/broker/x.py is in mqttd.broker.
+        package = ["mqttd", *os.path.relpath(os.path.dirname(name), _ROOT).split(os.sep)]
+        package = [part for part in package if part != os.curdir]
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found.add(node.module)
+            elif isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                if node.module:
+                    found.add(".".join([*base, node.module]))
+                else:  # from . import config: the names are modules
+                    found.update(".".join([*base, alias.name]) for alias in node.names)
     return {module for module in found if module.split(".")[0] == "mqttd"}
 
 

@@ -88,11 +88,13 @@ class BrokerProcess:
 
     ``config`` is mqttd's TOML text. For mosquitto, the keys that have a mosquitto
     equivalent are translated (allow_anonymous, users, max_queued_messages,
-    max_inflight); the rest are ignored.
+    max_inflight); the rest are ignored. ``wrap`` is a command prefix the broker runs
+    under (e.g. ``strace -f -o FILE``); it shares the broker's process group.
     """
 
-    def __init__(self, config=ANONYMOUS, workdir=None, kind=None):
+    def __init__(self, config=ANONYMOUS, workdir=None, kind=None, wrap=()):
         self.config = config
+        self.wrap = tuple(wrap)
         self.kind = kind or BROKER_KIND
         if self.kind not in ("mqttd", "mosquitto"):
             raise ValueError(f"MQTTD_TEST_BROKER must be mqttd or mosquitto, got {self.kind!r}")
@@ -196,7 +198,7 @@ class BrokerProcess:
         self.output_path = os.path.join(self.workdir, f"{self.kind}-{self._attempt}.log")
         self._output_file = open(self.output_path, "wb")
         self.process = subprocess.Popen(
-            self.command(port),
+            [*self.wrap, *self.command(port)],
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             stdout=self._output_file,

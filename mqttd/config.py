@@ -42,6 +42,7 @@ class BrokerConfig:
     max_packet_size: int = _setting(1_048_576, int, 64, 268_435_460)
     max_inflight: int = _setting(32, int, 1, 65535)
     max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
+    max_queued_bytes: int = _setting(16_777_216, int, 1024, 1 << 40)
     idle_timeout: float = _setting(15.0, float, 0.001, 86400.0)
     max_clientid_len: int = _setting(65535, int, 1, 65535)
     allow_zero_length_clientid: bool = _setting(True, bool)

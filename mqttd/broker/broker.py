@@ -45,6 +45,7 @@ class Broker:
         # Hot-path copies of limits read per message.
         self.max_inflight = config.max_inflight
         self.max_queued_messages = config.max_queued_messages
+        self.max_queued_bytes = config.max_queued_bytes
         self.sessions = {}  # client id -> Session
         # client id -> its latest closed connection with messages still to route: the
         # next connection of that id routes after it (MQTTServerProtocol._route).
@@ -119,15 +120,16 @@ class Broker:
         """The connection of ``session`` ended; a clean session ends with it."""
         if session.protocol is protocol:
             session.protocol = None
-            session.drop_backlog()
+            session.detached()
             if session.clean:
                 self.discard(session)
 
     def discard(self, session):
-        """Forget ``session`` and all its subscriptions."""
+        """Forget ``session``, all its subscriptions and the messages it holds."""
         if session.subscriptions:
             self.trie.remove_subscriber(session, session.subscriptions)
             session.subscriptions = None
+        session.release()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 

@@ -629,8 +629,8 @@ class MQTTServerProtocol(Protocol):
         # while we do not read, so keepalive counts from here.
         self._last_seen = self._clock.seconds()
         session = self._session
-        if session is not None and session.backlog:
-            session.send_backlog()  # may fill the socket again: then stay paused
+        if session is not None:
+            session.drained()  # may fill the socket again: then stay paused
         if not self.writes_blocked:
             self._unpause(_PAUSE_WRITES)
 

@@ -43,6 +43,9 @@ class BrokerConfig:
     max_inflight: int = _setting(32, int, 1, 65535)
     max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
     max_queued_bytes: int = _setting(16_777_216, int, 1024, 1 << 40)
+    # EMQX's session expiry interval (2 h); the longest is ten years.
+    session_expiry: float = _setting(7200.0, float, 0.001, 315_360_000.0)
+    max_sessions: int = _setting(100_000, int, 1, 100_000_000)
     idle_timeout: float = _setting(15.0, float, 0.001, 86400.0)
     max_clientid_len: int = _setting(65535, int, 1, 65535)
     allow_zero_length_clientid: bool = _setting(True, bool)

@@ -12,6 +12,7 @@ from itertools import count
 
 from twisted.logger import Logger
 
+from mqttd.broker.expiry import StoredSessions
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
@@ -47,6 +48,9 @@ class Broker:
         self.max_queued_messages = config.max_queued_messages
         self.max_queued_bytes = config.max_queued_bytes
         self.sessions = {}  # client id -> Session
+        # Persistent sessions: session_expiry and max_sessions (mqttd.broker.expiry).
+        self.stored_sessions = StoredSessions(clock, config.session_expiry,
+                                              config.max_sessions, self.discard)
         # client id -> its latest closed connection with messages still to route: the
         # next connection of that id routes after it (MQTTServerProtocol._route).
         self.unrouted = {}
@@ -101,28 +105,39 @@ class Broker:
 
         An existing connection with the same client id is closed first [MQTT-3.1.4-2]
         (abnormally: its will is published). clean=True discards any stored session.
+        A new persistent session past ``max_sessions`` that finds no offline session
+        to evict returns (None, False), before anything else changed: the caller
+        refuses the client (CONNACK 0x03).
         """
         old = self.sessions.get(client_id)
+        if not clean and (old is None or old.clean) and not self.stored_sessions.make_room():
+            return None, False
         if old is not None and old.protocol is not None:
             old.protocol.take_over()  # detaches (and, if clean, discards) the old session
             old = self.sessions.get(client_id)
         if old is not None:
             if not clean and not old.clean:
                 old.protocol = protocol
+                self.stored_sessions.came_online(old)
                 return old, True
             self.discard(old)
         session = Session(self, client_id, clean)
         session.protocol = protocol
         self.sessions[client_id] = session
+        if not clean:
+            self.stored_sessions.added(session)
         return session, False
 
     def detach(self, session, protocol):
-        """The connection of ``session`` ended; a clean session ends with it."""
+        """The connection of ``session`` ended; a clean session ends with it, a
+        persistent one starts its ``session_expiry``."""
         if session.protocol is protocol:
             session.protocol = None
             session.detached()
             if session.clean:
                 self.discard(session)
+            elif self.sessions.get(session.client_id) is session:
+                self.stored_sessions.went_offline(session)
 
     def discard(self, session):
         """Forget ``session``, all its subscriptions and the messages it holds."""
@@ -132,6 +147,8 @@ class Broker:
         session.release()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+            if not session.clean:
+                self.stored_sessions.removed(session)
 
     # -- subscriptions -----------------------------------------------------------------
 

@@ -273,6 +273,9 @@ class MQTTServerProtocol(Protocol):
             return
         broker = self._broker
         session, present = broker.attach(self, self._client_id, connect.clean_session)
+        if session is None:  # max_sessions, and none offline to evict
+            self._refuse(CONNACK_SERVER_UNAVAILABLE, "max sessions")
+            return
         self._session = session
         # An earlier connection of this client (dropped, or just taken over) may still
         # have messages to route: ours go after them (_route).

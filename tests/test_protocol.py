@@ -157,11 +157,12 @@ class IdleTimeoutTests(unittest.TestCase):
         self.assertEqual(c.received(), [])
 
     def test_connected_client_not_closed_by_idle_timeout(self):
-        h = Harness(idle_timeout=3.0)
+        h = Harness(idle_timeout=3.0, max_keepalive=1000)
         c = h.client("c")
         h.clock.advance(100)
         self.assertFalse(c.closed)
-        self.assertEqual(h.clock.getDelayedCalls(), [])
+        # What is left is keepalive's timer, at 1.5 x max_keepalive (keepalive 0).
+        self.assertEqual([call.getTime() for call in h.clock.getDelayedCalls()], [1500.0])
 
 
 class KeepaliveTests(unittest.TestCase):
@@ -194,12 +195,17 @@ class KeepaliveTests(unittest.TestCase):
         self.assertEqual(h.clock.getDelayedCalls(), [call])
         self.assertEqual(call.getTime(), 15)
 
-    def test_zero_disables(self):
-        h = Harness()
+    def test_zero_gets_max_keepalive(self):
+        """Keepalive 0 asks for no limit on silence; the server keeps its own
+        (broker.max_keepalive, at 1.5x as for any keepalive)."""
+        events = capture_logs(self)
+        h = Harness(max_keepalive=100)
         c = h.client("c", keepalive=0)
-        h.clock.advance(1e6)
+        h.clock.advance(149.9)
         self.assertFalse(c.closed)
-        self.assertEqual(h.clock.getDelayedCalls(), [])
+        h.clock.advance(0.2)
+        self.assertTrue(c.closed)
+        self.assertEqual(disconnect_reasons(events), ["keepalive timeout"])
 
     def test_pingreq(self):
         h = Harness()

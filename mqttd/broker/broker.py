@@ -12,6 +12,7 @@ from itertools import count
 
 from twisted.logger import Logger
 
+from mqttd.broker.budget import PartialInput
 from mqttd.broker.expiry import StoredSessions
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
@@ -51,6 +52,9 @@ class Broker:
         # Persistent sessions: session_expiry and max_sessions (mqttd.broker.expiry).
         self.stored_sessions = StoredSessions(clock, config.session_expiry,
                                               config.max_sessions, self.discard)
+        # Packets being read, all connections together (mqttd.broker.budget).
+        self.partial_input = PartialInput(clock, config.max_partial_bytes,
+                                          config.packet_timeout)
         # client id -> its latest closed connection with messages still to route: the
         # next connection of that id routes after it (MQTTServerProtocol._route).
         self.unrouted = {}

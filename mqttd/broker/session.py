@@ -2,8 +2,10 @@
 
 A session is what survives a disconnect when the client asked for clean_session=0: the
 filters it subscribed to, the outbound messages it has not acknowledged yet (with their
-packet ids, in send order), messages queued while it was offline or while its in-flight
-window was full, and the inbound QoS 2 packet ids still waiting for PUBREL.
+packet ids, in send order), messages queued while it was offline, its in-flight window
+was full or its socket was (bounded in messages and in bytes), and the inbound QoS 2
+packet ids still waiting for PUBREL. Its memory is freed when it ends: a persistent one
+when it expires or is evicted (``mqttd.broker.expiry``).
 
 Everything here is per client and there may be 10,000+ idle ones, so the class is
 slotted and every container is created on first use: an idle session with no

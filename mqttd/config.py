@@ -42,7 +42,17 @@ class BrokerConfig:
     max_packet_size: int = _setting(1_048_576, int, 64, 268_435_460)
     max_inflight: int = _setting(32, int, 1, 65535)
     max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
+    max_queued_bytes: int = _setting(16_777_216, int, 1024, 1 << 40)
+    # EMQX's session expiry interval (2 h); the longest is ten years.
+    session_expiry: float = _setting(7200.0, float, 0.001, 315_360_000.0)
+    max_sessions: int = _setting(100_000, int, 1, 100_000_000)
     idle_timeout: float = _setting(15.0, float, 0.001, 86400.0)
+    # A CONNECT with a 64 KiB will message and up to 64 KiB of client id, will topic and
+    # credentials besides fits; it is the only packet read before authentication.
+    max_connect_size: int = _setting(131_072, int, 64, 268_435_460)
+    packet_timeout: float = _setting(30.0, float, 0.001, 86400.0)
+    max_keepalive: int = _setting(65535, int, 1, 65535)
+    max_partial_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
     max_clientid_len: int = _setting(65535, int, 1, 65535)
     allow_zero_length_clientid: bool = _setting(True, bool)
 
@@ -167,6 +177,11 @@ def _check_cross(config):
     for i, user in enumerate(config.auth.users):
         if not user.username:
             raise ConfigError(f"auth.users[{i}].username: must not be empty")
+    if config.broker.max_partial_bytes < config.broker.max_packet_size:
+        # One packet of the largest size must always be readable.
+        raise ConfigError(
+            f"broker.max_partial_bytes: must be at least broker.max_packet_size "
+            f"({config.broker.max_packet_size}), got {config.broker.max_partial_bytes}")
     if not config.webhook.url and not config.ingest.enabled:
         raise ConfigError(
             "webhook.url: must be set when ingest.enabled is false (nothing else stores messages)")

@@ -235,8 +235,8 @@ unit=/lib/systemd/system/mqttd.service
 execstart=$(sed -n 's/^ExecStart=//p' "$unit")
 want_exec="/opt/venvs/mqttd/bin/twistd --nodaemon --pidfile= mqttd --config /etc/mqttd/mqttd.toml"
 check "unit ExecStart: $execstart" test "$execstart" = "$want_exec"
-check "unit User=mqttd, Restart=on-failure, LimitNOFILE=262144" bash -c \
-    "grep -qx User=mqttd '$unit' && grep -qx Restart=on-failure '$unit' && grep -qx LimitNOFILE=262144 '$unit'"
+check "unit User=mqttd, Restart=on-failure, LimitNOFILE=262144, MemoryMax=80%" bash -c \
+    "grep -qx User=mqttd '$unit' && grep -qx Restart=on-failure '$unit' && grep -qx LimitNOFILE=262144 '$unit' && grep -qx MemoryMax=80% '$unit'"
 if command -v systemd-analyze >/dev/null; then
     check "systemd-analyze verify mqttd.service" systemd-analyze verify "$unit"
 fi

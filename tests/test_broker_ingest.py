@@ -481,7 +481,8 @@ class AfterCloseTests(unittest.TestCase):
         self.assertEqual(self.delivered(), [b"%d" % i for i in range(200)])
         self.assertEqual(self.h.broker.unrouted, {})
         gc.collect()
-        alive = sum(isinstance(o, MQTTServerProtocol) for o in gc.get_objects())
+        alive = sum(isinstance(o, MQTTServerProtocol) and o.factory is self.h.factory
+                    for o in gc.get_objects())
         self.assertLess(alive, 10)
 
     def test_a_pubrel_before_its_pubrec_does_not_free_a_waiting_id(self):

@@ -113,7 +113,8 @@ class ErrorTests(unittest.TestCase):
     def test_body_size_stays_within_sqlites_row_limit(self):
         """A body over SQLITE_MAX_LENGTH could carry a row SQLite refuses, failing the
         group commit it shares with other requests."""
-        parse_config({"broker": {"max_packet_size": 268_435_460},
+        parse_config({"broker": {"max_packet_size": 268_435_460,
+                                 "max_partial_bytes": 268_435_460},
                       "ingest": {"max_body_size": 1_000_000_000}})
         self.assertConfigError({"ingest": {"max_body_size": 1_000_000_001}},
                                "ingest.max_body_size: must be 1024..1000000000, got 1000000001")

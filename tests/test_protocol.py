@@ -157,11 +157,12 @@ class IdleTimeoutTests(unittest.TestCase):
         self.assertEqual(c.received(), [])
 
     def test_connected_client_not_closed_by_idle_timeout(self):
-        h = Harness(idle_timeout=3.0)
+        h = Harness(idle_timeout=3.0, max_keepalive=1000)
         c = h.client("c")
         h.clock.advance(100)
         self.assertFalse(c.closed)
-        self.assertEqual(h.clock.getDelayedCalls(), [])
+        # What is left is keepalive's timer, at 1.5 x max_keepalive (keepalive 0).
+        self.assertEqual([call.getTime() for call in h.clock.getDelayedCalls()], [1500.0])
 
 
 class KeepaliveTests(unittest.TestCase):
@@ -194,12 +195,17 @@ class KeepaliveTests(unittest.TestCase):
         self.assertEqual(h.clock.getDelayedCalls(), [call])
         self.assertEqual(call.getTime(), 15)
 
-    def test_zero_disables(self):
-        h = Harness()
+    def test_zero_gets_max_keepalive(self):
+        """Keepalive 0 asks for no limit on silence; the server keeps its own
+        (broker.max_keepalive, at 1.5x as for any keepalive)."""
+        events = capture_logs(self)
+        h = Harness(max_keepalive=100)
         c = h.client("c", keepalive=0)
-        h.clock.advance(1e6)
+        h.clock.advance(149.9)
         self.assertFalse(c.closed)
-        self.assertEqual(h.clock.getDelayedCalls(), [])
+        h.clock.advance(0.2)
+        self.assertTrue(c.closed)
+        self.assertEqual(disconnect_reasons(events), ["keepalive timeout"])
 
     def test_pingreq(self):
         h = Harness()
@@ -415,11 +421,12 @@ class SlowReaderTests(unittest.TestCase):
         self.sub.transport.producer.pauseProducing()  # what a full write buffer does
         self.assertTrue(self.sub.paused)
         self.pub.send(pub("t", b"dropped"), pub("q", b"kept", qos=1, pid=1))
-        self.assertEqual([(p.topic, p.payload) for p in publishes(self.sub.received())],
-                         [("q", b"kept")])  # QoS 1 stays, bounded by max_inflight
+        self.assertEqual(publishes(self.sub.received()), [])  # QoS 1 waits in its queue
         self.assertEqual(self.h.broker.dropped_slow, 1)
         self.sub.transport.producer.resumeProducing()
         self.assertFalse(self.sub.paused)
+        self.assertEqual([(p.topic, p.payload) for p in publishes(self.sub.received())],
+                         [("q", b"kept")])
         self.pub.send(pub("t", b"again"))
         self.assertEqual([p.payload for p in publishes(self.sub.received())], [b"again"])
 
@@ -505,6 +512,7 @@ class SlowReaderTests(unittest.TestCase):
                     reader.transport.client_sends(encode(Puback(p.packet_id)))
             reader.transport.drained()
             self.pub.send(*[pub("t", b"x" * 1024) for _ in range(8)])
+        got += reader.received()  # the last QoS 1 went out at the last drain
         self.assertIn(Pingresp(), got)
         self.assertEqual(len([p for p in got if isinstance(p, Publish) and p.qos == 1]), 20)
         self.assertEqual(reader.transport.inbound, [])

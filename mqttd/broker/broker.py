@@ -12,6 +12,8 @@ from itertools import count
 
 from twisted.logger import Logger
 
+from mqttd.broker.budget import PartialInput
+from mqttd.broker.expiry import StoredSessions
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
@@ -45,7 +47,14 @@ class Broker:
         # Hot-path copies of limits read per message.
         self.max_inflight = config.max_inflight
         self.max_queued_messages = config.max_queued_messages
+        self.max_queued_bytes = config.max_queued_bytes
         self.sessions = {}  # client id -> Session
+        # Persistent sessions: session_expiry and max_sessions (mqttd.broker.expiry).
+        self.stored_sessions = StoredSessions(clock, config.session_expiry,
+                                              config.max_sessions, self.discard)
+        # Packets being read, all connections together (mqttd.broker.budget).
+        self.partial_input = PartialInput(clock, config.max_partial_bytes,
+                                          config.packet_timeout)
         # client id -> its latest closed connection with messages still to route: the
         # next connection of that id routes after it (MQTTServerProtocol._route).
         self.unrouted = {}
@@ -100,36 +109,50 @@ class Broker:
 
         An existing connection with the same client id is closed first [MQTT-3.1.4-2]
         (abnormally: its will is published). clean=True discards any stored session.
+        A new persistent session past ``max_sessions`` that finds no offline session
+        to evict returns (None, False), before anything else changed: the caller
+        refuses the client (CONNACK 0x03).
         """
         old = self.sessions.get(client_id)
+        if not clean and (old is None or old.clean) and not self.stored_sessions.make_room():
+            return None, False
         if old is not None and old.protocol is not None:
             old.protocol.take_over()  # detaches (and, if clean, discards) the old session
             old = self.sessions.get(client_id)
         if old is not None:
             if not clean and not old.clean:
                 old.protocol = protocol
+                self.stored_sessions.came_online(old)
                 return old, True
             self.discard(old)
         session = Session(self, client_id, clean)
         session.protocol = protocol
         self.sessions[client_id] = session
+        if not clean:
+            self.stored_sessions.added(session)
         return session, False
 
     def detach(self, session, protocol):
-        """The connection of ``session`` ended; a clean session ends with it."""
+        """The connection of ``session`` ended; a clean session ends with it, a
+        persistent one starts its ``session_expiry``."""
         if session.protocol is protocol:
             session.protocol = None
-            session.drop_backlog()
+            session.detached()
             if session.clean:
                 self.discard(session)
+            elif self.sessions.get(session.client_id) is session:
+                self.stored_sessions.went_offline(session)
 
     def discard(self, session):
-        """Forget ``session`` and all its subscriptions."""
+        """Forget ``session``, all its subscriptions and the messages it holds."""
         if session.subscriptions:
             self.trie.remove_subscriber(session, session.subscriptions)
             session.subscriptions = None
+        session.release()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+            if not session.clean:
+                self.stored_sessions.removed(session)
 
     # -- subscriptions -----------------------------------------------------------------
 

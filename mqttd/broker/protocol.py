@@ -106,6 +106,7 @@ class MQTTServerProtocol(Protocol):
         "_broker",
         "_clock",
         "_parser",
+        "_held",
         "_state",
         "_session",
         "_client_id",
@@ -132,6 +133,7 @@ class MQTTServerProtocol(Protocol):
         self._broker = broker
         self._clock = clock
         self._parser = None
+        self._held = 0  # bytes of our unfinished packet in broker.partial_input
         self._state = _AWAIT_CONNECT
         self._session = None
         self._client_id = None
@@ -161,7 +163,9 @@ class MQTTServerProtocol(Protocol):
             self.transport.abortConnection()
             return
         config = broker.config
-        self._parser = Parser(config.max_packet_size, server=True)
+        # Until its CONNECT is read, a client may make us hold max_connect_size at most.
+        self._parser = Parser(config.max_packet_size, server=True,
+                              max_connect_size=config.max_connect_size)
         self._timer = self._clock.callLater(config.idle_timeout, self._timeout)
         # Acks and deliveries are small writes: with Nagle's algorithm a PUBACK can wait
         # for the client's delayed ACK (up to 40 ms on real networks). EMQX and mosquitto
@@ -174,11 +178,20 @@ class MQTTServerProtocol(Protocol):
         state = self._state
         if state >= _CLOSED:
             return
+        parser = self._parser
         try:
-            packets = self._parser.feed(data)
+            packets = parser.feed(data)
         except ProtocolError as e:
             self._protocol_error(e)
             return
+        held = parser.partial_size
+        if held or self._held:
+            # An unfinished packet began, grew or ended: the broker's budget and deadline.
+            if not self._broker.partial_input.hold(self, self._held, held, bool(packets)):
+                self._close("partial input budget", abort=True, detail=(
+                    f"a packet of {held} bytes does not fit broker.max_partial_bytes"))
+                return
+            self._held = held
         if not packets:
             return
         if state == _AUTHENTICATING:
@@ -195,7 +208,11 @@ class MQTTServerProtocol(Protocol):
         elif self._timer is not None and self._timer.active():
             self._timer.cancel()  # the close grace (_close): closed in time
         self._timer = None
-        self._broker.connection_closed()
+        broker = self._broker
+        broker.connection_closed()
+        if self._held:
+            broker.partial_input.release(self, self._held)
+            self._held = 0
         self._parser = None
         self._session = None
         self._notify = None  # breaks the self -> bound method -> self cycle
@@ -273,6 +290,9 @@ class MQTTServerProtocol(Protocol):
             return
         broker = self._broker
         session, present = broker.attach(self, self._client_id, connect.clean_session)
+        if session is None:  # max_sessions, and none offline to evict
+            self._refuse(CONNACK_SERVER_UNAVAILABLE, "max sessions")
+            return
         self._session = session
         # An earlier connection of this client (dropped, or just taken over) may still
         # have messages to route: ours go after them (_route).
@@ -293,9 +313,11 @@ class MQTTServerProtocol(Protocol):
             self._timer = None
         # Also the received_at of the publishes that waited in the backlog.
         self._last_seen = self._clock.seconds()
-        if connect.keepalive:
-            self._keepalive = connect.keepalive * 1.5  # [MQTT-3.1.2-24]
-            self._timer = self._clock.callLater(self._keepalive, self._timeout)
+        keepalive = connect.keepalive
+        if not keepalive or keepalive > broker.config.max_keepalive:
+            keepalive = broker.config.max_keepalive  # the server's bound on silence
+        self._keepalive = keepalive * 1.5  # [MQTT-3.1.2-24]
+        self._timer = self._clock.callLater(self._keepalive, self._timeout)
         self.transport.registerProducer(self, True)
         self._producer_registered = True
         session.resume()
@@ -360,6 +382,20 @@ class MQTTServerProtocol(Protocol):
         elif state == _AUTHENTICATING:
             # Not in the spec: an authenticator that never answers must not pin the socket.
             self._close("auth timeout", abort=True)
+
+    def packet_overdue(self):
+        """Our unfinished packet began ``packet_timeout`` ago (``broker.partial_input``):
+        close, unless we are the ones not reading it. True if it closed the connection."""
+        if self._state >= _CLOSED:
+            return False
+        if self._paused & ~_PAUSE_WRITES:
+            # We stopped reading (authentication, a full window): the client cannot
+            # finish it, so its deadline starts again. A socket it does not drain
+            # (_PAUSE_WRITES alone) is its own silence, as for keepalive.
+            self._broker.partial_input.renew(self)
+            return False
+        self._close("packet timeout", abort=True)
+        return True
 
     # -- inbound PUBLISH: store, then ack in order, then route -------------------------
 
@@ -629,8 +665,8 @@ class MQTTServerProtocol(Protocol):
         # while we do not read, so keepalive counts from here.
         self._last_seen = self._clock.seconds()
         session = self._session
-        if session is not None and session.backlog:
-            session.send_backlog()  # may fill the socket again: then stay paused
+        if session is not None:
+            session.drained()  # may fill the socket again: then stay paused
         if not self.writes_blocked:
             self._unpause(_PAUSE_WRITES)
 

@@ -2,8 +2,10 @@
 
 A session is what survives a disconnect when the client asked for clean_session=0: the
 filters it subscribed to, the outbound messages it has not acknowledged yet (with their
-packet ids, in send order), messages queued while it was offline or while its in-flight
-window was full, and the inbound QoS 2 packet ids still waiting for PUBREL.
+packet ids, in send order), messages queued while it was offline, its in-flight window
+was full or its socket was (bounded in messages and in bytes), and the inbound QoS 2
+packet ids still waiting for PUBREL. Its memory is freed when it ends: a persistent one
+when it expires or is evicted (``mqttd.broker.expiry``).
 
 Everything here is per client and there may be 10,000+ idle ones, so the class is
 slotted and every container is created on first use: an idle session with no
@@ -22,6 +24,8 @@ log = Logger()
 # Marker stored in ``Session.inflight`` for an outbound QoS 2 message whose PUBREC has
 # arrived: only PUBREL/PUBCOMP remain, the message itself is no longer needed.
 PUBREL_PENDING = None
+
+_GONE = object()  # not in ``inflight``
 
 
 class Session:
@@ -44,6 +48,8 @@ class Session:
         "inbound_qos2",
         "qos2_pending",
         "backlog",
+        "queued_bytes",
+        "_resend",
         "_next_id",
         "_dropping",
     )
@@ -61,6 +67,8 @@ class Session:
         # still storing, and the retransmissions whose PUBREC waits for it (protocol.py).
         self.qos2_pending = None
         self.backlog = None  # deque of (message, retain): retained QoS 0 for a full socket
+        self.queued_bytes = 0  # payload + topic of the messages in ``queue``
+        self._resend = None  # deque of (packet id, inflight entry) a reconnect still owes
         self._next_id = 0
         self._dropping = False
 
@@ -70,7 +78,7 @@ class Session:
     # -- outbound delivery ---------------------------------------------------------------
 
     def deliver(self, message, qos, retain, hold=False):
-        """Send ``message`` at ``qos`` now if the window allows, else queue it (bounded).
+        """Send ``message`` at ``qos`` now if the window and the socket allow, else queue it.
 
         QoS 0 is sent if online, dropped if not, and dropped while the client's socket is
         full: it reads slower than we write, and best effort means dropping, not
@@ -81,6 +89,11 @@ class Session:
         in ``backlog``, bounded by ``max_queued_messages``, and go out as the socket
         drains; live QoS 0 behind them is dropped, so they keep their order and the
         backlog only shrinks (the client is read again once it is empty).
+
+        QoS 1/2 is written only while the socket is not full: otherwise it waits in the
+        queue (bounded in messages and bytes, see ``_enqueue``), not in the transport,
+        where a subscriber that stopped reading would hold ``max_inflight`` packets of
+        up to ``max_packet_size`` each. ``drained`` sends it when the socket drains.
         """
         proto = self.protocol
         broker = self.broker
@@ -104,26 +117,42 @@ class Session:
         inflight = self.inflight
         if inflight is None:
             inflight = self.inflight = {}
-        if proto is not None and not self.queue and len(inflight) < broker.max_inflight:
+        if (proto is not None and not self.queue and len(inflight) < broker.max_inflight
+                and not proto.writes_blocked):
             pid = self._allocate_id(inflight)
             inflight[pid] = (message, qos, retain)
             proto.transport.write(
                 encode_publish(message.topic, message.payload, qos, retain, False, pid))
             broker.delivered += 1
             return
+        self._enqueue(message, qos, retain)
+
+    def _enqueue(self, message, qos, retain):
+        """Queue a QoS 1/2 message, or drop it (counted) if the queue is full.
+
+        Full means ``max_queued_messages`` messages, or ``max_queued_bytes`` of payload
+        and topic (a message is counted in every queue that holds it: one shared copy
+        or not, each queue is bounded on its own). An empty queue takes one message of
+        any size: one that fits ``max_packet_size`` must never be undeliverable.
+        """
+        broker = self.broker
         queue = self.queue
         if queue is None:
             queue = self.queue = deque()
-        if len(queue) >= broker.max_queued_messages:
+        size = len(message.payload) + len(message.topic)
+        if len(queue) >= broker.max_queued_messages or (
+                queue and self.queued_bytes + size > broker.max_queued_bytes):
             # Drop the NEW message: the queued ones are older and were promised first.
             broker.dropped_queue_full += 1
             if not self._dropping:
                 self._dropping = True
                 log.warn(
-                    "queue full for {client_id}: dropping new messages (limit {limit})",
-                    client_id=self.client_id, limit=broker.max_queued_messages)
+                    "queue full for {client_id}: dropping new messages (limits "
+                    "{limit} messages, {limit_bytes} bytes)", client_id=self.client_id,
+                    limit=broker.max_queued_messages, limit_bytes=broker.max_queued_bytes)
             return
         queue.append((message, qos, retain))
+        self.queued_bytes += size
 
     def _allocate_id(self, inflight):
         """Next packet id in 1..65535 not used by an unacknowledged message.
@@ -139,10 +168,11 @@ class Session:
                 return pid
 
     def pump(self):
-        """Move queued messages into the in-flight window while there is room."""
+        """Move queued messages into the in-flight window while there is room and the
+        socket takes them (after any redelivery still waiting for it: order)."""
         queue = self.queue
         proto = self.protocol
-        if not queue or proto is None:
+        if not queue or proto is None or proto.writes_blocked or self._resend:
             return
         broker = self.broker
         inflight = self.inflight
@@ -150,8 +180,9 @@ class Session:
             inflight = self.inflight = {}
         limit = broker.max_inflight
         write = proto.transport.write
-        while queue and len(inflight) < limit:
+        while queue and len(inflight) < limit and not proto.writes_blocked:
             message, qos, retain = queue.popleft()
+            self.queued_bytes -= len(message.payload) + len(message.topic)
             pid = self._allocate_id(inflight)
             inflight[pid] = (message, qos, retain)
             write(encode_publish(message.topic, message.payload, qos, retain, False, pid))
@@ -159,42 +190,70 @@ class Session:
         if self._dropping and len(queue) < broker.max_queued_messages:
             self._dropping = False  # burst over: the next drop is logged again
 
-    def send_backlog(self):
-        """The client's socket drained: send the retained QoS 0 messages held for it, in
-        order, until it is full again (a write can pause us on the spot)."""
-        backlog = self.backlog
+    def drained(self):
+        """The client's socket drained: send what waited for it, in order, until it is
+        full again (a write can pause us on the spot): the redelivery of a reconnect,
+        the retained QoS 0 messages of a SUBSCRIBE, then the queue."""
         proto = self.protocol
-        if not backlog or proto is None:
+        if proto is None:
             return
-        broker = self.broker
-        write = proto.transport.write
-        while backlog and not proto.writes_blocked:
-            message, retain = backlog.popleft()
-            write(encode_publish(message.topic, message.payload, 0, retain, False, None))
-            broker.delivered += 1
+        if self._resend:
+            self._send_resend(proto)
+        backlog = self.backlog
+        if backlog:
+            broker = self.broker
+            write = proto.transport.write
+            while backlog and not proto.writes_blocked:
+                message, retain = backlog.popleft()
+                write(encode_publish(message.topic, message.payload, 0, retain, False, None))
+                broker.delivered += 1
+        if self.queue:
+            self.pump()
 
-    def drop_backlog(self):
-        """The connection ended: QoS 0 is not kept for an offline client."""
+    def detached(self):
+        """The connection ended: QoS 0 is not kept for an offline client, and a
+        redelivery not finished starts over on the next connection (``resume``)."""
         if self.backlog:
             self.broker.dropped_offline += len(self.backlog)
         self.backlog = None
+        self._resend = None
+
+    def release(self):
+        """The session ends (expired, evicted, replaced, or clean and closed): free the
+        messages it holds. A connection that closed may still hold the session itself
+        for its QoS 2 ids (``qos2_pending``), which are small and stay."""
+        self.backlog = self.queue = self.inflight = self._resend = None
+        self.queued_bytes = 0
 
     def resume(self):
         """On (re)attach: resend every unacknowledged message in order, then the queue.
 
         PUBLISHes go out again with DUP=1 and their original ids; those already PUBREC'd
-        get their PUBREL again [MQTT-4.4.0-1].
+        get their PUBREL again [MQTT-4.4.0-1]. As the socket takes them: what does not
+        fit now follows from ``drained``.
         """
-        inflight = self.inflight
-        if inflight:
-            write = self.protocol.transport.write
-            for pid, entry in inflight.items():
-                if entry is PUBREL_PENDING:
-                    write(encode_pubrel(pid))
-                else:
-                    message, qos, retain = entry
-                    write(encode_publish(message.topic, message.payload, qos, retain, True, pid))
+        if self.inflight:
+            self._resend = deque(self.inflight.items())
+            self._send_resend(self.protocol)
         self.pump()
+
+    def _send_resend(self, proto):
+        """Resend the waiting redelivery while the socket takes it. An entry acknowledged
+        (or PUBREC'd) since ``resume`` is no longer the one in ``inflight``: skipped."""
+        resend = self._resend
+        inflight = self.inflight
+        write = proto.transport.write
+        while resend and not proto.writes_blocked:
+            pid, entry = resend.popleft()
+            if inflight.get(pid, _GONE) is not entry:
+                continue
+            if entry is PUBREL_PENDING:
+                write(encode_pubrel(pid))
+            else:
+                message, qos, retain = entry
+                write(encode_publish(message.topic, message.payload, qos, retain, True, pid))
+        if not resend:
+            self._resend = None
 
     # -- acknowledgements from the client ------------------------------------------------
 

@@ -8,7 +8,9 @@ Why it is shaped this way:
 * Only the unfinished tail of a chunk is kept, in a bytearray that never holds more
   than one packet: the remaining-length header is checked against ``max_packet_size``
   before any body byte is buffered, so a peer cannot make us hold more than
-  ``max_packet_size + 5`` bytes (5 = the longest incomplete header we may hold).
+  ``max_packet_size + 5`` bytes (5 = the longest incomplete header we may hold). Until
+  the CONNECT is read the limit is ``max_connect_size``: a peer nobody authenticated yet
+  may make us hold only that much.
 * Everything decided by the first byte (reserved types, fixed-header flags, direction,
   PUBLISH QoS 3 / DUP with QoS 0, CONNECT first and only once) is one lookup in a
   256-entry table of reasons, chosen per side and swapped after the CONNECT.
@@ -84,12 +86,19 @@ def _long_length(view, pos, end):
 class Parser:
     """Turns a byte stream into packets; ``server=True`` parses what a client sends."""
 
-    def __init__(self, max_packet_size=DEFAULT_MAX_PACKET_SIZE, server=True):
+    def __init__(self, max_packet_size=DEFAULT_MAX_PACKET_SIZE, server=True,
+                 max_connect_size=None):
         if max_packet_size < 2:
             raise ValueError(f"max_packet_size {max_packet_size} is below 2 bytes")
         self.max_packet_size = max_packet_size
         self.server = server
         self._table = _CLIENT_SENDS_FIRST if server else _SERVER_SENDS
+        # The limit for the next packet: the CONNECT's, until it is read (server side).
+        self._limit = max_packet_size
+        self._limit_name = "max_packet_size"
+        if server and max_connect_size is not None and max_connect_size < max_packet_size:
+            self._limit = max_connect_size
+            self._limit_name = "max_connect_size"
         self._buf = bytearray()     # the unfinished start of exactly one packet
         self._need = 0              # its total size once its header is known, else 0
         self._error = None
@@ -98,6 +107,13 @@ class Parser:
     def buffered(self):
         """Bytes held for an unfinished packet (never above max_packet_size + 5)."""
         return len(self._buf)
+
+    @property
+    def partial_size(self):
+        """What the unfinished packet may come to hold: its whole size once its header
+        is read (it is buffered up to that), else the few header bytes held; 0 when no
+        packet is unfinished. This is what a budget of partly read input counts."""
+        return self._need or len(self._buf)
 
     @property
     def failed(self):
@@ -114,6 +130,7 @@ class Parser:
         except ProtocolError as e:
             self._error = e
             self._buf = bytearray()
+            self._need = 0
             raise
 
     def _feed(self, data):
@@ -150,7 +167,7 @@ class Parser:
         complete.
         """
         table = self._table
-        max_size = self.max_packet_size
+        max_size = self._limit
         decoders = DECODERS
         fixed = FIXED_LENGTH
         while pos < end:
@@ -169,8 +186,8 @@ class Parser:
                     break
             total = head + length
             if total > max_size:
-                raise ProtocolError(
-                    f"{_NAMES[first >> 4]} of {total} bytes exceeds max_packet_size {max_size}")
+                raise ProtocolError(f"{_NAMES[first >> 4]} of {total} bytes exceeds "
+                                    f"{self._limit_name} {max_size}")
             kind = first >> 4
             want = fixed[kind]
             if want != length and want >= 0:
@@ -183,5 +200,7 @@ class Parser:
             pos += total
             if first == 0x10:
                 table = self._table = _CLIENT_SENDS
+                max_size = self._limit = self.max_packet_size
+                self._limit_name = "max_packet_size"
         self._need = 0
         return pos

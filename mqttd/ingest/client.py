@@ -59,6 +59,12 @@ log = Logger()
 _HEADERS = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
 
 
+# Refusals (4xx but 413 and 429: nothing stored, retrying cannot help) by what they
+# mean for an operator; counted in ``rejected`` under these reasons.
+_REFUSALS = {401: "unauthorized", 403: "unauthorized", 409: "key conflict"}
+_REFUSED = frozenset(_REFUSALS.values()) | {"refused"}
+
+
 class _RetryableStatus(Exception):
     """An HTTP answer worth retrying (429, 5xx); may carry the server's Retry-After."""
 
@@ -473,7 +479,7 @@ class WebhookStore:
             else:
                 log.error("webhook refused a batch of {n}: {reason}", n=len(batch.messages),
                           reason=str(error))
-                self._reject(batch, "refused", detail=str(error))
+                self._reject(batch, _REFUSALS.get(error.code, "refused"), detail=str(error))
         else:
             self._retry(batch, error)
         self._kick()
@@ -521,7 +527,7 @@ class WebhookStore:
         n = len(batch.messages)
         self.rejected[reason] += n
         self.pending -= n
-        if reason != "refused":
+        if reason not in _REFUSED:  # logged as errors by _failed
             log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,
                      detail=detail or "")
         self._settle(batch, StoreRejected(reason))

@@ -9,6 +9,9 @@ Status codes are the contract the broker's client acts on (docs/ingest-webhook.m
 - 405 not POST; 404 any other path; 413 body over ``max_body_size``.
 - 503 + ``Retry-After: 1``: queue full or shutting down; nothing stored; retry.
 - 500: the commit failed (rolled back); nothing of this body counts as stored; retry.
+- 409 ``{"error": reason}``: a key of the body is already stored with other contents
+  (a forged row, or a bug); nothing of this body is stored. Never "already stored": a
+  client that took it for that would acknowledge a message the database does not hold.
 
 A client that disconnects before the answer loses nothing: its rows still commit, and
 the retry it sends finds them already stored (duplicates, not new rows).
@@ -29,6 +32,7 @@ from mqttd.ingest.wire import (
     encode_result,
 )
 from mqttd.ingest.writer import Unavailable
+from mqttd.store.sqlite import KeyConflict
 
 log = Logger()
 
@@ -53,6 +57,7 @@ class IngestResource(Resource):
         self.malformed = 0
         self.too_large = 0
         self.unavailable = 0
+        self.conflicts = 0
         self.errors = 0
 
     def render(self, request):
@@ -93,6 +98,13 @@ class IngestResource(Resource):
                 _finish(request, 200, encode_result(BatchResult(len(rows), inserted)))
 
         def failed(failure):
+            if failure.check(KeyConflict):
+                self.conflicts += 1
+                log.warn("ingest: refused a batch of {n} from {peer}: {reason}", n=len(rows),
+                         peer=str(request.getClientAddress()), reason=failure.getErrorMessage())
+                if not gone:
+                    _finish(request, 409, encode_error(failure.getErrorMessage()))
+                return
             self.errors += 1
             if not gone:
                 _finish(request, 500, encode_error(

@@ -14,10 +14,15 @@ from mqttd.errors import ConfigError
 from mqttd.urls import webhook_uri
 
 
-def _setting(default, kind, low=None, high=None, doc="", choices=None):
-    """An attrs field carrying its type and bounds (or allowed values) for the loader to check."""
+def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=False):
+    """An attrs field carrying its type and bounds (or allowed values) for the loader to check.
+
+    ``kind`` ``dict`` is a TOML table of strings, kept as a tuple of (name, value) pairs.
+    A ``secret`` is left out of the section's repr, so logging a config never shows it.
+    """
     return attrs.field(
         default=default,
+        repr=not secret,
         metadata={"kind": kind, "low": low, "high": high, "doc": doc, "choices": choices},
     )
 
@@ -57,13 +62,16 @@ class AuthConfig:
 class IngestConfig:
     """The built-in durable ingest tier: the internal webhook and its group-commit writer.
 
-    ``listen`` defaults to an ephemeral port on loopback: the webhook has no
-    authentication and writes straight into the database, so it must never face the
-    network; the broker learns the bound port in-process (webhook.url = "").
+    ``listen`` defaults to an ephemeral port on loopback: the webhook writes straight
+    into the database, so it faces the network only when asked to; the broker learns
+    the bound port in-process (webhook.url = ""). Every request must carry ``secret``
+    (``Authorization: Bearer``); empty, one is made at every start and shared with the
+    broker's own client in-process.
     """
 
     enabled: bool = _setting(True, bool)
     listen: str = _setting("tcp:0:interface=127.0.0.1", str)
+    secret: str = _setting("", str, secret=True)
     batch_size: int = _setting(1000, int, 1, 1_000_000)
     flush_interval: float = _setting(0.0, float, 0.0, 60_000.0)  # milliseconds
     max_queue: int = _setting(50_000, int, 1, 100_000_000)
@@ -85,6 +93,10 @@ class WebhookConfig:
     """
 
     url: str = _setting("", str)
+    # For ``url`` only (the built-in tier's secret is shared in-process): sent as
+    # ``Authorization: Bearer``, and extra headers as they are.
+    secret: str = _setting("", str, secret=True)
+    headers: tuple = _setting((), dict, secret=True)
     pool_size: int = _setting(1, int, 1, 1024)
     connect_timeout: float = _setting(2.0, float, 0.001, 600.0)
     request_timeout: float = _setting(5.0, float, 0.001, 600.0)
@@ -141,7 +153,12 @@ def _build(cls, table, path):
             raise ConfigError(f"{where}: unknown key (known: {known})")
         meta = field.metadata
         kind = meta["kind"]
-        if isinstance(kind, tuple):
+        if kind is dict:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: must be a table of strings, got {value!r}")
+            value = tuple((name, _check_scalar(f"{where}.{name}", item, str, None, None))
+                          for name, item in value.items())
+        elif isinstance(kind, tuple):
             (item_kind,) = kind
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{where}: must be a list, got {value!r}")
@@ -167,6 +184,7 @@ def _check_cross(config):
     for i, user in enumerate(config.auth.users):
         if not user.username:
             raise ConfigError(f"auth.users[{i}].username: must not be empty")
+    _check_credentials(config)
     if not config.webhook.url and not config.ingest.enabled:
         raise ConfigError(
             "webhook.url: must be set when ingest.enabled is false (nothing else stores messages)")
@@ -204,6 +222,42 @@ def _check_cross(config):
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"auth.users: duplicate username {name!r}")
+
+
+_VISIBLE = frozenset(map(chr, range(0x21, 0x7F)))  # visible ASCII: no space, no control
+_HEADER_VALUE = _VISIBLE | {" ", "\t"}
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # an HTTP header name (RFC 9110 token)
+_CLIENT_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding",
+                             "connection"})  # set by the webhook client itself
+MIN_INGEST_SECRET = 16
+
+
+def _check_credentials(config):
+    """Secrets go into an HTTP header: visible ASCII only (a CR/LF would inject headers).
+    Errors never echo a secret or a header value."""
+    ingest, webhook = config.ingest, config.webhook
+    if ingest.secret and (len(ingest.secret) < MIN_INGEST_SECRET
+                          or not set(ingest.secret) <= _VISIBLE):
+        raise ConfigError(f"ingest.secret: must be at least {MIN_INGEST_SECRET} visible ASCII "
+                          f"characters (no spaces), or empty to make one at every start")
+    if webhook.secret and not set(webhook.secret) <= _VISIBLE:
+        raise ConfigError("webhook.secret: must be visible ASCII characters (no spaces)")
+    if (webhook.secret or webhook.headers) and not webhook.url:
+        key = "webhook.secret" if webhook.secret else "webhook.headers"
+        raise ConfigError(f"{key}: only for webhook.url (the built-in ingest tier's secret is "
+                          f"ingest.secret, shared with the broker in-process)")
+    for name, value in webhook.headers:
+        if not name or not set(name) <= _TOKEN:
+            raise ConfigError(f"webhook.headers: {name!r} is not a valid HTTP header name")
+        where = f"webhook.headers.{name}"
+        if name.lower() in _CLIENT_HEADERS:
+            raise ConfigError(f"{where}: set by the webhook client itself")
+        if name.lower() == "authorization" and webhook.secret:
+            raise ConfigError(f"{where}: webhook.secret already sends Authorization")
+        if not value or value != value.strip(" \t") or not set(value) <= _HEADER_VALUE:
+            raise ConfigError(f"{where}: the value must be visible ASCII (spaces and tabs "
+                              f"only inside it)")
 
 
 def _check_webhook_url(url):

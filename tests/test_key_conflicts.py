@@ -17,7 +17,7 @@ from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import encode_batch
 from mqttd.ingest.writer import BatchWriter
 from mqttd.store.sqlite import KeyConflict, SqliteStore, message_row
-from tests.test_ingest_resource import ResourceTestCase
+from tests.test_ingest_resource import SECRET, ResourceTestCase
 from tests.test_store_sqlite import StoreTestCase, make_dir, message, row
 
 
@@ -89,13 +89,13 @@ class ClientConflictTests(unittest.TestCase):
         self.addCleanup(store.close)
         writer = BatchWriter(reactor, store, flush_interval=0.0)
         self.addCleanup(writer.close)
-        port = reactor.listenTCP(0, build_ingest_site(writer), interface="127.0.0.1")
+        port = reactor.listenTCP(0, build_ingest_site(writer, SECRET), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         config = attrs.evolve(WebhookConfig(), ack_timeout=5.0)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
         webhook = WebhookStore(reactor, config, http,
-                               f"http://127.0.0.1:{port.getHost().port}/v1/messages")
+                               f"http://127.0.0.1:{port.getHost().port}/v1/messages", secret=SECRET)
         real = message("next-key", payload=b"REAL-21.5")
         yield store.insert_batch([message_row(real._replace(payload=b"FORGED"))])
         failure = yield self.assertFailure(webhook.store(real), StoreRejected)

@@ -43,6 +43,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
+from mqttd.ingest.credentials import AUTHORIZATION, bearer
 from mqttd.ingest.http_client import WebhookURL
 from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
 from mqttd.store.interface import (
@@ -56,7 +57,18 @@ __all__ = ["WebhookStore", "StoreRejected"]
 
 log = Logger()
 
-_HEADERS = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
+
+
+def _request_headers(secret, extra):
+    """Every request's headers: Content-Type, ``Authorization: Bearer`` when there is a
+    ``secret``, and the ``extra`` (name, value) pairs an ingestion service of your own
+    may need (``webhook.headers``). Built once: the same for every request."""
+    headers = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
+    if secret:
+        headers[AUTHORIZATION] = [bearer(secret)]
+    for name, value in extra:
+        headers.setdefault(name.encode("ascii"), []).append(value.encode("ascii"))
+    return headers
 
 
 # Refusals (4xx but 413 and 429: nothing stored, retrying cannot help) by what they
@@ -155,12 +167,17 @@ class _Batch:
 
 @implementer(ISubmittingMessageStore)
 class WebhookStore:
-    """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq)."""
+    """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq).
 
-    def __init__(self, clock, config, http, url, random=random.random):
+    ``secret``: sent as ``Authorization: Bearer`` with every request (the built-in
+    tier's, or ``webhook.secret``); None sends no Authorization but ``config.headers``'.
+    """
+
+    def __init__(self, clock, config, http, url, random=random.random, secret=None):
         self._clock = clock
         self._config = config
         self._http = http
+        self._headers = _request_headers(secret, config.headers)
         # Rendered once (treq would render it on every request); None until the
         # built-in ingest tier has bound its port.
         self._url = None if url is None else WebhookURL.parse(url)
@@ -415,7 +432,7 @@ class WebhookStore:
         else:
             # A webhook answers, it does not redirect: no RedirectAgent layer per request;
             # unbuffered: the body is read once, by _answer_body (no buffering wrapper).
-            d = self._http.post(self._url, data=batch.body, headers=_HEADERS,
+            d = self._http.post(self._url, data=batch.body, headers=self._headers,
                                 allow_redirects=False, unbuffered=True)
         d.addCallback(self._read)
         # A hung request must not outlive the batch's deadline: the client is owed an

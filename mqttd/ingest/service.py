@@ -49,9 +49,13 @@ def prepare_database(path):
 
 
 class IngestService(MultiService):
-    """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound."""
+    """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound.
 
-    def __init__(self, reactor, config, db_path, endpoint, on_address=None):
+    ``secret``: what every request's ``Authorization: Bearer`` must carry
+    (``ingest.secret``, or the one made at start; see mqttd.service).
+    """
+
+    def __init__(self, reactor, config, db_path, endpoint, secret, on_address=None):
         super().__init__()
         self._reactor = reactor
         self._db_path = db_path
@@ -59,7 +63,7 @@ class IngestService(MultiService):
         self.writer = BatchWriter(reactor, self.store, config.batch_size,
                                   config.flush_interval, config.max_queue,
                                   config.max_queue_bytes)
-        self.site = build_ingest_site(self.writer, config.max_body_size)
+        self.site = build_ingest_site(self.writer, secret, config.max_body_size)
         self._on_address = on_address
         self._listener = KeyedListener(endpoint, self.site, "ingest.listen", config.listen)
         self._listener.setServiceParent(self)

@@ -64,13 +64,15 @@ class IngestConfig:
 
     ``listen`` defaults to an ephemeral port on loopback: the webhook writes straight
     into the database, so it faces the network only when asked to; the broker learns
-    the bound port in-process (webhook.url = ""). Every request must carry ``secret``
+    the bound port in-process (webhook.url = ""); another address stops start-up unless
+    ``allow_remote``. Every request must carry ``secret``
     (``Authorization: Bearer``); empty, one is made at every start and shared with the
     broker's own client in-process.
     """
 
     enabled: bool = _setting(True, bool)
     listen: str = _setting("tcp:0:interface=127.0.0.1", str)
+    allow_remote: bool = _setting(False, bool)
     secret: str = _setting("", str, secret=True)
     batch_size: int = _setting(1000, int, 1, 1_000_000)
     flush_interval: float = _setting(0.0, float, 0.0, 60_000.0)  # milliseconds
@@ -241,6 +243,9 @@ def _check_credentials(config):
                           or not set(ingest.secret) <= _VISIBLE):
         raise ConfigError(f"ingest.secret: must be at least {MIN_INGEST_SECRET} visible ASCII "
                           f"characters (no spaces), or empty to make one at every start")
+    if ingest.enabled and ingest.allow_remote and not ingest.secret:
+        raise ConfigError("ingest.allow_remote: needs ingest.secret (the brokers posting "
+                          "from elsewhere must know it; one made at start is known to nobody)")
     if webhook.secret and not set(webhook.secret) <= _VISIBLE:
         raise ConfigError("webhook.secret: must be visible ASCII characters (no spaces)")
     if (webhook.secret or webhook.headers) and not webhook.url:

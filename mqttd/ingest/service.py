@@ -12,6 +12,7 @@ Start-up order matters for the promise and for clear errors:
 * On stop the listener closes first, then the writer drains (every batch it accepted
   is committed or failed), then the store closes its connection and thread.
 """
+import ipaddress
 import os
 import sys
 
@@ -48,6 +49,22 @@ def prepare_database(path):
         raise ConfigError(f"server.data_dir: database {path}: {type(e).__name__}: {e}") from None
 
 
+def not_loopback(address):
+    """Why the webhook must not listen on ``address``, or None (loopback, a unix socket).
+
+    The webhook writes straight into the database; its secret guards it, but it faces
+    the network only when ``ingest.allow_remote`` says so.
+    """
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return None  # a unix socket: its file's permissions decide who connects
+    host = address.host.split("%")[0]  # an IPv6 scope id
+    if ipaddress.ip_address(host).is_loopback:
+        return None
+    return (f"listens on {host}, not on a loopback address; the webhook writes straight "
+            f"into the database: use interface=127.0.0.1, or set ingest.allow_remote = true "
+            f"to face the network")
+
+
 class IngestService(MultiService):
     """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound.
 
@@ -65,7 +82,8 @@ class IngestService(MultiService):
                                   config.max_queue_bytes)
         self.site = build_ingest_site(self.writer, secret, config.max_body_size)
         self._on_address = on_address
-        self._listener = KeyedListener(endpoint, self.site, "ingest.listen", config.listen)
+        self._listener = KeyedListener(endpoint, self.site, "ingest.listen", config.listen,
+                                       refuse=None if config.allow_remote else not_loopback)
         self._listener.setServiceParent(self)
 
     def privilegedStartService(self):

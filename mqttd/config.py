@@ -82,6 +82,11 @@ class IngestConfig:
     # takes more bytes in the database than in its request, so no body that fits can
     # carry a row SQLite refuses, which would fail the commit it shares with others.
     max_body_size: int = _setting(16_777_216, int, 1024, 1_000_000_000)
+    # A stalled upload must not pin memory: a request is in whole within request_timeout
+    # seconds or its connection is closed, and the bodies being received at once hold at
+    # most max_receiving_bytes (a body received alone may still reach max_body_size).
+    request_timeout: float = _setting(5.0, float, 0.1, 3600.0)
+    max_receiving_bytes: int = _setting(67_108_864, int, 1024, 1 << 40)
     synchronous: str = _setting("FULL", str, choices=("FULL", "NORMAL", "OFF"))
 
 

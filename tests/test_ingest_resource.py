@@ -551,7 +551,7 @@ class LoopbackTests(unittest.TestCase):
         self.writer = BatchWriter(reactor, self.store, batch_size=500, flush_interval=5.0,
                                   max_queue=1000)
         self.addCleanup(self.writer.close)
-        self.port = reactor.listenTCP(0, build_ingest_site(self.writer, SECRET, max_body_size=65536),
+        self.port = reactor.listenTCP(0, build_ingest_site(reactor, self.writer, SECRET, max_body_size=65536),
                                       interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         pool = HTTPConnectionPool(reactor, persistent=True)
@@ -653,7 +653,7 @@ class LoopbackTests(unittest.TestCase):
         every request, refuses an IPv6 host, so every batch used to fail."""
         from twisted.internet.endpoints import serverFromString
 
-        site = build_ingest_site(self.writer, SECRET)
+        site = build_ingest_site(reactor, self.writer, SECRET)
         port = yield serverFromString(reactor, "tcp6:0:interface=\\:\\:1").listen(site)
         self.addCleanup(port.stopListening)
         config = WebhookConfig(ack_timeout=5.0)
@@ -670,7 +670,7 @@ class LoopbackTests(unittest.TestCase):
         """The tier over TLS on 127.0.0.1 with Twisted's test certificate (SAN localhost)."""
         from twisted.internet.endpoints import serverFromString
 
-        site = build_ingest_site(self.writer, SECRET)
+        site = build_ingest_site(reactor, self.writer, SECRET)
         port = yield serverFromString(
             reactor, f"ssl:0:privateKey={TEST_PEM}:interface=127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)

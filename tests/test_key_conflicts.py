@@ -89,7 +89,7 @@ class ClientConflictTests(unittest.TestCase):
         self.addCleanup(store.close)
         writer = BatchWriter(reactor, store, flush_interval=0.0)
         self.addCleanup(writer.close)
-        port = reactor.listenTCP(0, build_ingest_site(writer, SECRET), interface="127.0.0.1")
+        port = reactor.listenTCP(0, build_ingest_site(reactor, writer, SECRET), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         config = attrs.evolve(WebhookConfig(), ack_timeout=5.0)
         http, pool = build_http_client(reactor, config)

@@ -10,7 +10,8 @@ Status codes are the contract the broker's client acts on (docs/ingest-webhook.m
 - 400 ``{"error": reason}``: the body is malformed; nothing of it was stored. Retrying
   the same body cannot help.
 - 405 not POST; 404 any other path; 413 body over ``max_body_size``.
-- 503 + ``Retry-After: 1``: queue full or shutting down; nothing stored; retry.
+- 503 + ``Retry-After: 1``: queue full, too many bytes of bodies being received
+  (``mqttd.ingest.request``) or shutting down; nothing stored; retry.
 - 500: the commit failed (rolled back); nothing of this body counts as stored; retry.
 - 409 ``{"error": reason}``: a key of the body is already stored with other contents
   (a forged row, or a bug); nothing of this body is stored. Never "already stored": a
@@ -34,7 +35,14 @@ from mqttd.ingest.wire import (
     encode_error,
     encode_result,
 )
-from mqttd.ingest.request import DEFAULT_MAX_BODY_SIZE, request_factory
+from mqttd.ingest.request import (
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_RECEIVING_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    BodyBudget,
+    request_factory,
+    seldom,
+)
 from mqttd.ingest.writer import Unavailable
 from mqttd.store.sqlite import KeyConflict
 
@@ -78,13 +86,17 @@ class IngestResource(Resource):
     def _refuse_unauthorized(self, request):
         self.unauthorized += 1
         count = self.unauthorized
-        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood cannot fill the log
+        if seldom(count):
             log.warn("ingest: refused a request without the webhook secret from {peer} "
                      "({count} so far)", peer=str(request.getClientAddress()), count=count)
         request.setHeader(*CHALLENGE)
         return _answer(request, 401, "unauthorized: send Authorization: Bearer <secret>")
 
     def render_POST(self, request):
+        if getattr(request, "over_budget", False):
+            return self._unavailable(request, (
+                f"too many bytes of request bodies being received at once "
+                f"(max_receiving_bytes {request.budget.limit}); nothing stored"))
         if getattr(request, "body_too_large", False) or _content_length(request) > self.max_body_size:
             self.too_large += 1
             return _answer(request, 413, f"body larger than max_body_size ({self.max_body_size} bytes)")
@@ -101,9 +113,7 @@ class IngestResource(Resource):
         try:
             d = self.writer.submit(rows, len(body))
         except Unavailable as e:
-            self.unavailable += 1
-            request.setHeader(b"Retry-After", b"1")
-            return _answer(request, 503, str(e))
+            return self._unavailable(request, str(e))
 
         gone = []
         request.notifyFinish().addErrback(gone.append)
@@ -129,6 +139,12 @@ class IngestResource(Resource):
         d.addCallbacks(committed, failed)
         d.addErrback(lambda f: log.failure("ingest: answering a batch failed", f))
         return NOT_DONE_YET
+
+
+    def _unavailable(self, request, reason):
+        self.unavailable += 1
+        request.setHeader(b"Retry-After", b"1")
+        return _answer(request, 503, reason)
 
 
 def _content_length(request):
@@ -164,10 +180,15 @@ class _IngestSite(Site):
         pass
 
 
-def build_ingest_site(writer, secret, max_body_size=DEFAULT_MAX_BODY_SIZE, path=PATH):
+def build_ingest_site(clock, writer, secret, max_body_size=DEFAULT_MAX_BODY_SIZE,
+                      request_timeout=DEFAULT_REQUEST_TIMEOUT,
+                      max_receiving_bytes=DEFAULT_MAX_RECEIVING_BYTES, path=PATH):
     """A twisted.web Site serving IngestResource at ``path`` (default /v1/messages) to
-    requests carrying ``secret``."""
+    requests carrying ``secret``; each must be in whole within ``request_timeout``
+    seconds (on ``clock``), and their bodies being received hold at most
+    ``max_receiving_bytes`` together (``site.budget``)."""
     resource = IngestResource(writer, secret, max_body_size)
+    budget = BodyBudget(max_receiving_bytes)
     root = Resource()
     parent = root
     segments = path.strip(b"/").split(b"/")
@@ -179,8 +200,10 @@ def build_ingest_site(writer, secret, max_body_size=DEFAULT_MAX_BODY_SIZE, path=
 
     # parsePOSTFormSubmission: twisted.web would otherwise parse the Content-Type of
     # every POST with the email package (to find form uploads); bodies here are JSON.
-    site = _IngestSite(root, requestFactory=request_factory(max_body_size, resource.authorization),
-                       parsePOSTFormSubmission=False)
+    factory = request_factory(max_body_size, resource.authorization, budget, clock,
+                              request_timeout)
+    site = _IngestSite(root, requestFactory=factory, parsePOSTFormSubmission=False)
+    site.budget = budget
     site.displayTracebacks = False
     site.noisy = False
     site.ingest = resource

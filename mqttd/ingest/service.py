@@ -80,7 +80,8 @@ class IngestService(MultiService):
         self.writer = BatchWriter(reactor, self.store, config.batch_size,
                                   config.flush_interval, config.max_queue,
                                   config.max_queue_bytes)
-        self.site = build_ingest_site(self.writer, secret, config.max_body_size)
+        self.site = build_ingest_site(reactor, self.writer, secret, config.max_body_size,
+                                      config.request_timeout, config.max_receiving_bytes)
         self._on_address = on_address
         self._listener = KeyedListener(endpoint, self.site, "ingest.listen", config.listen,
                                        refuse=None if config.allow_remote else not_loopback)

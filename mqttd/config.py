@@ -32,7 +32,7 @@ class User:
     """A static username/password pair (until accounts arrive with the edge)."""
 
     username: str = _setting("", str)
-    password: str = _setting("", str)
+    password: str = _setting("", str, secret=True)
 
 
 @attrs.frozen
@@ -191,6 +191,11 @@ def _check_cross(config):
     for i, user in enumerate(config.auth.users):
         if not user.username:
             raise ConfigError(f"auth.users[{i}].username: must not be empty")
+        if not user.password:
+            # A CONNECT with that username and an empty (or no) password field would
+            # get in: an empty password is no password.
+            raise ConfigError(f"auth.users[{i}].password: must not be empty "
+                              f"(user {user.username!r})")
     _check_credentials(config)
     if not config.webhook.url and not config.ingest.enabled:
         raise ConfigError(
@@ -281,9 +286,9 @@ def _check_webhook_url(url):
         raise ConfigError(f"webhook.url: not a valid URL ({e}), got {url!r}") from None
     if parsed.userinfo:
         # Not echoed: it may hold a password. The client would take "user:pw@host" for
-        # the host name, and it sends no credentials anyway.
+        # the host name; credentials have their own keys.
         raise ConfigError("webhook.url: must not carry credentials (user:password@host); "
-                          "the webhook client sends none")
+                          "put them in webhook.secret or webhook.headers")
     if not parsed.host:
         raise ConfigError(f"webhook.url: has no host, got {url!r}")
     if not 1 <= parsed.port <= 65535:

@@ -93,7 +93,9 @@ def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
     data_dir = config.server.data_dir
     try:
-        os.makedirs(data_dir, exist_ok=True)
+        # Only this user may enter it (an existing directory keeps its mode): it holds
+        # the database, every message.
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
     root = MultiService()

@@ -28,14 +28,18 @@ from mqttd.ingest.wire import PATH
 from mqttd.ingest.writer import BatchWriter
 from mqttd.listeners import KeyedListener
 from mqttd.store.schema import SchemaError, migrate, refuse_too_new
-from mqttd.store.sqlite import SqliteStore
+from mqttd.store.sqlite import SqliteStore, create_private
 
 log = Logger()
 
 
 def prepare_database(path):
-    """Create or migrate the database at ``path`` now; ConfigError-style failure if not."""
+    """Create or migrate the database at ``path`` now; ConfigError-style failure if not.
+
+    A new file is readable by this user alone (``create_private``).
+    """
     try:
+        create_private(path)
         db = Database(path)
         try:
             refuse_too_new(db, name=path)  # before WAL: a newer file stays untouched
@@ -63,6 +67,13 @@ def not_loopback(address):
     return (f"listens on {host}, not on a loopback address; the webhook writes straight "
             f"into the database: use interface=127.0.0.1, or set ingest.allow_remote = true "
             f"to face the network")
+
+
+def warn_if_readable_by_others(path):
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warn("database {path} is open to other users (mode {mode:04o}); every message "
+                 "is in it: chmod 600 {path} (and its -wal, -shm files)", path=path, mode=mode)
 
 
 class IngestService(MultiService):
@@ -113,6 +124,7 @@ class IngestService(MultiService):
             prepare_database(self._db_path)
         except ConfigError as e:
             raise SystemExit(f"mqttd: {e}") from None
+        warn_if_readable_by_others(self._db_path)  # an existing file keeps its mode
         super().startService()
         self.store.start().addErrback(self._store_failed)
 

@@ -119,6 +119,22 @@ _READ = (
 )
 
 
+def create_private(path):
+    """Create the database file at ``path``, empty and readable by this user alone
+    (0600), unless it exists (an operator's own mode is kept).
+
+    sqlite3 would create it 0644 (0666 less the umask): every local user could read
+    every message. SQLite makes the -wal and -shm files with the database file's
+    permissions, so they are 0600 too. An empty file is what SQLite takes for a new
+    database.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def _only_count(outcomes):
     (outcome,) = outcomes
     if isinstance(outcome, KeyConflict):
@@ -227,6 +243,7 @@ class SqliteStore:
         return fn(self._db, *args, **kwargs)
 
     def _open(self, _):
+        create_private(self.path)
         # Autocommit (isolation_level None): this store begins every transaction itself
         # (BEGIN IMMEDIATE, or a lone INSERT that is its own), so sqlite3 never opens
         # one behind its back.

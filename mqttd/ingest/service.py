@@ -76,6 +76,22 @@ def warn_if_readable_by_others(path):
                  "is in it: chmod 600 {path} (and its -wal, -shm files)", path=path, mode=mode)
 
 
+_WEAKENED = {
+    "NORMAL": "commits are not fsynced as they happen, so acknowledged messages can be "
+              "lost on power loss or an OS crash (a crash of mqttd alone loses nothing)",
+    "OFF": "SQLite never fsyncs, so acknowledged messages can be lost, and the database "
+           "corrupted, on power loss or an OS crash",
+}
+
+
+def warn_if_not_full_sync(synchronous):
+    """The promise is that an acknowledged message is on disk; only FULL keeps it."""
+    weakened = _WEAKENED.get(synchronous)
+    if weakened is not None:
+        log.warn("ingest.synchronous = {synchronous}: {weakened}; FULL keeps every "
+                 "acknowledged message", synchronous=synchronous, weakened=weakened)
+
+
 class IngestService(MultiService):
     """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound.
 
@@ -87,6 +103,7 @@ class IngestService(MultiService):
         super().__init__()
         self._reactor = reactor
         self._db_path = db_path
+        self._synchronous = config.synchronous
         self.store = SqliteStore(reactor, db_path, synchronous=config.synchronous)
         self.writer = BatchWriter(reactor, self.store, config.batch_size,
                                   config.flush_interval, config.max_queue,
@@ -125,6 +142,7 @@ class IngestService(MultiService):
         except ConfigError as e:
             raise SystemExit(f"mqttd: {e}") from None
         warn_if_readable_by_others(self._db_path)  # an existing file keeps its mode
+        warn_if_not_full_sync(self._synchronous)
         super().startService()
         self.store.start().addErrback(self._store_failed)
 

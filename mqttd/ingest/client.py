@@ -58,7 +58,6 @@ __all__ = ["WebhookStore", "StoreRejected"]
 log = Logger()
 
 
-
 def _request_headers(secret, extra):
     """Every request's headers: Content-Type, ``Authorization: Bearer`` when there is a
     ``secret``, and the ``extra`` (name, value) pairs an ingestion service of your own
@@ -170,7 +169,8 @@ class WebhookStore:
     """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq).
 
     ``secret``: sent as ``Authorization: Bearer`` with every request (the built-in
-    tier's, or ``webhook.secret``); None sends no Authorization but ``config.headers``'.
+    tier's, or ``webhook.secret``); None: no Authorization header. ``config.headers``
+    go with every request either way.
     """
 
     def __init__(self, clock, config, http, url, random=random.random, secret=None):

@@ -14,10 +14,15 @@ from mqttd.errors import ConfigError
 from mqttd.urls import webhook_uri
 
 
-def _setting(default, kind, low=None, high=None, doc="", choices=None):
-    """An attrs field carrying its type and bounds (or allowed values) for the loader to check."""
+def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=False):
+    """An attrs field carrying its type and bounds (or allowed values) for the loader to check.
+
+    ``kind`` ``dict`` is a TOML table of strings, kept as a tuple of (name, value) pairs.
+    A ``secret`` is left out of the section's repr, so logging a config never shows it.
+    """
     return attrs.field(
         default=default,
+        repr=not secret,
         metadata={"kind": kind, "low": low, "high": high, "doc": doc, "choices": choices},
     )
 
@@ -27,7 +32,7 @@ class User:
     """A static username/password pair (until accounts arrive with the edge)."""
 
     username: str = _setting("", str)
-    password: str = _setting("", str)
+    password: str = _setting("", str, secret=True)
 
 
 @attrs.frozen
@@ -67,13 +72,18 @@ class AuthConfig:
 class IngestConfig:
     """The built-in durable ingest tier: the internal webhook and its group-commit writer.
 
-    ``listen`` defaults to an ephemeral port on loopback: the webhook has no
-    authentication and writes straight into the database, so it must never face the
-    network; the broker learns the bound port in-process (webhook.url = "").
+    ``listen`` defaults to an ephemeral port on loopback: the webhook writes straight
+    into the database, so it faces the network only when asked to; the broker learns
+    the bound port in-process (webhook.url = ""); another address stops start-up unless
+    ``allow_remote``. Every request must carry ``secret``
+    (``Authorization: Bearer``); empty, one is made at every start and shared with the
+    broker's own client in-process.
     """
 
     enabled: bool = _setting(True, bool)
     listen: str = _setting("tcp:0:interface=127.0.0.1", str)
+    allow_remote: bool = _setting(False, bool)
+    secret: str = _setting("", str, secret=True)
     batch_size: int = _setting(1000, int, 1, 1_000_000)
     flush_interval: float = _setting(0.0, float, 0.0, 60_000.0)  # milliseconds
     max_queue: int = _setting(50_000, int, 1, 100_000_000)
@@ -82,6 +92,11 @@ class IngestConfig:
     # takes more bytes in the database than in its request, so no body that fits can
     # carry a row SQLite refuses, which would fail the commit it shares with others.
     max_body_size: int = _setting(16_777_216, int, 1024, 1_000_000_000)
+    # A stalled upload must not pin memory: a request is in whole within request_timeout
+    # seconds or its connection is closed, and the bodies being received at once hold at
+    # most max_receiving_bytes (a body received alone may still reach max_body_size).
+    request_timeout: float = _setting(5.0, float, 0.1, 3600.0)
+    max_receiving_bytes: int = _setting(67_108_864, int, 1024, 1 << 40)
     synchronous: str = _setting("FULL", str, choices=("FULL", "NORMAL", "OFF"))
 
 
@@ -95,6 +110,10 @@ class WebhookConfig:
     """
 
     url: str = _setting("", str)
+    # For ``url`` only (the built-in tier's secret is shared in-process): sent as
+    # ``Authorization: Bearer``, and extra headers as they are.
+    secret: str = _setting("", str, secret=True)
+    headers: tuple = _setting((), dict, secret=True)
     pool_size: int = _setting(1, int, 1, 1024)
     connect_timeout: float = _setting(2.0, float, 0.001, 600.0)
     request_timeout: float = _setting(5.0, float, 0.001, 600.0)
@@ -151,7 +170,12 @@ def _build(cls, table, path):
             raise ConfigError(f"{where}: unknown key (known: {known})")
         meta = field.metadata
         kind = meta["kind"]
-        if isinstance(kind, tuple):
+        if kind is dict:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: must be a table of strings, got {value!r}")
+            value = tuple((name, _check_scalar(f"{where}.{name}", item, str, None, None))
+                          for name, item in value.items())
+        elif isinstance(kind, tuple):
             (item_kind,) = kind
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{where}: must be a list, got {value!r}")
@@ -177,6 +201,12 @@ def _check_cross(config):
     for i, user in enumerate(config.auth.users):
         if not user.username:
             raise ConfigError(f"auth.users[{i}].username: must not be empty")
+        if not user.password:
+            # A CONNECT with that username and an empty (or no) password field would
+            # get in: an empty password is no password.
+            raise ConfigError(f"auth.users[{i}].password: must not be empty "
+                              f"(user {user.username!r})")
+    _check_credentials(config)
     if config.broker.max_partial_bytes < config.broker.max_packet_size:
         # One packet of the largest size must always be readable.
         raise ConfigError(
@@ -221,6 +251,45 @@ def _check_cross(config):
             raise ConfigError(f"auth.users: duplicate username {name!r}")
 
 
+_VISIBLE = frozenset(map(chr, range(0x21, 0x7F)))  # visible ASCII: no space, no control
+_HEADER_VALUE = _VISIBLE | {" ", "\t"}
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # an HTTP header name (RFC 9110 token)
+_CLIENT_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding",
+                             "connection"})  # set by the webhook client itself
+MIN_INGEST_SECRET = 16
+
+
+def _check_credentials(config):
+    """Secrets go into an HTTP header: visible ASCII only (a CR/LF would inject headers).
+    Errors never echo a secret or a header value."""
+    ingest, webhook = config.ingest, config.webhook
+    if ingest.secret and (len(ingest.secret) < MIN_INGEST_SECRET
+                          or not set(ingest.secret) <= _VISIBLE):
+        raise ConfigError(f"ingest.secret: must be at least {MIN_INGEST_SECRET} visible ASCII "
+                          f"characters (no spaces), or empty to make one at every start")
+    if ingest.enabled and ingest.allow_remote and not ingest.secret:
+        raise ConfigError("ingest.allow_remote: needs ingest.secret (the brokers posting "
+                          "from elsewhere must know it; one made at start is known to nobody)")
+    if webhook.secret and not set(webhook.secret) <= _VISIBLE:
+        raise ConfigError("webhook.secret: must be visible ASCII characters (no spaces)")
+    if (webhook.secret or webhook.headers) and not webhook.url:
+        key = "webhook.secret" if webhook.secret else "webhook.headers"
+        raise ConfigError(f"{key}: only for webhook.url (the built-in ingest tier's secret is "
+                          f"ingest.secret, shared with the broker in-process)")
+    for name, value in webhook.headers:
+        if not name or not set(name) <= _TOKEN:
+            raise ConfigError(f"webhook.headers: {name!r} is not a valid HTTP header name")
+        where = f"webhook.headers.{name}"
+        if name.lower() in _CLIENT_HEADERS:
+            raise ConfigError(f"{where}: set by the webhook client itself")
+        if name.lower() == "authorization" and webhook.secret:
+            raise ConfigError(f"{where}: webhook.secret already sends Authorization")
+        if not value or value != value.strip(" \t") or not set(value) <= _HEADER_VALUE:
+            raise ConfigError(f"{where}: the value must be visible ASCII (spaces and tabs "
+                              f"only inside it)")
+
+
 def _check_webhook_url(url):
     """An http(s) URL with a host and a usable port: anything else would be accepted at
     start and then fail every batch, so every message would wait out its ack timeout."""
@@ -232,9 +301,9 @@ def _check_webhook_url(url):
         raise ConfigError(f"webhook.url: not a valid URL ({e}), got {url!r}") from None
     if parsed.userinfo:
         # Not echoed: it may hold a password. The client would take "user:pw@host" for
-        # the host name, and it sends no credentials anyway.
+        # the host name; credentials have their own keys.
         raise ConfigError("webhook.url: must not carry credentials (user:password@host); "
-                          "the webhook client sends none")
+                          "put them in webhook.secret or webhook.headers")
     if not parsed.host:
         raise ConfigError(f"webhook.url: has no host, got {url!r}")
     if not 1 <= parsed.port <= 65535:

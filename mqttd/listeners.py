@@ -10,14 +10,23 @@ from twisted.internet.error import CannotListenError
 
 
 class KeyedListener(StreamServerEndpointService):
-    """Binds in ``privilegedStartService`` and raises at once if it cannot."""
+    """Binds in ``privilegedStartService`` and raises at once if it cannot.
+
+    ``refuse(address)``, if given, judges the address actually bound (the only exact
+    answer for every endpoint type: ``tcp:0`` binds all interfaces, a systemd socket
+    says nothing in its description): a reason string closes the port and stops
+    start-up with that reason; None keeps it.
+    """
 
     _raiseSynchronously = True
 
-    def __init__(self, endpoint, factory, key, description):
+    def __init__(self, endpoint, factory, key, description, refuse=None):
         super().__init__(endpoint, factory)
         self.key = key
         self.description = description
+        self._refuse = refuse
+        self._refusal = None
+        self._closing = None  # a refused port's close
 
     def privilegedStartService(self):
         try:
@@ -31,3 +40,23 @@ class KeyedListener(StreamServerEndpointService):
             raise SystemExit(
                 f"mqttd: {self.key}: cannot listen on {self.description}: "
                 f"{e.strerror or e}") from None
+        if self._refuse is not None:
+            self._waitingForPort.addCallback(self._judge)
+            if self._refusal is not None:  # every endpoint here binds synchronously
+                raise SystemExit(f"mqttd: configuration error: {self.key}: {self._refusal}")
+
+    def _judge(self, port):
+        self._refusal = self._refuse(port.getHost())
+        if self._refusal is None:
+            return port
+        # Not returned into the chain: stopService cancels that Deferred, which would
+        # cancel the close itself (tcp's is a deferLater).
+        self._closing = port.stopListening()
+        return None  # stopService finds no port
+
+    def stopService(self):
+        d = super().stopService()
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            d.addCallback(lambda _: closing)
+        return d

@@ -20,6 +20,7 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, prepare_database
 from mqttd.listeners import KeyedListener
@@ -92,13 +93,21 @@ def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
     data_dir = config.server.data_dir
     try:
-        os.makedirs(data_dir, exist_ok=True)
+        # Only this user may enter it (an existing directory keeps its mode): it holds
+        # the database, every message.
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
     root = MultiService()
 
+    # The built-in tier's secret: ingest.secret, or made now, known to this process only
+    # (the broker's own client gets it here; it is never logged). The client sends it
+    # only to the built-in tier: to webhook.url it sends webhook.secret, if any.
+    tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
+    client_secret = config.webhook.secret if config.webhook.url else tier_secret
     http, pool = build_http_client(reactor, config.webhook)
-    store = WebhookStore(reactor, config.webhook, http, config.webhook.url or None)
+    store = WebhookStore(reactor, config.webhook, http, config.webhook.url or None,
+                         secret=client_secret or None)
     if config.ingest.enabled:
         if config.webhook.url:
             on_address = None
@@ -108,7 +117,7 @@ def build_service(config, reactor):
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
         db_path = os.path.join(data_dir, DB_FILENAME)
         prepare_database(db_path)
-        ingest = IngestService(reactor, config.ingest, db_path, endpoint, on_address)
+        ingest = IngestService(reactor, config.ingest, db_path, endpoint, tier_secret, on_address)
         ingest.setServiceParent(root)
         root.ingest = ingest
     _WebhookClientService(store, pool).setServiceParent(root)

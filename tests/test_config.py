@@ -93,7 +93,8 @@ class ErrorTests(unittest.TestCase):
         config = parse_config({"auth": {"users": [{"username": "a", "password": "p"}]}})
         self.assertEqual(config.auth.users, (User("a", "p"),))
         self.assertConfigError(
-            {"auth": {"users": [{"username": "a"}, {"username": "a"}]}},
+            {"auth": {"users": [{"username": "a", "password": "p"},
+                                {"username": "a", "password": "q"}]}},
             "auth.users: duplicate username 'a'",
         )
         self.assertConfigError(
@@ -164,7 +165,7 @@ class ErrorTests(unittest.TestCase):
             ("http://127.0.0.1:99999/v1", "port must be 1..65535, got 'http://127.0.0.1:99999/v1'"),
             ("http://127.0.0.1:0/v1", "port must be 1..65535, got 'http://127.0.0.1:0/v1'"),
             ("https://user:s3cret@ingest.example/v1", "must not carry credentials "
-                                                      "(user:password@host); the webhook client sends none"),
+                                                      "(user:password@host); put them in webhook.secret or webhook.headers"),
         ]:
             self.assertConfigError({"webhook": {"url": url}}, f"webhook.url: {message}")
         for url in ["http://127.0.0.1:8080/v1/messages", "https://ingest.example/v1/messages",

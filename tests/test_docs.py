@@ -55,7 +55,8 @@ class ReadmeTests(unittest.TestCase):
                 self.fail(f"{key_cell}: default {default_cell!r} is not a TOML literal")
             for (section, name), value in zip(keys, shown, strict=True):
                 actual = getattr(getattr(defaults, section), name)
-                actual = list(actual) if type(actual) is tuple else actual
+                if type(actual) is tuple:  # a list, or a table kept as (name, value) pairs
+                    actual = dict(actual) if type(value) is dict else list(actual)
                 checked += 1
                 if (type(actual), actual) != (type(value), value):  # 1 is not true, 15 not 15.0
                     wrong.append((f"{section}.{name}", value, actual))

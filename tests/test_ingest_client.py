@@ -60,7 +60,8 @@ class Webhook(Resource):
             if key not in self.stored:
                 self.stored[key] = payload
                 inserted += 1
-        return json.dumps({"received": len(rows), "inserted": inserted}).encode()
+        return json.dumps({"received": len(rows), "inserted": inserted,
+                           "duplicates": len(rows) - inserted}).encode()
 
 
 class StrictClock(Clock):
@@ -151,7 +152,7 @@ class BatchingTests(unittest.TestCase):
         h.tick()
         self.assertEqual(len(h.webhook.bodies), 1)  # slot busy: nothing more sent
         request = h.webhook.hanging.pop()
-        request.write(json.dumps({"received": 1, "inserted": 1}).encode())
+        request.write(json.dumps({"received": 1, "inserted": 1, "duplicates": 0}).encode())
         request.finish()
         h.tick()
         self.assertEqual(first, [["ok"]])
@@ -404,7 +405,7 @@ class AnswerTests(unittest.TestCase):
 
     def test_a_stalled_200_body_closes_its_connection_at_the_timeout(self):
         stalled = _Answer(200, [b'{"rec'])
-        h = self.harness([stalled, _Answer(200, [b'{"received":1,"inserted":1}'])])
+        h = self.harness([stalled, _Answer(200, [b'{"received":1,"inserted":1,"duplicates":0}'])])
         (r,) = h.submit(message(1))
         h.tick()
         self.assertFalse(stalled.transport.disconnecting)

@@ -26,7 +26,8 @@ from treq.client import HTTPClient
 from mqttd.config import ConfigError, IngestConfig, WebhookConfig, load_config, parse_config
 from mqttd.ingest.client import StoreRejected, WebhookStore
 from mqttd.ingest.http_client import build_http_client
-from mqttd.ingest.resource import IngestResource, _BoundedRequest, build_ingest_site
+from mqttd.ingest.request import IngestRequest
+from mqttd.ingest.resource import IngestResource, build_ingest_site
 from mqttd.ingest import wire
 from mqttd.ingest.wire import (
     COLUMNS,
@@ -46,6 +47,8 @@ from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, make_d
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
 TEST_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+SECRET = "test-secret-0123456789"
+AUTH = {b"Authorization": [b"Bearer " + SECRET.encode()]}
 
 
 def item(**overrides):
@@ -89,12 +92,14 @@ class ResourceTestCase(HeldPoolQueries, unittest.TestCase):
         self.store, self.clock, self.pool = inline_store(self, busy_timeout=0)
         self.writer = BatchWriter(self.clock, self.store, batch_size=100, flush_interval=5.0,
                                   max_queue=10)
-        self.resource = IngestResource(self.writer, max_body_size=4096)
+        self.resource = IngestResource(self.writer, SECRET, max_body_size=4096)
 
-    def post(self, data, method=b"POST", postpath=()):
+    def post(self, data, method=b"POST", postpath=(), authorization=AUTH[b"Authorization"]):
         request = DummyRequest(list(postpath))
         request.method = method
         request.content = BytesIO(data)
+        if authorization is not None:
+            request.requestHeaders.setRawHeaders(b"authorization", authorization)
         request.requestHeaders.setRawHeaders(b"content-length", [str(len(data)).encode()])
         result = self.resource.render(request)
         if result is not NOT_DONE_YET:
@@ -294,13 +299,14 @@ class RefuseTests(ResourceTestCase):
         request.method = b"POST"
         request.content = BytesIO(body(item()))
         request.requestHeaders.setRawHeaders(b"content-length", [b"999999"])
+        request.requestHeaders.setRawHeaders(b"authorization", AUTH[b"Authorization"])
         self.resource.render(request)
         self.assertEqual(request.responseCode, 413)
         self.clock.advance(1.0)
         self.assertEqual(self.stored(), 0)
 
     def test_bounded_request_stops_buffering(self):
-        request = _BoundedRequest(DummyChannel())
+        request = IngestRequest(DummyChannel())
         request.max_body_size = 10
         request.gotLength(None)  # chunked: no declared length
         request.handleContentChunk(b"12345678")
@@ -309,7 +315,7 @@ class RefuseTests(ResourceTestCase):
         request.handleContentChunk(b"x" * 1000)
         self.assertTrue(request.body_too_large)
         self.assertEqual(request.content.getvalue(), b"")
-        declared = _BoundedRequest(DummyChannel())
+        declared = IngestRequest(DummyChannel())
         declared.max_body_size = 10
         declared.gotLength(11)
         self.assertTrue(declared.body_too_large)
@@ -521,6 +527,19 @@ class WirePropertyTests(unittest.TestCase):
                         str(caught.exception))
 
 
+class _Authorized:
+    """A treq HTTPClient that sends the tier's secret with every request."""
+
+    def __init__(self, http):
+        self._http = http
+
+    def post(self, url, headers=None, **kwargs):
+        return self._http.post(url, headers={**AUTH, **(headers or {})}, **kwargs)
+
+    def get(self, url, headers=None, **kwargs):
+        return self._http.get(url, headers={**AUTH, **(headers or {})}, **kwargs)
+
+
 class LoopbackTests(unittest.TestCase):
     """The whole tier on 127.0.0.1: real port, real writer, real pool and SQLite."""
 
@@ -532,12 +551,12 @@ class LoopbackTests(unittest.TestCase):
         self.writer = BatchWriter(reactor, self.store, batch_size=500, flush_interval=5.0,
                                   max_queue=1000)
         self.addCleanup(self.writer.close)
-        self.port = reactor.listenTCP(0, build_ingest_site(self.writer, max_body_size=65536),
+        self.port = reactor.listenTCP(0, build_ingest_site(reactor, self.writer, SECRET, max_body_size=65536),
                                       interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         pool = HTTPConnectionPool(reactor, persistent=True)
         self.addCleanup(pool.closeCachedConnections)
-        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.http = _Authorized(HTTPClient(Agent(reactor, pool=pool)))
         self.url = f"http://127.0.0.1:{self.port.getHost().port}/v1/messages"
 
     @defer.inlineCallbacks
@@ -600,7 +619,7 @@ class LoopbackTests(unittest.TestCase):
         config = WebhookConfig(batch_size=1000, batch_delay=0.0)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
-        store = WebhookStore(reactor, config, http, self.url)
+        store = WebhookStore(reactor, config, http, self.url, secret=SECRET)
         messages = [message(f"big{i}", client_id="dev-9", payload=bytes([i % 256]) * 150,
                             received_at=float(i)) for i in range(600)]
         yield defer.gatherResults([store.store(m) for m in messages])
@@ -634,14 +653,14 @@ class LoopbackTests(unittest.TestCase):
         every request, refuses an IPv6 host, so every batch used to fail."""
         from twisted.internet.endpoints import serverFromString
 
-        site = build_ingest_site(self.writer)
+        site = build_ingest_site(reactor, self.writer, SECRET)
         port = yield serverFromString(reactor, "tcp6:0:interface=\\:\\:1").listen(site)
         self.addCleanup(port.stopListening)
         config = WebhookConfig(ack_timeout=5.0)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
         webhook = WebhookStore(reactor, config, http,
-                               f"http://[::1]:{port.getHost().port}/v1/messages")
+                               f"http://[::1]:{port.getHost().port}/v1/messages", secret=SECRET)
         yield webhook.store(message("v6-1", client_id="dev-v6"))
         self.assertEqual((site.ingest.accepted, webhook.committed), (1, 1))
         self.assertEqual([m.key for m in (yield self.store.recent("dev-v6"))], ["v6-1"])
@@ -651,7 +670,7 @@ class LoopbackTests(unittest.TestCase):
         """The tier over TLS on 127.0.0.1 with Twisted's test certificate (SAN localhost)."""
         from twisted.internet.endpoints import serverFromString
 
-        site = build_ingest_site(self.writer)
+        site = build_ingest_site(reactor, self.writer, SECRET)
         port = yield serverFromString(
             reactor, f"ssl:0:privateKey={TEST_PEM}:interface=127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)
@@ -674,7 +693,7 @@ class LoopbackTests(unittest.TestCase):
         config = WebhookConfig(ack_timeout=5.0)
         http, pool = build_http_client(reactor, config, tls_policy=TrustTestCertificate())
         self.addCleanup(pool.closeCachedConnections)
-        webhook = WebhookStore(reactor, config, http, url)
+        webhook = WebhookStore(reactor, config, http, url, secret=SECRET)
         messages = [message(f"tls-ok-{i}", client_id="dev-tls") for i in range(3)]
         yield defer.gatherResults([webhook.store(m) for m in messages])
         yield webhook.store(message("tls-ok-3", client_id="dev-tls"))  # a second request
@@ -692,7 +711,7 @@ class LoopbackTests(unittest.TestCase):
         config = WebhookConfig(ack_timeout=1.0, retry_initial=0.05, retry_max=0.1)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
-        webhook = WebhookStore(reactor, config, http, url)
+        webhook = WebhookStore(reactor, config, http, url, secret=SECRET)
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)

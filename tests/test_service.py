@@ -4,6 +4,7 @@ import sqlite3
 
 import twisted.test
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
@@ -12,6 +13,26 @@ from mqttd.ingest.client import WebhookStore
 from mqttd.ingest.service import exit_failed
 from mqttd.listeners import KeyedListener
 from mqttd.service import build_service
+
+
+class _Port:
+    def __init__(self, address):
+        self.address = address
+
+    def getHost(self):
+        return self.address
+
+    def stopListening(self):
+        return defer.succeed(None)
+
+
+class MemoryReactorOnInterfaces(MemoryReactorClock):
+    """MemoryReactorClock whose TCP ports report the interface they were asked for
+    (MemoryReactor's say 0.0.0.0, which the ingest tier refuses as not loopback)."""
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        super().listenTCP(port, factory, backlog, interface)
+        return _Port(IPv4Address("TCP", interface or "0.0.0.0", port))
 
 
 def config_for(data_dir, **sections):
@@ -198,7 +219,7 @@ class StoreStartTests(unittest.TestCase):
     """The ingest tier starts only on a database it can use; else mqttd stops."""
 
     def setUp(self):
-        self.reactor = MemoryReactorClock()
+        self.reactor = MemoryReactorOnInterfaces()
         self.data_dir = self.mktemp()
         self.root = build_service(config_for(self.data_dir), self.reactor)
         self.path = os.path.join(self.data_dir, "mqttd.db")

@@ -371,12 +371,17 @@ class WriteTests(StoreTestCase):
 
     @defer.inlineCallbacks
     def test_same_key_twice_in_one_batch_is_one_row(self):
+        """The same message twice is one row; the same key with other contents is a
+        KeyConflict (tests/test_key_conflicts.py), and nothing of its batch is stored."""
         store = self.open_store()
         yield store.start()
         self.assertEqual((yield store.insert_batch([row("k", payload=b"a"),
-                                                    row("k", payload=b"b")])), 1)
-        rows = self.raw(store).execute("SELECT payload FROM messages").fetchall()
-        self.assertEqual(rows, [(b"a",)])
+                                                    row("k", payload=b"a")])), 1)
+        yield self.assertFailure(store.insert_batch([row("j"), row("k2", payload=b"a"),
+                                                     row("k2", payload=b"b")]),
+                                 sqlite.KeyConflict)
+        rows = self.raw(store).execute("SELECT key, payload FROM messages").fetchall()
+        self.assertEqual(rows, [("k", b"a")])
 
     @defer.inlineCallbacks
     def test_payload_bytes_exact(self):

@@ -4,6 +4,8 @@ Server side (the ingest tier):
 
 - ``wire``: the batch format (JSON, base64 payloads), shared by server and client;
 - ``writer``: group commit, answering each batch only after its COMMIT;
+- ``credentials``: the bearer secret every request carries, checked in constant time;
+- ``request``: what of a request body is buffered (size, secret, deadline, budget);
 - ``resource``: the twisted.web resource and Site (``build_ingest_site``);
 - ``service``: the tier as a Twisted service (store, writer, site, listener).
 

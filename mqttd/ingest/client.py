@@ -43,6 +43,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
+from mqttd.ingest.credentials import AUTHORIZATION, bearer
 from mqttd.ingest.http_client import WebhookURL
 from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
 from mqttd.store.interface import (
@@ -56,7 +57,23 @@ __all__ = ["WebhookStore", "StoreRejected"]
 
 log = Logger()
 
-_HEADERS = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
+
+def _request_headers(secret, extra):
+    """Every request's headers: Content-Type, ``Authorization: Bearer`` when there is a
+    ``secret``, and the ``extra`` (name, value) pairs an ingestion service of your own
+    may need (``webhook.headers``). Built once: the same for every request."""
+    headers = {b"Content-Type": [CONTENT_TYPE.encode("ascii")]}
+    if secret:
+        headers[AUTHORIZATION] = [bearer(secret)]
+    for name, value in extra:
+        headers.setdefault(name.encode("ascii"), []).append(value.encode("ascii"))
+    return headers
+
+
+# Refusals (4xx but 413 and 429: nothing stored, retrying cannot help) by what they
+# mean for an operator; counted in ``rejected`` under these reasons.
+_REFUSALS = {401: "unauthorized", 403: "unauthorized", 409: "key conflict"}
+_REFUSED = frozenset(_REFUSALS.values()) | {"refused"}
 
 
 class _RetryableStatus(Exception):
@@ -149,12 +166,18 @@ class _Batch:
 
 @implementer(ISubmittingMessageStore)
 class WebhookStore:
-    """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq)."""
+    """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq).
 
-    def __init__(self, clock, config, http, url, random=random.random):
+    ``secret``: sent as ``Authorization: Bearer`` with every request (the built-in
+    tier's, or ``webhook.secret``); None: no Authorization header. ``config.headers``
+    go with every request either way.
+    """
+
+    def __init__(self, clock, config, http, url, random=random.random, secret=None):
         self._clock = clock
         self._config = config
         self._http = http
+        self._headers = _request_headers(secret, config.headers)
         # Rendered once (treq would render it on every request); None until the
         # built-in ingest tier has bound its port.
         self._url = None if url is None else WebhookURL.parse(url)
@@ -409,7 +432,7 @@ class WebhookStore:
         else:
             # A webhook answers, it does not redirect: no RedirectAgent layer per request;
             # unbuffered: the body is read once, by _answer_body (no buffering wrapper).
-            d = self._http.post(self._url, data=batch.body, headers=_HEADERS,
+            d = self._http.post(self._url, data=batch.body, headers=self._headers,
                                 allow_redirects=False, unbuffered=True)
         d.addCallback(self._read)
         # A hung request must not outlive the batch's deadline: the client is owed an
@@ -442,21 +465,19 @@ class WebhookStore:
 
     def _committed(self, body, batch):
         self._busy -= 1
+        n = len(batch.messages)
         try:
-            result = decode_result(body)
+            result = decode_result(body, n)
         except WireError as e:
+            # Not one message of the batch is acknowledged: the answer may be hiding a
+            # partial rejection (mqttd.ingest.wire.decode_result).
             self._reject(batch, "bad response", detail=str(e))
         else:
-            if result.received != len(batch.messages):
-                self._reject(batch, "bad response",
-                             detail=f"{result.received} acknowledged of {len(batch.messages)}")
-            else:
-                n = len(batch.messages)
-                self.committed += n
-                self.pending -= n
-                self.duplicates += result.duplicates
-                self._answered(batch)
-                self._settle(batch, None)
+            self.committed += n
+            self.pending -= n
+            self.duplicates += result.duplicates
+            self._answered(batch)
+            self._settle(batch, None)
         self._kick()
 
     def _failed(self, failure, batch):
@@ -473,7 +494,7 @@ class WebhookStore:
             else:
                 log.error("webhook refused a batch of {n}: {reason}", n=len(batch.messages),
                           reason=str(error))
-                self._reject(batch, "refused", detail=str(error))
+                self._reject(batch, _REFUSALS.get(error.code, "refused"), detail=str(error))
         else:
             self._retry(batch, error)
         self._kick()
@@ -521,7 +542,7 @@ class WebhookStore:
         n = len(batch.messages)
         self.rejected[reason] += n
         self.pending -= n
-        if reason != "refused":
+        if reason not in _REFUSED:  # logged as errors by _failed
             log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,
                      detail=detail or "")
         self._settle(batch, StoreRejected(reason))

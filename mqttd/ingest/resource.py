@@ -2,22 +2,29 @@
 
 Status codes are the contract the broker's client acts on (docs/ingest-webhook.md):
 
+- 401 (``WWW-Authenticate: Bearer``): no ``Authorization: Bearer SECRET`` header with
+  the tier's secret (``mqttd.ingest.credentials``); checked first, and such a body is
+  never buffered, decoded or stored.
 - 200 ``{"received", "inserted", "duplicates"}``: every message of the body is in the
   database (new, or already there from an earlier try). PUBACK them.
 - 400 ``{"error": reason}``: the body is malformed; nothing of it was stored. Retrying
   the same body cannot help.
 - 405 not POST; 404 any other path; 413 body over ``max_body_size``.
-- 503 + ``Retry-After: 1``: queue full or shutting down; nothing stored; retry.
+- 503 + ``Retry-After: 1``: queue full, too many bytes of bodies being received
+  (``mqttd.ingest.request``) or shutting down; nothing stored; retry.
 - 500: the commit failed (rolled back); nothing of this body counts as stored; retry.
+- 409 ``{"error": reason}``: a key of the body is already stored with other contents
+  (a forged row, or a bug); nothing of this body is stored. Never "already stored": a
+  client that took it for that would acknowledge a message the database does not hold.
 
 A client that disconnects before the answer loses nothing: its rows still commit, and
 the retry it sends finds them already stored (duplicates, not new rows).
 """
-from io import BytesIO
-
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Site
+
+from mqttd.ingest.credentials import CHALLENGE, authorized, bearer
 
 from mqttd.ingest.wire import (
     CONTENT_TYPE,
@@ -28,34 +35,47 @@ from mqttd.ingest.wire import (
     encode_error,
     encode_result,
 )
+from mqttd.ingest.request import (
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_RECEIVING_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    BodyBudget,
+    request_factory,
+    seldom,
+)
 from mqttd.ingest.writer import Unavailable
+from mqttd.store.sqlite import KeyConflict
 
 log = Logger()
-
-DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 
 
 class IngestResource(Resource):
     """POST a wire-format batch; the answer waits for the COMMIT that holds it.
 
     The body is validated whole (``decode_batch``, column by column) before anything is
-    queued; its rows go to the writer as the tuples it returns.
+    queued; its rows go to the writer as the tuples it returns. ``secret`` is what the
+    ``Authorization: Bearer`` header of every request must carry.
     """
 
     isLeaf = True
 
-    def __init__(self, writer, max_body_size=DEFAULT_MAX_BODY_SIZE):
+    def __init__(self, writer, secret, max_body_size=DEFAULT_MAX_BODY_SIZE):
         super().__init__()
         self.writer = writer
         self.max_body_size = max_body_size
+        self.authorization = bearer(secret)
         # Counters (requests).
+        self.unauthorized = 0
         self.accepted = 0
         self.malformed = 0
         self.too_large = 0
         self.unavailable = 0
+        self.conflicts = 0
         self.errors = 0
 
     def render(self, request):
+        if not authorized(request.requestHeaders, self.authorization):
+            return self._refuse_unauthorized(request)
         if request.postpath not in ([], [b""]):
             return _answer(request, 404, "no such resource")
         if request.method != b"POST":
@@ -63,7 +83,20 @@ class IngestResource(Resource):
             return _answer(request, 405, "method not allowed; POST a batch")
         return self.render_POST(request)
 
+    def _refuse_unauthorized(self, request):
+        self.unauthorized += 1
+        count = self.unauthorized
+        if seldom(count):
+            log.warn("ingest: refused a request without the webhook secret from {peer} "
+                     "({count} so far)", peer=str(request.getClientAddress()), count=count)
+        request.setHeader(*CHALLENGE)
+        return _answer(request, 401, "unauthorized: send Authorization: Bearer <secret>")
+
     def render_POST(self, request):
+        if getattr(request, "over_budget", False):
+            return self._unavailable(request, (
+                f"too many bytes of request bodies being received at once "
+                f"(max_receiving_bytes {request.budget.limit}); nothing stored"))
         if getattr(request, "body_too_large", False) or _content_length(request) > self.max_body_size:
             self.too_large += 1
             return _answer(request, 413, f"body larger than max_body_size ({self.max_body_size} bytes)")
@@ -80,9 +113,7 @@ class IngestResource(Resource):
         try:
             d = self.writer.submit(rows, len(body))
         except Unavailable as e:
-            self.unavailable += 1
-            request.setHeader(b"Retry-After", b"1")
-            return _answer(request, 503, str(e))
+            return self._unavailable(request, str(e))
 
         gone = []
         request.notifyFinish().addErrback(gone.append)
@@ -93,6 +124,13 @@ class IngestResource(Resource):
                 _finish(request, 200, encode_result(BatchResult(len(rows), inserted)))
 
         def failed(failure):
+            if failure.check(KeyConflict):
+                self.conflicts += 1
+                log.warn("ingest: refused a batch of {n} from {peer}: {reason}", n=len(rows),
+                         peer=str(request.getClientAddress()), reason=failure.getErrorMessage())
+                if not gone:
+                    _finish(request, 409, encode_error(failure.getErrorMessage()))
+                return
             self.errors += 1
             if not gone:
                 _finish(request, 500, encode_error(
@@ -101,6 +139,12 @@ class IngestResource(Resource):
         d.addCallbacks(committed, failed)
         d.addErrback(lambda f: log.failure("ingest: answering a batch failed", f))
         return NOT_DONE_YET
+
+
+    def _unavailable(self, request, reason):
+        self.unavailable += 1
+        request.setHeader(b"Retry-After", b"1")
+        return _answer(request, 503, reason)
 
 
 def _content_length(request):
@@ -128,37 +172,6 @@ def _finish(request, code, body):
     request.finish()
 
 
-class _BoundedRequest(Request):
-    """Stops buffering a body past ``max_body_size``, so a huge POST cannot fill memory.
-
-    twisted.web buffers the whole body before rendering and has no limit of its own.
-    Past the limit the rest is read and dropped, the flag is set and the resource
-    answers 413.
-    """
-
-    max_body_size = DEFAULT_MAX_BODY_SIZE
-    body_too_large = False
-
-    def gotLength(self, length):
-        if length is not None and length > self.max_body_size:
-            self.body_too_large = True
-            self.content = BytesIO()
-            return
-        # In memory, always: twisted.web would spool bodies of 100 kB or more to a
-        # temporary file (a create, write and read per batch on the hot path). The body
-        # is bounded by max_body_size above and read whole by the resource anyway.
-        self.content = BytesIO()
-
-    def handleContentChunk(self, data):
-        if self.body_too_large:
-            return
-        if self.content.tell() + len(data) > self.max_body_size:
-            self.body_too_large = True
-            self.content = BytesIO()
-            return
-        self.content.write(data)
-
-
 class _IngestSite(Site):
     """A Site without a per-request access log: the webhook sees thousands a second,
     and the worker already traces each batch."""
@@ -167,9 +180,15 @@ class _IngestSite(Site):
         pass
 
 
-def build_ingest_site(writer, max_body_size=DEFAULT_MAX_BODY_SIZE, path=PATH):
-    """A twisted.web Site serving IngestResource at ``path`` (default /v1/messages)."""
-    resource = IngestResource(writer, max_body_size)
+def build_ingest_site(clock, writer, secret, max_body_size=DEFAULT_MAX_BODY_SIZE,
+                      request_timeout=DEFAULT_REQUEST_TIMEOUT,
+                      max_receiving_bytes=DEFAULT_MAX_RECEIVING_BYTES, path=PATH):
+    """A twisted.web Site serving IngestResource at ``path`` (default /v1/messages) to
+    requests carrying ``secret``; each must be in whole within ``request_timeout``
+    seconds (on ``clock``), and their bodies being received hold at most
+    ``max_receiving_bytes`` together (``site.budget``)."""
+    resource = IngestResource(writer, secret, max_body_size)
+    budget = BodyBudget(max_receiving_bytes)
     root = Resource()
     parent = root
     segments = path.strip(b"/").split(b"/")
@@ -179,10 +198,12 @@ def build_ingest_site(writer, max_body_size=DEFAULT_MAX_BODY_SIZE, path=PATH):
         parent = child
     parent.putChild(segments[-1], resource)
 
-    request_factory = type("IngestRequest", (_BoundedRequest,), {"max_body_size": max_body_size})
     # parsePOSTFormSubmission: twisted.web would otherwise parse the Content-Type of
     # every POST with the email package (to find form uploads); bodies here are JSON.
-    site = _IngestSite(root, requestFactory=request_factory, parsePOSTFormSubmission=False)
+    factory = request_factory(max_body_size, resource.authorization, budget, clock,
+                              request_timeout)
+    site = _IngestSite(root, requestFactory=factory, parsePOSTFormSubmission=False)
+    site.budget = budget
     site.displayTracebacks = False
     site.noisy = False
     site.ingest = resource

@@ -12,6 +12,7 @@ Start-up order matters for the promise and for clear errors:
 * On stop the listener closes first, then the writer drains (every batch it accepted
   is committed or failed), then the store closes its connection and thread.
 """
+import ipaddress
 import os
 import sys
 
@@ -27,14 +28,18 @@ from mqttd.ingest.wire import PATH
 from mqttd.ingest.writer import BatchWriter
 from mqttd.listeners import KeyedListener
 from mqttd.store.schema import SchemaError, migrate, refuse_too_new
-from mqttd.store.sqlite import SqliteStore
+from mqttd.store.sqlite import SqliteStore, create_private
 
 log = Logger()
 
 
 def prepare_database(path):
-    """Create or migrate the database at ``path`` now; ConfigError-style failure if not."""
+    """Create or migrate the database at ``path`` now; ConfigError-style failure if not.
+
+    A new file is readable by this user alone (``create_private``).
+    """
     try:
+        create_private(path)
         db = Database(path)
         try:
             refuse_too_new(db, name=path)  # before WAL: a newer file stays untouched
@@ -48,20 +53,66 @@ def prepare_database(path):
         raise ConfigError(f"server.data_dir: database {path}: {type(e).__name__}: {e}") from None
 
 
-class IngestService(MultiService):
-    """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound."""
+def not_loopback(address):
+    """Why the webhook must not listen on ``address``, or None (loopback, a unix socket).
 
-    def __init__(self, reactor, config, db_path, endpoint, on_address=None):
+    The webhook writes straight into the database; its secret guards it, but it faces
+    the network only when ``ingest.allow_remote`` says so.
+    """
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return None  # a unix socket: its file's permissions decide who connects
+    host = address.host.split("%")[0]  # an IPv6 scope id
+    if ipaddress.ip_address(host).is_loopback:
+        return None
+    return (f"listens on {host}, not on a loopback address; the webhook writes straight "
+            f"into the database: use interface=127.0.0.1, or set ingest.allow_remote = true "
+            f"to face the network")
+
+
+def warn_if_readable_by_others(path):
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warn("database {path} is open to other users (mode {mode:04o}); every message "
+                 "is in it: chmod 600 {path} (and its -wal, -shm files)", path=path, mode=mode)
+
+
+_WEAKENED = {
+    "NORMAL": "commits are not fsynced as they happen, so acknowledged messages can be "
+              "lost on power loss or an OS crash (a crash of mqttd alone loses nothing)",
+    "OFF": "SQLite never fsyncs, so acknowledged messages can be lost, and the database "
+           "corrupted, on power loss or an OS crash",
+}
+
+
+def warn_if_not_full_sync(synchronous):
+    """The promise is that an acknowledged message is on disk; only FULL keeps it."""
+    weakened = _WEAKENED.get(synchronous)
+    if weakened is not None:
+        log.warn("ingest.synchronous = {synchronous}: {weakened}; FULL keeps every "
+                 "acknowledged message", synchronous=synchronous, weakened=weakened)
+
+
+class IngestService(MultiService):
+    """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound.
+
+    ``secret``: what every request's ``Authorization: Bearer`` must carry
+    (``ingest.secret``, or the one made at start; see mqttd.service).
+    """
+
+    def __init__(self, reactor, config, db_path, endpoint, secret, on_address=None):
         super().__init__()
         self._reactor = reactor
         self._db_path = db_path
+        self._synchronous = config.synchronous
         self.store = SqliteStore(reactor, db_path, synchronous=config.synchronous)
         self.writer = BatchWriter(reactor, self.store, config.batch_size,
                                   config.flush_interval, config.max_queue,
                                   config.max_queue_bytes)
-        self.site = build_ingest_site(self.writer, config.max_body_size)
+        self.site = build_ingest_site(reactor, self.writer, secret, config.max_body_size,
+                                      config.request_timeout, config.max_receiving_bytes)
         self._on_address = on_address
-        self._listener = KeyedListener(endpoint, self.site, "ingest.listen", config.listen)
+        self._listener = KeyedListener(endpoint, self.site, "ingest.listen", config.listen,
+                                       refuse=None if config.allow_remote else not_loopback)
         self._listener.setServiceParent(self)
 
     def privilegedStartService(self):
@@ -90,6 +141,8 @@ class IngestService(MultiService):
             prepare_database(self._db_path)
         except ConfigError as e:
             raise SystemExit(f"mqttd: {e}") from None
+        warn_if_readable_by_others(self._db_path)  # an existing file keeps its mode
+        warn_if_not_full_sync(self._synchronous)
         super().startService()
         self.store.start().addErrback(self._store_failed)
 

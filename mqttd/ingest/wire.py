@@ -130,19 +130,38 @@ def encode_batch(messages):
     ))
 
 
-def decode_result(body):
-    """A 200 answer's body as a BatchResult; WireError if it is not one."""
+_RESULT_KEYS = ("received", "inserted", "duplicates")
+
+
+def decode_result(body, expected=None):
+    """A 200 answer's body as a BatchResult; WireError if it is not exactly one.
+
+    Strict, because a 200 makes the broker acknowledge every message of the batch: an
+    unknown key (a ``rejected`` count, say) may report that some were not stored, so it
+    is an error, as counts that do not add up (``duplicates == received - inserted``) or
+    a ``received`` other than ``expected`` (the batch's size) are. The broker then
+    acknowledges none of them.
+    """
     try:
         document = json.loads(body)
-        received, inserted = document["received"], document["inserted"]
     except RecursionError:
         # Not a ValueError: escaping, it would leave the batch unsettled (no deadline
         # watches a batch in flight), its client's window full and never answered.
         raise WireError("result: not a batch result: JSON nested too deeply") from None
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError) as e:
         raise WireError(f"result: not a batch result: {e}") from None
-    if type(received) is not int or type(inserted) is not int or not 0 <= inserted <= received:
-        raise WireError(f"result: bad counts {received!r}, {inserted!r}")
+    if type(document) is not dict:
+        raise WireError(f"result: not a batch result: a JSON {type(document).__name__}")
+    if document.keys() != set(_RESULT_KEYS):
+        raise WireError(f"result: must hold exactly received, inserted and duplicates "
+                        f"({_describe_keys(document, _RESULT_KEYS)})")
+    received, inserted, duplicates = map(document.__getitem__, _RESULT_KEYS)
+    if not (type(received) is type(inserted) is type(duplicates) is int
+            and 0 <= inserted <= received and duplicates == received - inserted):
+        raise WireError(f"result: counts do not add up: received {received!r}, inserted "
+                        f"{inserted!r}, duplicates {duplicates!r}")
+    if expected is not None and received != expected:
+        raise WireError(f"result: {received} received of {expected} sent")
     return BatchResult(received, inserted)
 
 
@@ -168,9 +187,9 @@ def _no_constant(name):
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # json.loads builds one per call
 
 
-def _describe_keys(document):
-    missing = [f for f in FIELDS if f not in document]
-    unknown = sorted(k for k in document if k not in _FIELD_SET)
+def _describe_keys(document, fields=FIELDS):
+    missing = [f for f in fields if f not in document]
+    unknown = sorted(k for k in document if k not in fields)
     parts = []
     if missing:
         parts.append(f"missing {', '.join(missing)}")

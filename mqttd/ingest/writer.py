@@ -18,6 +18,9 @@ Rules:
   it holds at least ``batch_size`` rows), so one COMMIT decides one request;
 - a failed commit fails every request in it: none of their rows count as stored (the
   transaction rolled back) and each client retries with the same keys;
+- a request holding a key already stored with other contents fails alone with the
+  store's KeyConflict (nothing of it is stored; the webhook answers 409), and the other
+  requests of its commit are committed;
 - more than ``max_queue`` rows, or more than ``max_queue_bytes`` of request bodies,
   waiting: ``submit`` raises QueueFull at once, so the webhook answers 503 and memory
   stays bounded. Rows alone were not a bound worth the name: 50,000 rows of 1 MiB
@@ -60,8 +63,9 @@ class BatchWriter:
     """Queues rows from many requests and commits them together through ``store``.
 
     ``store`` needs ``insert_batches(list of row lists) -> Deferred[list of new-row
-    counts]`` in one transaction (SqliteStore); a row is a tuple in
-    ``mqttd.store.interface.ROW`` order, as ``mqttd.ingest.wire.decode_batch`` returns them.
+    counts, or exceptions for lists left out]`` in one transaction (SqliteStore); a row
+    is a tuple in ``mqttd.store.interface.ROW`` order, as ``mqttd.ingest.wire.decode_batch``
+    returns them.
     The writer only counts and groups rows, it never looks inside one. ``flush_interval``
     is in milliseconds.
     """
@@ -90,6 +94,7 @@ class BatchWriter:
         self.committed = 0  # in successful commits (new rows and duplicates alike)
         self.inserted = 0  # new rows among them
         self.failed = 0  # in failed commits
+        self.conflicting = 0  # in requests refused for a KeyConflict (not stored)
         self.rejected = 0  # refused with QueueFull / WriterClosed
         self.commits = 0  # successful COMMITs
         self.commit_failures = 0  # failed commits
@@ -203,13 +208,20 @@ class BatchWriter:
                        errbackArgs=(taken, rows))
         d.addErrback(lambda f: log.failure("ingest writer: answering a commit failed", f))
 
-    def _committed(self, counts, taken, rows):
+    def _committed(self, outcomes, taken, rows):
+        """``outcomes``: per request, its new-row count, or the exception that kept it
+        out of the commit (a KeyConflict)."""
         self._finish()
         self.commits += 1
+        for waiter, outcome in zip(taken, outcomes):
+            if isinstance(outcome, Exception):
+                rows -= len(waiter.rows)
+                self.conflicting += len(waiter.rows)
+                waiter.deferred.errback(outcome)
+            else:
+                self.inserted += outcome
+                waiter.deferred.callback(outcome)
         self.committed += rows
-        self.inserted += sum(counts)
-        for waiter, count in zip(taken, counts):
-            waiter.deferred.callback(count)
         self._after_commit()
 
     def _failed(self, failure, taken, rows):

@@ -105,16 +105,21 @@ def immediate(db):
     IMMEDIATE takes the write lock up front, so a transaction that reads first (the
     version check) cannot fail later with SQLITE_BUSY_SNAPSHOT when another process
     committed in between; ``busy_timeout`` then covers the wait for the lock.
+
+    A COMMIT that fails (a deferred constraint, SQLITE_BUSY, a full disk) leaves SQLite
+    inside the transaction: it is rolled back too. Left open, every later BEGIN failed
+    ("cannot start a transaction within a transaction") and the webhook answered 500
+    for ever.
     """
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def user_version(db):

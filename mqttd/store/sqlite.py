@@ -5,11 +5,21 @@ allows one writer at a time anyway, so every call (open, migrate, insert, read, 
 is queued on a ``ThreadPool(1, 1)`` and comes back as a Deferred; the reactor never
 blocks on disk.
 
-Why ``ON CONFLICT(key) DO NOTHING`` and not ``INSERT OR IGNORE``: both make a retried
-batch harmless (a key already stored is skipped, so rows are never duplicated), but OR
-IGNORE also silently skips rows that break NOT NULL or CHECK constraints, which would be
-acknowledged and never stored. The upsert clause only ignores the key conflict; any other
-violation fails the whole transaction, so nothing of it is acknowledged.
+Why an upsert clause and not ``INSERT OR IGNORE``: both make a retried batch harmless (a
+key already stored is skipped, so rows are never duplicated), but OR IGNORE also silently
+skips rows that break NOT NULL or CHECK constraints, which would be acknowledged and
+never stored. The upsert clause only handles the key conflict; any other violation fails
+the whole transaction, so nothing of it is acknowledged.
+
+"Already stored" must mean the same message is stored: a key whose stored row differs
+(a forged row, or a bug) is a ``KeyConflict``, never a duplicate. Skipping every
+conflict (``DO NOTHING``) let a row forged under the next key make the broker
+acknowledge the real message that got that key and store nothing of it. So the clause
+is ``DO UPDATE ... WHERE`` the stored row differs, and the update calls a function that
+raises: SQLite evaluates it only for a conflicting key with other contents (an identical
+retry is skipped as before, and an insert without conflicts pays nothing), and the
+statement fails whole. The request holding that key fails alone (the webhook answers
+409); the other requests of the same group commit are written again without it.
 
 Durability: WAL journal, ``PRAGMA synchronous`` configurable (FULL by default: the WAL is
 fsynced at every COMMIT, so an acknowledged row survives power loss).
@@ -58,11 +68,17 @@ _MAX_ROWS_PER_INSERT = 256  # 256 x 9 parameters, far below SQLITE_MAX_VARIABLE_
 _EXACT_UP_TO = 64  # every statement size up to this one exists
 
 
+_CONFLICT_FUNCTION = "mqttd_key_conflict"
+_SAME_CONTENTS = " AND ".join(f"messages.{name} IS excluded.{name}" for name in ROW[1:])
+
+
 def _insert_statement(rows):
-    """One INSERT of ``rows`` rows; a retried key is skipped, nothing else is."""
+    """One INSERT of ``rows`` rows; a retried key is skipped, nothing else is, and a key
+    stored with other contents fails the statement (``_CONFLICT_FUNCTION``)."""
     values = ", ".join([f"({', '.join('?' * len(COLUMNS))})"] * rows)
     return (f"INSERT INTO messages ({', '.join(COLUMNS)}) VALUES {values} "
-            f"ON CONFLICT(key) DO NOTHING")
+            f"ON CONFLICT(key) DO UPDATE SET key = {_CONFLICT_FUNCTION}(excluded.key) "
+            f"WHERE NOT ({_SAME_CONTENTS})")
 
 
 _INSERTS = {size: _insert_statement(size)
@@ -103,6 +119,29 @@ _READ = (
 )
 
 
+def create_private(path):
+    """Create the database file at ``path``, empty and readable by this user alone
+    (0600), unless it exists (an operator's own mode is kept).
+
+    sqlite3 would create it 0644 (0666 less the umask): every local user could read
+    every message. SQLite makes the -wal and -shm files with the database file's
+    permissions, so they are 0600 too. An empty file is what SQLite takes for a new
+    database.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _only_count(outcomes):
+    (outcome,) = outcomes
+    if isinstance(outcome, KeyConflict):
+        raise outcome
+    return outcome
+
+
 def message_row(message):
     """A Message value as a row tuple (``ROW`` order)."""
     return (message.key, message.client_id, message.username, message.topic, message.payload,
@@ -111,6 +150,24 @@ def message_row(message):
 
 class StoreClosed(Exception):
     """The store is not running (not started yet, or closed)."""
+
+
+class KeyConflict(Exception):
+    """A batch's key is already stored with other contents: nothing of the batch is
+    stored, and it must not be acknowledged (a forged row, or a bug)."""
+
+    def __init__(self, key):
+        super().__init__(f"key {key!r} is already stored with other contents; "
+                         f"nothing of this batch is stored")
+        self.key = key
+
+
+class _Conflicting(Exception):
+    """Inside ``_insert``: batch ``index`` of the transaction met a KeyConflict."""
+
+    def __init__(self, index, key):
+        self.index = index
+        self.key = key
 
 
 class SqliteStore:
@@ -132,6 +189,7 @@ class SqliteStore:
         self._pool = threadpool if threadpool is not None else ThreadPool(1, 1, name="mqttd-sqlite")
         self._migrations = migrations
         self._db = None  # touched only on the pool's thread
+        self._conflicts = []  # keys _CONFLICT_FUNCTION met (pool's thread too)
         self._running = False
 
     @classmethod
@@ -185,6 +243,7 @@ class SqliteStore:
         return fn(self._db, *args, **kwargs)
 
     def _open(self, _):
+        create_private(self.path)
         # Autocommit (isolation_level None): this store begins every transaction itself
         # (BEGIN IMMEDIATE, or a lone INSERT that is its own), so sqlite3 never opens
         # one behind its back.
@@ -196,6 +255,7 @@ class SqliteStore:
             conn.close()
             raise
         try:
+            conn.create_function(_CONFLICT_FUNCTION, 1, self._key_conflict)
             db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             refuse_too_new(db, self._migrations, name=self.path)  # before WAL changes the file
             db.enable_wal()
@@ -218,6 +278,15 @@ class SqliteStore:
             raise
         self._db = db
 
+    def _key_conflict(self, key):
+        """SQL function of the upsert clause: called for a key stored with other contents.
+
+        It raises, so the statement fails whole; SQLite reports any exception of a
+        function as the same OperationalError, hence the note of which key it was.
+        """
+        self._conflicts.append(key)
+        raise KeyConflict(key)
+
     def _close(self, db):
         self._db = None
         if db is not None:
@@ -229,24 +298,26 @@ class SqliteStore:
         """Insert ``rows`` (tuples, ``ROW`` order) in ONE transaction; Deferred of how many
         were new.
 
-        Keys already stored are skipped, so a retried batch never duplicates a row. If
-        the Deferred fails, nothing of the batch was written.
+        Keys already stored with the same contents are skipped, so a retried batch never
+        duplicates a row. If the Deferred fails (a KeyConflict, or anything else),
+        nothing of the batch was written.
         """
         d = self.insert_batches([rows])
-        d.addCallback(lambda counts: counts[0])
+        d.addCallback(_only_count)
         return d
 
     def insert_batches(self, batches):
         """Insert several batches of rows in ONE transaction (one COMMIT, one fsync).
 
         Every row gets the same ``committed_at`` (unix seconds, ``reactor.seconds()`` when
-        the transaction starts). Deferred of a list: new rows per batch, in order. This
-        is what the group-commit writer uses so each HTTP request learns its own count.
+        the transaction starts). Deferred of a list, per batch in order: how many of its
+        rows were new, or a KeyConflict for a batch holding a key already stored with
+        other contents: that batch alone is not written, the others are committed. This
+        is what the group-commit writer uses so each HTTP request learns its own outcome.
         """
         return self.run(self._insert, batches, self._reactor.seconds)
 
-    @staticmethod
-    def _insert(db, batches, now):
+    def _insert(self, db, batches, now):
         batches = [batch if type(batch) is list else list(batch) for batch in batches]
         for batch in batches:
             if batch and set(map(len, batch)) != _ROW_LENGTH:
@@ -254,19 +325,46 @@ class SqliteStore:
                 # columns without an error (executemany checked each row).
                 raise ValueError(f"rows must hold {len(ROW)} values ({', '.join(ROW)}), "
                                  f"got lengths {sorted(set(map(len, batch)))}")
-        stamp = repeat((now(),))
         conn = db.conn
-        filled = [batch for batch in batches if batch]
-        if len(filled) == 1 and len(filled[0]) in _INSERTS and not conn.in_transaction:
+        if conn.in_transaction:
+            # Left open by a failure that could not even roll back: its requests were
+            # answered as failed, so nothing of it may commit with this one.
+            conn.execute("ROLLBACK")
+        stamp = repeat((now(),))
+        outcomes = [0] * len(batches)
+        todo = [i for i, batch in enumerate(batches) if batch]
+        while todo:
+            try:
+                counts = self._insert_transaction(db, [batches[i] for i in todo], stamp)
+            except _Conflicting as conflict:
+                # Rolled back whole: write the others again, without the conflicting one
+                # (rare: a forged row or a bug; the common path pays nothing for it).
+                outcomes[todo.pop(conflict.index)] = KeyConflict(conflict.key)
+                continue
+            for i, count in zip(todo, counts):
+                outcomes[i] = count
+            break
+        return outcomes
+
+    def _insert_transaction(self, db, batches, stamp):
+        """Every one of ``batches`` (none empty) in one transaction; their new-row counts."""
+        conn = db.conn
+        if len(batches) == 1 and len(batches[0]) in _INSERTS:
             # One statement: its own transaction (see the module docstring).
-            new = _insert_rows(conn, filled[0], stamp)
-            return [new if batch else 0 for batch in batches]
-        counts = []
+            return [self._insert_batch(conn, 0, batches[0], stamp)]
         with immediate(db):
-            for batch in batches:
-                counts.append(sum(_insert_rows(conn, batch[start:start + size], stamp)
-                                  for start, size in _chunks(len(batch))))
-        return counts
+            return [self._insert_batch(conn, i, batch, stamp) for i, batch in enumerate(batches)]
+
+    def _insert_batch(self, conn, index, batch, stamp):
+        try:
+            return sum(_insert_rows(conn, batch[start:start + size], stamp)
+                       for start, size in _chunks(len(batch)))
+        except sqlite3.OperationalError:
+            if not self._conflicts:
+                raise
+            key = self._conflicts.pop()
+            self._conflicts.clear()
+            raise _Conflicting(index, key) from None
 
     # -- reads -----------------------------------------------------------------------
 

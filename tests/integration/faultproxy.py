@@ -85,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
         """POST ``body`` to the ingest; returns (status, content_type, data)."""
         proxy = self.server.proxy
         headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
+        if "Authorization" in self.headers:  # the ingest tier's secret, passed through
+            headers["Authorization"] = self.headers["Authorization"]
         for attempt in (1, 2):  # a stale keep-alive connection gets one fresh try
             if self._upstream is None:
                 self._upstream = http.client.HTTPConnection(HOST, proxy.upstream_port,

@@ -35,6 +35,7 @@ from tests.integration.harness import (
 )
 
 DRAIN_TIMEOUT = 10.0
+INGEST_SECRET = "durability-test-secret"
 
 
 class Publisher:
@@ -199,8 +200,12 @@ class DurabilityTestCase(SynchronousTestCase):
                 ingest_port = free_port()
                 self.proxy = faultproxy.FaultProxy(ingest_port).start()
                 self.addCleanup(self.proxy.close)
-                config += f'[ingest]\nlisten = "tcp:{ingest_port}:interface=127.0.0.1"\n'
+                # The broker posts to the proxy's URL, not its own tier's: it must be
+                # given the tier's secret to send.
+                config += (f'[ingest]\nlisten = "tcp:{ingest_port}:interface=127.0.0.1"\n'
+                           f'secret = "{INGEST_SECRET}"\n')
                 settings["url"] = f'"{self.proxy.url}"'
+                settings["secret"] = f'"{INGEST_SECRET}"'
             config += "[webhook]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
             self.broker = BrokerProcess(config, workdir=workdir)
             try:

@@ -23,6 +23,7 @@ from mqttd.ingest.client import WebhookStore
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, prepare_database
+from mqttd.metrics import Metrics
 from mqttd.listeners import KeyedListener
 from mqttd.store.sqlite import DB_FILENAME
 
@@ -99,6 +100,8 @@ def build_service(config, reactor):
     except OSError as e:
         raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
     root = MultiService()
+    # The process's one counter registry: every tier counts into it (mqttd.metrics).
+    root.metrics = metrics = Metrics()
 
     # The built-in tier's secret: ingest.secret, or made now, known to this process only
     # (the broker's own client gets it here; it is never logged). The client sends it
@@ -117,7 +120,8 @@ def build_service(config, reactor):
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
         db_path = os.path.join(data_dir, DB_FILENAME)
         prepare_database(db_path)
-        ingest = IngestService(reactor, config.ingest, db_path, endpoint, tier_secret, on_address)
+        ingest = IngestService(reactor, config.ingest, db_path, endpoint, tier_secret, on_address,
+                               metrics)
         ingest.setServiceParent(root)
         root.ingest = ingest
     _WebhookClientService(store, pool).setServiceParent(root)

@@ -56,4 +56,4 @@ class CommitFailureTests(StoreTestCase):
         self.flushLoggedErrors(sqlite3.IntegrityError)
         self.assertEqual((yield defer.gatherResults([writer.submit([row("c")]),
                                                      writer.submit([row("d")])])), [1, 1])
-        self.assertEqual((writer.commit_failures, writer.commits), (1, 1))
+        self.assertEqual((writer.metrics.ingest_commit_failures, writer.metrics.ingest_commits), (1, 1))

@@ -39,7 +39,7 @@ class ResourceAuthTests(ResourceTestCase):
         # Even a wrong path or method learns nothing more than 401.
         self.assertEqual(self.post(batch, postpath=[b"x"], authorization=None).responseCode, 401)
         self.clock.advance(1.0)
-        self.assertEqual((self.stored(), self.resource.unauthorized), (0, 6))
+        self.assertEqual((self.stored(), self.resource.metrics.ingest_requests["unauthorized"]), (0, 6))
         request = self.post(batch)
         self.clock.advance(1.0)
         self.assertEqual(request.responseCode, 200)

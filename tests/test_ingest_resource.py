@@ -142,7 +142,7 @@ class AcceptTests(ResourceTestCase):
         self.clock.advance(0.005)
         self.assertEqual((request.written, request.finished), ([], 0))
         self.assertEqual(self.stored(), 1)
-        self.assertEqual(self.resource.accepted, 1)
+        self.assertEqual(self.resource.metrics.ingest_requests["accepted"], 1)
 
     def test_commit_failure_is_500_and_nothing_stored(self):
         other = sqlite3.connect(self.store.path)
@@ -247,8 +247,8 @@ class RefuseTests(ResourceTestCase):
             self.assertIn(reason, self.answer(request)["error"])
             self.assertEqual(request.finished, 1)
         self.clock.advance(1.0)
-        self.assertEqual((self.stored(), self.writer.pending, self.writer.commits), (0, 0, 0))
-        self.assertEqual(self.resource.malformed, len(self.MALFORMED))
+        self.assertEqual((self.stored(), self.writer.pending, self.writer.metrics.ingest_commits), (0, 0, 0))
+        self.assertEqual(self.resource.metrics.ingest_requests["malformed"], len(self.MALFORMED))
 
     def test_an_integer_too_long_to_convert_is_a_400(self):
         """Python refuses int literals of more than 4300 digits with a bare ValueError;
@@ -259,7 +259,7 @@ class RefuseTests(ResourceTestCase):
         self.assertEqual(self.answer(request)["error"],
                          "body: invalid JSON: Exceeds the limit (4300 digits) for integer "
                          "string conversion: value has 5000 digits")
-        self.assertEqual((self.resource.malformed, self.writer.pending), (1, 0))
+        self.assertEqual((self.resource.metrics.ingest_requests["malformed"], self.writer.pending), (1, 0))
 
     def test_every_bad_case_is_alone_in_an_otherwise_valid_body(self):
         """Each per-value case above differs from a valid body only where it says."""
@@ -332,7 +332,7 @@ class RefuseTests(ResourceTestCase):
         self.clock.advance(0.005)
         self.pool.run_next()
         self.assertEqual(waiting.responseCode, 200)
-        self.assertEqual(self.resource.unavailable, 1)
+        self.assertEqual(self.resource.metrics.ingest_requests["unavailable"], 1)
         return sorted(self.query(lambda db: [r[0] for r in db.execute("SELECT key FROM messages")]))
 
     def test_503_with_retry_after_when_queue_full(self):
@@ -340,7 +340,7 @@ class RefuseTests(ResourceTestCase):
                                             body(*[item(key=f"b{i}") for i in range(3)]),
                                             "(max_queue 10)")
         self.assertEqual(keys, [f"a{i}" for i in range(8)])
-        self.assertEqual(self.writer.rejected, 3)
+        self.assertEqual(self.writer.metrics.ingest_rows_refused, 3)
 
     def test_503_when_the_waiting_bodies_are_too_big(self):
         """The resource counts each request's body against max_queue_bytes."""
@@ -348,7 +348,7 @@ class RefuseTests(ResourceTestCase):
         keys = self.assertFullThenCommitted(body(item(key="a0", payload=b"x" * 600)),
                                             body(item(key="b0", payload=b"y" * 600)),
                                             "(max_queue_bytes 1500)")
-        self.assertEqual((keys, self.writer.rejected), (["a0"], 1))
+        self.assertEqual((keys, self.writer.metrics.ingest_rows_refused), (["a0"], 1))
 
     def test_503_while_shutting_down(self):
         fired(self.writer.close())
@@ -607,8 +607,8 @@ class LoopbackTests(unittest.TestCase):
         for r in responses:
             yield r.content()
         self.assertEqual((yield self.store.count()), 80)
-        self.assertLessEqual(self.writer.commits, 8)
-        self.assertEqual(self.writer.committed, 80)
+        self.assertLessEqual(self.writer.metrics.ingest_commits, 8)
+        self.assertEqual(self.writer.metrics.ingest_rows_committed, 80)
 
     @defer.inlineCallbacks
     def test_webhook_store_over_the_real_client(self):
@@ -662,7 +662,7 @@ class LoopbackTests(unittest.TestCase):
         webhook = WebhookStore(reactor, config, http,
                                f"http://[::1]:{port.getHost().port}/v1/messages", secret=SECRET)
         yield webhook.store(message("v6-1", client_id="dev-v6"))
-        self.assertEqual((site.ingest.accepted, webhook.committed), (1, 1))
+        self.assertEqual((site.ingest.metrics.ingest_requests["accepted"], webhook.committed), (1, 1))
         self.assertEqual([m.key for m in (yield self.store.recent("dev-v6"))], ["v6-1"])
 
     @defer.inlineCallbacks
@@ -697,7 +697,7 @@ class LoopbackTests(unittest.TestCase):
         messages = [message(f"tls-ok-{i}", client_id="dev-tls") for i in range(3)]
         yield defer.gatherResults([webhook.store(m) for m in messages])
         yield webhook.store(message("tls-ok-3", client_id="dev-tls"))  # a second request
-        self.assertEqual(site.ingest.accepted, 2)
+        self.assertEqual(site.ingest.metrics.ingest_requests["accepted"], 2)
         self.assertEqual((yield self.store.count()), 4)
 
     @defer.inlineCallbacks
@@ -718,7 +718,7 @@ class LoopbackTests(unittest.TestCase):
         failure = yield self.assertFailure(webhook.store(message("tls-1")), StoreRejected)
         self.assertEqual(failure.reason, "ack timeout")
         self.assertGreater(webhook.retried, 0)
-        self.assertEqual(site.ingest.accepted + site.ingest.malformed, 0)  # no request got in
+        self.assertEqual(site.ingest.metrics.ingest_requests["accepted"] + site.ingest.metrics.ingest_requests["malformed"], 0)  # no request got in
         self.assertEqual((yield self.store.count()), 0)
         # Refused by TLS verification (the name, here 127.0.0.1, or the issuer), not
         # for want of TLS support.

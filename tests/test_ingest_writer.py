@@ -37,7 +37,7 @@ class FlushTests(WriterTestCase):
         d2 = writer.submit(self.rows("b", 1))  # 3 rows waiting: commit now, no timer
         self.assertEqual((fired(d1), fired(d2)), (2, 1))
         self.assertEqual(self.stored(), 3)
-        self.assertEqual(writer.commits, 1)
+        self.assertEqual(writer.metrics.ingest_commits, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])  # the interval timer was cancelled
 
     def test_flush_on_interval(self):
@@ -70,8 +70,8 @@ class FlushTests(WriterTestCase):
         self.pool.run_next()
         for d in later:
             self.assertEqual(fired(d), 1)
-        self.assertEqual(writer.commits, 2)
-        self.assertEqual(writer.committed, 6)
+        self.assertEqual(writer.metrics.ingest_commits, 2)
+        self.assertEqual(writer.metrics.ingest_rows_committed, 6)
 
     def test_interval_counts_from_the_first_waiting_row(self):
         writer = self.make(batch_size=100, flush_interval=5.0)
@@ -80,13 +80,13 @@ class FlushTests(WriterTestCase):
         second = writer.submit(self.rows("b", 1))
         self.clock.advance(0.002)
         self.assertEqual((fired(first), fired(second)), (1, 1))
-        self.assertEqual(writer.commits, 1)
+        self.assertEqual(writer.metrics.ingest_commits, 1)
 
     def test_requests_join_one_commit_and_each_learns_its_count(self):
         writer = self.make(batch_size=100)
         writer.submit([row("old")])
         self.clock.advance(0.005)
-        self.assertEqual(writer.commits, 1)
+        self.assertEqual(writer.metrics.ingest_commits, 1)
         self.pool.hold = True
         ds = [writer.submit([row("x1"), row("old")]),
               writer.submit([row("y1")]),
@@ -97,8 +97,8 @@ class FlushTests(WriterTestCase):
             self.assertNoResult(d)
         self.pool.run_next()
         self.assertEqual([fired(d) for d in ds], [1, 1, 0])
-        self.assertEqual(writer.commits, 2)
-        self.assertEqual((writer.committed, writer.inserted), (5, 3))
+        self.assertEqual(writer.metrics.ingest_commits, 2)
+        self.assertEqual((writer.metrics.ingest_rows_committed, writer.metrics.ingest_rows_inserted), (5, 3))
         distinct = self.query(
             lambda db: db.execute("SELECT count(DISTINCT committed_at) FROM messages "
                                   "WHERE key IN ('x1', 'y1')").fetchone()[0])
@@ -119,7 +119,7 @@ class FlushTests(WriterTestCase):
         self.assertEqual(len(self.pool.jobs), 1)  # the backlog goes straight in
         self.pool.run_next()
         self.assertEqual(fired(second), 2)
-        self.assertEqual((writer.commits, writer.pending), (2, 0))
+        self.assertEqual((writer.metrics.ingest_commits, writer.pending), (2, 0))
 
     def test_rows_arriving_during_a_commit_wait_for_the_next(self):
         writer = self.make(batch_size=100, flush_interval=5.0)
@@ -146,7 +146,7 @@ class FlushTests(WriterTestCase):
         self.assertEqual(fired(small), 2)
         self.pool.run_next()
         self.assertEqual(fired(big), 5)
-        self.assertEqual(writer.commits, 2)
+        self.assertEqual(writer.metrics.ingest_commits, 2)
 
     def test_rows_reach_the_store_as_submitted(self):
         """The writer neither copies nor looks inside a request's row list."""
@@ -165,7 +165,7 @@ class FlushTests(WriterTestCase):
     def test_empty_submit_needs_no_commit(self):
         writer = self.make()
         self.assertEqual(fired(writer.submit([])), 0)
-        self.assertEqual((writer.commits, self.clock.getDelayedCalls()), (0, []))
+        self.assertEqual((writer.metrics.ingest_commits, self.clock.getDelayedCalls()), (0, []))
 
 
 class BackpressureTests(WriterTestCase):
@@ -175,7 +175,7 @@ class BackpressureTests(WriterTestCase):
         accepted = writer.submit(self.rows("a", 2))
         with self.assertRaises(QueueFull):
             writer.submit(self.rows("b", 2))
-        self.assertEqual((writer.rejected, writer.waiting), (2, 2))
+        self.assertEqual((writer.metrics.ingest_rows_refused, writer.waiting), (2, 2))
         also = writer.submit(self.rows("c", 1))  # exactly max_queue is fine
         self.clock.advance(0.005)
         self.pool.run_next()
@@ -195,7 +195,7 @@ class BackpressureTests(WriterTestCase):
         self.assertEqual(str(caught.exception),
                          "600 bytes already waiting (max_queue_bytes 1000)")
         second = writer.submit(self.rows("c", 1), 400)  # exactly max_queue_bytes is fine
-        self.assertEqual((writer.rejected, writer.waiting), (1, 2))
+        self.assertEqual((writer.metrics.ingest_rows_refused, writer.waiting), (1, 2))
         self.clock.advance(0.005)  # the commit takes both: nothing waits any more
         third = writer.submit(self.rows("d", 1), 1000)
         self.pool.run_next()
@@ -240,7 +240,7 @@ class FailureTests(WriterTestCase):
         for d in ds:
             self.failureResultOf(d, sqlite3.OperationalError)
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
-        self.assertEqual((writer.failed, writer.commit_failures, writer.pending), (6, 1, 0))
+        self.assertEqual((writer.metrics.ingest_rows_failed, writer.metrics.ingest_commit_failures, writer.pending), (6, 1, 0))
         other.rollback()
         self.assertEqual(self.stored(), 0)
         # The writer keeps going, and a retry with the same keys stores them once.

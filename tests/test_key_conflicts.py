@@ -75,7 +75,7 @@ class ResourceConflictTests(ResourceTestCase):
         self.assertEqual(other.responseCode, 200)
         self.assertEqual(self.answer(other), {"received": 1, "inserted": 1, "duplicates": 0})
         self.assertEqual(self.stored(), 2)  # k1 (forged) and k3; not k2
-        self.assertEqual((self.writer.conflicting, self.resource.conflicts), (2, 1))
+        self.assertEqual((self.writer.metrics.ingest_rows_conflicting, self.resource.metrics.ingest_requests["conflict"]), (2, 1))
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 

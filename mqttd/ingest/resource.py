@@ -59,19 +59,14 @@ class IngestResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, writer, secret, max_body_size=DEFAULT_MAX_BODY_SIZE):
+    def __init__(self, writer, secret, max_body_size=DEFAULT_MAX_BODY_SIZE, metrics=None):
         super().__init__()
         self.writer = writer
         self.max_body_size = max_body_size
         self.authorization = bearer(secret)
-        # Counters (requests).
-        self.unauthorized = 0
-        self.accepted = 0
-        self.malformed = 0
-        self.too_large = 0
-        self.unavailable = 0
-        self.conflicts = 0
-        self.errors = 0
+        # Requests by outcome: the registry's ``ingest_requests`` (the writer's, by default).
+        self.metrics = writer.metrics if metrics is None else metrics
+        self._outcomes = self.metrics.ingest_requests
 
     def render(self, request):
         if not authorized(request.requestHeaders, self.authorization):
@@ -84,8 +79,8 @@ class IngestResource(Resource):
         return self.render_POST(request)
 
     def _refuse_unauthorized(self, request):
-        self.unauthorized += 1
-        count = self.unauthorized
+        self._outcomes["unauthorized"] += 1
+        count = self._outcomes["unauthorized"]
         if seldom(count):
             log.warn("ingest: refused a request without the webhook secret from {peer} "
                      "({count} so far)", peer=str(request.getClientAddress()), count=count)
@@ -98,17 +93,17 @@ class IngestResource(Resource):
                 f"too many bytes of request bodies being received at once "
                 f"(max_receiving_bytes {request.budget.limit}); nothing stored"))
         if getattr(request, "body_too_large", False) or _content_length(request) > self.max_body_size:
-            self.too_large += 1
+            self._outcomes["too_large"] += 1
             return _answer(request, 413, f"body larger than max_body_size ({self.max_body_size} bytes)")
         request.content.seek(0)
         body = request.content.read(self.max_body_size + 1)
         if len(body) > self.max_body_size:
-            self.too_large += 1
+            self._outcomes["too_large"] += 1
             return _answer(request, 413, f"body larger than max_body_size ({self.max_body_size} bytes)")
         try:
             rows = decode_batch(body)
         except WireError as e:
-            self.malformed += 1
+            self._outcomes["malformed"] += 1
             return _answer(request, 400, str(e))
         try:
             d = self.writer.submit(rows, len(body))
@@ -119,19 +114,19 @@ class IngestResource(Resource):
         request.notifyFinish().addErrback(gone.append)
 
         def committed(inserted):
-            self.accepted += 1
+            self._outcomes["accepted"] += 1
             if not gone:
                 _finish(request, 200, encode_result(BatchResult(len(rows), inserted)))
 
         def failed(failure):
             if failure.check(KeyConflict):
-                self.conflicts += 1
+                self._outcomes["conflict"] += 1
                 log.warn("ingest: refused a batch of {n} from {peer}: {reason}", n=len(rows),
                          peer=str(request.getClientAddress()), reason=failure.getErrorMessage())
                 if not gone:
                     _finish(request, 409, encode_error(failure.getErrorMessage()))
                 return
-            self.errors += 1
+            self._outcomes["error"] += 1
             if not gone:
                 _finish(request, 500, encode_error(
                     f"commit failed, nothing stored: {failure.getErrorMessage()}"))
@@ -142,7 +137,7 @@ class IngestResource(Resource):
 
 
     def _unavailable(self, request, reason):
-        self.unavailable += 1
+        self._outcomes["unavailable"] += 1
         request.setHeader(b"Retry-After", b"1")
         return _answer(request, 503, reason)
 

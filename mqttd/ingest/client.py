@@ -25,8 +25,14 @@ connection pool, and ACKs sent regardless). Here:
 * Timeouts, connection errors, 429 and every 5xx are retried with exponential backoff
   and jitter, resending the same body: the same message keys, so the ingest tier
   stores each message once however often it is retried.
+* Overload pauses, it does not refuse: past ``max_pending`` messages or
+  ``max_pending_bytes`` (payload + topic) awaiting their commit, ``pressure`` says
+  full, and the broker stops reading from the clients that publish; it says drained
+  once both are below 90 % again. Messages the broker had already read are still
+  taken, up to a hard ceiling of 125 % of either limit, which keeps memory bounded:
+  past it a message is refused ("overload").
 * A message that cannot be committed within ``ack_timeout`` of its arrival, a batch the
-  webhook refuses (other 4xx), and anything over ``max_pending`` are failed: the broker
+  webhook refuses (other 4xx), and anything over the hard ceiling are failed: the broker
   then closes that client's connection without acknowledging, and the device
   retransmits. Nothing is dropped silently: every outcome is counted, and
   ``received == committed + pending + rejected`` holds at every moment.
@@ -63,6 +69,7 @@ from mqttd.store.interface import (
     StoreRejected,
     one_off,
 )
+from mqttd.store.pressure import Pressure
 
 __all__ = ["WebhookStore", "StoreRejected"]
 
@@ -153,7 +160,7 @@ _topics = itemgetter(3)  # Message.topic
 
 
 def _held_bytes(messages):
-    """Payload bytes + topic length of ``messages``: about what they hold in memory."""
+    """What ``max_pending_bytes`` counts of ``messages``: payload bytes + topic length."""
     return sum(map(len, map(_payloads, messages))) + sum(map(len, map(_topics, messages)))
 
 
@@ -165,7 +172,7 @@ class _Batch:
     waiters: list  # (notify, token) per message, in the same order
     body: bytes
     deadline: float
-    held: int  # _held_bytes(messages)
+    held: int  # _held_bytes(messages): released from pending_bytes when it settles
     attempt: int = 0
 
     @classmethod
@@ -202,6 +209,17 @@ class WebhookStore:
         self._arrivals = deque()
         self._appended = 0  # sequence number of the next message to wait
         self._stamp_due = 0  # sequence number of the next message to stamp
+        # Overload (see the module docstring): full at either limit, refused at the
+        # hard ceiling (125 %), drained at 90 % of both.
+        self._full_pending = config.max_pending
+        self._full_bytes = config.max_pending_bytes
+        self._hard_pending = config.max_pending + config.max_pending // 4
+        self._hard_bytes = config.max_pending_bytes + config.max_pending_bytes // 4
+        self._low_pending = config.max_pending * 9 // 10
+        self._low_bytes = config.max_pending_bytes * 9 // 10
+        self.pressure = Pressure()
+        self._drain_call = None
+        self._full_logged_at = None
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
         self._backoff = {}  # id(batch) -> (DelayedCall, batch): retries not yet due
         self._timer = None
@@ -221,6 +239,8 @@ class WebhookStore:
         self.received = 0
         self.committed = 0
         self.pending = 0
+        self.pending_bytes = 0  # payload + topic of the pending messages
+        self.overloads = 0  # times pending reached a limit (pressure.full)
         self.retried = 0
         self.duplicates = 0
         self.rejected = Counter()
@@ -241,13 +261,19 @@ class WebhookStore:
         a Deferred per message: the broker's hot path.
         """
         self.received += 1
-        if self._stopped or self.pending >= self._config.max_pending:
+        if (self._stopped or self.pending >= self._hard_pending
+                or self.pending_bytes >= self._hard_bytes):
             reason = "stopping" if self._stopped else "overload"
             self.rejected[reason] += 1
             self._notify(notify, [token], StoreRejected(reason))
             return
-        self.pending += 1
-        self._waiting_held += len(message.payload) + len(message.topic)
+        held = len(message.payload) + len(message.topic)
+        self.pending = pending = self.pending + 1
+        self.pending_bytes = pending_bytes = self.pending_bytes + held
+        if ((pending >= self._full_pending or pending_bytes >= self._full_bytes)
+                and not self.pressure.full):
+            self._fill()
+        self._waiting_held += held
         messages = self._messages
         sequence = self._appended
         self._appended = sequence + 1
@@ -265,6 +291,35 @@ class WebhookStore:
             self._kick()
         elif self._timer is None:
             self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
+
+    # -- overload: pressure ------------------------------------------------------------
+
+    def _fill(self):
+        """A limit is reached: the broker pauses publishers (synchronously: the one
+        whose message this is stops right after it)."""
+        self.overloads += 1
+        now = self._clock.seconds()
+        if self._full_logged_at is None or now - self._full_logged_at >= 10.0:
+            self._full_logged_at = now  # at most every 10 s: it may come and go often
+            log.warn("overload: {pending} messages, {bytes} bytes awaiting commit; "
+                     "publishers paused until it drains", pending=self.pending,
+                     bytes=self.pending_bytes)
+        self.pressure.fill()
+
+    def _released(self):
+        """Pending messages settled: once at most 90 % of both limits, say drained.
+
+        On the next reactor turn, not from inside a settle: the broker then resumes
+        connections, which submit what they had read meanwhile.
+        """
+        if (self.pressure.full and self._drain_call is None
+                and self.pending <= self._low_pending and self.pending_bytes <= self._low_bytes):
+            self._drain_call = self._clock.callLater(0, self._drain)
+
+    def _drain(self):
+        self._drain_call = None
+        if self.pending <= self._low_pending and self.pending_bytes <= self._low_bytes:
+            self.pressure.drain()
 
     def _all_back(self):
         """Every connection the last answer acknowledged has published again."""
@@ -512,9 +567,11 @@ class WebhookStore:
                 n = len(batch.messages)
                 self.committed += n
                 self.pending -= n
+                self.pending_bytes -= batch.held
                 self.duplicates += result.duplicates
                 self._answered(batch)
                 self._settle(batch, None)
+                self._released()
         self._kick()
 
     def _failed(self, failure, batch):
@@ -579,6 +636,8 @@ class WebhookStore:
         n = len(batch.messages)
         self.rejected[reason] += n
         self.pending -= n
+        self.pending_bytes -= batch.held
+        self._released()
         if reason != "refused":
             log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,
                      detail=detail or "")
@@ -604,10 +663,10 @@ class WebhookStore:
         self._stopped = True
         self._holding = False
         self._expected = set()
-        for timer in (self._timer, self._watch):
+        for timer in (self._timer, self._watch, self._drain_call):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._watch = None
+        self._timer = self._watch = self._drain_call = None
         for call, batch in list(self._backoff.values()):  # retries not yet due
             call.cancel()
             self._reject(batch, "stopping")

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from mqttd.broker.budget import PartialInput
 from mqttd.broker.expiry import StoredSessions
+from mqttd.broker.pressure import PublisherThrottle
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
@@ -49,6 +50,8 @@ class Broker:
         self.submit = submitter(store)
         # Optional: a store that batches may want to know a submitter is gone.
         self.forget = getattr(store, "forget", None)
+        # Optional: a store that can fill up says so (Pressure); publishers then pause.
+        self.throttle = PublisherThrottle(getattr(store, "pressure", None))
         self.authenticator = authenticator
         # Hot-path copies of limits read per message.
         self.max_inflight = config.max_inflight

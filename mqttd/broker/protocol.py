@@ -9,8 +9,9 @@ store (``broker.submit``, see ``mqttd.store.interface``), and its PUBACK / PUBRE
 written only after the store settled it as committed. Acks leave in receive order
 [MQTT-4.6.0-2] even when the store settles messages out of order: a FIFO of pending
 entries is released from its head, and the acks released together share one write. A connection with ``max_inflight``
-entries waiting stops reading from its socket (backpressure, not drops), and keepalive
-does not count that silence against the client. A store failure sends no ack and closes
+entries waiting stops reading from its socket (backpressure, not drops), and so does one
+that publishes while the store is full, until it drains (``mqttd.broker.pressure``);
+keepalive does not count that silence against the client. A store failure sends no ack and closes
 the connection, so the device retransmits. What the store commits after the connection
 closed is not acknowledged but is routed (``_release_closed``): it is in the database.
 
@@ -69,6 +70,8 @@ _REFUSED = 4  # over max_connections: never counted, nothing to clean up
 _PAUSE_AUTH = 1
 _PAUSE_INFLIGHT = 2
 _PAUSE_WRITES = 4  # the client reads slower than we write to it
+_PAUSE_PRESSURE = 8  # the message sink is full (mqttd.broker.pressure)
+_OUR_SILENCE = _PAUSE_INFLIGHT | _PAUSE_PRESSURE  # keepalive does not count it
 
 _CLOSE_GRACE = 10.0
 """Seconds a connection mqttd closes may take to finish closing before it is aborted: a
@@ -194,8 +197,8 @@ class MQTTServerProtocol(Protocol):
             self._held = held
         if not packets:
             return
-        if state == _AUTHENTICATING:
-            self._backlog.extend(packets)
+        if self._backlog is not None:  # authenticating, or paused by the sink (TLS may
+            self._backlog.extend(packets)  # still hand over what one read decrypted)
             return
         self._last_seen = self._clock.seconds()
         self._process(packets)
@@ -215,6 +218,7 @@ class MQTTServerProtocol(Protocol):
             self._held = 0
         self._parser = None
         self._session = None
+        self._backlog = None
         self._notify = None  # breaks the self -> bound method -> self cycle
 
     # -- the packet loop ---------------------------------------------------------------
@@ -225,7 +229,9 @@ class MQTTServerProtocol(Protocol):
         on_publish = self._on_publish
         for i, packet in enumerate(packets):
             if type(packet) is Publish:
-                on_publish(packet)
+                if on_publish(packet):  # the sink is full: the rest waits (sink_drained)
+                    self._backlog = packets[i + 1:]
+                    return
             else:
                 handlers[type(packet)](self, packet)
             if self._state != _CONNECTED:
@@ -364,7 +370,7 @@ class MQTTServerProtocol(Protocol):
         self._timer = None
         state = self._state
         if state == _CONNECTED:
-            if self._paused & _PAUSE_INFLIGHT:
+            if self._paused & _OUR_SILENCE:
                 # We stopped reading (the store is behind): the client's packets, its
                 # PINGREQs too, wait unread in the socket. The silence is ours; closing
                 # would also publish a false will. (While its socket is full the silence
@@ -445,6 +451,22 @@ class MQTTServerProtocol(Protocol):
         broker.submit(message, self._notify, entry)
         if len(pending) >= broker.max_inflight and self._state == _CONNECTED:
             self._pause(_PAUSE_INFLIGHT)
+        if broker.throttle.full and self._state == _CONNECTED:
+            self._pause(_PAUSE_PRESSURE)
+            broker.throttle.hold(self)
+            return True  # stop reading: _process keeps the rest of this read
+        return None
+
+    def sink_drained(self):
+        """The sink that paused us has drained (``mqttd.broker.pressure``): read again,
+        starting with what the read that paused us still held."""
+        if not self._paused & _PAUSE_PRESSURE or self._state != _CONNECTED:
+            return
+        self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
+        backlog, self._backlog = self._backlog, None
+        self._unpause(_PAUSE_PRESSURE)
+        if backlog:
+            self._process(backlog)
 
     def _queue_ack(self, entry, original):
         """Queue ``entry`` (an ack with nothing to store) until ``original`` settles."""

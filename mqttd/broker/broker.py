@@ -12,6 +12,8 @@ from itertools import count
 
 from twisted.logger import Logger
 
+from mqttd.broker.admission import Admission
+from mqttd.broker.inbound_chain import InboundQueues
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
@@ -42,13 +44,15 @@ class Broker:
         # Optional: a store that batches may want to know a submitter is gone.
         self.forget = getattr(store, "forget", None)
         self.authenticator = authenticator
+        # What a CONNECT waits for: client id rules and authentication, in one call.
+        self.admission = Admission(config.max_clientid_len, config.allow_zero_length_clientid,
+                                   authenticator, self.generate_client_id)
         # Hot-path copies of limits read per message.
         self.max_inflight = config.max_inflight
         self.max_queued_messages = config.max_queued_messages
         self.sessions = {}  # client id -> Session
-        # client id -> its latest closed connection with messages still to route: the
-        # next connection of that id routes after it (MQTTServerProtocol._route).
-        self.unrouted = {}
+        # The connections' inbound FIFOs, by client id: routing order across reconnects.
+        self.inbound = InboundQueues(self)
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # Message keys: a random boot id makes them unique across restarts, the counter

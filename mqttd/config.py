@@ -39,7 +39,10 @@ class ServerConfig:
 @attrs.frozen
 class BrokerConfig:
     max_connections: int = _setting(1_000_000, int, 1, 100_000_000)
-    max_packet_size: int = _setting(1_048_576, int, 64, 268_435_460)
+    # A QoS 1/2 PUBLISH of exactly 1 MiB with the longest topic MQTT allows: 4 bytes of
+    # fixed header, 2 + 65,535 of topic, 2 of packet id, 1,048,576 of payload. The
+    # limit counts the whole packet, so 1,048,576 refused a 1 MiB payload.
+    max_packet_size: int = _setting(1_114_119, int, 64, 268_435_460)
     max_inflight: int = _setting(32, int, 1, 65535)
     max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
     idle_timeout: float = _setting(15.0, float, 0.001, 86400.0)

@@ -48,6 +48,10 @@ class BrokerConfig:
     idle_timeout: float = _setting(15.0, float, 0.001, 86400.0)
     max_clientid_len: int = _setting(65535, int, 1, 65535)
     allow_zero_length_clientid: bool = _setting(True, bool)
+    # Per-connection log lines (connect, refused, disconnect) per client IP address:
+    # at most log_lines_per_ip per log_lines_window seconds, then one summary line.
+    log_lines_per_ip: int = _setting(10, int, 1, 1_000_000)
+    log_lines_window: float = _setting(60.0, float, 0.001, 86400.0)
 
 
 @attrs.frozen

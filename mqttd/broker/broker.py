@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from mqttd.broker.admission import Admission
 from mqttd.broker.inbound_chain import InboundQueues
+from mqttd.broker.lograte import LogRateLimit
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
@@ -53,6 +54,9 @@ class Broker:
         self.sessions = {}  # client id -> Session
         # The connections' inbound FIFOs, by client id: routing order across reconnects.
         self.inbound = InboundQueues(self)
+        # Per-connection log lines, per client address (connect, refused, disconnect).
+        self.connection_log = LogRateLimit(clock, config.log_lines_per_ip,
+                                           config.log_lines_window)
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # Message keys: a random boot id makes them unique across restarts, the counter

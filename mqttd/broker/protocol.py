@@ -67,6 +67,13 @@ def _peer(transport):
     return f"{host}:{addr.port}"
 
 
+def _may_log(broker, transport):
+    """Whether a per-connection line about this peer's address may be logged now: a
+    storm from one address must not flood the journal (``broker.connection_log``)."""
+    addr = transport.getPeer()
+    return broker.connection_log.allow(getattr(addr, "host", None) or str(addr))
+
+
 class MQTTServerProtocol(Protocol):
     """One MQTT 3.1.1 client connection.
 
@@ -126,8 +133,9 @@ class MQTTServerProtocol(Protocol):
         broker = self._broker
         if not broker.connection_opened():
             self._state = _REFUSED
-            log.info("refused {peer}: {reason}", peer=_peer(self.transport),
-                     reason="max connections")
+            if _may_log(broker, self.transport):
+                log.info("refused {peer}: {reason}", peer=_peer(self.transport),
+                         reason="max connections")
             self.transport.abortConnection()
             return
         config = broker.config
@@ -222,7 +230,7 @@ class MQTTServerProtocol(Protocol):
         peer = _peer(self.transport)
         self._client_id = decision.client_id
         if type(decision) is Refused:
-            if decision.by_auth:
+            if decision.by_auth and _may_log(self._broker, self.transport):
                 log.info("auth {client_id} {peer} user={username}: refused {code}",
                          client_id=self._client_id, peer=peer, username=connect.username,
                          code=decision.code)
@@ -234,10 +242,12 @@ class MQTTServerProtocol(Protocol):
         self._will = connect.will
         self._state = _CONNECTED
         self.transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
-        log.info("connect {client_id} {peer} user={username} clean={clean} "
-                 "keepalive={keepalive} present={present}",
-                 client_id=self._client_id, peer=peer, username=connect.username,
-                 clean=connect.clean_session, keepalive=connect.keepalive, present=present)
+        if _may_log(broker, self.transport):
+            log.info("connect {client_id} {peer} user={username} clean={clean} "
+                     "keepalive={keepalive} present={present}",
+                     client_id=self._client_id, peer=peer, username=connect.username,
+                     clean=connect.clean_session, keepalive=connect.keepalive,
+                     present=present)
         timer = self._timer
         if timer is not None:
             timer.cancel()
@@ -432,8 +442,12 @@ class MQTTServerProtocol(Protocol):
             will, self._will = self._will, None
             broker.inbound.publish_will(inbound, self._client_id, self._username, will,
                                         self._clock.seconds())
-        log.info("disconnect {client_id} {peer}: {reason}", client_id=self._client_id,
-                 peer=_peer(self.transport), reason=reason, detail=detail)
+        if _may_log(broker, self.transport):
+            # The detail says which rule a protocol error broke, or why the store failed.
+            log.info("disconnect {client_id} {peer}: {reason}" if detail is None else
+                     "disconnect {client_id} {peer}: {reason}: {detail}",
+                     client_id=self._client_id, peer=_peer(self.transport), reason=reason,
+                     detail=detail)
 
 
 

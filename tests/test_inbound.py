@@ -6,7 +6,9 @@ is tested through connections in tests/test_broker_ingest.py and, as a property,
 tests/test_broker_interleavings.py.
 """
 import ast
+import gc
 import os
+import weakref
 
 from twisted.trial import unittest
 
@@ -45,6 +47,24 @@ class InboundQueueTests(unittest.TestCase):
         self.assertIsNone(c.protocol.inbound)
         c.send(pub("t", qos=1, pid=1))
         self.assertEqual(len(c.protocol.inbound), 1)
+
+    def test_a_closed_connection_is_freed_without_the_cycle_collector(self):
+        """Connection storms: each closed connection must go by reference counting, not
+        wait as a protocol <-> queue cycle for a collector that runs rarely (tune_gc)."""
+        gc.disable()
+        self.addCleanup(gc.enable)
+        h = Harness(store=SubmittingStore())
+        c = h.client("dev")
+        c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
+        h.store.settle([0])
+        c.lose()
+        h.store.settle([1])  # after the close
+        h.store.calls.clear()
+        # What Twisted's transport does on close: it lets go of its protocol.
+        c.transport.producer = c.transport.protocol = None
+        closed = weakref.ref(c.protocol)
+        del c
+        self.assertIsNone(closed())
 
     def test_what_a_dropped_connection_still_routes_is_known_by_client_id(self):
         store = ManualStore()

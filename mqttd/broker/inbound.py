@@ -210,7 +210,7 @@ class InboundQueue:
         if self._entries:
             queues.hand_on(self)  # the next connection routes after us
         else:
-            self._notify = None  # breaks the self -> bound method -> self cycle
+            self._let_go()
 
     # -- from the sink -----------------------------------------------------------------
 
@@ -314,7 +314,15 @@ class InboundQueue:
                 # Everything routed: drop the link, or a client that drops and
                 # reconnects again and again would keep every old connection alive.
                 self._route_after = None
-            self._notify = None  # closed: it submits nothing more
+            self._let_go()
+
+    def _let_go(self):
+        """Closed and drained: drop the links back to the connection (owner, transport,
+        the bound ``notify``), so the connection and its queue are freed by reference
+        counting, not left as a cycle for the collector (one per closed connection)."""
+        self._owner = None
+        self._transport = None
+        self._notify = None
 
     def _route(self, messages):
         """Route ``messages`` (in receive order) after whatever this client's earlier

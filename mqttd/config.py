@@ -44,7 +44,10 @@ class ServerConfig:
 @attrs.frozen
 class BrokerConfig:
     max_connections: int = _setting(1_000_000, int, 1, 100_000_000)
-    max_packet_size: int = _setting(1_048_576, int, 64, 268_435_460)
+    # A QoS 1/2 PUBLISH of exactly 1 MiB with the longest topic MQTT allows: 4 bytes of
+    # fixed header, 2 + 65,535 of topic, 2 of packet id, 1,048,576 of payload. The
+    # limit counts the whole packet, so 1,048,576 refused a 1 MiB payload.
+    max_packet_size: int = _setting(1_114_119, int, 64, 268_435_460)
     max_inflight: int = _setting(32, int, 1, 65535)
     max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
     max_queued_bytes: int = _setting(16_777_216, int, 1024, 1 << 40)
@@ -60,6 +63,10 @@ class BrokerConfig:
     max_partial_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
     max_clientid_len: int = _setting(65535, int, 1, 65535)
     allow_zero_length_clientid: bool = _setting(True, bool)
+    # Per-connection log lines (connect, refused, disconnect) per client IP address:
+    # at most log_lines_per_ip per log_lines_window seconds, then one summary line.
+    log_lines_per_ip: int = _setting(100, int, 1, 1_000_000)
+    log_lines_window: float = _setting(60.0, float, 0.001, 86400.0)
 
 
 @attrs.frozen

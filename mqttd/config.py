@@ -44,7 +44,10 @@ class ServerConfig:
 @attrs.frozen
 class BrokerConfig:
     max_connections: int = _setting(1_000_000, int, 1, 100_000_000)
-    max_packet_size: int = _setting(1_048_576, int, 64, 268_435_460)
+    # A QoS 1/2 PUBLISH of exactly 1 MiB with the longest topic MQTT allows: 4 bytes of
+    # fixed header, 2 + 65,535 of topic, 2 of packet id, 1,048,576 of payload. The
+    # limit counts the whole packet, so 1,048,576 refused a 1 MiB payload.
+    max_packet_size: int = _setting(1_114_119, int, 64, 268_435_460)
     max_inflight: int = _setting(32, int, 1, 65535)
     max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
     max_queued_bytes: int = _setting(16_777_216, int, 1024, 1 << 40)
@@ -60,6 +63,10 @@ class BrokerConfig:
     max_partial_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
     max_clientid_len: int = _setting(65535, int, 1, 65535)
     allow_zero_length_clientid: bool = _setting(True, bool)
+    # Per-connection log lines (connect, refused, disconnect) per client IP address:
+    # at most log_lines_per_ip per log_lines_window seconds, then one summary line.
+    log_lines_per_ip: int = _setting(100, int, 1, 1_000_000)
+    log_lines_window: float = _setting(60.0, float, 0.001, 86400.0)
 
 
 @attrs.frozen
@@ -124,6 +131,12 @@ class WebhookConfig:
     retry_initial: float = _setting(0.05, float, 0.001, 60.0)
     retry_max: float = _setting(2.0, float, 0.001, 600.0)
     max_pending: int = _setting(100_000, int, 1, 100_000_000)
+    # Payload + topic bytes awaiting commit; like max_pending, a soft limit: past either
+    # one publishers are paused, and messages are refused only past 125 % of it.
+    max_pending_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
+    # Largest request body the client sends; when not set, ingest.max_body_size
+    # (resolved by parse_config, so this always holds the number in use).
+    max_body_size: int = _setting(16_777_216, int, 1024, 1_000_000_000)
 
 
 @attrs.frozen
@@ -217,14 +230,7 @@ def _check_cross(config):
             "webhook.url: must be set when ingest.enabled is false (nothing else stores messages)")
     if config.webhook.url:
         _check_webhook_url(config.webhook.url)
-    if config.ingest.enabled and not config.webhook.url:
-        # One message must always fit in one webhook request (base64 is 4/3 of the
-        # payload, JSON escapes can grow a topic): otherwise it could never be stored.
-        need = 2 * config.broker.max_packet_size + 4096
-        if config.ingest.max_body_size < need:
-            raise ConfigError(
-                f"ingest.max_body_size: must be at least 2 x broker.max_packet_size + 4096 "
-                f"= {need}, got {config.ingest.max_body_size}")
+    _check_body_sizes(config)
     if config.ingest.enabled and not config.webhook.url:
         # The broker's own requests wait for the commit: a flush timer at least as long
         # as their timeout would time out every request under light load (each retry
@@ -290,6 +296,48 @@ def _check_credentials(config):
                               f"only inside it)")
 
 
+# What one message may take in a request body beyond its payload and its texts, at most
+# (the key's 12 bytes a character are in the texts): the other columns and the body's
+# frame are about 200 bytes, so 1 KiB leaves room for a longer key.
+_BODY_ROOM = 1024
+_MQTT_STRING = 65535  # the longest UTF-8 string MQTT can carry (a topic, a username)
+_GENERATED_CLIENT_ID = 64  # room for the client ids the broker makes (mqttd-BOOTID-N)
+
+
+def one_message_body(broker):
+    """The longest request body one message of ``broker`` can need, as the webhook
+    client bounds it (``mqttd.ingest.wire.size_bound``): the whole packet as base64
+    payload (4 bytes per 3), plus 12 bytes a character (the JSON escapes of a character
+    outside the BMP) of the longest topic, username and client id, plus ``_BODY_ROOM``.
+    The client cuts batches at its body budget by that bound; a budget below it could
+    leave a message that fits no batch, refused again at every retransmission."""
+    packet = broker.max_packet_size
+    chars = (2 * min(packet, _MQTT_STRING)
+             + min(packet, max(broker.max_clientid_len, _GENERATED_CLIENT_ID)))
+    return (packet + 2) // 3 * 4 + 12 * chars + _BODY_ROOM
+
+
+def _check_body_sizes(config):
+    """The client's body budget (webhook.max_body_size) holds any one message, and
+    the built-in tier accepts every body the client sends."""
+    need = one_message_body(config.broker)
+    why = (f"one message of broker.max_packet_size as the webhook's JSON: 4/3 of it as "
+           f"base64, 12 bytes a character of topic, username and client id, and "
+           f"{_BODY_ROOM} more")
+    built_in = config.ingest.enabled and not config.webhook.url
+    if built_in and config.ingest.max_body_size < need:
+        raise ConfigError(f"ingest.max_body_size: must be at least {need} ({why}), "
+                          f"got {config.ingest.max_body_size}")
+    if config.webhook.max_body_size < need:
+        raise ConfigError(f"webhook.max_body_size: must be at least {need} ({why}), "
+                          f"got {config.webhook.max_body_size}")
+    if built_in and config.webhook.max_body_size > config.ingest.max_body_size:
+        raise ConfigError(
+            f"webhook.max_body_size: must be at most ingest.max_body_size "
+            f"({config.ingest.max_body_size}) for the built-in tier (bigger bodies get "
+            f"413), got {config.webhook.max_body_size}")
+
+
 def _check_webhook_url(url):
     """An http(s) URL with a host and a usable port: anything else would be accepted at
     start and then fail every batch, so every message would wait out its ack timeout."""
@@ -331,6 +379,10 @@ def parse_config(document, overrides=None):
         if isinstance(table, dict):  # not a table: _build says so, with the section name
             sections[section] = dict(table, **{key: value})
     config = Config(**{name: _build(_SECTIONS[name], table, name) for name, table in sections.items()})
+    webhook = sections.get("webhook")
+    if not (isinstance(webhook, dict) and "max_body_size" in webhook):
+        config = attrs.evolve(config, webhook=attrs.evolve(
+            config.webhook, max_body_size=config.ingest.max_body_size))
     _check_cross(config)
     return config
 

@@ -4,9 +4,49 @@ twistd prints a page of traceback for a port that cannot be bound; an operator n
 to know which key (``server.listen[0]``, ``ingest.listen``) and why (in use, no
 permission, no such directory). 1883 is already taken by Debian's own mosquitto
 on many machines, so this is the start-up error operators meet first.
+
+MQTT listeners also get an accept queue sized for reconnect storms (``with_backlog``).
 """
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.error import CannotListenError
+
+LISTEN_BACKLOG = 1024
+"""The accept queue of an MQTT listener unless its endpoint string sets ``backlog=``.
+Twisted's default, 50, overflowed in a reconnect burst of 3,000 clients
+(``ListenOverflows``), and the clients' SYNs were retried for seconds. The kernel caps
+it at ``net.core.somaxconn`` (4096 since Linux 5.4)."""
+
+_BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "unix")  # endpoint types that take a backlog
+
+
+def with_backlog(description, backlog=LISTEN_BACKLOG):
+    """``description`` (an endpoint string) with ``backlog=`` added if its type takes one
+    and it sets none; anything else (``systemd:``, a plugin's type) as it is."""
+    fields = _fields(description)
+    if fields[0].lower() not in _BACKLOG_KINDS:
+        return description
+    if any(field.partition("=")[0] == "backlog" for field in fields[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def _fields(description):
+    """The ``:``-separated fields of an endpoint string, escapes (``\\:``) respected,
+    as ``serverFromString`` splits them."""
+    fields, field, escaped = [], [], False
+    for char in description:
+        if escaped:
+            field.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append("".join(field))
+            field = []
+        else:
+            field.append(char)
+    fields.append("".join(field))
+    return fields
 
 
 class KeyedListener(StreamServerEndpointService):

@@ -23,8 +23,8 @@ from mqttd.ingest.client import WebhookStore
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, prepare_database
+from mqttd.listeners import KeyedListener, with_backlog
 from mqttd.metrics import Metrics
-from mqttd.listeners import KeyedListener
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
@@ -129,7 +129,7 @@ def build_service(config, reactor):
     broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth))
     factory = MQTTServerFactory(broker, reactor)
     for index, description in enumerate(config.server.listen):
-        endpoint = _endpoint(reactor, f"server.listen[{index}]", description)
+        endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))
         _Listener(endpoint, factory, f"server.listen[{index}]", description).setServiceParent(root)
     root.broker = broker
     root.webhook = store

@@ -78,9 +78,9 @@ class Client:
 
     _ports = iter(range(40000, 60000))
 
-    def __init__(self, harness, transport_class=StringTransport):
+    def __init__(self, harness, transport_class=StringTransport, address="192.0.2.7"):
         self.harness = harness
-        addr = IPv4Address("TCP", "192.0.2.7", next(self._ports))
+        addr = IPv4Address("TCP", address, next(self._ports))
         self.protocol = harness.factory.buildProtocol(addr)
         self.transport = transport_class(peerAddress=addr)
         self.protocol.makeConnection(self.transport)

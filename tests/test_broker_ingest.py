@@ -435,7 +435,7 @@ class AfterCloseTests(unittest.TestCase):
             self.store.succeed(0)
             self.assertEqual(self.delivered(), [b"A", b"B"])
             self.assertEqual(self.h.broker.retained.get("t/s").payload, b"B")
-            self.assertEqual(self.h.broker.unrouted, {})
+            self.assertEqual(len(self.h.broker.inbound), 0)
 
     def test_receive_order_holds_across_several_reconnects(self):
         self.drop_with(pub("t/s", b"A", qos=1, pid=1))
@@ -449,7 +449,7 @@ class AfterCloseTests(unittest.TestCase):
         last.send(pub("t/s", b"D", qos=1, pid=4))
         self.store.succeed(3)
         self.assertEqual(self.delivered(), [b"D"])  # nothing before it now: at once
-        self.assertEqual(self.h.broker.unrouted, {})
+        self.assertEqual(len(self.h.broker.inbound), 0)
 
     def test_a_later_connections_will_waits_for_an_earlier_ones_messages(self):
         """The device said "online" and dropped before its commit; it came back, said it
@@ -465,7 +465,7 @@ class AfterCloseTests(unittest.TestCase):
         self.store.succeed(0)
         self.assertEqual(self.delivered(), [b"online", b"online", b"offline"])
         self.assertEqual(self.h.broker.retained.get("t/status").payload, b"offline")
-        self.assertEqual(self.h.broker.unrouted, {})
+        self.assertEqual(len(self.h.broker.inbound), 0)
 
     def test_a_client_that_flaps_does_not_keep_its_old_connections(self):
         """200 drops, each with a message still being stored, the newest committing
@@ -479,7 +479,7 @@ class AfterCloseTests(unittest.TestCase):
         for i in reversed(range(len(self.store.calls))):
             self.store.succeed(i)
         self.assertEqual(self.delivered(), [b"%d" % i for i in range(200)])
-        self.assertEqual(self.h.broker.unrouted, {})
+        self.assertEqual(len(self.h.broker.inbound), 0)
         gc.collect()
         alive = sum(isinstance(o, MQTTServerProtocol) and o.factory is self.h.factory
                     for o in gc.get_objects())
@@ -494,7 +494,7 @@ class AfterCloseTests(unittest.TestCase):
         again.lose()
         for i in range(len(self.store.calls)):
             self.store.succeed(i)
-        self.assertFalse(again.protocol._pending)
+        self.assertFalse(again.protocol.inbound)
         self.assertEqual(self.h.broker.sessions["dev"].qos2_pending, {})
         last = self.back_with(pub("t/1", b"Z", qos=2, pid=7, dup=True))
         self.assertEqual(last.received(), [Pubrec(7)])
@@ -545,7 +545,7 @@ class AfterCloseTests(unittest.TestCase):
                 self.assertEqual(self.delivered(), [b"reading", b"offline", b"online"],
                                  (takeover, order))
                 self.assertEqual(self.h.broker.retained.get("t/status").payload, b"online")
-                self.assertEqual((len(self.store.calls), self.h.broker.unrouted), (3, {}))
+                self.assertEqual((len(self.store.calls), len(self.h.broker.inbound)), (3, 0))
 
     def test_the_will_is_published_after_a_failed_message_too(self):
         c = self.h.client("dev", will=Will("t/status", b"offline", 1))
@@ -760,10 +760,14 @@ class WillStoreTests(unittest.TestCase):
         first = h.client("a", will=Will("w/a", b"a gone", 0, retain=False))
         second = h.client("b", will=Will("w/b", b"b gone", 0, retain=False))
 
-        def broken(entries, failure):
-            raise RuntimeError("a bug")
+        route = h.broker.route
 
-        first.protocol._settled = broken
+        def broken(message):
+            if message.topic == "w/a":
+                raise RuntimeError("a bug")
+            route(message)
+
+        h.broker.route = broken
         first.lose()
         second.lose()
         webhook.tick()

@@ -206,13 +206,13 @@ class Device:
     def check_end(self):
         broker = self.h.broker
         for n, conn in enumerate(self.conns):
-            if conn.protocol._pending:
-                raise Broken(f"connection {n}'s FIFO is stuck: {list(conn.protocol._pending)}")
+            if conn.protocol.inbound:
+                raise Broken(f"connection {n}'s FIFO is stuck: {conn.protocol.inbound}")
         session = broker.sessions.get("dev")
         if session is not None and session.qos2_pending:
             raise Broken(f"QoS 2 records left: {session.qos2_pending}")
-        if broker.unrouted:
-            raise Broken(f"left behind: unrouted {broker.unrouted}")
+        if broker.inbound:
+            raise Broken(f"left behind: unrouted {broker.inbound}")
         stored = sorted(m.key for m in self.committed() if m.topic != "w")
         routed = sorted(m.key for m in self.routed if m.topic != "w")
         if stored != routed:

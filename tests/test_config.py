@@ -34,7 +34,9 @@ class DefaultsTests(unittest.TestCase):
                  for field in attrs.fields(section.type)
                  if field.name not in document.get(section.name, {})]
         # auth.users is an example in comments: "no users" has no [[auth.users]] spelling.
-        self.assertEqual(unset, ["auth.users"])
+        # webhook.max_body_size, when not set, follows ingest.max_body_size (set, it
+        # would stay put when an operator lowers that one and stop the start).
+        self.assertEqual(unset, ["auth.users", "webhook.max_body_size"])
         self.assertEqual(parse_config(document), Config())
         self.assertEqual(Config().auth.users, ())
 
@@ -103,13 +105,18 @@ class ErrorTests(unittest.TestCase):
         )
 
     def test_one_message_must_fit_one_webhook_request(self):
+        # 12 MB of packet as base64, 12 bytes a character of a 65535-character topic,
+        # username and client id, 1 KiB more (tests/test_body_budget.py ties it to
+        # what the client assumes).
+        need = 16_000_000 + 12 * 3 * 65535 + 1024
         self.assertConfigError(
-            {"broker": {"max_packet_size": 10_000_000}},
-            "ingest.max_body_size: must be at least 2 x broker.max_packet_size + 4096 "
-            "= 20004096, got 16777216",
+            {"broker": {"max_packet_size": 12_000_000}},
+            f"ingest.max_body_size: must be at least {need} (one message of "
+            "broker.max_packet_size as the webhook's JSON: 4/3 of it as base64, 12 bytes "
+            "a character of topic, username and client id, and 1024 more), got 16777216",
         )
-        parse_config({"broker": {"max_packet_size": 10_000_000},
-                      "ingest": {"max_body_size": 20_004_096}})
+        parse_config({"broker": {"max_packet_size": 12_000_000},
+                      "ingest": {"max_body_size": need}})
 
     def test_body_size_stays_within_sqlites_row_limit(self):
         """A body over SQLITE_MAX_LENGTH could carry a row SQLite refuses, failing the

@@ -13,8 +13,12 @@ from operator import add
 
 from twisted.logger import Logger
 
+from mqttd.broker.admission import Admission
 from mqttd.broker.budget import PartialInput
 from mqttd.broker.expiry import StoredSessions
+from mqttd.broker.inbound_chain import InboundQueues
+from mqttd.broker.lograte import LogRateLimit
+from mqttd.broker.pressure import PublisherThrottle
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
@@ -49,7 +53,12 @@ class Broker:
         self.submit = submitter(store)
         # Optional: a store that batches may want to know a submitter is gone.
         self.forget = getattr(store, "forget", None)
+        # Optional: a store that can fill up says so (Pressure); publishers then pause.
+        self.throttle = PublisherThrottle(getattr(store, "pressure", None))
         self.authenticator = authenticator
+        # What a CONNECT waits for: client id rules and authentication, in one call.
+        self.admission = Admission(config.max_clientid_len, config.allow_zero_length_clientid,
+                                   authenticator, self.generate_client_id)
         # Hot-path copies of limits read per message.
         self.max_inflight = config.max_inflight
         self.max_queued_messages = config.max_queued_messages
@@ -61,9 +70,11 @@ class Broker:
         # Packets being read, all connections together (mqttd.broker.budget).
         self.partial_input = PartialInput(clock, config.max_partial_bytes,
                                           config.packet_timeout)
-        # client id -> its latest closed connection with messages still to route: the
-        # next connection of that id routes after it (MQTTServerProtocol._route).
-        self.unrouted = {}
+        # The connections' inbound FIFOs, by client id: routing order across reconnects.
+        self.inbound = InboundQueues(self)
+        # Per-connection log lines, per client address (connect, refused, disconnect).
+        self.connection_log = LogRateLimit(clock, config.log_lines_per_ip,
+                                           config.log_lines_window)
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # Message keys (make_message): made in blocks, popped from the end.

@@ -1,41 +1,27 @@
 """The adapter between one client socket and the broker: MQTTServerProtocol.
 
 It owns what is per connection and nothing more: the stream parser, the CONNECT
-handshake (limits, client id rules, asynchronous authentication), keepalive, and the
-inbound ingestion path. Sessions, routing and retained messages live in ``Broker``.
+handshake (it asks ``broker.admission`` and obeys), keepalive, flow control and closing.
+What waits for its commit is the connection's ``InboundQueue`` (``mqttd.broker.inbound``:
+acks in receive order, routing in order across reconnects, QoS 2 across drops, wills);
+sessions, routing and retained messages live in ``Broker``.
 
-The ingestion promise is kept here: every inbound PUBLISH is handed to the message
-store (``broker.submit``, see ``mqttd.store.interface``), and its PUBACK / PUBREC is
-written only after the store settled it as committed. Acks leave in receive order
-[MQTT-4.6.0-2] even when the store settles messages out of order: a FIFO of pending
-entries is released from its head, and the acks released together share one write. A connection with ``max_inflight``
-entries waiting stops reading from its socket (backpressure, not drops), and keepalive
-does not count that silence against the client. A store failure sends no ack and closes
-the connection, so the device retransmits. What the store commits after the connection
-closed is not acknowledged but is routed (``_release_closed``): it is in the database.
+A connection whose inbound FIFO holds ``max_inflight`` entries stops reading from its
+socket (backpressure, not drops), and so does one that publishes while the message sink
+is full, until it drains (``mqttd.broker.pressure``); keepalive does not count that
+silence against the client. A store failure sends no ack and closes the connection, so
+the device retransmits.
 
 Timers are lazy: one DelayedCall per connection, and keepalive only stores a timestamp
 per read; the timer checks it when it fires and re-arms for the remaining time.
 """
-from collections import deque
-
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 
-from mqttd.codec import (
-    PINGRESP_BYTES,
-    Parser,
-    ProtocolError,
-    encode,
-    encode_puback,
-    encode_pubcomp,
-    encode_pubrec,
-)
+from mqttd.broker.admission import Refused
+from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
 from mqttd.codec.packets import (
     CONNACK_ACCEPTED,
-    CONNACK_BAD_CREDENTIALS,
-    CONNACK_IDENTIFIER_REJECTED,
-    CONNACK_NOT_AUTHORIZED,
     CONNACK_SERVER_UNAVAILABLE,
     Connack,
     Connect,
@@ -52,7 +38,7 @@ from mqttd.codec.packets import (
     Unsubscribe,
 )
 
-from mqttd.store.interface import StoreRejected, one_off
+from mqttd.store.interface import StoreRejected
 
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
 
@@ -69,19 +55,13 @@ _REFUSED = 4  # over max_connections: never counted, nothing to clean up
 _PAUSE_AUTH = 1
 _PAUSE_INFLIGHT = 2
 _PAUSE_WRITES = 4  # the client reads slower than we write to it
+_PAUSE_PRESSURE = 8  # the message sink is full (mqttd.broker.pressure)
+_OUR_SILENCE = _PAUSE_INFLIGHT | _PAUSE_PRESSURE  # keepalive does not count it
 
 _CLOSE_GRACE = 10.0
 """Seconds a connection mqttd closes may take to finish closing before it is aborted: a
 client that never reads its last bytes, or never answers TLS's close_notify, would
 otherwise keep its socket and its max_connections slot."""
-
-# Short, stable reasons for CONNACK refusals (the log and the per-client trace key on them).
-_REFUSAL_REASONS = {
-    CONNACK_BAD_CREDENTIALS: "bad credentials",
-    CONNACK_NOT_AUTHORIZED: "not authorized",
-    CONNACK_SERVER_UNAVAILABLE: "auth unavailable",
-}
-
 
 def _peer(transport):
     addr = transport.getPeer()
@@ -91,12 +71,19 @@ def _peer(transport):
     return f"{host}:{addr.port}"
 
 
+def _may_log(broker, transport):
+    """Whether a per-connection line about this peer's address may be logged now: a
+    storm from one address must not flood the journal (``broker.connection_log``)."""
+    addr = transport.getPeer()
+    return broker.connection_log.allow(getattr(addr, "host", None) or str(addr))
+
+
 class MQTTServerProtocol(Protocol):
     """One MQTT 3.1.1 client connection.
 
     Slotted (the Twisted base classes still allow a ``__dict__``, which stays unused) so
-    that 10,000 idle connections stay small. Entries of the inbound FIFO ``_pending``
-    are lists ``[ack bytes | None, message | None, stored?, qos2 packet id | 0]``.
+    that 10,000 idle connections stay small. ``inbound`` is the InboundQueue, created
+    at the first PUBLISH or PUBREL (an idle connection has none).
     """
 
     __slots__ = (
@@ -116,10 +103,7 @@ class MQTTServerProtocol(Protocol):
         "_keepalive",
         "_last_seen",
         "_timer",
-        "_pending",
-        "_after_close",
-        "_route_after",
-        "_notify",
+        "inbound",
         "_paused",
         "_backlog",
         "writes_blocked",
@@ -143,10 +127,7 @@ class MQTTServerProtocol(Protocol):
         self._keepalive = 0
         self._last_seen = 0.0
         self._timer = None
-        self._pending = None
-        self._after_close = None
-        self._route_after = None
-        self._notify = None
+        self.inbound = None
         self._paused = 0
         self._backlog = None
         self.writes_blocked = False
@@ -158,8 +139,9 @@ class MQTTServerProtocol(Protocol):
         broker = self._broker
         if not broker.connection_opened():
             self._state = _REFUSED
-            log.info("refused {peer}: {reason}", peer=_peer(self.transport),
-                     reason="max connections")
+            if _may_log(broker, self.transport):
+                log.info("refused {peer}: {reason}", peer=_peer(self.transport),
+                         reason="max connections")
             self.transport.abortConnection()
             return
         config = broker.config
@@ -194,8 +176,8 @@ class MQTTServerProtocol(Protocol):
             self._held = held
         if not packets:
             return
-        if state == _AUTHENTICATING:
-            self._backlog.extend(packets)
+        if self._backlog is not None:  # authenticating, or paused by the sink (TLS may
+            self._backlog.extend(packets)  # still hand over what one read decrypted)
             return
         self._last_seen = self._clock.seconds()
         self._process(packets)
@@ -215,17 +197,31 @@ class MQTTServerProtocol(Protocol):
             self._held = 0
         self._parser = None
         self._session = None
-        self._notify = None  # breaks the self -> bound method -> self cycle
+        self._backlog = None
 
     # -- the packet loop ---------------------------------------------------------------
 
     def _process(self, packets):
         """Handle ``packets`` in order; keep the rest aside if CONNECT went async."""
         handlers = _HANDLERS
-        on_publish = self._on_publish
         for i, packet in enumerate(packets):
             if type(packet) is Publish:
-                on_publish(packet)
+                # Not a handler of its own: one Python call less per PUBLISH.
+                inbound = self.inbound
+                if inbound is None:
+                    inbound = self._open_inbound()
+                # received_at: the time of the read that carried it (set by
+                # dataReceived, and by _admitted for packets that waited for CONNACK).
+                if inbound.publish(packet, self._last_seen):
+                    self._pause(_PAUSE_INFLIGHT)  # the FIFO is full
+                throttle = self._broker.throttle
+                if throttle.full and self._state == _CONNECTED:
+                    # The sink is full: stop reading; the rest of this read waits in
+                    # _backlog until it drains (sink_drained).
+                    self._pause(_PAUSE_PRESSURE)
+                    throttle.hold(self)
+                    self._backlog = packets[i + 1:]
+                    return
             else:
                 handlers[type(packet)](self, packet)
             if self._state != _CONNECTED:
@@ -242,23 +238,12 @@ class MQTTServerProtocol(Protocol):
     # -- CONNECT -----------------------------------------------------------------------
 
     def _on_connect(self, packet):
-        config = self._broker.config
-        client_id = packet.client_id
-        if len(client_id) > config.max_clientid_len:
-            self._refuse(CONNACK_IDENTIFIER_REJECTED, "client id too long")
-            return
-        if not client_id:
-            if not config.allow_zero_length_clientid or not packet.clean_session:
-                self._refuse(CONNACK_IDENTIFIER_REJECTED, "empty client id")
-                return
-            client_id = self._broker.generate_client_id()  # [MQTT-3.1.3-6]
-        self._client_id = client_id
+        self._client_id = packet.client_id  # until the decision: the final one comes with it
         self._username = packet.username
         self._connect = packet
         self._state = _AUTHENTICATING
-        d = self._broker.authenticator.authenticate(client_id, packet.username,
-                                                    packet.password)
-        d.addCallbacks(self._auth_done, self._auth_error)
+        d = self._broker.admission.admit(packet, self.transport.getPeer())
+        d.addCallback(self._admitted)
         if self._state == _AUTHENTICATING:
             # Pending: stop reading; packets already parsed wait in _backlog.
             self._pause(_PAUSE_AUTH)
@@ -267,26 +252,19 @@ class MQTTServerProtocol(Protocol):
         self.transport.write(encode(Connack(False, code)))
         self._close(reason)
 
-    def _auth_error(self, failure):
-        if self._state != _AUTHENTICATING:
-            return None
-        log.failure("authenticator failed for {client_id}", failure,
-                    client_id=self._client_id)
-        self._refuse(CONNACK_SERVER_UNAVAILABLE, "auth unavailable")
-        return None
-
-    def _auth_done(self, code):
+    def _admitted(self, decision):
         if self._state != _AUTHENTICATING:
             return  # the socket went away while we waited
         connect = self._connect
         self._connect = None
         peer = _peer(self.transport)
-        if code != CONNACK_ACCEPTED:
-            reason = _REFUSAL_REASONS.get(code, "auth refused")
-            log.info("auth {client_id} {peer} user={username}: refused {code}",
-                     client_id=self._client_id, peer=peer, username=connect.username,
-                     code=code)
-            self._refuse(code, reason)
+        self._client_id = decision.client_id
+        if type(decision) is Refused:
+            if decision.by_auth and _may_log(self._broker, self.transport):
+                log.info("auth {client_id} {peer} user={username}: refused {code}",
+                         client_id=self._client_id, peer=peer, username=connect.username,
+                         code=decision.code)
+            self._refuse(decision.code, decision.reason)
             return
         broker = self._broker
         session, present = broker.attach(self, self._client_id, connect.clean_session)
@@ -294,19 +272,15 @@ class MQTTServerProtocol(Protocol):
             self._refuse(CONNACK_SERVER_UNAVAILABLE, "max sessions")
             return
         self._session = session
-        # An earlier connection of this client (dropped, or just taken over) may still
-        # have messages to route: ours go after them (_route).
-        self._route_after = _anchor(broker.unrouted.get(self._client_id))
         self._will = connect.will
         self._state = _CONNECTED
-        # One bound method for every submit: a store settles consecutive messages with
-        # the same ``notify`` object (identity) in one call.
-        self._notify = self._settled
         self.transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
-        log.info("connect {client_id} {peer} user={username} clean={clean} "
-                 "keepalive={keepalive} present={present}",
-                 client_id=self._client_id, peer=peer, username=connect.username,
-                 clean=connect.clean_session, keepalive=connect.keepalive, present=present)
+        if _may_log(broker, self.transport):
+            log.info("connect {client_id} {peer} user={username} clean={clean} "
+                     "keepalive={keepalive} present={present}",
+                     client_id=self._client_id, peer=peer, username=connect.username,
+                     clean=connect.clean_session, keepalive=connect.keepalive,
+                     present=present)
         timer = self._timer
         if timer is not None:
             timer.cancel()
@@ -327,33 +301,6 @@ class MQTTServerProtocol(Protocol):
         if backlog:
             self._process(backlog)
 
-    def _publish_will(self):
-        """Publish the will like this connection's last message: stored, then routed in
-        the client's receive order.
-
-        The platform ingests wills too (a device's "offline" notice is data), so it is
-        submitted like a PUBLISH, into the FIFO where the client's routing ends: this
-        connection's, or, once that is empty, the earlier connection's it routes after
-        (``_anchor``). It is routed after everything received before the drop, even
-        when its own commit lands first (a retained "online" still being stored must
-        not overwrite the will's "offline"), and a next connection of the client routes
-        after it (``Broker.unrouted``).
-        """
-        will, self._will = self._will, None
-        broker = self._broker
-        broker.wills_published += 1
-        broker.received += 1
-        message = broker.make_message(self._client_id, self._username, will.topic,
-                                      will.payload, will.qos, will.retain,
-                                      self._clock.seconds())
-        target = _anchor(self) or self
-        if target._pending is None:
-            target._pending = deque()
-        entry = [None, message, False, 0]
-        target._pending.append(entry)
-        broker.unrouted[self._client_id] = target
-        broker.submit(message, _settle_wills, (target, entry))
-
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
         self._close("takeover")
@@ -364,7 +311,7 @@ class MQTTServerProtocol(Protocol):
         self._timer = None
         state = self._state
         if state == _CONNECTED:
-            if self._paused & _PAUSE_INFLIGHT:
+            if self._paused & _OUR_SILENCE:
                 # We stopped reading (the store is behind): the client's packets, its
                 # PINGREQs too, wait unread in the socket. The silence is ours; closing
                 # would also publish a false will. (While its socket is full the silence
@@ -397,198 +344,35 @@ class MQTTServerProtocol(Protocol):
         self._close("packet timeout", abort=True)
         return True
 
-    # -- inbound PUBLISH: store, then ack in order, then route -------------------------
+    # -- inbound PUBLISH: the InboundQueue stores, acks in order, routes ---------------
 
-    def _on_publish(self, packet):
-        broker = self._broker
-        broker.received += 1
-        qos = packet.qos
-        pending = self._pending
-        qos2_id = 0
-        if qos == 1:
-            ack = encode_puback(packet.packet_id)
-        elif qos == 2:
-            qos2_id = packet.packet_id
-            ack = encode_pubrec(qos2_id)
-            session = self._session
-            ids = session.inbound_qos2
-            if ids is None:
-                ids = session.inbound_qos2 = set()
-            if qos2_id in ids:
-                # Retransmit of a message already stored (or being stored): PUBREC
-                # again, after the original's, without storing or routing it twice.
-                broker.duplicates += 1
-                waiting = session.qos2_pending
-                original = waiting.get(qos2_id) if waiting else None
-                if original is not None:
-                    # The original is still being stored by a dropped connection: this
-                    # PUBREC waits for that commit, and fails with it (_original_settled).
-                    self._queue_ack([ack, None, False, 0], original)
-                elif pending:
-                    pending.append([ack, None, True, 0])
-                else:
-                    self.transport.write(ack)
-                return
-            ids.add(qos2_id)
-        else:
-            ack = None
-        # received_at: the time of the read that carried it (set by dataReceived, and
-        # by _auth_done for packets that waited for authentication).
-        message = broker.make_message(self._client_id, self._username, packet.topic,
-                                      packet.payload, qos, packet.retain, self._last_seen)
-        if pending is None:
-            pending = self._pending = deque()
-        # Queued BEFORE submitting: the store may settle it at once (the in-memory store
-        # always does; a refusal may), and _shutdown must see it to release a QoS 2 id.
-        entry = [ack, message, False, qos2_id]
-        pending.append(entry)
-        broker.submit(message, self._notify, entry)
-        if len(pending) >= broker.max_inflight and self._state == _CONNECTED:
-            self._pause(_PAUSE_INFLIGHT)
+    def _open_inbound(self):
+        self.inbound = self._broker.inbound.open(self, self.transport, self._client_id,
+                                                 self._username, self._session)
+        return self.inbound
 
-    def _queue_ack(self, entry, original):
-        """Queue ``entry`` (an ack with nothing to store) until ``original`` settles."""
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = deque()
-        pending.append(entry)
-        original[1].append((self, entry))
-        if len(pending) >= self._broker.max_inflight and self._state == _CONNECTED:
-            self._pause(_PAUSE_INFLIGHT)
+    def sink_drained(self):
+        """The sink that paused us has drained (``mqttd.broker.pressure``): read again,
+        starting with what the read that paused us still held."""
+        if not self._paused & _PAUSE_PRESSURE or self._state != _CONNECTED:
+            return
+        self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
+        backlog, self._backlog = self._backlog, None
+        self._unpause(_PAUSE_PRESSURE)
+        if backlog:
+            self._process(backlog)
 
-    def _original_settled(self, entry, failure):
-        """The copy a dropped connection was storing is routed: ``entry``, this
-        connection's PUBREC for its retransmission, may go (after it: what this
-        connection received later is routed after it too). Or that copy failed: this
-        connection closes unacknowledged, as for its own messages, and the client sends
-        it again (then stored: the id is free)."""
-        entry[2] = True
-        if failure is not None:
-            self._store_failed(failure, 0)  # closes a connected client; counted by the original
-        self._release_settled()
-
-    def _release_settled(self):
-        """Release what the FIFO's head has settled: acks and routing while connected,
-        routing alone once closed."""
-        if self._state == _CONNECTED:
-            if self._pending[0][2]:
-                self._release()
-        elif self._pending:
-            self._release_closed()
-
-    def _settled(self, entries, failure):
-        """The store's ``notify``: ``entries`` (FIFO entries) are committed, or failed.
-
-        One call may settle many entries (a store settles a batch per connection at
-        once), so their acks go out in one write from ``_release``. Entries that settle
-        after the connection closed get no ack; what was committed is still routed
-        (``_release_closed``).
-        """
-        if failure is None:
-            self._broker.stored += len(entries)
-        else:
-            for entry in entries:
-                entry[1] = None  # not stored: nothing of it to route, ever
-        for entry in entries:
-            entry[2] = True
-        session = self._after_close
-        if failure is not None and session is not None and session.qos2_pending:
-            _release_waiters(session, entries, failure)  # successes: _release_closed
-        if failure is not None:
-            self._store_failed(failure, len(entries))  # closes a connected client
-        self._release_settled()
-
-    def _release_closed(self):
-        """After the close: route what the store committed, in receive order, no acks.
-
-        A message in the database must also reach its subscribers and the retained
-        store, or ``mosquitto_pub -r`` (PUBLISH, then DISCONNECT before the commit) would
-        be stored and never retained, and a persistent client that publishes and never
-        comes back would have its data stored and never delivered. A persistent client
-        that does come back retransmits its unacknowledged QoS 1/2 messages
-        [MQTT-4.4.0-1]: a QoS 1 one is then stored and routed again (at least once, as
-        QoS 1 allows); a QoS 2 one is not (exactly once): its id stays taken while this
-        connection's copy is being stored, and the retransmission's PUBREC waits for
-        that commit (``_shutdown``, ``_on_publish``). The will is in this FIFO too,
-        after them (``_publish_will``).
-        """
-        pending = self._pending
-        session = self._after_close
-        while pending and pending[0][2]:
-            entry = pending.popleft()
-            message = entry[1]
-            if message is not None:  # None: not stored, or an ack alone
-                self._route((message,))
-                if entry[3] and session is not None and session.qos2_pending:
-                    # Routed: retransmissions waiting for it may go (after it, so what
-                    # their connection received later is routed after it too).
-                    _release_waiters(session, (entry,), None)
-        if not pending:
-            self._pending = None
-            unrouted = self._broker.unrouted
-            if unrouted.get(self._client_id) is self:
-                # All handed on: the next connection routes after what we routed after.
-                before = _anchor(self._route_after)
-                if before is None:
-                    del unrouted[self._client_id]
-                    # Everything routed: drop the links, or a client that drops and
-                    # reconnects again and again would keep every old connection alive.
-                    self._route_after = None
-                    session = self._broker.sessions.get(self._client_id)
-                    if session is not None and session.protocol is not None:
-                        session.protocol._route_after = None
-                else:
-                    unrouted[self._client_id] = before
-
-    def _route(self, messages):
-        """Route ``messages`` (in receive order) after whatever this client's earlier
-        connections received and still have to route.
-
-        Across a drop and a reconnect the old connection's messages can commit after
-        the new one's (a batch retried after a 503): routed as they commit, an older
-        message on a topic would overtake a newer one [MQTT-4.6.0-6], and a retained
-        value come back stale. So while an earlier connection has messages to route,
-        ours are queued at the end of its FIFO, routed when it gets there.
-        """
-        before = self._route_after
-        if before is not None:
-            before = self._route_after = _anchor(before)
-            if before is not None:
-                before._pending.extend([None, message, True, 0] for message in messages)
-                return
-        route = self._broker.route
-        for message in messages:
-            route(message)
-
-    def _release(self):
-        """Write acks and route messages from the head of the FIFO while stored.
-
-        The acks released together leave in one write, in order, before the messages are
-        routed (a connection subscribed to its own topic sees its PUBACKs first, then the
-        deliveries; MQTT orders neither against the other).
-        """
-        pending = self._pending
-        popleft = pending.popleft
-        acks = []
-        messages = []
-        while pending and pending[0][2]:
-            ack, message, _, _ = popleft()
-            if ack is not None:
-                acks.append(ack)
-            if message is not None:
-                messages.append(message)
-        if acks:
-            self.transport.write(acks[0] if len(acks) == 1 else b"".join(acks))
-        if messages:
-            self._route(messages)
-        if self._paused & _PAUSE_INFLIGHT and len(pending) < self._broker.max_inflight:
+    def window_open(self):
+        """The inbound FIFO is below max_inflight again: read again."""
+        if self._paused & _PAUSE_INFLIGHT:
             self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
             self._unpause(_PAUSE_INFLIGHT)
 
-    def _store_failed(self, failure, count=1):
-        self._broker.store_failures += count
+    def store_failed(self, failure):
+        """The store did not take a message of ours: close without ack, so the client
+        sends it again."""
         if self._state != _CONNECTED:
-            return  # already closing; its QoS 2 ids were released in _shutdown
+            return  # already closing; its QoS 2 ids were released by the queue's close
         reason = None
         if failure.check(StoreRejected):
             # An expected outcome (commit too slow, refused, overload): a reason, no traceback.
@@ -603,23 +387,10 @@ class MQTTServerProtocol(Protocol):
     # -- other packets -----------------------------------------------------------------
 
     def _on_pubrel(self, packet):
-        session = self._session
-        ids = session.inbound_qos2
-        if ids:
-            waiting = session.qos2_pending
-            if not (waiting and packet.packet_id in waiting):
-                # (A PUBREL before its PUBREC, for a copy still being stored by a dropped
-                # connection, must not free the id: a new message with it would be
-                # stored and the waiting retransmission never answered.)
-                ids.discard(packet.packet_id)
-        pubcomp = encode_pubcomp(packet.packet_id)  # also for unknown ids
-        if self._pending:
-            # After the acks already queued: one may be a retransmit's PUBREC for this
-            # id, and arriving after the PUBCOMP it would acknowledge the id's next,
-            # uncommitted message.
-            self._pending.append([pubcomp, None, True, 0])
-        else:
-            self.transport.write(pubcomp)
+        inbound = self.inbound
+        if inbound is None:
+            inbound = self._open_inbound()
+        inbound.pubrel(packet.packet_id)
 
     def _on_puback(self, packet):
         self._session.puback(packet.packet_id)
@@ -719,43 +490,25 @@ class MQTTServerProtocol(Protocol):
             self._timer = None
         if state != _CONNECTED or not will:
             self._will = None  # [MQTT-3.1.2-10] on DISCONNECT; none before CONNACK
+        inbound = self.inbound
+        if inbound is not None:
+            inbound.close()  # the FIFO stays until the store settles it
         session = self._session
-        pending = self._pending
-        if pending:
-            persistent = session is not None and not session.clean
-            ids = session.inbound_qos2 if session is not None else None
-            for entry in pending:
-                qos2_id = entry[3]
-                if not qos2_id:
-                    continue
-                if persistent and entry[1] is not None:
-                    # Being stored, or stored and waiting for an earlier message to be
-                    # routed first: its id stays taken, and a retransmission on a later
-                    # connection waits for it to be routed instead of being stored again
-                    # (_on_publish; released by _release_waiters).
-                    waiting = session.qos2_pending
-                    if waiting is None:
-                        waiting = session.qos2_pending = {}
-                    waiting[qos2_id] = [entry, []]
-                elif ids:
-                    # Not stored (failed), or a clean session's (it ends here): a
-                    # retransmission is stored, not answered as a duplicate.
-                    ids.discard(qos2_id)
-            # The FIFO stays until the store settles it: see _release_closed.
-            if persistent:
-                self._after_close = session
-            self._release_closed()
         broker = self._broker
         if session is not None:
             broker.detach(session, self)
-        if self._notify is not None and broker.forget is not None:
-            broker.forget(self._notify)  # it will not submit again (the webhook's linger)
-        if self._pending:
-            broker.unrouted[self._client_id] = self  # the next connection routes after us
         if self._will is not None:
-            self._publish_will()  # after what was received before the drop
-        log.info("disconnect {client_id} {peer}: {reason}", client_id=self._client_id,
-                 peer=_peer(self.transport), reason=reason, detail=detail)
+            # After what was received before the drop.
+            will, self._will = self._will, None
+            broker.inbound.publish_will(inbound, self._client_id, self._username, will,
+                                        self._clock.seconds())
+        if _may_log(broker, self.transport):
+            # The detail says which rule a protocol error broke, or why the store failed.
+            log.info("disconnect {client_id} {peer}: {reason}" if detail is None else
+                     "disconnect {client_id} {peer}: {reason}: {detail}",
+                     client_id=self._client_id, peer=_peer(self.transport), reason=reason,
+                     detail=detail)
+
 
 
 _HANDLERS = {
@@ -769,53 +522,6 @@ _HANDLERS = {
     Pingreq: MQTTServerProtocol._on_pingreq,
     Disconnect: MQTTServerProtocol._on_disconnect,
 }
-
-
-def _anchor(protocol):
-    """The connection at whose FIFO end routing after ``protocol`` queues: ``protocol``
-    itself while it has messages to route, else whatever it routed after (a closed
-    connection hands its messages on to an earlier one's FIFO); None once all is routed."""
-    while protocol is not None and not protocol._pending:
-        protocol = protocol._route_after
-    return protocol
-
-
-@one_off
-def _settle_wills(tokens, failure):
-    """``notify`` of wills; ``tokens`` are (connection whose FIFO holds it, entry).
-
-    One function for all wills, marked one-off: a store's batching must not wait for a
-    will's submitter to publish again (it is no connection). A will the store failed
-    is logged here: nobody resends it.
-    """
-    for target, entry in tokens:
-        if failure is not None:
-            log.warn("will of {client_id} not stored, not published: {reason}",
-                     client_id=entry[1].client_id, reason=failure.getErrorMessage())
-        try:
-            target._settled([entry], failure)
-        except Exception:
-            # One call carries the wills of many clients: one that breaks must not
-            # leave the others (and all routing behind them) unsettled.
-            log.failure("settling the will of {client_id} failed",
-                        client_id=target._client_id)
-
-
-def _release_waiters(session, entries, failure):
-    """``entries`` of a dropped connection were routed (``failure`` None) or failed:
-    retransmissions waiting for them get their PUBREC, or, if the copy failed, its id is
-    freed and they fail too."""
-    waiting = session.qos2_pending
-    for entry in entries:
-        qos2_id = entry[3]
-        record = waiting.get(qos2_id) if qos2_id else None
-        if record is None or record[0] is not entry:
-            continue
-        del waiting[qos2_id]
-        if failure is not None and session.inbound_qos2:
-            session.inbound_qos2.discard(qos2_id)
-        for protocol, ack in record[1]:
-            protocol._original_settled(ack, failure)
 
 
 class MQTTServerFactory(ServerFactory):

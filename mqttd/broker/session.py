@@ -63,8 +63,8 @@ class Session:
         self.inflight = None  # packet id -> (message, qos, retain) | PUBREL_PENDING
         self.queue = None  # deque of (message, qos, retain)
         self.inbound_qos2 = None  # set of packet ids awaiting PUBREL from the client
-        # packet id -> [FIFO entry, waiters]: a QoS 2 message a dropped connection was
-        # still storing, and the retransmissions whose PUBREC waits for it (protocol.py).
+        # packet id -> Qos2Wait: a QoS 2 message a dropped connection was still storing,
+        # and the retransmissions whose PUBREC waits for it (kept by broker/inbound.py).
         self.qos2_pending = None
         self.backlog = None  # deque of (message, retain): retained QoS 0 for a full socket
         self.queued_bytes = 0  # payload + topic of the messages in ``queue``

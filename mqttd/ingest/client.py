@@ -8,10 +8,12 @@ connection pool, and ACKs sent regardless). Here:
   message, i.e. after its COMMIT. The broker sends PUBACK / PUBREC from that call and
   from nowhere else.
 * Messages are grouped into batches: a batch leaves when ``batch_size`` messages wait,
-  or ``batch_delay`` seconds after the first one (0: the next reactor turn, so one read's
-  worth of publishes travels together). At most ``pool_size`` requests are in flight;
-  while all are busy, new messages accumulate into the next, larger batch — group
-  commit that grows with load instead of queueing tiny requests.
+  or a body of ``max_body_size`` bytes, or ``batch_delay`` seconds after the first one
+  (0: the next reactor turn, so one read's worth of publishes travels together). At
+  most ``pool_size`` requests are in flight; while all are busy, new messages
+  accumulate into the next, larger batch — group commit that grows with load instead
+  of queueing tiny requests — but never into a body the webhook would refuse: a batch
+  is cut before its size bound (``wire.size_bound``) passes ``max_body_size``.
 * ``linger``: right after an answer, with no request in flight, the next batch waits
   (at most ``linger`` seconds) for the connections that answer just acknowledged.
   Clients that keep a window of messages in flight publish again the moment their
@@ -23,15 +25,23 @@ connection pool, and ACKs sent regardless). Here:
 * Timeouts, connection errors, 429 and every 5xx are retried with exponential backoff
   and jitter, resending the same body: the same message keys, so the ingest tier
   stores each message once however often it is retried.
+* Overload pauses, it does not refuse: past ``max_pending`` messages or
+  ``max_pending_bytes`` (payload + topic) awaiting their commit, ``pressure`` says
+  full, and the broker stops reading from the clients that publish; it says drained
+  once both are below 90 % again. Messages the broker had already read are still
+  taken, up to a hard ceiling of 125 % of either limit, which keeps memory bounded:
+  past it a message is refused ("overload").
 * A message that cannot be committed within ``ack_timeout`` of its arrival, a batch the
-  webhook refuses (other 4xx), and anything over ``max_pending`` are failed: the broker
+  webhook refuses (other 4xx), and anything over the hard ceiling are failed: the broker
   then closes that client's connection without acknowledging, and the device
   retransmits. Nothing is dropped silently: every outcome is counted, and
   ``received == committed + pending + rejected`` holds at every moment.
 """
 import random
 import weakref
+from bisect import bisect_right
 from collections import Counter, deque
+from itertools import accumulate, islice
 from operator import itemgetter
 
 import attrs
@@ -45,13 +55,22 @@ from zope.interface import implementer
 
 from mqttd.ingest.credentials import AUTHORIZATION, bearer
 from mqttd.ingest.http_client import WebhookURL
-from mqttd.ingest.wire import CONTENT_TYPE, WireError, decode_result, encode_batch
+from mqttd.ingest.wire import (
+    BODY_FRAME,
+    CONTENT_TYPE,
+    WireError,
+    batch_size_bound,
+    decode_result,
+    encode_batch,
+    size_bound,
+)
 from mqttd.store.interface import (
     ONE_OFF_NOTIFIES,
     ISubmittingMessageStore,
     StoreRejected,
     one_off,
 )
+from mqttd.store.pressure import Pressure
 
 __all__ = ["WebhookStore", "StoreRejected"]
 
@@ -153,6 +172,15 @@ def _describe(error):
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+_payloads = itemgetter(4)  # Message.payload
+_topics = itemgetter(3)  # Message.topic
+
+
+def _held_bytes(messages):
+    """What ``max_pending_bytes`` counts of ``messages``: payload bytes + topic length."""
+    return sum(map(len, map(_payloads, messages))) + sum(map(len, map(_topics, messages)))
+
+
 @attrs.define(slots=True)
 class _Batch:
     """Messages travelling together, their waiters, and the one body every try sends."""
@@ -161,7 +189,14 @@ class _Batch:
     waiters: list  # (notify, token) per message, in the same order
     body: bytes
     deadline: float
+    held: int  # _held_bytes(messages): released from pending_bytes when it settles
     attempt: int = 0
+
+    @classmethod
+    def of(cls, messages, waiters, deadline, attempt=0, held=None):
+        if held is None:
+            held = _held_bytes(messages)
+        return cls(messages, waiters, encode_batch(messages), deadline, held, attempt)
 
 
 @implementer(ISubmittingMessageStore)
@@ -184,10 +219,30 @@ class WebhookStore:
         self._random = random
         self._messages = []  # waiting for the next batch
         self._waiters = []
-        # When the 1st, (batch_size+1)th, ... of them arrived: the first message of each
-        # batch _cut will make, whose deadline counts from it. One clock reading per
-        # batch_size messages, and no leftover of a cut waits longer than ack_timeout.
-        self._arrivals = []
+        self._waiting_held = 0  # _held_bytes of them
+        # A batch is cut before its body could pass max_body_size (see _cut); one
+        # leaves at once when about a body's worth waits (payloads grow by 4/3).
+        self._max_body = config.max_body_size
+        self._body_due = config.max_body_size * 3 // 4
+        # (sequence number, time) of the 1st, (batch_size+1)th, ... message since the
+        # waiting list was last empty: one clock reading per batch_size messages. A
+        # batch's deadline counts from the latest stamp at or before its first message,
+        # so no message waits longer than ack_timeout (a cut short by the body budget
+        # leaves messages between stamps: their deadline is then a little early).
+        self._arrivals = deque()
+        self._appended = 0  # sequence number of the next message to wait
+        self._stamp_due = 0  # sequence number of the next message to stamp
+        # Overload (see the module docstring): full at either limit, refused at the
+        # hard ceiling (125 %), drained at 90 % of both.
+        self._full_pending = config.max_pending
+        self._full_bytes = config.max_pending_bytes
+        self._hard_pending = config.max_pending + config.max_pending // 4
+        self._hard_bytes = config.max_pending_bytes + config.max_pending_bytes // 4
+        self._low_pending = config.max_pending * 9 // 10
+        self._low_bytes = config.max_pending_bytes * 9 // 10
+        self.pressure = Pressure()
+        self._drain_call = None
+        self._full_logged_at = None
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
         self._backoff = {}  # id(batch) -> (DelayedCall, batch): retries not yet due
         self._timer = None
@@ -207,6 +262,8 @@ class WebhookStore:
         self.received = 0
         self.committed = 0
         self.pending = 0
+        self.pending_bytes = 0  # payload + topic of the pending messages
+        self.overloads = 0  # times pending reached a limit (pressure.full)
         self.retried = 0
         self.duplicates = 0
         self.rejected = Counter()
@@ -227,15 +284,25 @@ class WebhookStore:
         a Deferred per message: the broker's hot path.
         """
         self.received += 1
-        if self._stopped or self.pending >= self._config.max_pending:
+        if (self._stopped or self.pending >= self._hard_pending
+                or self.pending_bytes >= self._hard_bytes):
             reason = "stopping" if self._stopped else "overload"
             self.rejected[reason] += 1
             self._notify(notify, [token], StoreRejected(reason))
             return
-        self.pending += 1
+        held = len(message.payload) + len(message.topic)
+        self.pending = pending = self.pending + 1
+        self.pending_bytes = pending_bytes = self.pending_bytes + held
+        if ((pending >= self._full_pending or pending_bytes >= self._full_bytes)
+                and not self.pressure.full):
+            self._fill()
+        self._waiting_held += held
         messages = self._messages
-        if len(messages) % self._config.batch_size == 0:
-            self._arrivals.append(self._clock.seconds())
+        sequence = self._appended
+        self._appended = sequence + 1
+        if sequence >= self._stamp_due:
+            self._arrivals.append((sequence, self._clock.seconds()))
+            self._stamp_due = sequence + self._config.batch_size
         messages.append(message)
         self._waiters.append((notify, token))
         expected = self._expected
@@ -243,10 +310,39 @@ class WebhookStore:
             expected.discard(id(notify))
             if not expected:
                 self._all_back()
-        if len(messages) >= self._config.batch_size:
+        if len(messages) >= self._config.batch_size or self._waiting_held >= self._body_due:
             self._kick()
         elif self._timer is None:
             self._timer = self._clock.callLater(self._config.batch_delay, self._on_timer)
+
+    # -- overload: pressure ------------------------------------------------------------
+
+    def _fill(self):
+        """A limit is reached: the broker pauses publishers (synchronously: the one
+        whose message this is stops right after it)."""
+        self.overloads += 1
+        now = self._clock.seconds()
+        if self._full_logged_at is None or now - self._full_logged_at >= 10.0:
+            self._full_logged_at = now  # at most every 10 s: it may come and go often
+            log.warn("overload: {pending} messages, {bytes} bytes awaiting commit; "
+                     "publishers paused until it drains", pending=self.pending,
+                     bytes=self.pending_bytes)
+        self.pressure.fill()
+
+    def _released(self):
+        """Pending messages settled: once at most 90 % of both limits, say drained.
+
+        On the next reactor turn, not from inside a settle: the broker then resumes
+        connections, which submit what they had read meanwhile.
+        """
+        if (self.pressure.full and self._drain_call is None
+                and self.pending <= self._low_pending and self.pending_bytes <= self._low_bytes):
+            self._drain_call = self._clock.callLater(0, self._drain)
+
+    def _drain(self):
+        self._drain_call = None
+        if self.pending <= self._low_pending and self.pending_bytes <= self._low_bytes:
+            self.pressure.drain()
 
     def _all_back(self):
         """Every connection the last answer acknowledged has published again."""
@@ -308,7 +404,8 @@ class WebhookStore:
         """Whether the next fresh batch should wait for the acknowledged connections;
         if so, (re)arm the timer that ends the wait."""
         if not (self._prompt and self._expected and self._busy == 0
-                and len(self._messages) < self._config.batch_size):
+                and len(self._messages) < self._config.batch_size
+                and self._waiting_held < self._body_due):
             self._holding = False  # nothing to wait for (any timer left only kicks)
             return False
         left = self._answered_at + self._config.linger - self._clock.seconds()
@@ -321,17 +418,33 @@ class WebhookStore:
         return True
 
     def _cut(self):
-        """The waiting messages (up to batch_size) as a batch."""
-        size = self._config.batch_size
+        """The first waiting messages as a batch: up to batch_size, and no more than
+        fit in max_body_size by their size bounds (at least one: the config checks
+        that any one message fits)."""
         messages, waiters = self._messages, self._waiters
-        deadline = self._arrivals[0] + self._config.ack_timeout
-        if len(messages) <= size:
-            self._messages, self._waiters, self._arrivals = [], [], []
+        n = min(len(messages), self._config.batch_size)
+        if batch_size_bound(islice(messages, n)) > self._max_body:
+            # Near the budget: the longest run whose bounds, one by one, fit.
+            bounds = accumulate(map(size_bound, islice(messages, n)), initial=BODY_FRAME)
+            n = max(1, bisect_right(list(bounds), self._max_body) - 1)
+        arrivals = self._arrivals
+        deadline = arrivals[0][1] + self._config.ack_timeout
+        held = None
+        if n == len(messages):
+            held = self._waiting_held  # all of them: no need to count again
+            self._messages, self._waiters = [], []
+            arrivals.clear()
+            self._stamp_due = self._appended
         else:
-            messages, self._messages = messages[:size], messages[size:]
-            waiters, self._waiters = waiters[:size], waiters[size:]
-            del self._arrivals[0]  # the leftovers' first arrived later: its own clock
-        return _Batch(messages, waiters, encode_batch(messages), deadline)
+            messages, self._messages = messages[:n], messages[n:]
+            waiters, self._waiters = waiters[:n], waiters[n:]
+            # The leftovers' deadline: the latest stamp at or before the first of them.
+            first = self._appended - len(self._messages)
+            while len(arrivals) > 1 and arrivals[1][0] <= first:
+                arrivals.popleft()
+        batch = _Batch.of(messages, waiters, deadline, held=held)
+        self._waiting_held -= batch.held
+        return batch
 
     def _kick(self):
         """Fill free request slots: retries first, then fresh batches."""
@@ -377,7 +490,7 @@ class WebhookStore:
             return
         deadlines = [batch.deadline for batch in self._ready]
         if self._messages:
-            deadlines.append(self._arrivals[0] + self._config.ack_timeout)
+            deadlines.append(self._arrivals[0][1] + self._config.ack_timeout)
         if deadlines:
             self._watch = self._clock.callLater(max(0.0, min(deadlines) - now), self._expire)
 
@@ -389,7 +502,7 @@ class WebhookStore:
             self._ready = deque(batch for batch in self._ready if batch.deadline > now)
             for batch in overdue:
                 self._reject(batch, "ack timeout")
-        while self._messages and self._arrivals[0] + self._config.ack_timeout <= now:
+        while self._messages and self._arrivals[0][1] + self._config.ack_timeout <= now:
             self._reject(self._cut(), "ack timeout")
         self._watch_deadlines()
 
@@ -475,9 +588,11 @@ class WebhookStore:
         else:
             self.committed += n
             self.pending -= n
+            self.pending_bytes -= batch.held
             self.duplicates += result.duplicates
             self._answered(batch)
             self._settle(batch, None)
+            self._released()
         self._kick()
 
     def _failed(self, failure, batch):
@@ -525,7 +640,7 @@ class WebhookStore:
     def _split(self, batch):
         half = len(batch.messages) // 2
         halves = [
-            _Batch(messages, waiters, encode_batch(messages), batch.deadline, batch.attempt)
+            _Batch.of(messages, waiters, batch.deadline, batch.attempt)
             for messages, waiters in ((batch.messages[:half], batch.waiters[:half]),
                                       (batch.messages[half:], batch.waiters[half:]))
         ]
@@ -542,6 +657,8 @@ class WebhookStore:
         n = len(batch.messages)
         self.rejected[reason] += n
         self.pending -= n
+        self.pending_bytes -= batch.held
+        self._released()
         if reason not in _REFUSED:  # logged as errors by _failed
             log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,
                      detail=detail or "")
@@ -567,10 +684,10 @@ class WebhookStore:
         self._stopped = True
         self._holding = False
         self._expected = set()
-        for timer in (self._timer, self._watch):
+        for timer in (self._timer, self._watch, self._drain_call):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._watch = None
+        self._timer = self._watch = self._drain_call = None
         for call, batch in list(self._backoff.values()):  # retries not yet due
             call.cancel()
             self._reject(batch, "stopping")

@@ -130,6 +130,65 @@ def encode_batch(messages):
     ))
 
 
+BODY_FRAME = len(encode_batch([]))
+"""The bytes of a body around its values: the nine keys, brackets and quotes."""
+
+# What size_bound counts for one message besides its texts and its payload: a comma in
+# each of 8 columns; the quotes of key, client_id, topic and username (or its "null");
+# qos (0, 1 or 2); "false"; received_at (a float's repr is at most 24 characters:
+# -2.2250738585072014e-308); payload_len (at most 10 digits: a payload is less than
+# broker.max_packet_size's bound, 268435460).
+_PER_MESSAGE = 8 + 2 + 2 + 2 + 4 + 1 + 5 + 24 + 10
+
+
+def size_bound(message):
+    """At least the bytes ``message`` adds to a body that ``encode_batch`` makes.
+
+    A body of messages takes at most ``BODY_FRAME`` plus the sum of their bounds, so
+    the webhook client can cut a batch before it would exceed ``max_body_size``
+    without encoding it first (a body over it is refused with 413 and halved, again
+    and again: 1 MiB payloads made 1.3 GB bodies). Cheap, so it runs per message:
+    lengths only, and one pass over the texts to tell whether they are ASCII. The
+    payload takes 4 bytes per 3 (base64, rounded up: the concatenation rounds at most
+    once). A text takes at most 6 bytes per character when it is ASCII (the escape of
+    a control character, ``\\u001f``) and at most 12 otherwise (a character outside
+    the BMP is written as two escapes, ``\\ud83d\\ude00``): an upper bound, loose
+    for ordinary topics, which matters only once a batch nears the budget.
+    """
+    key, client_id, username, topic, payload, _, _, received_at = message
+    chars = len(key) + len(client_id) + len(topic)
+    ascii_only = key.isascii() and client_id.isascii() and topic.isascii()
+    if username is not None:
+        chars += len(username)
+        ascii_only = ascii_only and username.isascii()
+    bound = _PER_MESSAGE + (len(payload) + 2) // 3 * 4 + chars * (6 if ascii_only else 12)
+    if type(received_at) is not float:  # the broker's are floats; an int's repr is longer
+        bound += len(_ENCODER.encode(received_at))
+    return bound
+
+
+def batch_size_bound(messages):
+    """At least ``len(encode_batch(messages))``, without encoding and in C loops only.
+
+    Looser than ``BODY_FRAME`` plus the sum of ``size_bound`` (every text at 12 bytes a
+    character), so a batch it admits needs no look at its messages one by one: the
+    webhook client's fast path, for batches far from the budget (~0.15 us a message).
+    """
+    if type(messages) is not list:
+        messages = list(messages)
+    if not messages:
+        return BODY_FRAME
+    key, client_id, username, topic, payload, _, _, received_at = zip(*messages)
+    if not _FLOAT.issuperset(map(type, received_at)):
+        return BODY_FRAME + sum(map(size_bound, messages))
+    n = len(messages)
+    chars = (len("".join(key)) + len("".join(client_id)) + len("".join(topic))
+             + len("".join(filter(None, username))))
+    # Each payload's share of the base64 is 4 * ceil(len / 3) <= 4 * (len + 2) / 3.
+    return (BODY_FRAME + n * _PER_MESSAGE + -(-4 * (sum(map(len, payload)) + 2 * n) // 3)
+            + 12 * chars)
+
+
 _RESULT_KEYS = ("received", "inserted", "duplicates")
 
 

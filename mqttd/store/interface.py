@@ -102,7 +102,9 @@ class ISubmittingMessageStore(IMessageStore):
 
         Such a store may also have ``forget(notify)``: the broker calls it when the
         connection behind ``notify`` closed, so batching need not wait for it to submit
-        again. Its messages still in flight settle as usual.
+        again. Its messages still in flight settle as usual. And ``pressure`` (a
+        ``mqttd.store.pressure.Pressure``): while it is full the broker stops reading
+        from the connections that publish, instead of having their messages refused.
         """
 
 

@@ -1,0 +1,96 @@
+"""Who may connect, and as which client id: the one decision a CONNECT waits for.
+
+The rules of MQTT 3.1.1 on client ids (a length limit, an empty id only with a clean
+session, a generated id for it [MQTT-3.1.3-6]) and authentication sit behind one call,
+``Admission.admit(connect, peer)``, which answers with a Deferred ``Admitted`` or
+``Refused``. The connection only calls it and obeys; the master's gate (bans, token
+auth, quotas, flapping) will answer the same call, so the protocol does not change when
+the decision moves there. The Deferred never fails: an authenticator that breaks is a
+refusal with "server unavailable", logged here with its traceback.
+"""
+import attrs
+from twisted.internet.defer import maybeDeferred, succeed
+from twisted.logger import Logger
+
+from mqttd.codec.packets import (
+    CONNACK_ACCEPTED,
+    CONNACK_BAD_CREDENTIALS,
+    CONNACK_IDENTIFIER_REJECTED,
+    CONNACK_NOT_AUTHORIZED,
+    CONNACK_SERVER_UNAVAILABLE,
+)
+
+__all__ = ["Admission", "Admitted", "Refused"]
+
+log = Logger()
+
+# Short, stable reasons for CONNACK refusals (the log and the per-client trace key on them).
+_REFUSAL_REASONS = {
+    CONNACK_BAD_CREDENTIALS: "bad credentials",
+    CONNACK_NOT_AUTHORIZED: "not authorized",
+    CONNACK_SERVER_UNAVAILABLE: "auth unavailable",
+}
+
+
+@attrs.frozen
+class Admitted:
+    """Accept the CONNECT as ``client_id`` (the client's own, or one generated)."""
+
+    client_id: str
+
+
+@attrs.frozen
+class Refused:
+    """Refuse with CONNACK ``code``; ``reason`` is a short stable key for the log.
+    ``client_id``: the id it was judged as (None when the id itself was refused: it
+    may be 64 kB long, not for the log). ``by_auth``: the credentials were refused."""
+
+    code: int
+    reason: str
+    client_id: str | None = None
+    by_auth: bool = False
+
+
+class Admission:
+    """The CONNECT rules of one broker and its authenticator.
+
+    ``authenticator`` has ``authenticate(client_id, username, password)`` returning a
+    Deferred CONNACK code; ``generate_client_id()`` gives an id for an empty one.
+    """
+
+    __slots__ = ("_max_clientid_len", "_allow_zero_length_clientid", "_authenticator",
+                 "_generate_client_id")
+
+    def __init__(self, max_clientid_len, allow_zero_length_clientid, authenticator,
+                 generate_client_id):
+        self._max_clientid_len = max_clientid_len
+        self._allow_zero_length_clientid = allow_zero_length_clientid
+        self._authenticator = authenticator
+        self._generate_client_id = generate_client_id
+
+    def admit(self, connect, peer):
+        """A Deferred ``Admitted`` or ``Refused`` for ``connect`` (a parsed Connect)
+        from ``peer`` (an IAddress; for the gate's per-address rules)."""
+        client_id = connect.client_id
+        if len(client_id) > self._max_clientid_len:
+            return succeed(Refused(CONNACK_IDENTIFIER_REJECTED, "client id too long"))
+        if not client_id:
+            if not self._allow_zero_length_clientid or not connect.clean_session:
+                return succeed(Refused(CONNACK_IDENTIFIER_REJECTED, "empty client id"))
+            client_id = self._generate_client_id()  # [MQTT-3.1.3-6]
+        d = maybeDeferred(self._authenticator.authenticate, client_id, connect.username,
+                          connect.password)
+        d.addCallbacks(_decided, _auth_error, callbackArgs=(client_id,),
+                       errbackArgs=(client_id,))
+        return d
+
+
+def _decided(code, client_id):
+    if code == CONNACK_ACCEPTED:
+        return Admitted(client_id)
+    return Refused(code, _REFUSAL_REASONS.get(code, "auth refused"), client_id, by_auth=True)
+
+
+def _auth_error(failure, client_id):
+    log.failure("authenticator failed for {client_id}", failure, client_id=client_id)
+    return Refused(CONNACK_SERVER_UNAVAILABLE, "auth unavailable", client_id)

@@ -40,18 +40,31 @@ class Metrics:
     mqtt_connections_open: int = _gauge("MQTT connections open now")
     mqtt_connections_accepted: int = _counter("MQTT connections accepted (sockets counted in)")
     mqtt_connections_refused: int = _counter(
-        "MQTT connections refused by a limit before CONNECT", labels=("limit",))
+        "MQTT connections closed at once: over broker.max_connections")
     mqtt_protocol_errors: int = _counter("connections closed for a protocol error")
-    mqtt_publish_received: int = _counter("PUBLISH packets read from clients, every QoS")
-    mqtt_publish_stored: int = _counter("received PUBLISH (and wills) the sink committed")
+    mqtt_packets_timed_out: int = _counter(
+        "connections closed for a packet not finished within broker.packet_timeout")
+    mqtt_packets_over_budget: int = _counter(
+        "connections closed: their packet did not fit broker.max_partial_bytes")
+    mqtt_log_lines_suppressed: int = _counter(
+        "per-connection log lines held back by broker.log_lines_per_ip")
+    mqtt_publish_received: int = _counter(
+        "PUBLISH packets read from clients (every QoS) and wills, handed to the sink")
+    mqtt_publish_stored: int = _counter("received messages the sink committed")
     mqtt_publish_not_stored: int = _counter(
-        "received PUBLISH (and wills) the sink failed: never acknowledged")
+        "received messages the sink failed: never acknowledged")
     mqtt_qos2_retransmits: int = _counter(
         "QoS 2 retransmissions answered without storing again (exactly once)")
     mqtt_wills_published: int = _counter("wills submitted after an abnormal disconnect")
     mqtt_delivered: int = _counter("PUBLISH packets written to subscribers")
     mqtt_dropped: int = _counter(
-        "messages to subscribers dropped", labels=("reason",))
+        "messages to subscribers dropped: queue_full, offline (QoS 0 to an offline "
+        "session), slow (QoS 0 to a full socket)", labels=("reason",))
+    mqtt_sessions_expired: int = _counter("persistent sessions expired (broker.session_expiry)")
+    mqtt_sessions_evicted: int = _counter(
+        "offline persistent sessions evicted for a new one (broker.max_sessions)")
+    mqtt_sessions_refused: int = _counter(
+        "persistent sessions refused: broker.max_sessions reached, every one online")
 
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(
@@ -59,10 +72,12 @@ class Metrics:
         "(= committed + pending + sum of rejected, at every moment)")
     webhook_committed: int = _counter("messages the webhook answered as committed")
     webhook_pending: int = _gauge("messages submitted and not yet committed or rejected")
-    webhook_pending_bytes: int = _gauge("bytes of the messages in webhook_pending")
+    webhook_pending_bytes: int = _gauge("payload and topic bytes of webhook_pending")
     webhook_rejected: int = _counter(
         "messages failed by the webhook client, not acknowledged", labels=("reason",))
-    webhook_retried: int = _counter("webhook requests retried", labels=("cause",))
+    webhook_retried: int = _counter("webhook requests retried")
+    webhook_overloads: int = _counter(
+        "times pending reached webhook.max_pending or max_pending_bytes (publishers paused)")
     webhook_already_stored: int = _counter(
         "committed messages the ingest tier had stored before (a retried request)")
 

@@ -110,7 +110,7 @@ def build_service(config, reactor):
     client_secret = config.webhook.secret if config.webhook.url else tier_secret
     http, pool = build_http_client(reactor, config.webhook)
     store = WebhookStore(reactor, config.webhook, http, config.webhook.url or None,
-                         secret=client_secret or None)
+                         secret=client_secret or None, metrics=metrics)
     if config.ingest.enabled:
         if config.webhook.url:
             on_address = None
@@ -126,7 +126,7 @@ def build_service(config, reactor):
         root.ingest = ingest
     _WebhookClientService(store, pool).setServiceParent(root)
 
-    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth))
+    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics)
     factory = MQTTServerFactory(broker, reactor)
     for index, description in enumerate(config.server.listen):
         endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))

@@ -47,4 +47,4 @@ class NoHttpStandInTests(unittest.TestCase):
         store.store(message(1)).addBoth(outcome.append)
         clock.advance(0)
         self.assertEqual(outcome, [None])
-        self.assertEqual((store.committed, [row[0] for row in webhook.writer.rows]), (1, ["k-1"]))
+        self.assertEqual((store.metrics.webhook_committed, [row[0] for row in webhook.writer.rows]), (1, ["k-1"]))

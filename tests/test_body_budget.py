@@ -172,7 +172,7 @@ class CutTests(unittest.TestCase):
         for _ in range(50):
             clock.advance(0)
             http.flush()
-        self.assertEqual((len(done), client.committed, client.rejected), (40, 40, {}))
+        self.assertEqual((len(done), client.metrics.webhook_committed, client.metrics.webhook_rejected), (40, 40, {}))
         self.assertNotIn(413, recording.codes)
         self.assertEqual(set(recording.codes), {200})
         self.assertLessEqual(max(recording.sizes), budget)
@@ -216,6 +216,6 @@ class CutTests(unittest.TestCase):
         for _ in range(len(sizes) + 5):
             clock.advance(0)
             http.flush()
-        self.assertEqual((client.committed, client.pending, client.rejected, failed),
+        self.assertEqual((client.metrics.webhook_committed, client.metrics.webhook_pending, client.metrics.webhook_rejected, failed),
                          (len(sizes), 0, {}, []))
         self.assertLessEqual(max(bodies), budget)

@@ -330,7 +330,7 @@ class PersistentSessionTests(unittest.TestCase):
         p = h.client("pub")
         p.send(pub("t", b"a", qos=1, pid=1), pub("t", b"b", qos=0),
                pub("t", b"c", qos=2, pid=2))
-        self.assertEqual(h.broker.dropped_offline, 1)
+        self.assertEqual(h.broker.metrics.mqtt_dropped["offline"], 1)
         again = Client(h)
         again.connect("dev", clean=False)
         got = publishes(again.received())
@@ -345,7 +345,7 @@ class PersistentSessionTests(unittest.TestCase):
         p = h.client("pub")
         for i in range(5):
             p.send(pub("t", b"%d" % i, qos=1, pid=i + 1))
-        self.assertEqual(h.broker.dropped_queue_full, 3)
+        self.assertEqual(h.broker.metrics.mqtt_dropped["queue_full"], 3)
         again = Client(h)
         again.connect("dev", clean=False)
         self.assertEqual([m.payload for m in publishes(again.received())], [b"0", b"1"])
@@ -479,8 +479,8 @@ class OutboundWindowTests(unittest.TestCase):
         sub = h.client("sub")
         sub.send(Subscribe(1, (("t", 1),)))
         h.client("pub").send(pub("t"), pub("t", qos=1))
-        self.assertEqual(h.broker.delivered, 2)
-        self.assertEqual(h.broker.received, 2)
+        self.assertEqual(h.broker.metrics.mqtt_delivered, 2)
+        self.assertEqual(h.broker.metrics.mqtt_publish_received, 2)
 
 
 class MessageKeyTests(unittest.TestCase):

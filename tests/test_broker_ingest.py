@@ -71,7 +71,7 @@ class StoreThenAckTests(unittest.TestCase):
         c = h.client("c")
         c.send(pub("t", qos=1, pid=1), pub("t", qos=1, pid=2))
         self.assertEqual(c.received(), [Puback(1), Puback(2)])
-        self.assertEqual(h.broker.stored, 2)
+        self.assertEqual(h.broker.metrics.mqtt_publish_stored, 2)
 
     def test_acks_in_receive_order_when_store_fires_out_of_order(self):
         store = ManualStore()
@@ -116,7 +116,7 @@ class StoreFailureTests(unittest.TestCase):
         store.fail(0)
         self.assertTrue(c.closed)
         self.assertEqual(c.received(), [])
-        self.assertEqual(h.broker.store_failures, 1)
+        self.assertEqual(h.broker.metrics.mqtt_publish_not_stored, 1)
         self.flushLoggedErrors(RuntimeError)
 
     def test_later_failure_after_acked_head(self):
@@ -193,7 +193,7 @@ class Qos2InboundTests(unittest.TestCase):
         self.assertEqual(c.received(), [Pubrec(5)])
         self.assertEqual(len(store.calls), 1)
         self.assertEqual(len(publishes(sub.received())), 1)
-        self.assertEqual(h.broker.duplicates, 1)
+        self.assertEqual(h.broker.metrics.mqtt_qos2_retransmits, 1)
         c.send(Pubrel(5))
         self.assertEqual(c.received(), [Pubcomp(5)])
         c.send(pub("t", b"next", qos=2, pid=5))  # id free again: a new message
@@ -419,7 +419,7 @@ class AfterCloseTests(unittest.TestCase):
         self.store.fail(0)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertTrue(again.closed)
-        self.assertEqual((self.h.broker.store_failures, len(self.store.calls)), (1, 1))
+        self.assertEqual((self.h.broker.metrics.mqtt_publish_not_stored, len(self.store.calls)), (1, 1))
 
     def test_receive_order_holds_across_a_reconnect(self):
         """[MQTT-4.6.0-6]: "A" on the connection that dropped, then "B" on the next one,
@@ -721,7 +721,7 @@ class WillStoreTests(unittest.TestCase):
         h = Harness(store=store)
         h.client("dev", will=Will("t/status", b"offline", 1, retain=True)).lose()
         store.fail(0)
-        self.assertEqual((h.broker.store_failures, h.broker.wills_published), (1, 1))
+        self.assertEqual((h.broker.metrics.mqtt_publish_not_stored, h.broker.metrics.mqtt_wills_published), (1, 1))
         self.assertIn("will of {client_id} not stored, not published: {reason}",
                       [e.get("log_format") for e in events])
         self.assertEqual(h.broker.retained.get("t/status"), None)
@@ -834,9 +834,9 @@ class ClosingWhilePausedTests(unittest.TestCase):
         self.assertFalse(c.transport.disconnected)
         h.clock.advance(0.1)  # the client never let it finish (no close_notify, no EOF)
         self.assertTrue(c.transport.disconnected)  # aborted
-        self.assertEqual(h.broker.connections, 1)  # released once connectionLost comes
+        self.assertEqual(h.broker.metrics.mqtt_connections_open, 1)  # released once connectionLost comes
         c.lose()
-        self.assertEqual(h.broker.connections, 0)
+        self.assertEqual(h.broker.metrics.mqtt_connections_open, 0)
 
     def test_a_close_that_completes_cancels_the_abort(self):
         h = Harness(store=ManualStore(), max_inflight=2)
@@ -894,7 +894,7 @@ class SubmitSeamTests(unittest.TestCase):
         store.settle([0, 1, 2, 3, 4])
         self.assertEqual(c.received(), [Puback(i) for i in range(1, 6)])
         self.assertEqual(len(writes), 1)
-        self.assertEqual(h.broker.stored, 5)
+        self.assertEqual(h.broker.metrics.mqtt_publish_stored, 5)
 
     def test_out_of_order_groups_ack_in_receive_order(self):
         store = SubmittingStore()
@@ -913,8 +913,8 @@ class SubmitSeamTests(unittest.TestCase):
         store.settle([0], Failure(StoreRejected("ack timeout")))
         self.assertTrue(c.closed)
         self.assertEqual(c.received(), [])
-        self.assertEqual(h.broker.store_failures, 1)
-        self.assertEqual(h.broker.stored, 2)
+        self.assertEqual(h.broker.metrics.mqtt_publish_not_stored, 1)
+        self.assertEqual(h.broker.metrics.mqtt_publish_stored, 2)
 
     def test_failure_of_a_whole_group_counts_each(self):
         store = SubmittingStore()
@@ -924,7 +924,7 @@ class SubmitSeamTests(unittest.TestCase):
         store.settle([0, 1], Failure(StoreRejected("refused")))
         self.assertTrue(c.closed)
         self.assertEqual(c.received(), [])
-        self.assertEqual(h.broker.store_failures, 2)
+        self.assertEqual(h.broker.metrics.mqtt_publish_not_stored, 2)
 
     def test_late_group_after_close_sends_nothing(self):
         store = SubmittingStore()

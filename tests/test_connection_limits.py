@@ -25,7 +25,7 @@ class MaxConnectSizeTests(unittest.TestCase):
         data = encode(Connect("c", will=Will("w", b"x" * 2000)))
         c.send(data[:4])  # the header alone says it is too big
         self.assertTrue(c.closed)
-        self.assertEqual(h.broker.protocol_errors, 1)
+        self.assertEqual(h.broker.metrics.mqtt_protocol_errors, 1)
         [event] = [e for e in events if e.get("reason") == "protocol error"]
         self.assertIn("max_connect_size 1024", event["detail"])
         # Once connected, packets up to max_packet_size are read.
@@ -56,7 +56,7 @@ class PacketTimeoutTests(unittest.TestCase):
         h.clock.advance(0.2)
         self.assertTrue(c.closed)
         self.assertEqual(disconnect_reasons(events), ["packet timeout"])
-        self.assertEqual(h.broker.partial_input.timed_out, 1)
+        self.assertEqual(h.broker.metrics.mqtt_packets_timed_out, 1)
         c.lose()
         self.assertEqual(h.broker.partial_input.total, 0)
 
@@ -152,7 +152,7 @@ class PartialBudgetTests(unittest.TestCase):
         self.assertTrue(b.closed)
         self.assertFalse(a.closed)
         self.assertEqual(disconnect_reasons(self.events), ["partial input budget"])
-        self.assertEqual(self.h.broker.partial_input.refused, 1)
+        self.assertEqual(self.h.broker.metrics.mqtt_packets_over_budget, 1)
         b.lose()
         a.send(first[100:], pub("t", b"done", qos=1, pid=1))  # the one being read finishes
         self.assertEqual(a.received(), [Puback(1)])

@@ -26,7 +26,7 @@ class LogRateLimitTests(unittest.TestCase):
     def test_a_burst_passes_then_lines_are_counted(self):
         self.assertEqual(self.allowed("192.0.2.1", 5), [True, True, True, False, False])
         self.assertEqual(self.allowed("192.0.2.2", 1), [True])  # its own budget
-        self.assertEqual(self.limit.suppressed, 2)
+        self.assertEqual(self.limit.metrics.mqtt_log_lines_suppressed, 2)
 
     def test_the_budget_refills_evenly(self):
         self.allowed("192.0.2.1", 4)

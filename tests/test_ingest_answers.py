@@ -53,9 +53,9 @@ class StrictAnswerTests(unittest.TestCase):
                      b'[2, 2, 0]'):
             store, outcomes = outcome_of(body)
             self.assertEqual(outcomes, ["bad response"] * 2, body)
-            self.assertEqual((store.committed, store.rejected["bad response"]), (0, 2), body)
+            self.assertEqual((store.metrics.webhook_committed, store.metrics.webhook_rejected["bad response"]), (0, 2), body)
         store, outcomes = outcome_of(b'{"received": 2, "inserted": 1, "duplicates": 1}')
-        self.assertEqual((outcomes, store.committed, store.duplicates), ([None, None], 2, 1))
+        self.assertEqual((outcomes, store.metrics.webhook_committed, store.metrics.webhook_already_stored), ([None, None], 2, 1))
 
     def test_errors_say_what_is_wrong(self):
         cases = {

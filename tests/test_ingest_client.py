@@ -105,7 +105,7 @@ class Harness:
 
     def assertAccounts(self):
         s = self.store
-        self.testcase.assertEqual(s.received, s.committed + s.pending + sum(s.rejected.values()))
+        self.testcase.assertEqual(s.metrics.webhook_submitted, s.metrics.webhook_committed + s.metrics.webhook_pending + sum(s.metrics.webhook_rejected.values()))
 
 
 class BatchingTests(unittest.TestCase):
@@ -116,7 +116,7 @@ class BatchingTests(unittest.TestCase):
         h.tick()
         self.assertEqual(len(h.webhook.bodies), 1)
         self.assertEqual(r, [])  # request sent, not answered: no ack
-        self.assertEqual(h.store.pending, 1)
+        self.assertEqual(h.store.metrics.webhook_pending, 1)
         h.assertAccounts()
 
     def test_one_turn_of_messages_is_one_batch(self):
@@ -125,7 +125,7 @@ class BatchingTests(unittest.TestCase):
         h.tick()
         self.assertEqual(len(h.webhook.bodies), 1)
         self.assertEqual(results, [["ok"]] * 5)
-        self.assertEqual(h.store.committed, 5)
+        self.assertEqual(h.store.metrics.webhook_committed, 5)
         self.assertEqual(h.webhook.stored["k-3"], b"\x00payload-3")
         h.assertAccounts()
 
@@ -168,16 +168,16 @@ class RetryTests(unittest.TestCase):
         (r,) = h.submit(message(1))
         h.tick()
         self.assertEqual(r, [])
-        self.assertEqual(h.store.retried, 1)
+        self.assertEqual(h.store.metrics.webhook_retried, 1)
         h.tick(0.1)  # first backoff: 0.1 s
-        self.assertEqual(h.store.retried, 2)
+        self.assertEqual(h.store.metrics.webhook_retried, 2)
         h.tick(0.1)
         self.assertEqual(r, [])
         h.tick(0.1)  # second backoff: 0.2 s
         self.assertEqual(r, ["ok"])
         self.assertEqual(len(h.webhook.bodies), 3)
         self.assertEqual(len(set(h.webhook.bodies)), 1)  # the same body, the same keys
-        self.assertEqual(h.store.committed, 1)
+        self.assertEqual(h.store.metrics.webhook_committed, 1)
         h.assertAccounts()
 
     def test_backoff_is_capped(self):
@@ -198,14 +198,14 @@ class RetryTests(unittest.TestCase):
         h.tick()
         for _ in range(1500):
             h.tick(0.5)
-        self.assertEqual(h.store.retried, 1500)
+        self.assertEqual(h.store.metrics.webhook_retried, 1500)
         self.assertEqual(r, ["ok"])
         (late,) = h.submit(message(2))
         h.webhook.script = [500] * 10_000
         for _ in range(7300):  # past its hour: rejected at the deadline, not stuck
             h.tick(0.5)
         self.assertEqual(late, ["ack timeout"])
-        self.assertEqual((h.store.pending, h.store.rejected["ack timeout"]), (0, 1))
+        self.assertEqual((h.store.metrics.webhook_pending, h.store.metrics.webhook_rejected["ack timeout"]), (0, 1))
         h.assertAccounts()
 
     def test_503_honours_retry_after(self):
@@ -222,7 +222,7 @@ class RetryTests(unittest.TestCase):
         (r,) = h.submit(message(1))
         h.tick()
         h.tick(1.0)  # request times out
-        self.assertEqual(h.store.retried, 1)
+        self.assertEqual(h.store.metrics.webhook_retried, 1)
         h.tick(0.1)
         self.assertEqual(r, ["ok"])
         # A retry of a batch the server may already have committed stores nothing twice.
@@ -254,8 +254,8 @@ class RetryTests(unittest.TestCase):
         for _ in range(5):
             h.tick(1.0)
         self.assertEqual(r, ["ack timeout"])
-        self.assertEqual(h.store.rejected["ack timeout"], 1)
-        self.assertEqual(h.store.pending, 0)
+        self.assertEqual(h.store.metrics.webhook_rejected["ack timeout"], 1)
+        self.assertEqual(h.store.metrics.webhook_pending, 0)
         h.assertAccounts()
 
     def test_deadline_reached_between_two_clock_readings(self):
@@ -299,7 +299,7 @@ class RetryTests(unittest.TestCase):
         self.assertEqual((first, rest), (["ack timeout"], [[], [], []]))
         h.tick(1.0)  # t=11: ack_timeout after m1..m3 arrived
         self.assertEqual(rest, [["ack timeout"]] * 3)
-        self.assertEqual((h.store.pending, len(h.webhook.bodies)), (0, 2))
+        self.assertEqual((h.store.metrics.webhook_pending, len(h.webhook.bodies)), (0, 2))
         h.assertAccounts()
 
     def test_a_message_left_over_late_is_not_failed_early(self):
@@ -345,7 +345,7 @@ class RetryTests(unittest.TestCase):
         sizes = [len(decode_batch(body)) for body in h.webhook.bodies]
         self.assertEqual(sizes, [4, 2, 1, 1, 2])  # 4 refused, 2 refused, then halves fit
         self.assertEqual(sorted(h.webhook.stored), [f"k-{n}" for n in range(4)])
-        self.assertEqual(h.store.rejected, {})
+        self.assertEqual(h.store.metrics.webhook_rejected, {})
         h.assertAccounts()
 
     def test_4xx_is_not_retried(self):
@@ -356,7 +356,7 @@ class RetryTests(unittest.TestCase):
             h.tick()
             self.assertEqual(r, ["refused"])
             self.assertEqual(len(h.webhook.bodies), 1)
-            self.assertEqual(h.store.rejected["refused"], 1)
+            self.assertEqual(h.store.metrics.webhook_rejected["refused"], 1)
             h.assertAccounts()
 
 
@@ -411,7 +411,7 @@ class AnswerTests(unittest.TestCase):
         self.assertFalse(stalled.transport.disconnecting)
         h.tick(1.0)  # request_timeout: the read is cut short, and with it the connection
         self.assertTrue(stalled.transport.disconnected)  # aborted (TLS: no close_notify wait)
-        self.assertEqual((r, h.store.retried), ([], 1))
+        self.assertEqual((r, h.store.metrics.webhook_retried), ([], 1))
         h.store._http.answers[0].deliverBody = lambda p, a=h.store._http.answers[0]: (
             _Answer.deliverBody(a, p), a.finish())
         h.tick(0.1)
@@ -423,10 +423,10 @@ class AnswerTests(unittest.TestCase):
         h = self.harness([answer], retry_max=5.0)
         (r,) = h.submit(message(1))
         h.tick()
-        self.assertEqual(h.store.retried, 0)  # still reading: the connection is not free
+        self.assertEqual(h.store.metrics.webhook_retried, 0)  # still reading: the connection is not free
         answer.protocol.dataReceived(b'"busy"}')
         answer.finish()
-        self.assertEqual(h.store.retried, 1)
+        self.assertEqual(h.store.metrics.webhook_retried, 1)
         self.assertFalse(answer.transport.disconnecting)  # read whole: back to the pool
         self.assertEqual([d.getTime() for d, _ in h.store._backoff.values()], [2.0])  # Retry-After
         h.assertAccounts()
@@ -438,7 +438,7 @@ class AnswerTests(unittest.TestCase):
         h.tick()
         h.tick(1.0)
         self.assertTrue(stalled.transport.disconnected)
-        self.assertEqual(h.store.retried, 1)
+        self.assertEqual(h.store.metrics.webhook_retried, 1)
         self.assertEqual(r, [])
         h.assertAccounts()
 
@@ -460,7 +460,7 @@ class AnswerTests(unittest.TestCase):
         (r,) = h.submit(message(1))
         h.tick()
         answer.finish()
-        self.assertEqual((r, h.store.pending, h.store._busy), (["bad response"], 0, 0))
+        self.assertEqual((r, h.store.metrics.webhook_pending, h.store._busy), (["bad response"], 0, 0))
         h.assertAccounts()
 
 
@@ -471,7 +471,7 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(results[2], ["overload"])
         h.tick(10.0)
         self.assertEqual(results[:2], [["ok"], ["ok"]])
-        self.assertEqual(h.store.rejected["overload"], 1)
+        self.assertEqual(h.store.metrics.webhook_rejected["overload"], 1)
         h.assertAccounts()
 
     def test_stop_fails_what_was_not_sent(self):
@@ -497,7 +497,7 @@ class LimitTests(unittest.TestCase):
             request.finish()
             h.http.flush()
             self.assertEqual(results, [["stopping"]] * 4, code)
-            self.assertEqual((h.store.pending, len(h.webhook.bodies)), (0, 1))
+            self.assertEqual((h.store.metrics.webhook_pending, len(h.webhook.bodies)), (0, 1))
             h.assertAccounts()
 
     def test_stop_fails_a_retry_in_its_backoff(self):
@@ -507,7 +507,7 @@ class LimitTests(unittest.TestCase):
         h.tick()
         h.store.stop()
         self.assertEqual(r, ["stopping"])
-        self.assertEqual((h.store.pending, h.clock.getDelayedCalls()), (0, []))
+        self.assertEqual((h.store.metrics.webhook_pending, h.clock.getDelayedCalls()), (0, []))
         h.assertAccounts()
 
 
@@ -538,7 +538,7 @@ class SubmitTests(unittest.TestCase):
         self.assertEqual(len(h.webhook.bodies), 1)
         self.assertEqual(a.calls, [([0, 1, 2], None), ([5], None)])
         self.assertEqual(b.calls, [([3, 4], None)])
-        self.assertEqual(h.store.committed, 6)
+        self.assertEqual(h.store.metrics.webhook_committed, 6)
         h.assertAccounts()
 
     def test_failure_reaches_every_group_with_its_own_failure(self):
@@ -555,7 +555,7 @@ class SubmitTests(unittest.TestCase):
         for f in failures:
             self.assertEqual(f.check(StoreRejected), StoreRejected)
             self.assertEqual(f.value.reason, "refused")
-        self.assertEqual(h.store.rejected["refused"], 3)
+        self.assertEqual(h.store.metrics.webhook_rejected["refused"], 3)
         h.assertAccounts()
 
     def test_overload_is_refused_before_returning(self):

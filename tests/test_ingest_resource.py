@@ -623,7 +623,7 @@ class LoopbackTests(unittest.TestCase):
         messages = [message(f"big{i}", client_id="dev-9", payload=bytes([i % 256]) * 150,
                             received_at=float(i)) for i in range(600)]
         yield defer.gatherResults([store.store(m) for m in messages])
-        self.assertEqual((store.committed, store.pending, sum(store.rejected.values())),
+        self.assertEqual((store.metrics.webhook_committed, store.metrics.webhook_pending, sum(store.metrics.webhook_rejected.values())),
                          (600, 0, 0))
         self.assertEqual((yield self.store.count()), 600)
         stored = yield self.store.recent("dev-9", limit=1000)
@@ -662,7 +662,7 @@ class LoopbackTests(unittest.TestCase):
         webhook = WebhookStore(reactor, config, http,
                                f"http://[::1]:{port.getHost().port}/v1/messages", secret=SECRET)
         yield webhook.store(message("v6-1", client_id="dev-v6"))
-        self.assertEqual((site.ingest.metrics.ingest_requests["accepted"], webhook.committed), (1, 1))
+        self.assertEqual((site.ingest.metrics.ingest_requests["accepted"], webhook.metrics.webhook_committed), (1, 1))
         self.assertEqual([m.key for m in (yield self.store.recent("dev-v6"))], ["v6-1"])
 
     @defer.inlineCallbacks
@@ -717,7 +717,7 @@ class LoopbackTests(unittest.TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         failure = yield self.assertFailure(webhook.store(message("tls-1")), StoreRejected)
         self.assertEqual(failure.reason, "ack timeout")
-        self.assertGreater(webhook.retried, 0)
+        self.assertGreater(webhook.metrics.webhook_retried, 0)
         self.assertEqual(site.ingest.metrics.ingest_requests["accepted"] + site.ingest.metrics.ingest_requests["malformed"], 0)  # no request got in
         self.assertEqual((yield self.store.count()), 0)
         # Refused by TLS verification (the name, here 127.0.0.1, or the issuer), not

@@ -100,10 +100,10 @@ class ClientConflictTests(unittest.TestCase):
         yield store.insert_batch([message_row(real._replace(payload=b"FORGED"))])
         failure = yield self.assertFailure(webhook.store(real), StoreRejected)
         self.assertEqual(failure.reason, "key conflict")
-        self.assertEqual((webhook.committed, dict(webhook.rejected)), (0, {"key conflict": 1}))
+        self.assertEqual((webhook.metrics.webhook_committed, dict(webhook.metrics.webhook_rejected)), (0, {"key conflict": 1}))
         # The honest retry of a stored message is still acknowledged.
         other = message("other-key", payload=b"21.6")
         yield webhook.store(other)
         yield webhook.store(other)
-        self.assertEqual(webhook.committed, 2)
-        self.assertEqual(webhook.duplicates, 1)
+        self.assertEqual(webhook.metrics.webhook_committed, 2)
+        self.assertEqual(webhook.metrics.webhook_already_stored, 1)

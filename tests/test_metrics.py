@@ -50,3 +50,21 @@ class RegistryTests(unittest.TestCase):
         with self.assertRaises(Exception):
             writer.submit([("k",)])
         self.assertEqual(metrics.ingest_rows_refused, 1)
+
+
+class OneRegistryPerProcessTests(unittest.TestCase):
+    def test_every_tier_of_the_service_counts_into_the_same_registry(self):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from mqttd.config import parse_config
+        from mqttd.service import build_service
+
+        config = parse_config({"server": {"data_dir": self.mktemp()}})
+        root = build_service(config, MemoryReactorClock())
+        registry = root.metrics
+        self.assertIs(root.broker.metrics, registry)
+        self.assertIs(root.webhook.metrics, registry)
+        self.assertIs(root.ingest.writer.metrics, registry)
+        self.assertIs(root.broker.connection_log.metrics, registry)
+        root.broker.connection_opened()
+        self.assertEqual(registry.mqtt_connections_open, 1)

@@ -61,7 +61,7 @@ class FullSocketTests(unittest.TestCase):
         self.assertLessEqual(held, FullSocketTransport.limit + BIG + 16)
         session = h.broker.sessions["slow"]
         self.assertEqual(len(session.queue), 10)
-        self.assertEqual(h.broker.dropped_queue_full, 100 - 1 - 10)
+        self.assertEqual(h.broker.metrics.mqtt_dropped["queue_full"], 100 - 1 - 10)
         got = publishes(read_until_quiet(sub, ack=True))
         self.assertLessEqual(sub.transport.peak, FullSocketTransport.limit + BIG + 16)
         # The first message, then the ten queued, in order; the rest were dropped.
@@ -77,7 +77,7 @@ class FullSocketTests(unittest.TestCase):
         session = h.broker.sessions["slow"]
         self.assertEqual(len(session.queue), 3)
         self.assertLessEqual(session.queued_bytes, 3 * BIG + 100)
-        self.assertEqual(h.broker.dropped_queue_full, 20 - 1 - 3)
+        self.assertEqual(h.broker.metrics.mqtt_dropped["queue_full"], 20 - 1 - 3)
 
     def test_an_empty_queue_takes_one_message_bigger_than_its_byte_bound(self):
         h = Harness(max_queued_bytes=1024)
@@ -86,7 +86,7 @@ class FullSocketTests(unittest.TestCase):
         publisher.send(*[pub("big", b"%d" % i + b"x" * BIG, qos=1, pid=i + 1)
                          for i in range(3)])
         self.assertEqual(len(h.broker.sessions["slow"].queue), 1)  # the first is written
-        self.assertEqual(h.broker.dropped_queue_full, 1)
+        self.assertEqual(h.broker.metrics.mqtt_dropped["queue_full"], 1)
 
     def test_qos2_waits_in_the_queue_too(self):
         h = Harness()
@@ -121,7 +121,7 @@ class FullSocketTests(unittest.TestCase):
         publisher.send(*[pub("big", b"x" * BIG) for _ in range(5)],
                        pub("q", b"kept", qos=1, pid=1))
         self.assertEqual([p.topic for p in publishes(sub.transport.read_all(sub))], ["big"])
-        self.assertEqual(h.broker.dropped_slow, 4)
+        self.assertEqual(h.broker.metrics.mqtt_dropped["slow"], 4)
         self.assertEqual([p.payload for p in publishes(sub.received())], [b"kept"])
 
 

@@ -110,10 +110,10 @@ class StorePressureTests(unittest.TestCase):
         h.submit(message(7))
         self.assertEqual((h.store.pressure.full, h.events.heard), (True, ["full"]))
         h.submit(message(8), message(9))  # 10 = 8 + 8 // 4: still taken
-        self.assertEqual((h.store.pending, h.outcomes), (10, []))
+        self.assertEqual((h.store.metrics.webhook_pending, h.outcomes), (10, []))
         h.submit(message(10))
         self.assertEqual(h.outcomes, [("k-10", "overload")])
-        self.assertEqual((h.store.overloads, h.store.rejected["overload"]), (1, 1))
+        self.assertEqual((h.store.metrics.webhook_overloads, h.store.metrics.webhook_rejected["overload"]), (1, 1))
 
     def test_drained_at_90_percent_on_the_next_turn(self):
         h = StoreHarness(max_pending=10, batch_size=5, pool_size=2)
@@ -124,7 +124,7 @@ class StorePressureTests(unittest.TestCase):
         request.write(json.dumps({"received": 5, "inserted": 5, "duplicates": 0}).encode())
         request.finish()
         h.http.flush()
-        self.assertEqual((h.store.pending, h.events.heard), (5, ["full"]))  # not from a settle
+        self.assertEqual((h.store.metrics.webhook_pending, h.events.heard), (5, ["full"]))  # not from a settle
         h.clock.advance(0)
         self.assertEqual((h.store.pressure.full, h.events.heard), (False, ["full", "drained"]))
 
@@ -151,9 +151,9 @@ class StorePressureTests(unittest.TestCase):
     def test_max_pending_bytes_counts_payload_and_topic(self):
         h = StoreHarness(max_pending_bytes=1000)
         h.submit(*[message(n, payload=b"x" * 297, topic="abc") for n in range(3)])
-        self.assertEqual((h.store.pending_bytes, h.store.pressure.full), (900, False))
+        self.assertEqual((h.store.metrics.webhook_pending_bytes, h.store.pressure.full), (900, False))
         h.submit(message(3, payload=b"x" * 97, topic="abc"))
-        self.assertEqual((h.store.pending_bytes, h.store.pressure.full), (1000, True))
+        self.assertEqual((h.store.metrics.webhook_pending_bytes, h.store.pressure.full), (1000, True))
         h.submit(message(4, payload=b"x" * 240, topic="abc"))  # 1000 < 1250: taken
         h.submit(message(5))  # 1243 < 1250: taken
         h.submit(message(6))  # 1245: taken
@@ -162,7 +162,7 @@ class StorePressureTests(unittest.TestCase):
         self.assertEqual(h.outcomes, [("k-8", "overload")])
         h.send()
         self.assertEqual(h.answer(), 8)
-        self.assertEqual((h.store.pending, h.store.pending_bytes), (0, 0))
+        self.assertEqual((h.store.metrics.webhook_pending, h.store.metrics.webhook_pending_bytes), (0, 0))
         h.clock.advance(0)
         self.assertEqual(h.events.heard, ["full", "drained"])
 
@@ -178,7 +178,7 @@ class StorePressureTests(unittest.TestCase):
         h.submit(message(2, payload=b"c" * 100))
         h.store.stop()
         self.assertEqual([o for _, o in h.outcomes], ["ok", "ack timeout", "stopping"])
-        self.assertEqual((h.store.pending, h.store.pending_bytes), (0, 0))
+        self.assertEqual((h.store.metrics.webhook_pending, h.store.metrics.webhook_pending_bytes), (0, 0))
 
 
 class ThrottleTests(unittest.TestCase):
@@ -253,11 +253,11 @@ class PausedPublisherTests(unittest.TestCase):
         b.send(*[pub("t", b"b%d" % i, qos=1, pid=i + 1) for i in range(5)])  # the 3rd fills it
         c.send(pub("t", b"c0", qos=1, pid=1), pub("t", b"c1", qos=1, pid=2))
         a.send(pub("t", b"a5", qos=1, pid=6))
-        self.assertEqual(h.store.pending, 10)  # 8, then one more each from c and a
+        self.assertEqual(h.store.metrics.webhook_pending, 10)  # 8, then one more each from c and a
         for client in (a, b, c):
             self.assertTrue(client.paused, client.protocol._client_id)
             self.assertFalse(client.closed, client.protocol._client_id)
-        self.assertEqual(h.store.rejected, {})
+        self.assertEqual(h.store.metrics.webhook_rejected, {})
 
         h.send()
         self.assertEqual(h.answer(), 10)  # commits land: all of them resume
@@ -287,11 +287,11 @@ class PausedPublisherTests(unittest.TestCase):
         h.send()  # sent; the webhook never answers
         h.clock.advance(9.9)
         self.assertFalse(a.closed)
-        self.assertEqual(h.broker.store_failures, 0)
+        self.assertEqual(h.broker.metrics.mqtt_publish_not_stored, 0)
         h.clock.advance(0.1)  # 10 s: the ack deadline of its messages
         self.assertTrue(a.closed)
         self.assertEqual(a.received(), [])
-        self.assertEqual(h.store.rejected["ack timeout"], 2)
+        self.assertEqual(h.store.metrics.webhook_rejected["ack timeout"], 2)
 
     def test_keepalive_counts_again_from_the_resume(self):
         h = BrokerHarness(max_pending=1, ack_timeout=30.0)
@@ -325,7 +325,7 @@ class PausedPublisherTests(unittest.TestCase):
         a = h.client("a")
         a.send(pub("t", b"1", qos=1, pid=1), pub("t", b"2", qos=1, pid=2))
         a.send(pub("t", b"3", qos=1, pid=3))  # delivered although paused
-        self.assertEqual(h.store.pending, 1)
+        self.assertEqual(h.store.metrics.webhook_pending, 1)
         for _ in range(3):  # one at a time: each fills the sink again
             self.assertTrue(a.paused)
             h.send()

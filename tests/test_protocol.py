@@ -45,7 +45,7 @@ class ConnackCodeTests(unittest.TestCase):
         h = Harness()
         connack = self._refused(h, Connect("c", protocol_level=5))
         self.assertEqual(connack, Connack(False, 0x01))
-        self.assertEqual(h.broker.protocol_errors, 1)
+        self.assertEqual(h.broker.metrics.mqtt_protocol_errors, 1)
 
     def test_client_id_too_long(self):
         h = Harness(max_clientid_len=5)
@@ -133,7 +133,7 @@ class AsyncAuthTests(unittest.TestCase):
         auth.pending[0].callback(0)
         self.assertEqual(c.received(), [])
         self.assertEqual(h.broker.sessions, {})
-        self.assertEqual(h.broker.connections, 0)
+        self.assertEqual(h.broker.metrics.mqtt_connections_open, 0)
 
     def test_auth_that_never_answers_times_out(self):
         auth = ManualAuthenticator()
@@ -238,7 +238,7 @@ class WillTests(unittest.TestCase):
         w = self._watch(h)
         self._will_client(h).disconnect()
         self.assertEqual(publishes(w.received()), [])
-        self.assertEqual(h.broker.wills_published, 0)
+        self.assertEqual(h.broker.metrics.mqtt_wills_published, 0)
 
     def test_protocol_error_publishes_will(self):
         h = Harness()
@@ -248,7 +248,7 @@ class WillTests(unittest.TestCase):
         self.assertTrue(c.closed)
         c.lose()
         self.assertEqual(len(publishes(w.received())), 1)
-        self.assertEqual(h.broker.wills_published, 1)
+        self.assertEqual(h.broker.metrics.mqtt_wills_published, 1)
 
     def test_keepalive_expiry_publishes_will(self):
         h = Harness()
@@ -285,7 +285,7 @@ class TakeoverTests(unittest.TestCase):
         h.client("pub").send(pub("t", b"after", qos=1))
         self.assertEqual([m.payload for m in publishes(second.received())], [b"after"])
         self.assertEqual(publishes(first.received()), [])
-        self.assertEqual(h.broker.connections, 3)
+        self.assertEqual(h.broker.metrics.mqtt_connections_open, 3)
 
     def test_takeover_with_clean_session_starts_fresh(self):
         h = Harness()
@@ -344,11 +344,11 @@ class ConnectionLimitTests(unittest.TestCase):
         c = Client(h)
         self.assertTrue(c.closed)
         self.assertFalse(a.closed or b.closed)
-        self.assertEqual(h.broker.connections, 2)
-        self.assertEqual(h.broker.connections_rejected, 1)
+        self.assertEqual(h.broker.metrics.mqtt_connections_open, 2)
+        self.assertEqual(h.broker.metrics.mqtt_connections_refused, 1)
         c.lose()
         a.lose()
-        self.assertEqual(h.broker.connections, 1)
+        self.assertEqual(h.broker.metrics.mqtt_connections_open, 1)
         d = Client(h)
         self.assertFalse(d.closed)
         self.assertEqual(d.connect("d"), Connack(False, 0))
@@ -422,7 +422,7 @@ class SlowReaderTests(unittest.TestCase):
         self.assertTrue(self.sub.paused)
         self.pub.send(pub("t", b"dropped"), pub("q", b"kept", qos=1, pid=1))
         self.assertEqual(publishes(self.sub.received()), [])  # QoS 1 waits in its queue
-        self.assertEqual(self.h.broker.dropped_slow, 1)
+        self.assertEqual(self.h.broker.metrics.mqtt_dropped["slow"], 1)
         self.sub.transport.producer.resumeProducing()
         self.assertFalse(self.sub.paused)
         self.assertEqual([(p.topic, p.payload) for p in publishes(self.sub.received())],
@@ -457,7 +457,7 @@ class SlowReaderTests(unittest.TestCase):
             reader.transport.drained()
         self.assertEqual(sorted(p.topic for p in got), [f"r/{i:03d}" for i in range(50)])
         self.assertTrue(all(p.retain for p in got))
-        self.assertEqual(self.h.broker.dropped_slow, 0)
+        self.assertEqual(self.h.broker.metrics.mqtt_dropped["slow"], 0)
         self.assertFalse(reader.paused)  # all sent: read again
 
     def test_held_retained_messages_are_bounded_by_max_queued_messages(self):
@@ -465,7 +465,7 @@ class SlowReaderTests(unittest.TestCase):
         self.retained(20, h)
         reader = self.subscribe_small_buffer(h)
         first = len(publishes(reader.received()))  # up to the pause
-        self.assertEqual(h.broker.dropped_slow, 20 - first - 3)
+        self.assertEqual(h.broker.metrics.mqtt_dropped["slow"], 20 - first - 3)
         reader.transport.drained()
         self.assertEqual(len(publishes(reader.received())), 3)
 
@@ -477,7 +477,7 @@ class SlowReaderTests(unittest.TestCase):
         reader.send(Subscribe(3, (("t", 0),)))  # (as if it were read)
         reader.received()
         self.pub.send(pub("t", b"live"))
-        self.assertEqual(self.h.broker.dropped_slow, 1)
+        self.assertEqual(self.h.broker.metrics.mqtt_dropped["slow"], 1)
         for _ in range(20):
             reader.transport.drained()
             reader.received()
@@ -490,7 +490,7 @@ class SlowReaderTests(unittest.TestCase):
         reader = self.subscribe_small_buffer()
         sent = len(publishes(reader.received()))
         reader.lose()
-        self.assertEqual(self.h.broker.dropped_offline, 20 - sent)
+        self.assertEqual(self.h.broker.metrics.mqtt_dropped["offline"], 20 - sent)
 
     def test_a_reader_that_drains_is_read_again_under_sustained_qos0(self):
         """More QoS 0 offered than it drains must not keep us from reading it: its
@@ -516,7 +516,7 @@ class SlowReaderTests(unittest.TestCase):
         self.assertIn(Pingresp(), got)
         self.assertEqual(len([p for p in got if isinstance(p, Publish) and p.qos == 1]), 20)
         self.assertEqual(reader.transport.inbound, [])
-        self.assertEqual(self.h.broker.dropped_queue_full, 0)
+        self.assertEqual(self.h.broker.metrics.mqtt_dropped["queue_full"], 0)
 
     def test_keepalive_counts_from_the_last_drain_while_the_socket_is_full(self):
         """We stop reading while its socket is full, so its PINGREQs wait unread; but

@@ -60,7 +60,7 @@ class TLSCloseWhilePausedTests(unittest.TestCase):
         store.fail(0)  # mqttd closes the connection, unacknowledged
         self.flushLoggedErrors(RuntimeError)
         await within(released, 5)  # (a TimeoutError: the connection was never released)
-        self.assertEqual(broker.connections, 0)
+        self.assertEqual(broker.metrics.mqtt_connections_open, 0)
         await within(device.lost, 5)
         self.flushLoggedErrors(RuntimeError)
 

@@ -30,7 +30,7 @@ class ExpiryTests(unittest.TestCase):
         self.assertEqual(len(h.broker.trie), 0)  # its subscription is gone from the trie
         self.assertIsNone(session.queue)  # and its queued messages with it
         self.assertEqual(session.queued_bytes, 0)
-        self.assertEqual(h.broker.stored_sessions.expired, 1)
+        self.assertEqual(h.broker.metrics.mqtt_sessions_expired, 1)
         self.assertEqual(h.broker.stored_sessions.count, 0)
         again = Client(h)
         self.assertEqual(again.connect("dev", clean=False), Connack(False, 0))
@@ -104,7 +104,7 @@ class MaxSessionsTests(unittest.TestCase):
         Client(h).connect("b", clean=False)  # b is back: online
         h.client("d", clean=False)
         self.assertEqual(sorted(h.broker.sessions), ["b", "c", "d"])
-        self.assertEqual(h.broker.stored_sessions.evicted, 1)
+        self.assertEqual(h.broker.metrics.mqtt_sessions_evicted, 1)
         h.client("e", clean=False)
         self.assertEqual(sorted(h.broker.sessions), ["b", "d", "e"])
         self.assertEqual(h.broker.stored_sessions.count, 3)
@@ -120,7 +120,7 @@ class MaxSessionsTests(unittest.TestCase):
         self.assertEqual(c.received(), [Connack(False, 0x03)])
         self.assertTrue(c.closed)
         self.assertEqual(sorted(h.broker.sessions), ["a", "b"])
-        self.assertEqual(h.broker.stored_sessions.refused, 1)
+        self.assertEqual(h.broker.metrics.mqtt_sessions_refused, 1)
         reasons = [e["reason"] for e in events
                    if e.get("log_format", "").startswith("disconnect")]
         self.assertEqual(reasons, ["max sessions"])
@@ -131,7 +131,7 @@ class MaxSessionsTests(unittest.TestCase):
         h = Harness(max_sessions=1)
         persistent_subscriber(h, "dev").disconnect()
         self.assertEqual(Client(h).connect("dev", clean=False), Connack(True, 0))
-        self.assertEqual(h.broker.stored_sessions.evicted, 0)
+        self.assertEqual(h.broker.metrics.mqtt_sessions_evicted, 0)
 
     def test_a_takeover_needs_no_new_slot(self):
         h = Harness(max_sessions=1)
@@ -139,7 +139,7 @@ class MaxSessionsTests(unittest.TestCase):
         again = Client(h)
         self.assertEqual(again.connect("dev", clean=False), Connack(True, 0))
         self.assertTrue(first.closed)
-        self.assertEqual(h.broker.stored_sessions.refused, 0)
+        self.assertEqual(h.broker.metrics.mqtt_sessions_refused, 0)
 
 
 class DeadlinesTests(unittest.TestCase):

@@ -22,6 +22,7 @@ from mqttd.broker.pressure import PublisherThrottle
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
+from mqttd.metrics import Metrics
 from mqttd.store.interface import Message, submitter
 
 __all__ = ["Broker"]
@@ -46,8 +47,10 @@ class Broker:
     ``mqttd.store.interface``): connections hand their publishes over through it.
     """
 
-    def __init__(self, clock, config, store, authenticator):
+    def __init__(self, clock, config, store, authenticator, metrics=None):
         self.clock = clock
+        # The process's one counter registry (mqttd.metrics): every count lives there.
+        self.metrics = metrics = Metrics() if metrics is None else metrics
         self.config = config
         self.store = store
         self.submit = submitter(store)
@@ -66,15 +69,15 @@ class Broker:
         self.sessions = {}  # client id -> Session
         # Persistent sessions: session_expiry and max_sessions (mqttd.broker.expiry).
         self.stored_sessions = StoredSessions(clock, config.session_expiry,
-                                              config.max_sessions, self.discard)
+                                              config.max_sessions, self.discard, metrics)
         # Packets being read, all connections together (mqttd.broker.budget).
         self.partial_input = PartialInput(clock, config.max_partial_bytes,
-                                          config.packet_timeout)
+                                          config.packet_timeout, metrics)
         # The connections' inbound FIFOs, by client id: routing order across reconnects.
         self.inbound = InboundQueues(self)
         # Per-connection log lines, per client address (connect, refused, disconnect).
         self.connection_log = LogRateLimit(clock, config.log_lines_per_ip,
-                                           config.log_lines_window)
+                                           config.log_lines_window, metrics=metrics)
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # Message keys (make_message): made in blocks, popped from the end.
@@ -83,34 +86,21 @@ class Broker:
         self._key_blocks = count(0)
         self._keys = []
         self._client_ids = count(1)
-        # Counters.
-        self.connections = 0  # open now
-        self.connections_total = 0
-        self.connections_rejected = 0  # over max_connections
-        self.received = 0  # inbound PUBLISH (all QoS)
-        self.stored = 0
-        self.store_failures = 0
-        self.delivered = 0  # outbound PUBLISH written to subscribers
-        self.dropped_queue_full = 0
-        self.dropped_offline = 0  # QoS 0 to an offline session
-        self.dropped_slow = 0  # QoS 0 to a client whose write buffer is full
-        self.duplicates = 0  # QoS 2 retransmits answered without storing
-        self.protocol_errors = 0
-        self.wills_published = 0
 
     # -- connections -------------------------------------------------------------------
 
     def connection_opened(self):
         """Count a new socket; False if it is over max_connections and must be closed."""
-        if self.connections >= self.config.max_connections:
-            self.connections_rejected += 1
+        metrics = self.metrics
+        if metrics.mqtt_connections_open >= self.config.max_connections:
+            metrics.mqtt_connections_refused += 1
             return False
-        self.connections += 1
-        self.connections_total += 1
+        metrics.mqtt_connections_open += 1
+        metrics.mqtt_connections_accepted += 1
         return True
 
     def connection_closed(self):
-        self.connections -= 1
+        self.metrics.mqtt_connections_open -= 1
 
     def generate_client_id(self):
         """An id for a zero-length client id with clean session [MQTT-3.1.3-6]."""

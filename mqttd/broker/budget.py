@@ -26,15 +26,15 @@ class PartialInput:
     A connection is anything with ``packet_overdue()``, called once its packet is late;
     it returns True if it closed for it (counted in ``timed_out``), or renews the
     deadline with ``renew`` if the silence is the broker's (it stopped reading).
+    Refusals and timeouts count into ``metrics`` (``mqtt_packets_*``).
     """
 
-    __slots__ = ("budget", "total", "refused", "timed_out", "_deadlines")
+    __slots__ = ("budget", "total", "_metrics", "_deadlines")
 
-    def __init__(self, clock, budget, timeout):
+    def __init__(self, clock, budget, timeout, metrics):
         self.budget = budget
         self.total = 0  # bytes the unfinished packets of all connections may come to
-        self.refused = 0  # packets that did not fit the budget
-        self.timed_out = 0  # connections closed for an unfinished packet
+        self._metrics = metrics
         self._deadlines = Deadlines(clock, timeout, self._overdue)
 
     def hold(self, connection, before, after, completed):
@@ -45,7 +45,7 @@ class PartialInput:
         caller closes the connection (and later ``release``s ``before``).
         """
         if after > before and self.total - before + after > self.budget:
-            self.refused += 1
+            self._metrics.mqtt_packets_over_budget += 1
             return False
         self.total += after - before
         if not after:
@@ -65,4 +65,4 @@ class PartialInput:
 
     def _overdue(self, connection):
         if connection.packet_overdue():
-            self.timed_out += 1
+            self._metrics.mqtt_packets_timed_out += 1

@@ -27,19 +27,17 @@ class StoredSessions:
     """Counts the persistent sessions of a broker and expires or evicts offline ones.
 
     ``discard(session)`` is the broker's: it frees a session (trie, queue) and then
-    calls ``removed`` here. Counters: ``expired``, ``evicted``, ``refused``.
+    calls ``removed`` here. It counts into ``metrics`` (``mqtt_sessions_*``).
     """
 
-    __slots__ = ("_offline", "_discard", "limit", "count", "expired", "evicted", "refused")
+    __slots__ = ("_offline", "_discard", "limit", "count", "_metrics")
 
-    def __init__(self, clock, expiry, limit, discard):
+    def __init__(self, clock, expiry, limit, discard, metrics):
         self._offline = Deadlines(clock, expiry, self._expire)
         self._discard = discard
         self.limit = limit
         self.count = 0  # persistent sessions stored, online or offline
-        self.expired = 0
-        self.evicted = 0
-        self.refused = 0
+        self._metrics = metrics
 
     @property
     def offline(self):
@@ -53,11 +51,11 @@ class StoredSessions:
             return True
         oldest = self._offline.oldest()
         if oldest is None:
-            self.refused += 1
+            self._metrics.mqtt_sessions_refused += 1
             log.warn("max_sessions ({limit}) reached and every session is online: "
                      "refusing a new persistent session", limit=self.limit)
             return False
-        self.evicted += 1
+        self._metrics.mqtt_sessions_evicted += 1
         log.info("max_sessions ({limit}) reached: evicting {client_id}, the session "
                  "offline longest", limit=self.limit, client_id=oldest.client_id)
         self._discard(oldest)
@@ -77,7 +75,7 @@ class StoredSessions:
         self._offline.discard(session)
 
     def _expire(self, session):
-        self.expired += 1
+        self._metrics.mqtt_sessions_expired += 1
         log.info("session {client_id} expired: offline for {expiry:g} s (session_expiry)",
                  client_id=session.client_id, expiry=self._offline.timeout)
         self._discard(session)

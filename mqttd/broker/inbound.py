@@ -116,7 +116,7 @@ class InboundQueue:
         ``received_at`` is the time of the read that carried it (one clock call per
         read, not per message)."""
         broker = self._broker
-        broker.received += 1
+        broker.metrics.mqtt_publish_received += 1
         qos = packet.qos
         entries = self._entries
         if entries is None:
@@ -155,7 +155,7 @@ class InboundQueue:
     def _duplicate(self, ack, qos2_id):
         """A retransmission of a QoS 2 message already stored (or being stored): PUBREC
         again, after the original's, without storing or routing it twice."""
-        self._broker.duplicates += 1
+        self._broker.metrics.mqtt_qos2_retransmits += 1
         original = waiting_for(self._session, qos2_id)
         entries = self._entries
         if original is not None:
@@ -223,7 +223,7 @@ class InboundQueue:
         """
         broker = self._broker
         if failure is None:
-            broker.stored += len(entries)
+            broker.metrics.mqtt_publish_stored += len(entries)
             for entry in entries:
                 entry.settled = True
         else:
@@ -233,7 +233,7 @@ class InboundQueue:
             session = self._after_close
             if session is not None and session.qos2_pending:
                 release_waiters(session, entries, failure)  # successes: _release_closed
-            broker.store_failures += len(entries)
+            broker.metrics.mqtt_publish_not_stored += len(entries)
             if self._open:
                 self._owner.store_failed(failure)  # closes: close() is called
         self._release_settled()

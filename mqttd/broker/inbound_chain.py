@@ -88,8 +88,9 @@ class InboundQueues:
         next connection of the client routes after it.
         """
         broker = self.broker
-        broker.wills_published += 1
-        broker.received += 1
+        metrics = broker.metrics
+        metrics.mqtt_wills_published += 1
+        metrics.mqtt_publish_received += 1
         message = broker.make_message(client_id, username, will.topic, will.payload,
                                       will.qos, will.retain, received_at)
         # ``queue`` (closed by now) is in ``unrouted`` if it has anything to route.

@@ -16,6 +16,8 @@ from collections import OrderedDict
 
 from twisted.logger import Logger
 
+from mqttd.metrics import Metrics
+
 __all__ = ["LogRateLimit"]
 
 log = Logger()
@@ -33,7 +35,7 @@ class _Bucket:
 class LogRateLimit:
     """At most ``lines`` log lines per address per ``window`` seconds, then one summary."""
 
-    def __init__(self, clock, lines, window, max_addresses=4096):
+    def __init__(self, clock, lines, window, max_addresses=4096, metrics=None):
         self._clock = clock
         self._lines = lines
         self._window = window
@@ -42,7 +44,8 @@ class LogRateLimit:
         self._buckets = OrderedDict()  # address -> _Bucket, least recently used first
         self._evicted = 0  # held back from addresses whose buckets were evicted since
         self._flush_call = None
-        self.suppressed = 0  # every line held back so far (a counter for metrics)
+        # Every line held back so far: the registry's mqtt_log_lines_suppressed.
+        self.metrics = Metrics() if metrics is None else metrics
 
     def __len__(self):
         return len(self._buckets)
@@ -68,7 +71,7 @@ class LogRateLimit:
             return True
         bucket.tokens = tokens
         bucket.suppressed += 1
-        self.suppressed += 1
+        self.metrics.mqtt_log_lines_suppressed += 1
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(self._window, self._flush)
         return False

@@ -230,7 +230,7 @@ class MQTTServerProtocol(Protocol):
                 return
 
     def _protocol_error(self, error):
-        self._broker.protocol_errors += 1
+        self._broker.metrics.mqtt_protocol_errors += 1
         if error.connack_code is not None and self._state < _CONNECTED:
             self.transport.write(encode(Connack(False, error.connack_code)))
         self._close("protocol error", detail=error.reason)

@@ -99,12 +99,12 @@ class Session:
         broker = self.broker
         if not qos:
             if proto is None:
-                broker.dropped_offline += 1
+                broker.metrics.mqtt_dropped["offline"] += 1
                 return
             backlog = self.backlog
             if proto.writes_blocked or backlog:
                 if not hold or (backlog is not None and len(backlog) >= broker.max_queued_messages):
-                    broker.dropped_slow += 1
+                    broker.metrics.mqtt_dropped["slow"] += 1
                     return
                 if backlog is None:
                     backlog = self.backlog = deque()
@@ -112,7 +112,7 @@ class Session:
                 return
             proto.transport.write(
                 encode_publish(message.topic, message.payload, 0, retain, False, None))
-            broker.delivered += 1
+            broker.metrics.mqtt_delivered += 1
             return
         inflight = self.inflight
         if inflight is None:
@@ -123,7 +123,7 @@ class Session:
             inflight[pid] = (message, qos, retain)
             proto.transport.write(
                 encode_publish(message.topic, message.payload, qos, retain, False, pid))
-            broker.delivered += 1
+            broker.metrics.mqtt_delivered += 1
             return
         self._enqueue(message, qos, retain)
 
@@ -143,7 +143,7 @@ class Session:
         if len(queue) >= broker.max_queued_messages or (
                 queue and self.queued_bytes + size > broker.max_queued_bytes):
             # Drop the NEW message: the queued ones are older and were promised first.
-            broker.dropped_queue_full += 1
+            broker.metrics.mqtt_dropped["queue_full"] += 1
             if not self._dropping:
                 self._dropping = True
                 log.warn(
@@ -186,7 +186,7 @@ class Session:
             pid = self._allocate_id(inflight)
             inflight[pid] = (message, qos, retain)
             write(encode_publish(message.topic, message.payload, qos, retain, False, pid))
-            broker.delivered += 1
+            broker.metrics.mqtt_delivered += 1
         if self._dropping and len(queue) < broker.max_queued_messages:
             self._dropping = False  # burst over: the next drop is logged again
 
@@ -206,7 +206,7 @@ class Session:
             while backlog and not proto.writes_blocked:
                 message, retain = backlog.popleft()
                 write(encode_publish(message.topic, message.payload, 0, retain, False, None))
-                broker.delivered += 1
+                broker.metrics.mqtt_delivered += 1
         if self.queue:
             self.pump()
 
@@ -214,7 +214,7 @@ class Session:
         """The connection ended: QoS 0 is not kept for an offline client, and a
         redelivery not finished starts over on the next connection (``resume``)."""
         if self.backlog:
-            self.broker.dropped_offline += len(self.backlog)
+            self.broker.metrics.mqtt_dropped["offline"] += len(self.backlog)
         self.backlog = None
         self._resend = None
 

@@ -40,7 +40,7 @@ connection pool, and ACKs sent regardless). Here:
 import random
 import weakref
 from bisect import bisect_right
-from collections import Counter, deque
+from collections import deque
 from itertools import accumulate, islice
 from operator import itemgetter
 
@@ -70,6 +70,7 @@ from mqttd.store.interface import (
     StoreRejected,
     one_off,
 )
+from mqttd.metrics import Metrics
 from mqttd.store.pressure import Pressure
 
 __all__ = ["WebhookStore", "StoreRejected"]
@@ -208,7 +209,8 @@ class WebhookStore:
     go with every request either way.
     """
 
-    def __init__(self, clock, config, http, url, random=random.random, secret=None):
+    def __init__(self, clock, config, http, url, random=random.random, secret=None,
+                 metrics=None):
         self._clock = clock
         self._config = config
         self._http = http
@@ -258,15 +260,9 @@ class WebhookStore:
         self._prompt = True
         self._holding = False
         self._stopped = False
-        # Accounting: received == committed + pending + sum(rejected.values()).
-        self.received = 0
-        self.committed = 0
-        self.pending = 0
-        self.pending_bytes = 0  # payload + topic of the pending messages
-        self.overloads = 0  # times pending reached a limit (pressure.full)
-        self.retried = 0
-        self.duplicates = 0
-        self.rejected = Counter()
+        # Accounting, in the process's registry (``webhook_*``): submitted ==
+        # committed + pending + sum(rejected.values()) at every moment.
+        self.metrics = Metrics() if metrics is None else metrics
 
     # -- IMessageStore -------------------------------------------------------------------
 
@@ -283,16 +279,17 @@ class WebhookStore:
         messages with the same ``notify`` (one connection's read, usually), instead of
         a Deferred per message: the broker's hot path.
         """
-        self.received += 1
-        if (self._stopped or self.pending >= self._hard_pending
-                or self.pending_bytes >= self._hard_bytes):
+        metrics = self.metrics
+        metrics.webhook_submitted += 1
+        if (self._stopped or metrics.webhook_pending >= self._hard_pending
+                or metrics.webhook_pending_bytes >= self._hard_bytes):
             reason = "stopping" if self._stopped else "overload"
-            self.rejected[reason] += 1
+            metrics.webhook_rejected[reason] += 1
             self._notify(notify, [token], StoreRejected(reason))
             return
         held = len(message.payload) + len(message.topic)
-        self.pending = pending = self.pending + 1
-        self.pending_bytes = pending_bytes = self.pending_bytes + held
+        metrics.webhook_pending = pending = metrics.webhook_pending + 1
+        metrics.webhook_pending_bytes = pending_bytes = metrics.webhook_pending_bytes + held
         if ((pending >= self._full_pending or pending_bytes >= self._full_bytes)
                 and not self.pressure.full):
             self._fill()
@@ -320,13 +317,13 @@ class WebhookStore:
     def _fill(self):
         """A limit is reached: the broker pauses publishers (synchronously: the one
         whose message this is stops right after it)."""
-        self.overloads += 1
+        self.metrics.webhook_overloads += 1
         now = self._clock.seconds()
         if self._full_logged_at is None or now - self._full_logged_at >= 10.0:
             self._full_logged_at = now  # at most every 10 s: it may come and go often
             log.warn("overload: {pending} messages, {bytes} bytes awaiting commit; "
-                     "publishers paused until it drains", pending=self.pending,
-                     bytes=self.pending_bytes)
+                     "publishers paused until it drains", pending=self.metrics.webhook_pending,
+                     bytes=self.metrics.webhook_pending_bytes)
         self.pressure.fill()
 
     def _released(self):
@@ -336,12 +333,17 @@ class WebhookStore:
         connections, which submit what they had read meanwhile.
         """
         if (self.pressure.full and self._drain_call is None
-                and self.pending <= self._low_pending and self.pending_bytes <= self._low_bytes):
+                and self._below_low_water()):
             self._drain_call = self._clock.callLater(0, self._drain)
+
+    def _below_low_water(self):
+        metrics = self.metrics
+        return (metrics.webhook_pending <= self._low_pending
+                and metrics.webhook_pending_bytes <= self._low_bytes)
 
     def _drain(self):
         self._drain_call = None
-        if self.pending <= self._low_pending and self.pending_bytes <= self._low_bytes:
+        if self._below_low_water():
             self.pressure.drain()
 
     def _all_back(self):
@@ -586,10 +588,11 @@ class WebhookStore:
             # partial rejection (mqttd.ingest.wire.decode_result).
             self._reject(batch, "bad response", detail=str(e))
         else:
-            self.committed += n
-            self.pending -= n
-            self.pending_bytes -= batch.held
-            self.duplicates += result.duplicates
+            metrics = self.metrics
+            metrics.webhook_committed += n
+            metrics.webhook_pending -= n
+            metrics.webhook_pending_bytes -= batch.held
+            metrics.webhook_already_stored += result.duplicates
             self._answered(batch)
             self._settle(batch, None)
             self._released()
@@ -631,7 +634,7 @@ class WebhookStore:
             self._reject(batch, "ack timeout", detail=_describe(error))
             return
         batch.attempt += 1
-        self.retried += 1
+        self.metrics.webhook_retried += 1
         if batch.attempt == 1:
             log.warn("webhook batch of {n} failed ({error}); retrying", n=len(batch.messages),
                      error=_describe(error))
@@ -655,9 +658,10 @@ class WebhookStore:
 
     def _reject(self, batch, reason, detail=None):
         n = len(batch.messages)
-        self.rejected[reason] += n
-        self.pending -= n
-        self.pending_bytes -= batch.held
+        metrics = self.metrics
+        metrics.webhook_rejected[reason] += n
+        metrics.webhook_pending -= n
+        metrics.webhook_pending_bytes -= batch.held
         self._released()
         if reason not in _REFUSED:  # logged as errors by _failed
             log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,

@@ -30,10 +30,10 @@ def build(root, connections, window):
     from mqttd.broker.protocol import MQTTServerFactory
     from mqttd.codec import Connect, Publish, encode
     from mqttd.config import AuthConfig, BrokerConfig
-    from mqttd.store.interface import ISubmittingMessageStore
+    from mqttd.store.sink import ISubmittingMessageSink
     from mqttd.tap import GC_THRESHOLDS
 
-    @implementer(ISubmittingMessageStore)
+    @implementer(ISubmittingMessageSink)
     class GroupingStore:
         """Settles everything submitted since the last flush, one call per group of
         consecutive messages with the same ``notify`` (what the webhook client does)."""

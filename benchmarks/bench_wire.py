@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mqttd.ingest import wire  # noqa: E402
-from mqttd.store.interface import Message  # noqa: E402
+from mqttd.store.sink import Message  # noqa: E402
 from mqttd.tap import GC_THRESHOLDS  # noqa: E402
 
 SIZES = (10, 100, 500)

@@ -30,12 +30,12 @@ def main():
     from mqttd.broker.broker import Broker
     from mqttd.broker.protocol import MQTTServerFactory
     from mqttd.config import load_config
-    from mqttd.store.memory import InMemoryMessageStore
+    from mqttd.store.memory import InMemorySink
     from mqttd.tap import tune_gc
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     config = load_config(args.config)
-    broker = Broker(reactor, config.broker, InMemoryMessageStore(keep=1),
+    broker = Broker(reactor, config.broker, InMemorySink(keep=1),
                     StaticAuthenticator(config.auth))
     reactor.listenTCP(args.port, MQTTServerFactory(broker, reactor), backlog=4096,
                       interface="127.0.0.1")

@@ -19,7 +19,7 @@ import sys
 
 
 class _Answer:
-    """What WebhookStore reads of a treq response: the code, and the body delivered to
+    """What WebhookSink reads of a treq response: the code, and the body delivered to
     the protocol it gives (as twisted.web's Response does)."""
 
     code = 200

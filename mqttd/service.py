@@ -19,7 +19,7 @@ from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.errors import ConfigError
-from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, prepare_database
@@ -109,7 +109,7 @@ def build_service(config, reactor):
     tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
     client_secret = config.webhook.secret if config.webhook.url else tier_secret
     http, pool = build_http_client(reactor, config.webhook)
-    store = WebhookStore(reactor, config.webhook, http, config.webhook.url or None,
+    store = WebhookSink(reactor, config.webhook, http, config.webhook.url or None,
                          secret=client_secret or None, metrics=metrics)
     if config.ingest.enabled:
         if config.webhook.url:

@@ -3,7 +3,7 @@
 benchmarks/nohttp_mqttd.py replaces treq with a direct call into the built-in tier's
 writer; when the client's use of treq's response changed (its own body reader), the
 stand-in failed every request and compare.py --with-nohttp measured nothing. This
-runs a real WebhookStore through it.
+runs a real WebhookSink through it.
 """
 import importlib.util
 import os
@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mqttd.config import WebhookConfig
-from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.client import WebhookSink
 from tests.test_ingest_client import message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,7 +42,7 @@ class NoHttpStandInTests(unittest.TestCase):
         webhook = nohttp._DirectWebhook()
         webhook.writer = _Writer()
         clock = Clock()
-        store = WebhookStore(clock, WebhookConfig(), webhook, "http://127.0.0.1:1/v1/messages")
+        store = WebhookSink(clock, WebhookConfig(), webhook, "http://127.0.0.1:1/v1/messages")
         outcome = []
         store.store(message(1)).addBoth(outcome.append)
         clock.advance(0)

@@ -19,12 +19,12 @@ from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.codec import Connect, Parser, Publish, encode
 from mqttd.config import AuthConfig, BrokerConfig, ConfigError, WebhookConfig, parse_config
-from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.resource import IngestResource
 from mqttd.ingest.wire import BODY_FRAME, batch_size_bound, decode_batch, encode_batch, size_bound
 from mqttd.ingest.writer import BatchWriter
-from mqttd.store.interface import Message
-from mqttd.store.memory import InMemoryMessageStore
+from mqttd.store.sink import Message
+from mqttd.store.memory import InMemorySink
 from tests.test_store_sqlite import inline_store
 
 URL = "http://ingest.invalid/v1/messages"
@@ -72,7 +72,7 @@ def _largest_legal(broker_config, text):
     publish = encode(Publish(topic, payload, 1, False, False, 1))
     assert len(connect) <= size and len(publish) <= size, (len(connect), len(publish))
     assert len(Parser(size, server=True).feed(connect + publish)) == 2
-    broker = Broker(Clock(), broker_config, InMemoryMessageStore(),
+    broker = Broker(Clock(), broker_config, InMemorySink(),
                     StaticAuthenticator(AuthConfig(allow_anonymous=True)))
     return broker.make_message(client_id, username, topic, payload, 1, False,
                                1.2345678901234567e+300)
@@ -162,7 +162,7 @@ class CutTests(unittest.TestCase):
         recording = Recording(IngestResource(writer, "budget-test-secret", max_body_size=budget))
         http = StubTreq(recording)
         config = attrs.evolve(WebhookConfig(), max_body_size=budget, linger=0.0)
-        client = WebhookStore(clock, config, http, "http://ingest.invalid/",
+        client = WebhookSink(clock, config, http, "http://ingest.invalid/",
                               secret="budget-test-secret")
         messages = [Message(f"k-{n}", "dev", None, "t/big", bytes([n]) * 262_000, 1, False, 1.0)
                     for n in range(40)]
@@ -208,7 +208,7 @@ class CutTests(unittest.TestCase):
         http = StubTreq(Strict())
         config = attrs.evolve(WebhookConfig(), max_body_size=budget, linger=0.0,
                               batch_size=batch_size, pool_size=4)
-        client = WebhookStore(clock, config, http, URL)
+        client = WebhookSink(clock, config, http, URL)
         failed = []
         for n, (size, topic) in enumerate(sizes):
             d = client.store(Message(f"k-{n}", "dev", "u", topic, b"x" * size, 1, False, 1.0))

@@ -34,11 +34,11 @@ from mqttd.codec import (
     encode,
 )
 from mqttd.config import AuthConfig, BrokerConfig, User
-from mqttd.store.interface import IMessageStore
-from mqttd.store.memory import InMemoryMessageStore
+from mqttd.store.sink import IMessageSink
+from mqttd.store.memory import InMemorySink
 
 
-@implementer(IMessageStore)
+@implementer(IMessageSink)
 class ManualStore:
     """A store whose Deferreds the test fires, in any order."""
 
@@ -136,7 +136,7 @@ class Harness:
     def __init__(self, store=None, authenticator=None, **config):
         self.clock = task.Clock()
         self.config = attrs.evolve(BrokerConfig(), **config)
-        self.store = store if store is not None else InMemoryMessageStore()
+        self.store = store if store is not None else InMemorySink()
         self.authenticator = authenticator or StaticAuthenticator(
             AuthConfig(allow_anonymous=True))
         self.broker = Broker(self.clock, self.config, self.store, self.authenticator)

@@ -5,14 +5,14 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from mqttd.codec import Connect, Disconnect, Puback, Pubcomp, Pubrec, Pubrel, Subscribe, Will
-from mqttd.store.interface import (
-    IMessageStore,
-    ISubmittingMessageStore,
+from mqttd.store.sink import (
+    IMessageSink,
+    ISubmittingMessageSink,
     Message,
     StoreRejected,
     submitter,
 )
-from mqttd.store.memory import InMemoryMessageStore
+from mqttd.store.memory import InMemorySink
 from tests.test_broker import (
     Client,
     Harness,
@@ -23,7 +23,7 @@ from tests.test_broker import (
 )
 
 
-@implementer(IMessageStore)
+@implementer(IMessageSink)
 class FailingStore:
     """Fails every write at once (a synchronous failure)."""
 
@@ -661,7 +661,7 @@ class Qos2PubcompOrderTests(unittest.TestCase):
 
 class WebhookReorderTests(unittest.TestCase):
     def test_qos2_retransmission_waits_for_a_retried_original(self):
-        """End to end with the real WebhookStore (pool_size 1): the dropped connection's
+        """End to end with the real WebhookSink (pool_size 1): the dropped connection's
         batch gets a 503 and waits in backoff, its slot free; the retransmission is not
         stored a second time, and its PUBREC comes once the original's retry commits."""
         from treq.testing import StubTreq
@@ -669,13 +669,13 @@ class WebhookReorderTests(unittest.TestCase):
         from mqttd.broker.broker import Broker
         from mqttd.broker.protocol import MQTTServerFactory
         from mqttd.config import WebhookConfig
-        from mqttd.ingest.client import WebhookStore
+        from mqttd.ingest.client import WebhookSink
         from tests.test_ingest_client import URL, Webhook
 
         h = Harness()
         webhook = Webhook([503])  # the first request: 503 (Retry-After 1), then 200s
         http = StubTreq(webhook)
-        store = WebhookStore(h.clock, WebhookConfig(), http, URL, random=lambda: 1.0)
+        store = WebhookSink(h.clock, WebhookConfig(), http, URL, random=lambda: 1.0)
         h.broker = Broker(h.clock, h.config, store, h.authenticator)
         h.factory = MQTTServerFactory(h.broker, h.clock)
 
@@ -846,7 +846,7 @@ class ClosingWhilePausedTests(unittest.TestCase):
         self.assertFalse(c.transport.disconnected)
 
 
-@implementer(ISubmittingMessageStore)
+@implementer(ISubmittingMessageSink)
 class SubmittingStore:
     """A store with the Deferred-free ``submit``: the test settles groups of tokens."""
 
@@ -881,7 +881,7 @@ def count_writes(client):
 
 
 class SubmitSeamTests(unittest.TestCase):
-    """The broker over ISubmittingMessageStore: the same promise without Deferreds."""
+    """The broker over ISubmittingMessageSink: the same promise without Deferreds."""
 
     def test_group_settled_at_once_acks_in_one_write_in_order(self):
         store = SubmittingStore()
@@ -1028,13 +1028,13 @@ class SubmitterTests(unittest.TestCase):
         self.assertTrue(got[1][1].check(RuntimeError))
 
     def test_in_memory_store_settles_before_returning(self):
-        store = InMemoryMessageStore()
+        store = InMemorySink()
         got = []
         store.submit("m", lambda tokens, failure: got.append((tokens, failure)), "t")
         self.assertEqual(got, [(["t"], None)])
         self.assertEqual(list(store.messages), ["m"])
         self.assertEqual(store.count, 1)
-        self.assertTrue(ISubmittingMessageStore.providedBy(store))
+        self.assertTrue(ISubmittingMessageSink.providedBy(store))
 
 
 class MessageValueTests(unittest.TestCase):

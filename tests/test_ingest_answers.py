@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from twisted.web.resource import Resource
 
 from mqttd.config import WebhookConfig
-from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.wire import BatchResult, WireError, decode_result
 from tests.test_store_sqlite import message
 
@@ -30,7 +30,7 @@ class _Answers(Resource):
 def outcome_of(body, count=2):
     """What the client makes of a 200 with ``body`` for a batch of ``count``."""
     http, clock = StubTreq(_Answers(body)), Clock()
-    store = WebhookStore(clock, WebhookConfig(), http, "http://ingest.invalid/v1/messages")
+    store = WebhookSink(clock, WebhookConfig(), http, "http://ingest.invalid/v1/messages")
     outcomes = []
     for i in range(count):
         store.store(message(f"k{i}")).addBoth(outcomes.append)

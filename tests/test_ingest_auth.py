@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyChannel
 
 from mqttd.config import WebhookConfig, parse_config
-from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import bearer
 from mqttd.ingest.request import request_factory
 from mqttd.ingest.wire import encode_batch
@@ -78,7 +78,7 @@ class ClientCredentialsTests(unittest.TestCase):
             "url": "http://ingest.invalid/v1/messages", "secret": "service-token",
             "headers": {"X-Api-Key": "key 1", "X-Tenant": "plant-4"}}}).webhook
         recorder = _Recorder()
-        store = WebhookStore(reactor, config, StubTreq(recorder), config.url,
+        store = WebhookSink(reactor, config, StubTreq(recorder), config.url,
                              secret=config.secret)
         yield store.store(message("k1"))
         yield store.store(message("k2"))
@@ -89,7 +89,7 @@ class ClientCredentialsTests(unittest.TestCase):
             self.assertEqual(headers.getRawHeaders(b"x-tenant"), [b"plant-4"])
         # No secret: no Authorization at all.
         recorder = _Recorder()
-        store = WebhookStore(reactor, WebhookConfig(), StubTreq(recorder), config.url)
+        store = WebhookSink(reactor, WebhookConfig(), StubTreq(recorder), config.url)
         yield store.store(message("k1"))
         self.assertIsNone(recorder.headers[0].getRawHeaders(b"authorization"))
 

@@ -19,9 +19,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from mqttd.config import WebhookConfig
-from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.wire import decode_batch
-from mqttd.store.interface import ISubmittingMessageStore, Message
+from mqttd.store.sink import ISubmittingMessageSink, Message
 
 URL = "http://ingest.invalid/v1/messages"
 
@@ -86,7 +86,7 @@ class Harness:
         self.webhook = Webhook(script)
         self.http = StubTreq(self.webhook)
         self.config = attrs.evolve(WebhookConfig(), **config)
-        self.store = WebhookStore(self.clock, self.config, self.http, URL, random=lambda: 1.0)
+        self.store = WebhookSink(self.clock, self.config, self.http, URL, random=lambda: 1.0)
         self.testcase = testcase
 
     def submit(self, *messages):
@@ -522,11 +522,11 @@ class Recorder:
 
 
 class SubmitTests(unittest.TestCase):
-    """``submit``: the Deferred-free path the broker uses (ISubmittingMessageStore)."""
+    """``submit``: the Deferred-free path the broker uses (ISubmittingMessageSink)."""
 
     def test_provides_the_submitting_interface(self):
         h = Harness(self)
-        self.assertTrue(ISubmittingMessageStore.providedBy(h.store))
+        self.assertTrue(ISubmittingMessageSink.providedBy(h.store))
 
     def test_consecutive_messages_of_one_submitter_settle_in_one_call(self):
         h = Harness(self)

@@ -19,7 +19,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from mqttd.config import WebhookConfig
-from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.http_client import WebhookURL, _WebhookEndpoints, build_http_client
 from tests.loopback import until
 from tests.test_ingest_client import message
@@ -112,7 +112,7 @@ class StalledAnswerTests(unittest.TestCase):
                               retry_initial=5.0, retry_max=5.0)
         http, pool = build_http_client(reactor, config, tls_policy=_TrustAnything())
         self.addCleanup(pool.closeCachedConnections)
-        store = WebhookStore(reactor, config, http,
+        store = WebhookSink(reactor, config, http,
                              f"{scheme}://127.0.0.1:{port.getHost().port}/v1/messages")
         before = len(_client_sockets())
         outcome = []

@@ -24,7 +24,7 @@ from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 from treq.client import HTTPClient
 
 from mqttd.config import ConfigError, IngestConfig, WebhookConfig, load_config, parse_config
-from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.request import IngestRequest
 from mqttd.ingest.resource import IngestResource, build_ingest_site
@@ -40,7 +40,7 @@ from mqttd.ingest.wire import (
 )
 from mqttd.ingest.writer import BatchWriter
 from mqttd.store import sqlite
-from mqttd.store.interface import ROW
+from mqttd.store.sink import ROW
 from mqttd.store.sqlite import SqliteStore, message_row
 from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, make_dir, message
 
@@ -619,7 +619,7 @@ class LoopbackTests(unittest.TestCase):
         config = WebhookConfig(batch_size=1000, batch_delay=0.0)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
-        store = WebhookStore(reactor, config, http, self.url, secret=SECRET)
+        store = WebhookSink(reactor, config, http, self.url, secret=SECRET)
         messages = [message(f"big{i}", client_id="dev-9", payload=bytes([i % 256]) * 150,
                             received_at=float(i)) for i in range(600)]
         yield defer.gatherResults([store.store(m) for m in messages])
@@ -659,7 +659,7 @@ class LoopbackTests(unittest.TestCase):
         config = WebhookConfig(ack_timeout=5.0)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
-        webhook = WebhookStore(reactor, config, http,
+        webhook = WebhookSink(reactor, config, http,
                                f"http://[::1]:{port.getHost().port}/v1/messages", secret=SECRET)
         yield webhook.store(message("v6-1", client_id="dev-v6"))
         self.assertEqual((site.ingest.metrics.ingest_requests["accepted"], webhook.metrics.webhook_committed), (1, 1))
@@ -693,7 +693,7 @@ class LoopbackTests(unittest.TestCase):
         config = WebhookConfig(ack_timeout=5.0)
         http, pool = build_http_client(reactor, config, tls_policy=TrustTestCertificate())
         self.addCleanup(pool.closeCachedConnections)
-        webhook = WebhookStore(reactor, config, http, url, secret=SECRET)
+        webhook = WebhookSink(reactor, config, http, url, secret=SECRET)
         messages = [message(f"tls-ok-{i}", client_id="dev-tls") for i in range(3)]
         yield defer.gatherResults([webhook.store(m) for m in messages])
         yield webhook.store(message("tls-ok-3", client_id="dev-tls"))  # a second request
@@ -711,7 +711,7 @@ class LoopbackTests(unittest.TestCase):
         config = WebhookConfig(ack_timeout=1.0, retry_initial=0.05, retry_max=0.1)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
-        webhook = WebhookStore(reactor, config, http, url, secret=SECRET)
+        webhook = WebhookSink(reactor, config, http, url, secret=SECRET)
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)

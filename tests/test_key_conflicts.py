@@ -11,7 +11,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from mqttd.config import WebhookConfig
-from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import encode_batch
@@ -94,7 +94,7 @@ class ClientConflictTests(unittest.TestCase):
         config = attrs.evolve(WebhookConfig(), ack_timeout=5.0)
         http, pool = build_http_client(reactor, config)
         self.addCleanup(pool.closeCachedConnections)
-        webhook = WebhookStore(reactor, config, http,
+        webhook = WebhookSink(reactor, config, http,
                                f"http://127.0.0.1:{port.getHost().port}/v1/messages", secret=SECRET)
         real = message("next-key", payload=b"REAL-21.5")
         yield store.insert_batch([message_row(real._replace(payload=b"FORGED"))])

@@ -10,11 +10,11 @@ from twisted.trial import unittest
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.config import AuthConfig, BrokerConfig
-from mqttd.store.memory import InMemoryMessageStore
+from mqttd.store.memory import InMemorySink
 
 
 def broker():
-    return Broker(task.Clock(), BrokerConfig(), InMemoryMessageStore(),
+    return Broker(task.Clock(), BrokerConfig(), InMemorySink(),
                   StaticAuthenticator(AuthConfig(allow_anonymous=True)))
 
 

@@ -5,7 +5,7 @@ Past ``webhook.max_pending`` / ``max_pending_bytes`` the webhook client says it 
 and resumes them once the client has drained. A paused client is closed only at its ack
 deadline, and keepalive does not count the silence the broker causes.
 
-The broker side runs the real Broker and WebhookStore on a ``task.Clock``, connections
+The broker side runs the real Broker and WebhookSink on a ``task.Clock``, connections
 on StringTransport, and the webhook as a twisted.web resource (through treq's StubTreq)
 that holds every request until the test answers it.
 """
@@ -24,9 +24,9 @@ from mqttd.broker.pressure import PublisherThrottle
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import Puback, Suback, Subscribe
 from mqttd.config import AuthConfig, BrokerConfig, ConfigError, WebhookConfig, parse_config
-from mqttd.ingest.client import StoreRejected, WebhookStore
+from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.wire import decode_batch
-from mqttd.store.interface import Message
+from mqttd.store.sink import Message
 from mqttd.store.pressure import Pressure
 from tests.test_broker import Harness, pub
 
@@ -70,7 +70,7 @@ class Events:
 
 
 class StoreHarness:
-    """The real WebhookStore on a Clock, its webhook held (HeldWebhook)."""
+    """The real WebhookSink on a Clock, its webhook held (HeldWebhook)."""
 
     def __init__(self, **config):
         self.clock = Clock()
@@ -78,7 +78,7 @@ class StoreHarness:
         self.http = StubTreq(self.webhook)
         config = attrs.evolve(WebhookConfig(), **dict(
             dict(linger=0.0, ack_timeout=10.0, request_timeout=100.0), **config))
-        self.store = WebhookStore(self.clock, config, self.http, URL)
+        self.store = WebhookSink(self.clock, config, self.http, URL)
         self.events = Events(self.store.pressure)
         self.outcomes = []
 

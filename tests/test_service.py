@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from mqttd.config import ConfigError, parse_config
-from mqttd.ingest.client import WebhookStore
+from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.service import exit_failed
 from mqttd.listeners import KeyedListener
 from mqttd.service import build_service
@@ -48,7 +48,7 @@ class WiringTests(unittest.TestCase):
 
     def test_broker_acknowledges_through_the_webhook_store(self):
         root = build_service(config_for(self.data_dir), self.reactor)
-        self.assertIsInstance(root.broker.store, WebhookStore)
+        self.assertIsInstance(root.broker.sink, WebhookSink)
         self.assertTrue(os.path.exists(os.path.join(self.data_dir, "mqttd.db")))
 
     def test_built_in_ingest_address_reaches_the_webhook_client(self):

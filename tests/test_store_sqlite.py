@@ -19,7 +19,7 @@ from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from mqttd.store.interface import Message
+from mqttd.store.sink import Message
 from mqttd.store import sqlite
 from mqttd.ingest.service import prepare_database
 from mqttd.store.schema import MIGRATIONS, SchemaTooNew, migrate

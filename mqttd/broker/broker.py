@@ -23,7 +23,7 @@ from mqttd.broker.retained import RetainedStore
 from mqttd.broker.session import Session
 from mqttd.broker.topics import SubscriptionTrie
 from mqttd.metrics import Metrics
-from mqttd.store.interface import Message, submitter
+from mqttd.store.sink import Message, submitter
 
 __all__ = ["Broker"]
 
@@ -40,24 +40,24 @@ _SUFFIX_BYTES = 8  # 64 random bits per key
 class Broker:
     """Owns every session of this worker and moves messages between them.
 
-    ``clock`` is an IReactorTime, ``config`` a BrokerConfig, ``store`` an IMessageStore
+    ``clock`` is an IReactorTime, ``config`` a BrokerConfig, ``sink`` an IMessageSink
     and ``authenticator`` anything with ``authenticate(client_id, username, password)``
-    returning a Deferred CONNACK code. ``submit`` is the store's Deferred-free
+    returning a Deferred CONNACK code. ``submit`` is the sink's Deferred-free
     ``submit(message, notify, token)`` (adapted from ``store()`` if it has none; see
-    ``mqttd.store.interface``): connections hand their publishes over through it.
+    ``mqttd.store.sink``): connections hand their publishes over through it.
     """
 
-    def __init__(self, clock, config, store, authenticator, metrics=None):
+    def __init__(self, clock, config, sink, authenticator, metrics=None):
         self.clock = clock
         # The process's one counter registry (mqttd.metrics): every count lives there.
         self.metrics = metrics = Metrics() if metrics is None else metrics
         self.config = config
-        self.store = store
-        self.submit = submitter(store)
-        # Optional: a store that batches may want to know a submitter is gone.
-        self.forget = getattr(store, "forget", None)
-        # Optional: a store that can fill up says so (Pressure); publishers then pause.
-        self.throttle = PublisherThrottle(getattr(store, "pressure", None))
+        self.sink = sink
+        self.submit = submitter(sink)
+        # Optional: a sink that batches may want to know a submitter is gone.
+        self.forget = getattr(sink, "forget", None)
+        # Optional: a sink that can fill up says so (Pressure); publishers then pause.
+        self.throttle = PublisherThrottle(getattr(sink, "pressure", None))
         self.authenticator = authenticator
         # What a CONNECT waits for: client id rules and authentication, in one call.
         self.admission = Admission(config.max_clientid_len, config.allow_zero_length_clientid,

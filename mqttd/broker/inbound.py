@@ -1,7 +1,7 @@
 """What a connection received that waits for its commit: acks in order, then routing.
 
 The ingestion promise is kept here: every inbound PUBLISH is handed to the message sink
-(``broker.submit``, see ``mqttd.store.interface``), and its PUBACK / PUBREC is written
+(``broker.submit``, see ``mqttd.store.sink``), and its PUBACK / PUBREC is written
 only after the sink settled it as committed. Acks leave in receive order [MQTT-4.6.0-2]
 even when the sink settles messages out of order: each connection has a FIFO of
 entries (an ``InboundQueue``) released from its head, and the acks released together

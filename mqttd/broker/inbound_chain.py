@@ -14,7 +14,6 @@ connection received, into the FIFO where the client's routing ends.
 from twisted.logger import Logger
 
 from mqttd.broker.inbound import InboundQueue, make_entry
-from mqttd.store.interface import one_off
 
 __all__ = ["InboundQueues"]
 
@@ -36,6 +35,8 @@ class InboundQueues:
     def __init__(self, broker):
         self.broker = broker
         self.unrouted = {}
+        if broker.forget is not None:
+            broker.forget(_settle_wills)  # wills stand for no connection: never wait for them
 
     def __len__(self):
         return len(self.unrouted)
@@ -104,12 +105,12 @@ class InboundQueues:
         broker.submit(message, _settle_wills, (target, entry))
 
 
-@one_off
 def _settle_wills(tokens, failure):
     """``notify`` of wills; ``tokens`` are (queue that holds it, entry).
 
-    One function for all wills, marked one-off: a sink's batching must not wait for a
-    will's submitter to publish again (it is no connection). A will the sink failed
+    One function for all wills, forgotten by the sink at once (``InboundQueues``): a
+    sink's batching must not wait for a will's submitter to publish again (it is no
+    connection). A will the sink failed
     is logged here: nobody resends it.
     """
     for target, entry in tokens:

@@ -38,7 +38,7 @@ from mqttd.codec.packets import (
     Unsubscribe,
 )
 
-from mqttd.store.interface import StoreRejected
+from mqttd.store.sink import StoreRejected
 
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
 

@@ -11,7 +11,7 @@ Server side (the ingest tier):
 
 Client side (in the broker):
 
-- ``client``: ``WebhookStore``, the broker's message store: batching, retries, deadlines;
+- ``client``: ``WebhookSink``, the broker's message store: batching, retries, deadlines;
 - ``http_client``: treq over its own pool, the URL and endpoint made once;
 - ``url``: the webhook URL as the URI the client sends (config checks it the same way).
 

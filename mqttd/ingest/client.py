@@ -1,4 +1,4 @@
-"""The broker's side of the ingest webhook: an IMessageStore that POSTs batches.
+"""The broker's side of the ingest webhook: an IMessageSink that POSTs batches.
 
 This is the piece the incident's platform got wrong (an under-sized webhook timeout and
 connection pool, and ACKs sent regardless). Here:
@@ -64,16 +64,14 @@ from mqttd.ingest.wire import (
     encode_batch,
     size_bound,
 )
-from mqttd.store.interface import (
-    ONE_OFF_NOTIFIES,
-    ISubmittingMessageStore,
+from mqttd.store.sink import (
+    ISubmittingMessageSink,
     StoreRejected,
-    one_off,
 )
 from mqttd.metrics import Metrics
 from mqttd.store.pressure import Pressure
 
-__all__ = ["WebhookStore", "StoreRejected"]
+__all__ = ["WebhookSink", "StoreRejected"]
 
 log = Logger()
 
@@ -200,9 +198,9 @@ class _Batch:
         return cls(messages, waiters, encode_batch(messages), deadline, held, attempt)
 
 
-@implementer(ISubmittingMessageStore)
-class WebhookStore:
-    """IMessageStore over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq).
+@implementer(ISubmittingMessageSink)
+class WebhookSink:
+    """IMessageSink over the ingest webhook. ``http`` is a treq HTTPClient (or StubTreq).
 
     ``secret``: sent as ``Authorization: Bearer`` with every request (the built-in
     tier's, or ``webhook.secret``); None: no Authorization header. ``config.headers``
@@ -256,6 +254,7 @@ class WebhookStore:
         # such clients lately came back in time, and whether a batch is held for them.
         self._expected = set()
         self._gone = weakref.WeakValueDictionary()  # id -> notify forgotten (forget)
+        self.forget(_fire_deferreds)  # store()'s Deferreds: no connection behind them
         self._answered_at = 0.0
         self._prompt = True
         self._holding = False
@@ -264,7 +263,7 @@ class WebhookStore:
         # committed + pending + sum(rejected.values()) at every moment.
         self.metrics = Metrics() if metrics is None else metrics
 
-    # -- IMessageStore -------------------------------------------------------------------
+    # -- IMessageSink -------------------------------------------------------------------
 
     def store(self, message):
         """The Deferred form of ``submit``: one Deferred for this message alone."""
@@ -273,7 +272,7 @@ class WebhookStore:
         return d
 
     def submit(self, message, notify, token):
-        """ISubmittingMessageStore: ``notify(tokens, failure)`` once committed or not.
+        """ISubmittingMessageSink: ``notify(tokens, failure)`` once committed or not.
 
         A batch settles its messages with one ``notify`` call per run of consecutive
         messages with the same ``notify`` (one connection's read, usually), instead of
@@ -512,9 +511,9 @@ class WebhookStore:
         """Remember whom ``batch``'s answer acknowledged, for ``linger``."""
         if self._config.linger > 0:
             expected = set(map(id, map(itemgetter(0), batch.waiters)))
-            # store()'s Deferreds and wills stand for no connection; gone ones never
-            # publish again (a handful of ids here, so look them up one by one).
-            expected -= ONE_OFF_NOTIFIES
+            # Gone ones never publish again, nor do the notifies that stand for no
+            # connection (store()'s Deferreds, the broker's wills: forgotten at once).
+            # A handful of ids here, so look them up one by one.
             gone = self._gone
             if gone:
                 expected = {key for key in expected if key not in gone}
@@ -702,9 +701,8 @@ class WebhookStore:
             self._reject(self._cut(), "stopping")
 
 
-@one_off
 def _fire_deferreds(deferreds, failure):
-    """``notify`` for ``WebhookStore.store``: fire each message's own Deferred."""
+    """``notify`` for ``WebhookSink.store``: fire each message's own Deferred."""
     if failure is None:
         for d in deferreds:
             d.callback(None)

@@ -66,7 +66,7 @@ class BatchWriter:
 
     ``store`` needs ``insert_batches(list of row lists) -> Deferred[list of new-row
     counts, or exceptions for lists left out]`` in one transaction (SqliteStore); a row
-    is a tuple in ``mqttd.store.interface.ROW`` order, as ``mqttd.ingest.wire.decode_batch``
+    is a tuple in ``mqttd.store.sink.ROW`` order, as ``mqttd.ingest.wire.decode_batch``
     returns them.
     The writer only counts and groups rows, it never looks inside one. ``flush_interval``
     is in milliseconds.

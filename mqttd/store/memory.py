@@ -4,11 +4,11 @@ from collections import deque
 from twisted.internet.defer import succeed
 from zope.interface import implementer
 
-from mqttd.store.interface import ISubmittingMessageStore
+from mqttd.store.sink import ISubmittingMessageSink
 
 
-@implementer(ISubmittingMessageStore)
-class InMemoryMessageStore:
+@implementer(ISubmittingMessageSink)
+class InMemorySink:
     """Acknowledges immediately. Not durable: the ingest tier replaces it."""
 
     def __init__(self, keep=10000):

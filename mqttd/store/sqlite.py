@@ -56,7 +56,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from mqttd.store.interface import ROW, Message
+from mqttd.store.sink import ROW, Message
 from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate, refuse_too_new
 
 DB_FILENAME = "mqttd.db"

@@ -1,16 +1,18 @@
-"""The storage seam between the broker and durability.
+"""The message sink: the one seam between the broker and durability.
 
-The broker hands every inbound PUBLISH to an IMessageStore and acknowledges a QoS 1/2
-message (PUBACK / PUBREC) only when the store said it is committed. If it failed, the
+A sink is where the broker puts every inbound PUBLISH (the webhook client, the
+in-memory store of the broker core, a benchmark's stand-in). Named for what it is, so
+"store" keeps meaning the database. The broker acknowledges a QoS 1/2 message
+(PUBACK / PUBREC) only when the sink said it is committed. If it failed, the
 message was NOT stored: the broker sends no acknowledgement and closes the connection
 so the device retransmits. The durable ingest tier (webhook + SQLite) implements this
 same interface; the in-memory store is the broker-core default and answers at once.
 
 Two ways to hand a message over:
 
-* ``store(message) -> Deferred`` (IMessageStore): every store has it; tests and rare
+* ``store(message) -> Deferred`` (IMessageSink): every store has it; tests and rare
   paths use it.
-* ``submit(message, notify, token)`` (ISubmittingMessageStore, optional): the hot path.
+* ``submit(message, notify, token)`` (ISubmittingMessageSink, optional): the hot path.
   A Deferred per message (creation, ``addCallbacks``, ``_runCallbacks``) was ~16 % of the
   broker's CPU under durable QoS 1 load, and one ack write per message another few %.
   ``submit`` settles messages with one plain call per *group*: the store hands back the
@@ -76,7 +78,7 @@ class StoreRejected(Exception):
         self.reason = reason
 
 
-class IMessageStore(Interface):
+class IMessageSink(Interface):
     def store(message):
         """Persist ``message``; return a Deferred that fires once it is committed.
 
@@ -84,7 +86,7 @@ class IMessageStore(Interface):
         """
 
 
-class ISubmittingMessageStore(IMessageStore):
+class ISubmittingMessageSink(IMessageSink):
     """A store that can also settle messages without a Deferred each (the hot path)."""
 
     def submit(message, notify, token):
@@ -101,23 +103,12 @@ class ISubmittingMessageStore(IMessageStore):
         does not affect other submitters.
 
         Such a store may also have ``forget(notify)``: the broker calls it when the
-        connection behind ``notify`` closed, so batching need not wait for it to submit
+        connection behind ``notify`` closed, and at once for a ``notify`` that stands
+        for no connection (its wills'), so batching need not wait for it to submit
         again. Its messages still in flight settle as usual. And ``pressure`` (a
         ``mqttd.store.pressure.Pressure``): while it is full the broker stops reading
         from the connections that publish, instead of having their messages refused.
         """
-
-
-ONE_OFF_NOTIFIES = set()
-"""ids of ``notify`` callables that stand for no connection (a will, ``store()``'s
-Deferreds): a store's batching heuristics must not wait for them to submit again (the
-webhook client's ``linger``). Mark one with ``one_off``."""
-
-
-def one_off(notify):
-    """Mark a module-level ``notify`` as standing for no connection (ONE_OFF_NOTIFIES)."""
-    ONE_OFF_NOTIFIES.add(id(notify))
-    return notify
 
 
 def submitter(store):
@@ -127,7 +118,7 @@ def submitter(store):
     through the same broker code: each message still gets its own Deferred, and the
     tokens come back one at a time.
     """
-    if ISubmittingMessageStore.providedBy(store):
+    if ISubmittingMessageSink.providedBy(store):
         return store.submit
     store_one = store.store
 

@@ -3,6 +3,5 @@
 Kept only so that branches in flight that still import ``tests.loopback`` merge; the
 merger deletes it (tests/test_layering.py refuses a test module that imports it).
 """
+# Re-exports only (nothing here uses them).
 from tests.support.loopback import until, when_called, within
-
-__all__ = ["until", "when_called", "within"]

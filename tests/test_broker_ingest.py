@@ -13,7 +13,7 @@ from mqttd.store.sink import (
     submitter,
 )
 from mqttd.store.memory import InMemorySink
-from tests.test_broker import (
+from tests.support.broker import (
     Client,
     Harness,
     ManualAuthenticator,
@@ -670,7 +670,7 @@ class WebhookReorderTests(unittest.TestCase):
         from mqttd.broker.protocol import MQTTServerFactory
         from mqttd.config import WebhookConfig
         from mqttd.ingest.client import WebhookSink
-        from tests.test_ingest_client import URL, Webhook
+        from tests.support.webhook import URL, Webhook
 
         h = Harness()
         webhook = Webhook([503])  # the first request: 503 (Retry-After 1), then 200s
@@ -730,7 +730,7 @@ class WillStoreTests(unittest.TestCase):
         """mosquitto_pub -q 0 sends PUBLISH then DISCONNECT; a device that published
         just before it died: neither publishes again, so the next batch must not wait
         for them, nor linger be turned off."""
-        from tests.test_ingest_client import Harness as WebhookHarness
+        from tests.support.webhook import Harness as WebhookHarness
 
         for will in (None, Will("w", b"bye", 0, retain=False)):
             webhook = WebhookHarness(self, linger=0.001)
@@ -750,7 +750,7 @@ class WillStoreTests(unittest.TestCase):
 
     def test_one_broken_will_does_not_keep_the_others_of_its_batch(self):
         """One answer settles the wills of many clients in one call."""
-        from tests.test_ingest_client import Harness as WebhookHarness
+        from tests.support.webhook import Harness as WebhookHarness
 
         webhook = WebhookHarness(self)
         h = Harness(store=webhook.store)
@@ -778,7 +778,7 @@ class WillStoreTests(unittest.TestCase):
     def test_a_will_does_not_make_the_webhook_client_linger(self):
         """The webhook client's linger waits for the connections an answer
         acknowledged; a will stands for none and must not be waited for."""
-        from tests.test_ingest_client import Harness as WebhookHarness
+        from tests.support.webhook import Harness as WebhookHarness
 
         webhook = WebhookHarness(self, linger=0.001)
         h = Harness(store=webhook.store)

@@ -42,7 +42,7 @@ from mqttd.ingest.writer import BatchWriter
 from mqttd.store import sqlite
 from mqttd.store.sink import ROW
 from mqttd.store.sqlite import SqliteStore, message_row
-from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, make_dir, message
+from tests.support.store import HeldPoolQueries, fired, inline_store, make_dir, message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")

@@ -17,7 +17,7 @@ from mqttd.codec import (
     encode,
 )
 from mqttd.config import AuthConfig, User
-from tests.test_broker import Client, Harness, ManualAuthenticator, pub, publishes
+from tests.support.broker import Client, Harness, ManualAuthenticator, pub, publishes
 
 
 def capture_logs(case):

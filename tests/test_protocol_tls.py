@@ -20,8 +20,8 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import Connect, encode
 from mqttd.config import AuthConfig, BrokerConfig
-from tests.loopback import when_called, within
-from tests.test_broker import ManualStore, pub
+from tests.support.broker import ManualStore, pub
+from tests.support.loopback import when_called, within
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 

@@ -260,7 +260,7 @@ class IngestStopTests(unittest.TestCase):
         from twisted.internet import reactor
 
         from mqttd.store.sqlite import StoreClosed
-        from tests.test_store_sqlite import row
+        from tests.support.store import row
 
         data_dir = self.mktemp()
         root = build_service(parse_config({

@@ -18,20 +18,17 @@ from collections import Counter, deque
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration import faultproxy
-from tests.integration.harness import (
+from tests.integration.support import faultproxy
+from tests.integration.support.common import free_port, wait_for
+from tests.integration.support.database import stored_messages
+from tests.integration.support.process import BrokerError, BrokerProcess, requires_mqttd
+from tests.integration.support.raw_client import (
     DISCONNECT,
-    BrokerError,
-    BrokerProcess,
     ConnectionClosed,
     PacketType,
     RawClient,
-    free_port,
     packet,
     publish_packet,
-    requires_mqttd,
-    stored_messages,
-    wait_for,
 )
 
 DRAIN_TIMEOUT = 10.0

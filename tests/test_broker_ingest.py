@@ -18,6 +18,8 @@ from tests.support.broker import (
     Harness,
     ManualAuthenticator,
     ManualStore,
+    SubmittingStore,
+    count_writes,
     pub,
     publishes,
 )
@@ -844,40 +846,6 @@ class ClosingWhilePausedTests(unittest.TestCase):
         c.disconnect()
         self.assertEqual(h.clock.getDelayedCalls(), [])
         self.assertFalse(c.transport.disconnected)
-
-
-@implementer(ISubmittingMessageSink)
-class SubmittingStore:
-    """A store with the Deferred-free ``submit``: the test settles groups of tokens."""
-
-    def __init__(self):
-        self.calls = []  # [(message, notify, token)]
-
-    def store(self, message):  # pragma: no cover - the broker must use submit
-        raise AssertionError("store() used although submit() is provided")
-
-    def submit(self, message, notify, token):
-        self.calls.append((message, notify, token))
-
-    @property
-    def messages(self):
-        return [m for m, _, _ in self.calls]
-
-    def settle(self, indexes, failure=None):
-        """Settle the calls at ``indexes`` (one submitter) with one notify call."""
-        notify = self.calls[indexes[0]][1]
-        notify([self.calls[i][2] for i in indexes], failure)
-
-
-def count_writes(client):
-    writes = []
-    write = client.transport.write
-
-    def counting(data):
-        writes.append(data)
-        write(data)
-    client.transport.write = counting
-    return writes
 
 
 class SubmitSeamTests(unittest.TestCase):

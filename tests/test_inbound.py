@@ -15,8 +15,8 @@ from twisted.trial import unittest
 import mqttd.broker
 from mqttd.broker.inbound import InboundEntry
 from mqttd.codec import Puback, Pubrec, encode_puback, encode_pubrec
-from tests.test_broker import Client, Harness, ManualStore, pub
-from tests.test_broker_ingest import SubmittingStore
+from tests.support.broker import Client, Harness, ManualStore, pub
+from tests.support.broker import SubmittingStore
 
 
 class InboundEntryTests(unittest.TestCase):

@@ -28,7 +28,7 @@ from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.wire import decode_batch
 from mqttd.store.sink import Message
 from mqttd.store.pressure import Pressure
-from tests.test_broker import Harness, pub
+from tests.support.broker import Harness, pub
 
 URL = "http://ingest.invalid/v1/messages"
 

@@ -10,27 +10,21 @@ import threading
 import time
 
 from twisted.internet import defer, reactor
-from twisted.trial import unittest
 
 from mqttd.store import sqlite
 from mqttd.ingest.service import prepare_database
 from mqttd.store.schema import MIGRATIONS, SchemaTooNew, migrate
 from mqttd.store.sqlite import DB_FILENAME, ROW, SqliteStore, StoreClosed, message_row
-from tests.support.store import InlinePool, InlineReactor, fired, inline_store, make_dir, message, row
-
-
-class StoreTestCase(unittest.TestCase):
-    def open_store(self, **kwargs):
-        self.data_dir = make_dir(self)
-        store = SqliteStore.in_data_dir(reactor, self.data_dir, **kwargs)
-        self.addCleanup(store.close)
-        return store
-
-    def raw(self, store):
-        """A second, plain connection to the same file (what a user's query tool sees)."""
-        conn = sqlite3.connect(store.path)
-        self.addCleanup(conn.close)
-        return conn
+from tests.support.store import (
+    InlinePool,
+    InlineReactor,
+    StoreTestCase,
+    fired,
+    inline_store,
+    make_dir,
+    message,
+    row,
+)
 
 
 class SchemaTests(StoreTestCase):

@@ -3,7 +3,9 @@
 
 Shared by every module that drives the broker through its protocol (routing, ingest,
 interleavings, TLS), so it is here rather than in one of them. ``ManualStore`` and
-``ManualAuthenticator`` answer only when the test says so, to pin any ordering.
+``ManualAuthenticator`` answer only when the test says so, to pin any ordering;
+``SubmittingStore`` is the Deferred-free seam whose groups the test settles, and
+``SmallBufferTransport`` a socket that fills up.
 """
 import attrs
 from twisted.internet import task
@@ -19,7 +21,7 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import Connack, Connect, Disconnect, Parser, Publish, encode
 from mqttd.config import AuthConfig, BrokerConfig
-from mqttd.store.sink import IMessageSink
+from mqttd.store.sink import IMessageSink, ISubmittingMessageSink
 from mqttd.store.memory import InMemorySink
 
 
@@ -143,3 +145,56 @@ def pub(topic, payload=b"x", qos=0, retain=False, pid=None, dup=False):
 
 def publishes(packets):
     return [p for p in packets if isinstance(p, Publish)]
+
+
+@implementer(ISubmittingMessageSink)
+class SubmittingStore:
+    """A store with the Deferred-free ``submit``: the test settles groups of tokens."""
+
+    def __init__(self):
+        self.calls = []  # [(message, notify, token)]
+
+    def store(self, message):  # pragma: no cover - the broker must use submit
+        raise AssertionError("store() used although submit() is provided")
+
+    def submit(self, message, notify, token):
+        self.calls.append((message, notify, token))
+
+    @property
+    def messages(self):
+        return [m for m, _, _ in self.calls]
+
+    def settle(self, indexes, failure=None):
+        """Settle the calls at ``indexes`` (one submitter) with one notify call."""
+        notify = self.calls[indexes[0]][1]
+        notify([self.calls[i][2] for i in indexes], failure)
+
+
+def count_writes(client):
+    writes = []
+    write = client.transport.write
+
+    def counting(data):
+        writes.append(data)
+        write(data)
+    client.transport.write = counting
+    return writes
+
+
+class SmallBufferTransport(StringTransport):
+    """Pauses its producer once more than 4 kB wait, as Twisted's TCP transport does
+    past 64 kB; ``drained()`` is the reader catching up (the transport resumes it)."""
+
+    limit = 4096
+    full = False
+
+    def write(self, data):
+        super().write(data)
+        if not self.full and self.producer is not None and len(self.value()) > self.limit:
+            self.full = True
+            self.producer.pauseProducing()
+
+    def drained(self):
+        if self.full:
+            self.full = False
+            self.producer.resumeProducing()

@@ -5,13 +5,16 @@ service tests.
 hand-off and the pool only, for deterministic tests with ``task.Clock``; the SQLite
 underneath is always real. The store writes ROWS (tuples in ``ROW`` order, what the
 webhook's ``decode_batch`` returns); ``row()`` builds one, ``message()`` the Message
-value ``recent()`` reads back.
+value ``recent()`` reads back. ``StoreTestCase`` opens a store on the real reactor and
+its real one-thread pool in a fresh data dir, and a second plain connection to read it.
 """
 import os
+import sqlite3
 from collections import deque
 
-from twisted.internet import task
+from twisted.internet import reactor, task
 from twisted.python.failure import Failure
+from twisted.trial import unittest
 
 from mqttd.store.sink import Message
 from mqttd.store.sqlite import SqliteStore, message_row
@@ -116,3 +119,17 @@ class HeldPoolQueries:
 
     def stored(self):
         return self.query(lambda db: db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+class StoreTestCase(unittest.TestCase):
+    def open_store(self, **kwargs):
+        self.data_dir = make_dir(self)
+        store = SqliteStore.in_data_dir(reactor, self.data_dir, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def raw(self, store):
+        """A second, plain connection to the same file (what a user's query tool sees)."""
+        conn = sqlite3.connect(store.path)
+        self.addCleanup(conn.close)
+        return conn

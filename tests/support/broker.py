@@ -19,7 +19,7 @@ from zope.interface import implementer
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
-from mqttd.codec import Connack, Connect, Disconnect, Parser, Publish, encode
+from mqttd.codec import Connack, Connect, Disconnect, Parser, Publish, Subscribe, encode
 from mqttd.config import AuthConfig, BrokerConfig
 from mqttd.store.sink import IMessageSink, ISubmittingMessageSink
 from mqttd.store.memory import InMemorySink
@@ -136,6 +136,13 @@ class Harness:
             assert connack.return_code == 0, connack
         return c
 
+    def subscriber(self, topic_filter, qos=0, client_id="sub"):
+        """A connected client subscribed to ``topic_filter``, its SUBACK already read."""
+        c = self.client(client_id)
+        c.send(Subscribe(1, ((topic_filter, qos),)))
+        c.received()
+        return c
+
 
 def pub(topic, payload=b"x", qos=0, retain=False, pid=None, dup=False):
     if qos and pid is None:
@@ -145,6 +152,39 @@ def pub(topic, payload=b"x", qos=0, retain=False, pid=None, dup=False):
 
 def publishes(packets):
     return [p for p in packets if isinstance(p, Publish)]
+
+
+def two_for_a_subscriber(store, first=b"a", second=b"b"):
+    """A broker over ``store``, a subscriber to "t", and a client "pub" that sent
+    ``first`` and ``second`` there at QoS 1 (ids 1, 2): (subscriber, publisher)."""
+    h = Harness(store=store)
+    sub = h.subscriber("t")
+    p = h.client("pub")
+    p.send(pub("t", first, qos=1, pid=1), pub("t", second, qos=1, pid=2))
+    return sub, p
+
+
+def resent_after_failure(store, fail):
+    """A persistent "dev" on a broker over ``store`` sent QoS 2 id 7, ``fail()`` refused
+    it (closing the connection), and "dev" came back and sent it again (DUP): the new
+    connection, for the tests that it is stored again, not answered as a duplicate."""
+    h = Harness(store=store)
+    c = h.client("dev", clean=False)
+    c.send(pub("t", b"v", qos=2, pid=7))
+    fail()
+    c.lose()
+    again = h.client("dev", clean=False)
+    again.send(pub("t", b"v", qos=2, pid=7, dup=True))
+    return again
+
+
+def mixed_publishes(store):
+    """A client of a broker on ``store`` that sent QoS 1, 0, 2, 1 (ids 1, -, 2, 3): store
+    entries 0..3, acks Puback(1), Pubrec(2), Puback(3) in that order."""
+    c = Harness(store=store).client("c")
+    c.send(pub("t", qos=1, pid=1), pub("t", qos=0), pub("t", qos=2, pid=2),
+           pub("t", qos=1, pid=3))
+    return c
 
 
 @implementer(ISubmittingMessageSink)

@@ -71,6 +71,11 @@ def _peer(transport):
     return f"{host}:{addr.port}"
 
 
+def _has_disconnect(backlog):
+    """Whether packets read but not handled yet (``_backlog``) include a DISCONNECT."""
+    return bool(backlog) and any(type(packet) is Disconnect for packet in backlog)
+
+
 def _may_log(broker, transport):
     """Whether a per-connection line about this peer's address may be logged now: a
     storm from one address must not flood the journal (``broker.connection_log``)."""
@@ -488,8 +493,11 @@ class MQTTServerProtocol(Protocol):
         if timer is not None:
             timer.cancel()
             self._timer = None
-        if state != _CONNECTED or not will:
-            self._will = None  # [MQTT-3.1.2-10] on DISCONNECT; none before CONNACK
+        if state != _CONNECTED or not will or _has_disconnect(self._backlog):
+            # [MQTT-3.1.2-10] on DISCONNECT, also one read but still waiting behind a
+            # paused publish (a takeover or the ack deadline closes us first); none
+            # before CONNACK.
+            self._will = None
         inbound = self.inbound
         if inbound is not None:
             inbound.close()  # the FIFO stays until the store settles it

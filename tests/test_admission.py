@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from mqttd.broker.admission import Admission, Admitted, Refused
 from mqttd.codec import Connack, Connect, Subscribe
-from tests.test_broker import Client, Harness
+from tests.support.broker import Client, Harness
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 
 from mqttd.config import WebhookConfig
 from mqttd.ingest.client import WebhookSink
-from tests.test_ingest_client import message
+from tests.support.messages import message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

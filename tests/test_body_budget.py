@@ -25,7 +25,7 @@ from mqttd.ingest.wire import BODY_FRAME, batch_size_bound, decode_batch, encode
 from mqttd.ingest.writer import BatchWriter
 from mqttd.store.sink import Message
 from mqttd.store.memory import InMemorySink
-from tests.test_store_sqlite import inline_store
+from tests.support.store import inline_store
 
 URL = "http://ingest.invalid/v1/messages"
 

@@ -1,27 +1,13 @@
 """Broker behaviour through real connections: sessions, routing, retained, QoS flows.
 
-Also home of the test harness the other broker test modules import: a Broker on a
-``task.Clock``, connections on ``StringTransport``, and the broker's output parsed back
-with ``Parser(server=False)``.
+The harness these tests drive (and the other broker test modules share) is in
+tests/support/broker.py.
 """
-import attrs
-from twisted.internet import task
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial import unittest
-from zope.interface import implementer
 
 from mqttd.broker.auth import StaticAuthenticator
-from mqttd.broker.broker import Broker
-from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import (
     Connack,
-    Connect,
-    Disconnect,
-    Parser,
     Puback,
     Pubcomp,
     Publish,
@@ -31,133 +17,9 @@ from mqttd.codec import (
     Subscribe,
     Unsuback,
     Unsubscribe,
-    encode,
 )
-from mqttd.config import AuthConfig, BrokerConfig, User
-from mqttd.store.sink import IMessageSink
-from mqttd.store.memory import InMemorySink
-
-
-@implementer(IMessageSink)
-class ManualStore:
-    """A store whose Deferreds the test fires, in any order."""
-
-    def __init__(self):
-        self.calls = []  # [(message, deferred)]
-
-    def store(self, message):
-        d = Deferred()
-        self.calls.append((message, d))
-        return d
-
-    @property
-    def messages(self):
-        return [m for m, _ in self.calls]
-
-    def succeed(self, index):
-        self.calls[index][1].callback(None)
-
-    def fail(self, index):
-        self.calls[index][1].errback(Failure(RuntimeError("disk on fire")))
-
-
-class ManualAuthenticator:
-    """Authentication that answers only when the test says so."""
-
-    def __init__(self):
-        self.pending = []
-
-    def authenticate(self, client_id, username, password):
-        d = Deferred()
-        self.pending.append(d)
-        return d
-
-
-class Client:
-    """One test connection: feed packets in, read parsed packets out."""
-
-    _ports = iter(range(40000, 60000))
-
-    def __init__(self, harness, transport_class=StringTransport, address="192.0.2.7"):
-        self.harness = harness
-        addr = IPv4Address("TCP", address, next(self._ports))
-        self.protocol = harness.factory.buildProtocol(addr)
-        self.transport = transport_class(peerAddress=addr)
-        self.protocol.makeConnection(self.transport)
-        self._parser = Parser(server=False)
-        self._unread = []
-        self.lost = False
-
-    def send(self, *packets, bytewise=False):
-        data = b"".join(p if isinstance(p, bytes) else encode(p) for p in packets)
-        if bytewise:
-            for i in range(len(data)):
-                self.protocol.dataReceived(data[i:i + 1])
-        else:
-            self.protocol.dataReceived(data)
-
-    def received(self):
-        """Packets written by the broker since the last call."""
-        data = self.transport.value()
-        self.transport.clear()
-        packets = self._unread + self._parser.feed(data)
-        self._unread = []
-        return packets
-
-    def connect(self, client_id="c1", clean=True, keepalive=0, will=None, username=None,
-                password=None):
-        self.send(Connect(client_id, clean, keepalive, username, password, will))
-        packets = self.received()
-        assert packets and isinstance(packets[0], Connack), packets
-        self._unread = packets[1:]  # redelivery after CONNACK stays readable
-        return packets[0]
-
-    @property
-    def closed(self):
-        return self.transport.disconnecting
-
-    @property
-    def paused(self):
-        return self.transport.producerState == "paused"
-
-    def lose(self):
-        """The socket goes away (also what the reactor does after loseConnection)."""
-        if not self.lost:
-            self.lost = True
-            self.protocol.connectionLost(Failure(ConnectionDone()))
-
-    def disconnect(self):
-        self.send(Disconnect())
-        assert self.closed
-        self.lose()
-
-
-class Harness:
-    def __init__(self, store=None, authenticator=None, **config):
-        self.clock = task.Clock()
-        self.config = attrs.evolve(BrokerConfig(), **config)
-        self.store = store if store is not None else InMemorySink()
-        self.authenticator = authenticator or StaticAuthenticator(
-            AuthConfig(allow_anonymous=True))
-        self.broker = Broker(self.clock, self.config, self.store, self.authenticator)
-        self.factory = MQTTServerFactory(self.broker, self.clock)
-
-    def client(self, client_id=None, **kw):
-        c = Client(self)
-        if client_id is not None:
-            connack = c.connect(client_id, **kw)
-            assert connack.return_code == 0, connack
-        return c
-
-
-def pub(topic, payload=b"x", qos=0, retain=False, pid=None, dup=False):
-    if qos and pid is None:
-        pid = 1
-    return Publish(topic, payload, qos, retain, dup, pid)
-
-
-def publishes(packets):
-    return [p for p in packets if isinstance(p, Publish)]
+from mqttd.config import AuthConfig, User
+from tests.support.broker import Client, Harness, ManualStore, pub, publishes
 
 
 class SubscribeTests(unittest.TestCase):

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from mqttd.codec import Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel, Subscribe, Will
-from tests.test_broker import Client, Harness, ManualStore
+from tests.support.broker import Client, Harness, ManualStore
 
 
 class Broken(AssertionError):

@@ -9,7 +9,7 @@ import sqlite3
 from twisted.internet import defer, reactor
 
 from mqttd.ingest.writer import BatchWriter
-from tests.test_store_sqlite import StoreTestCase, row
+from tests.support.store import StoreTestCase, row
 
 POISON = b"\xde\xad"
 

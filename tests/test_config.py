@@ -13,6 +13,7 @@ from mqttd.config import (
     parse_config,
 )
 from mqttd.tap import Options
+from tests.support.config import ConfigErrorAssertions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
@@ -47,12 +48,7 @@ class DefaultsTests(unittest.TestCase):
         self.assertEqual(config.server.data_dir, "./var")
 
 
-class ErrorTests(unittest.TestCase):
-    def assertConfigError(self, document, message):
-        with self.assertRaises(ConfigError) as caught:
-            parse_config(document)
-        self.assertEqual(str(caught.exception), message)
-
+class ErrorTests(ConfigErrorAssertions, unittest.TestCase):
     def test_out_of_range(self):
         self.assertConfigError(
             {"broker": {"max_inflight": 0}}, "broker.max_inflight: must be 1..65535, got 0"

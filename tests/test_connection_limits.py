@@ -8,8 +8,8 @@ read across all connections.
 from twisted.trial import unittest
 
 from mqttd.codec import Connect, Pingreq, Puback, Publish, Will, encode
-from tests.test_broker import Client, Harness, ManualStore, pub
-from tests.test_protocol import capture_logs, disconnect_reasons
+from tests.support.broker import Client, Harness, ManualStore, pub
+from tests.support.logs import capture_logs, disconnect_reasons
 
 
 def publish_bytes(size, qos=0, pid=None):

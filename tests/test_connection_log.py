@@ -5,8 +5,8 @@ from twisted.logger import formatEvent
 from twisted.trial import unittest
 
 from mqttd.broker.lograte import LogRateLimit
-from tests.test_broker import Client, Harness
-from tests.test_protocol import capture_logs
+from tests.support.broker import Client, Harness
+from tests.support.logs import capture_logs
 
 
 def lines(events, prefix=""):

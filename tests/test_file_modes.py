@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from mqttd.config import ConfigError, parse_config
 from mqttd.service import build_service
 from mqttd.store.sqlite import SqliteStore
-from tests.test_store_sqlite import make_dir, row
+from tests.support.store import make_dir, row
 
 
 def mode(path):

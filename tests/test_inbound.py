@@ -2,7 +2,8 @@
 and no object of the broker reaching into another's private state.
 
 The behaviour (acks after commit, order across reconnects, QoS 2 across drops, wills)
-is tested through connections in tests/test_broker_ingest.py and, as a property, in
+is tested through connections in tests/test_ack_order.py, test_qos2_inbound.py,
+test_reconnect_order.py and test_after_close.py, and, as a property, in
 tests/test_broker_interleavings.py.
 """
 import ast
@@ -15,8 +16,8 @@ from twisted.trial import unittest
 import mqttd.broker
 from mqttd.broker.inbound import InboundEntry
 from mqttd.codec import Puback, Pubrec, encode_puback, encode_pubrec
-from tests.test_broker import Client, Harness, ManualStore, pub
-from tests.test_broker_ingest import SubmittingStore
+from tests.support.broker import Client, Harness, ManualStore, pub
+from tests.support.broker import SubmittingStore
 
 
 class InboundEntryTests(unittest.TestCase):

@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from mqttd.config import WebhookConfig
 from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.wire import BatchResult, WireError, decode_result
-from tests.test_store_sqlite import message
+from tests.support.store import message
 
 
 class _Answers(Resource):

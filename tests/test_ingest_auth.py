@@ -21,9 +21,9 @@ from mqttd.ingest.credentials import bearer
 from mqttd.ingest.request import request_factory
 from mqttd.ingest.wire import encode_batch
 from mqttd.service import build_service
-from tests import test_config
-from tests.test_ingest_resource import SECRET, ResourceTestCase
-from tests.test_store_sqlite import message
+from tests.support.config import ConfigErrorAssertions
+from tests.support.ingest import SECRET, ResourceTestCase
+from tests.support.store import message
 
 
 class ResourceAuthTests(ResourceTestCase):
@@ -139,9 +139,7 @@ class BuiltInTierTests(unittest.TestCase):
         self.assertEqual(root.ingest.site.ingest.authorization, b"Bearer " + b"x" * 16)
 
 
-class CredentialConfigTests(unittest.TestCase):
-    assertConfigError = test_config.ErrorTests.assertConfigError
-
+class CredentialConfigTests(ConfigErrorAssertions, unittest.TestCase):
     def test_bad_secrets_and_headers_name_their_key_not_their_value(self):
         url = "http://ingest.invalid/v1/messages"
         self.assertConfigError(

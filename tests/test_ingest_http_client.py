@@ -21,8 +21,8 @@ from zope.interface import implementer
 from mqttd.config import WebhookConfig
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.http_client import WebhookURL, _WebhookEndpoints, build_http_client
-from tests.loopback import until
-from tests.test_ingest_client import message
+from tests.support.loopback import until
+from tests.support.messages import message
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 

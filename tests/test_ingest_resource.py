@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 from treq.client import HTTPClient
 
@@ -27,7 +26,7 @@ from mqttd.config import ConfigError, IngestConfig, WebhookConfig, load_config, 
 from mqttd.ingest.client import StoreRejected, WebhookSink
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.request import IngestRequest
-from mqttd.ingest.resource import IngestResource, build_ingest_site
+from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest import wire
 from mqttd.ingest.wire import (
     COLUMNS,
@@ -42,13 +41,12 @@ from mqttd.ingest.writer import BatchWriter
 from mqttd.store import sqlite
 from mqttd.store.sink import ROW
 from mqttd.store.sqlite import SqliteStore, message_row
-from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, make_dir, message
+from tests.support.ingest import AUTH, SECRET, ResourceTestCase
+from tests.support.store import fired, make_dir, message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
 TEST_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
-SECRET = "test-secret-0123456789"
-AUTH = {b"Authorization": [b"Bearer " + SECRET.encode()]}
 
 
 def item(**overrides):
@@ -84,32 +82,6 @@ def bad(**overrides):
     """A body whose SECOND message has ``overrides``: a 400 for it also proves that
     nothing of a malformed body is stored (the first message is valid)."""
     return body(item(key="good"), item(**{"key": "k2", **overrides}))
-
-
-class ResourceTestCase(HeldPoolQueries, unittest.TestCase):
-    def setUp(self):
-        # busy_timeout=0: a commit meeting another writer's lock fails at once.
-        self.store, self.clock, self.pool = inline_store(self, busy_timeout=0)
-        self.writer = BatchWriter(self.clock, self.store, batch_size=100, flush_interval=5.0,
-                                  max_queue=10)
-        self.resource = IngestResource(self.writer, SECRET, max_body_size=4096)
-
-    def post(self, data, method=b"POST", postpath=(), authorization=AUTH[b"Authorization"]):
-        request = DummyRequest(list(postpath))
-        request.method = method
-        request.content = BytesIO(data)
-        if authorization is not None:
-            request.requestHeaders.setRawHeaders(b"authorization", authorization)
-        request.requestHeaders.setRawHeaders(b"content-length", [str(len(data)).encode()])
-        result = self.resource.render(request)
-        if result is not NOT_DONE_YET:
-            request.write(result)
-            request.finish()
-        return request
-
-    def answer(self, request):
-        return json.loads(b"".join(request.written))
-
 
 
 class AcceptTests(ResourceTestCase):

@@ -17,9 +17,9 @@ from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import encode_batch
 from mqttd.ingest.writer import BatchWriter
 from mqttd.store.sqlite import SqliteStore
-from tests.loopback import until, within
-from tests.test_ingest_resource import AUTH, SECRET
-from tests.test_store_sqlite import make_dir, message
+from tests.support.loopback import until, within
+from tests.support.ingest import AUTH, SECRET
+from tests.support.store import make_dir, message
 
 
 class _Uploader(Protocol):

@@ -1,6 +1,6 @@
 """BatchWriter: group commit over a REAL SQLite file, timed with task.Clock.
 
-The store's pool is the synchronous InlinePool (tests/test_store_sqlite.py); with
+The store's pool is the synchronous InlinePool (tests/support/store.py); with
 ``pool.hold = True`` a started commit waits in ``pool.jobs`` until the test runs it, so
 "one commit at a time" and "answer only after COMMIT" are observable exactly. Rows are
 tuples (``row()``), as the webhook's ``decode_batch`` hands them over.
@@ -11,7 +11,7 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from mqttd.ingest.writer import BatchWriter, QueueFull, WriterClosed
-from tests.test_store_sqlite import HeldPoolQueries, fired, inline_store, row
+from tests.support.store import HeldPoolQueries, fired, inline_store, row
 
 
 class WriterTestCase(HeldPoolQueries, unittest.TestCase):

@@ -17,8 +17,8 @@ from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import encode_batch
 from mqttd.ingest.writer import BatchWriter
 from mqttd.store.sqlite import KeyConflict, SqliteStore, message_row
-from tests.test_ingest_resource import SECRET, ResourceTestCase
-from tests.test_store_sqlite import StoreTestCase, make_dir, message, row
+from tests.support.ingest import SECRET, ResourceTestCase
+from tests.support.store import StoreTestCase, make_dir, message, row
 
 
 class StoreConflictTests(StoreTestCase):

@@ -1,4 +1,6 @@
-"""The import rules of DESIGN.md that keep config as data and the tiers apart.
+"""The import rules of DESIGN.md that keep config as data and the tiers apart, and the
+tests' own: a test module imports shared fakes from a support package, never from
+another test module.
 
 Checked from the source (every ``import``/``from`` statement, module level or not), so a
 new arrow that breaks a rule fails here before it hardens into the structure.
@@ -11,11 +13,13 @@ from twisted.trial import unittest
 import mqttd
 
 _ROOT = os.path.dirname(mqttd.__file__)
+_TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def _imports(relative):
-    """The mqttd modules that ``relative`` (a file or folder under mqttd/) imports."""
-    path = os.path.join(_ROOT, relative)
+def _imports(relative, root=_ROOT, top="mqttd"):
+    """The ``top`` modules that ``relative`` (a file or folder under ``root``, the folder
+    of package ``top``) imports."""
+    path = os.path.join(root, relative)
     files = [path] if path.endswith(".py") else [
         os.path.join(folder, name)
         for folder, _, names in os.walk(path) for name in names if name.endswith(".py")]
@@ -26,7 +30,7 @@ def _imports(relative):
         with open(name, encoding="utf-8") as f:
             tree = ast.parse(f.read(), name)
         # The package a relative import starts from: mqttd/broker/x.py is in mqttd.broker.
-        package = ["mqttd", *os.path.relpath(os.path.dirname(name), _ROOT).split(os.sep)]
+        package = [top, *os.path.relpath(os.path.dirname(name), root).split(os.sep)]
         package = [part for part in package if part != os.curdir]
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -37,7 +41,7 @@ def _imports(relative):
                     found.add(".".join([*base, node.module]))
                 else:  # from . import config: the names are modules
                     found.update(".".join([*base, alias.name]) for alias in node.names)
-    return {module for module in found if module.split(".")[0] == "mqttd"}
+    return {module for module in found if module.split(".")[0] == top}
 
 
 def _under(modules, *packages):
@@ -60,3 +64,34 @@ class LayeringTests(unittest.TestCase):
 
     def test_broker_sees_only_the_sink_seam(self):
         self.assertEqual(_under(_imports("broker"), "mqttd.ingest"), [])
+
+
+def _test_modules():
+    """Every test module under tests/, as a path relative to tests/."""
+    return sorted(os.path.relpath(os.path.join(folder, name), _TESTS)
+                  for folder, _, names in os.walk(_TESTS)
+                  for name in names if name.startswith("test_") and name.endswith(".py"))
+
+
+class TestLayeringTests(unittest.TestCase):
+    """Shared fakes live in tests/support (and tests/integration/support): a test module
+    that imported another would break when that one moves or splits, and trial would
+    collect an imported test class twice."""
+
+    def test_a_test_module_imports_only_the_support_packages(self):
+        wrong = {}  # every offender at once, for whoever merges a branch that adds one
+        for module in _test_modules():
+            allowed = ["tests.support"]
+            if module.startswith("integration" + os.sep):
+                allowed.append("tests.integration.support")
+            imported = _under(_imports(module, _TESTS, "tests"), "tests")
+            outside = sorted(set(imported) - set(_under(imported, *allowed)))
+            if outside:
+                wrong[module] = outside
+        self.assertEqual(wrong, {})
+
+    def test_support_imports_no_test_module(self):
+        for support in ("support", os.path.join("integration", "support")):
+            imported = _imports(support, _TESTS, "tests")
+            self.assertEqual(
+                sorted(m for m in imported if m.split(".")[-1].startswith("test_")), [], support)

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from mqttd.config import parse_config
 from mqttd.listeners import with_backlog
 from mqttd.service import build_service
-from tests.test_service import MemoryReactorOnInterfaces
+from tests.support.service import MemoryReactorOnInterfaces
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from mqttd.codec import Puback, encode
 from mqttd.config import BrokerConfig
-from tests.test_broker import Harness, pub
+from tests.support.broker import Harness, pub
 
 MIB = 1024 * 1024
 LONGEST_TOPIC = "t" * 65535

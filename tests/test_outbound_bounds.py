@@ -7,8 +7,8 @@ packets of up to ``max_packet_size`` each.
 from twisted.trial import unittest
 
 from mqttd.codec import Connack, Connect, Puback, Publish, Subscribe
-from tests.test_broker import Client, Harness, pub, publishes
-from tests.test_protocol import SmallBufferTransport
+from tests.support.broker import Client, Harness, pub, publishes
+from tests.support.broker import SmallBufferTransport
 
 BIG = 64 * 1024
 

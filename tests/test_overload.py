@@ -7,98 +7,24 @@ deadline, and keepalive does not count the silence the broker causes.
 
 The broker side runs the real Broker and WebhookSink on a ``task.Clock``, connections
 on StringTransport, and the webhook as a twisted.web resource (through treq's StubTreq)
-that holds every request until the test answers it.
+that holds every request until the test answers it (tests/support/pressure.py).
 """
 import json
 
-import attrs
-from treq.testing import StubTreq
-from twisted.internet.task import Clock
 from twisted.trial import unittest
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
-from mqttd.broker.auth import StaticAuthenticator
-from mqttd.broker.broker import Broker
 from mqttd.broker.pressure import PublisherThrottle
-from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import Puback, Suback, Subscribe
-from mqttd.config import AuthConfig, BrokerConfig, ConfigError, WebhookConfig, parse_config
-from mqttd.ingest.client import StoreRejected, WebhookSink
-from mqttd.ingest.wire import decode_batch
+from mqttd.config import ConfigError, parse_config
 from mqttd.store.sink import Message
 from mqttd.store.pressure import Pressure
-from tests.test_broker import Harness, pub
+from tests.support.broker import pub
+from tests.support.pressure import BrokerHarness, StoreHarness
 
-URL = "http://ingest.invalid/v1/messages"
-
-
-class HeldWebhook(Resource):
-    """An ingest endpoint that answers nothing until ``answer()`` commits what it holds."""
-
-    isLeaf = True
-
-    def __init__(self):
-        super().__init__()
-        self.held = []  # [(request, rows)]
-        self.stored = []
-
-    def render_POST(self, request):
-        self.held.append((request, decode_batch(request.content.read())))
-        return NOT_DONE_YET
-
-    def answer(self):
-        held, self.held = self.held, []
-        for request, rows in held:
-            self.stored.extend(rows)
-            request.write(json.dumps({"received": len(rows), "inserted": len(rows), "duplicates": 0}).encode())
-            request.finish()
-        return sum(len(rows) for _, rows in held)
 
 
 def message(n, payload=b"p", topic="t"):
     return Message(f"k-{n}", "dev", None, topic, payload, 1, False, 1.0)
-
-
-class Events:
-    """A pressure listener that records what it heard."""
-
-    def __init__(self, pressure):
-        self.heard = []
-        pressure.subscribe(lambda: self.heard.append("full"),
-                           lambda: self.heard.append("drained"))
-
-
-class StoreHarness:
-    """The real WebhookSink on a Clock, its webhook held (HeldWebhook)."""
-
-    def __init__(self, **config):
-        self.clock = Clock()
-        self.webhook = HeldWebhook()
-        self.http = StubTreq(self.webhook)
-        config = attrs.evolve(WebhookConfig(), **dict(
-            dict(linger=0.0, ack_timeout=10.0, request_timeout=100.0), **config))
-        self.store = WebhookSink(self.clock, config, self.http, URL)
-        self.events = Events(self.store.pressure)
-        self.outcomes = []
-
-    def submit(self, *messages):
-        for m in messages:
-            self.store.submit(m, self._notify, m.key)
-
-    def _notify(self, tokens, failure):
-        outcome = "ok" if failure is None else failure.trap(StoreRejected) and failure.value.reason
-        self.outcomes.extend((token, outcome) for token in tokens)
-
-    def send(self):
-        """Let waiting batches leave (batch_delay 0: the next turn)."""
-        self.clock.advance(0)
-        self.http.flush()
-
-    def answer(self):
-        n = self.webhook.answer()
-        self.http.flush()
-        return n
 
 
 class StorePressureTests(unittest.TestCase):
@@ -225,23 +151,6 @@ class ThrottleTests(unittest.TestCase):
 
     def test_no_pressure_never_full(self):
         self.assertFalse(PublisherThrottle(None).full)
-
-
-class BrokerHarness(StoreHarness):
-    """The broker over the same store; clients as in tests.test_broker."""
-
-    def __init__(self, **webhook):
-        super().__init__(**webhook)
-        self.broker = Broker(self.clock, BrokerConfig(), self.store,
-                             StaticAuthenticator(AuthConfig(allow_anonymous=True)))
-        self.factory = MQTTServerFactory(self.broker, self.clock)
-
-    client = Harness.client
-
-    def answer(self):
-        n = super().answer()
-        self.clock.advance(0)  # drained is said on the next turn
-        return n
 
 
 class PausedPublisherTests(unittest.TestCase):

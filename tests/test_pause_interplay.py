@@ -2,15 +2,15 @@
 connection's life: closing, takeover, wills, the other reasons to stop reading.
 
 Found by reviewing the merge of the protocol split, the overload pause and the memory
-bounds; each test drives the real Broker and WebhookSink (tests.test_overload) on a
-task.Clock, connections on StringTransport.
+bounds; each test drives the real Broker and WebhookSink (tests/support/pressure.py)
+on a task.Clock, connections on StringTransport.
 """
 from twisted.trial import unittest
 
 from mqttd.codec import Disconnect, Puback
 from mqttd.codec.packets import Will
-from tests.test_broker import pub
-from tests.test_overload import BrokerHarness
+from tests.support.broker import pub
+from tests.support.pressure import BrokerHarness
 
 
 def wills(h):

@@ -1,6 +1,4 @@
 """Connection lifecycle: CONNECT handling, timeouts, keepalive, wills, takeover, errors."""
-from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from mqttd.broker.auth import StaticAuthenticator
@@ -17,19 +15,15 @@ from mqttd.codec import (
     encode,
 )
 from mqttd.config import AuthConfig, User
-from tests.test_broker import Client, Harness, ManualAuthenticator, pub, publishes
-
-
-def capture_logs(case):
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    case.addCleanup(globalLogPublisher.removeObserver, events.append)
-    return events
-
-
-def disconnect_reasons(events):
-    return [e["reason"] for e in events
-            if e.get("log_format", "").startswith("disconnect")]
+from tests.support.broker import (
+    Client,
+    Harness,
+    ManualAuthenticator,
+    SmallBufferTransport,
+    pub,
+    publishes,
+)
+from tests.support.logs import capture_logs, disconnect_reasons
 
 
 class ConnackCodeTests(unittest.TestCase):
@@ -362,25 +356,6 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertEqual(event["client_id"], "dev")
         self.assertEqual(event["reason"], "client disconnect")
         self.assertTrue(event["peer"].startswith("192.0.2.7:"))
-
-
-class SmallBufferTransport(StringTransport):
-    """Pauses its producer once more than 4 kB wait, as Twisted's TCP transport does
-    past 64 kB; ``drained()`` is the reader catching up (the transport resumes it)."""
-
-    limit = 4096
-    full = False
-
-    def write(self, data):
-        super().write(data)
-        if not self.full and self.producer is not None and len(self.value()) > self.limit:
-            self.full = True
-            self.producer.pauseProducing()
-
-    def drained(self):
-        if self.full:
-            self.full = False
-            self.producer.resumeProducing()
 
 
 class ReadGatedTransport(SmallBufferTransport):

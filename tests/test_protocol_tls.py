@@ -3,7 +3,7 @@
 A connection mqttd closes while its reads are paused (a full max_inflight window) used
 to stay open forever over TLS: loseConnection sends close_notify and waits for the
 client's, which a paused transport never reads. connectionLost never ran, so the socket
-and the max_connections slot leaked. (tests/test_broker_ingest.py's
+and the max_connections slot leaked. (tests/test_after_close.py's
 ClosingWhilePausedTests pin the mechanism on StringTransport.)
 """
 import os
@@ -20,8 +20,8 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.codec import Connect, encode
 from mqttd.config import AuthConfig, BrokerConfig
-from tests.loopback import when_called, within
-from tests.test_broker import ManualStore, pub
+from tests.support.broker import ManualStore, pub
+from tests.support.loopback import when_called, within
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
 from mqttd.broker.retained import RetainedStore
-from tests.test_topics import SPEC_CASES, reference_match
+from tests.support.topics import SPEC_CASES, reference_match
 
 
 @attrs.frozen

@@ -4,7 +4,6 @@ import sqlite3
 
 import twisted.test
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
@@ -13,26 +12,7 @@ from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.service import exit_failed
 from mqttd.listeners import KeyedListener
 from mqttd.service import build_service
-
-
-class _Port:
-    def __init__(self, address):
-        self.address = address
-
-    def getHost(self):
-        return self.address
-
-    def stopListening(self):
-        return defer.succeed(None)
-
-
-class MemoryReactorOnInterfaces(MemoryReactorClock):
-    """MemoryReactorClock whose TCP ports report the interface they were asked for
-    (MemoryReactor's say 0.0.0.0, which the ingest tier refuses as not loopback)."""
-
-    def listenTCP(self, port, factory, backlog=50, interface=""):
-        super().listenTCP(port, factory, backlog, interface)
-        return _Port(IPv4Address("TCP", interface or "0.0.0.0", port))
+from tests.support.service import MemoryReactorOnInterfaces
 
 
 def config_for(data_dir, **sections):
@@ -260,7 +240,7 @@ class IngestStopTests(unittest.TestCase):
         from twisted.internet import reactor
 
         from mqttd.store.sqlite import StoreClosed
-        from tests.test_store_sqlite import row
+        from tests.support.store import row
 
         data_dir = self.mktemp()
         root = build_service(parse_config({

@@ -4,8 +4,8 @@ from twisted.trial import unittest
 
 from mqttd.broker.deadlines import Deadlines
 from mqttd.codec import Connack, Connect, Subscribe
-from tests.test_broker import Client, Harness, pub, publishes
-from tests.test_protocol import capture_logs
+from tests.support.broker import Client, Harness, pub, publishes
+from tests.support.logs import capture_logs
 
 
 def persistent_subscriber(h, client_id, topic="t"):

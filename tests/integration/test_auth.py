@@ -1,11 +1,8 @@
 """Authentication: anonymous refused by default (CONNACK 5), bad password 4, good user 0."""
-from tests.integration.harness import (
-    BROKER_KIND,
-    BrokerTestCase,
-    PahoClient,
-    connect_packet,
-    publish_packet,
-)
+from tests.integration.support.paho_client import PahoClient
+from tests.integration.support.process import BROKER_KIND
+from tests.integration.support.raw_client import connect_packet, publish_packet
+from tests.integration.support.testcase import BrokerTestCase
 
 # 3.1.1 return code 4 is "bad user name or password"; mosquitto answers 5 (not authorized).
 BAD_PASSWORD = 4 if BROKER_KIND == "mqttd" else 5

@@ -4,7 +4,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.harness import free_port, requires_mqttd, run_twistd_mqttd
+from tests.integration.support.common import free_port
+from tests.integration.support.process import requires_mqttd, run_twistd_mqttd
 
 CASES = [
     ("[broker]\nmax_inflight = 0\n", "broker.max_inflight: must be 1..65535, got 0"),

@@ -1,13 +1,9 @@
 """QoS 0/1/2 round trips, topic filters and ordering, with paho and mosquitto's clients."""
 import os
 
-from tests.integration.harness import (
-    ANONYMOUS,
-    BrokerTestCase,
-    MosquittoSub,
-    mosquitto_pub,
-    not_on_mosquitto,
-)
+from tests.integration.support.mosquitto_clients import MosquittoSub, mosquitto_pub
+from tests.integration.support.process import ANONYMOUS, not_on_mosquitto
+from tests.integration.support.testcase import BrokerTestCase
 
 
 class QoSRoundTripTests(BrokerTestCase):

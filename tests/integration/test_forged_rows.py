@@ -15,14 +15,10 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.harness import (
-    ANONYMOUS,
-    mosquitto_pub,
-    requires_mqttd,
-    start_broker,
-    stored_messages,
-    wait_for,
-)
+from tests.integration.support.common import wait_for
+from tests.integration.support.database import stored_messages
+from tests.integration.support.mosquitto_clients import mosquitto_pub
+from tests.integration.support.process import ANONYMOUS, requires_mqttd, start_broker
 
 GUESSES = 500
 _INGEST_URL = re.compile(r"ingest webhook listening on (http://\S+/v1/messages)")

@@ -20,14 +20,12 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.harness import (
-    ANONYMOUS,
+from tests.integration.support.process import ANONYMOUS, BrokerProcess, requires_mqttd
+from tests.integration.support.raw_client import (
     DISCONNECT,
-    BrokerProcess,
     PacketType,
     RawClient,
     publish_packet,
-    requires_mqttd,
 )
 
 MESSAGES = 20

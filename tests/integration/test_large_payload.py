@@ -7,14 +7,11 @@ header and the topic too, and used to refuse it).
 import os
 import subprocess
 
-from tests.integration.harness import (
-    HOST,
-    MOSQUITTO_PUB,
-    BrokerTestCase,
-    requires_mqttd,
-    stored_messages,
-    wait_for,
-)
+from tests.integration.support.common import HOST, wait_for
+from tests.integration.support.database import stored_messages
+from tests.integration.support.mosquitto_clients import MOSQUITTO_PUB
+from tests.integration.support.process import requires_mqttd
+from tests.integration.support.testcase import BrokerTestCase
 
 MIB = 1024 * 1024
 

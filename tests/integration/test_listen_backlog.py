@@ -5,7 +5,8 @@ net.core.somaxconn) in its Send-Q column.
 """
 import subprocess
 
-from tests.integration.harness import BrokerTestCase, requires_mqttd
+from tests.integration.support.process import requires_mqttd
+from tests.integration.support.testcase import BrokerTestCase
 
 
 @requires_mqttd("mqttd's listen backlog")

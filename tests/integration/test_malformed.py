@@ -1,15 +1,15 @@
 """Malformed input closes that one connection; the broker and its other clients carry on."""
 import os
 
-from tests.integration.harness import (
-    ANONYMOUS,
-    BrokerTestCase,
+from tests.integration.support.process import ANONYMOUS
+from tests.integration.support.raw_client import (
     PacketType,
     connect_packet,
     packet,
     publish_packet,
     subscribe_packet,
 )
+from tests.integration.support.testcase import BrokerTestCase
 
 # Sent as the very first bytes of a connection.
 BEFORE_CONNECT = {

@@ -8,9 +8,10 @@ close a client only at its ack deadline. Every acknowledged message must be a ro
 """
 import time
 
-from tests.integration import faultproxy
-from tests.integration.harness import requires_mqttd, wait_for
-from tests.integration.test_durability import DRAIN_TIMEOUT, DurabilityTestCase
+from tests.integration.support import faultproxy
+from tests.integration.support.common import wait_for
+from tests.integration.support.durability import DRAIN_TIMEOUT, DurabilityTestCase
+from tests.integration.support.process import requires_mqttd
 
 MAX_PENDING = 100
 

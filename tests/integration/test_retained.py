@@ -1,7 +1,8 @@
 """Retained messages: set, replaced, cleared; delivered with the retain flag only when stored."""
 import time
 
-from tests.integration.harness import BrokerTestCase, MosquittoSub, mosquitto_pub
+from tests.integration.support.mosquitto_clients import MosquittoSub, mosquitto_pub
+from tests.integration.support.testcase import BrokerTestCase
 
 
 class RetainedTests(BrokerTestCase):

@@ -1,5 +1,5 @@
 """Persistent sessions (clean_session=0) and client-id takeover."""
-from tests.integration.harness import BrokerTestCase
+from tests.integration.support.testcase import BrokerTestCase
 
 
 class PersistentSessionTests(BrokerTestCase):

@@ -7,13 +7,9 @@ deadline can close them in time.
 """
 import time
 
-from tests.integration.harness import (
-    ANONYMOUS,
-    BrokerTestCase,
-    connect_packet,
-    publish_packet,
-    requires_mqttd,
-)
+from tests.integration.support.process import ANONYMOUS, requires_mqttd
+from tests.integration.support.raw_client import connect_packet, publish_packet
+from tests.integration.support.testcase import BrokerTestCase
 
 TIMEOUT = 1.0
 LATEST = TIMEOUT + 2.0  # room for a loaded machine

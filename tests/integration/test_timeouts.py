@@ -1,14 +1,9 @@
 """Keepalive expiry (1.5 x keepalive) and idle_timeout before CONNECT."""
 import time
 
-from tests.integration.harness import (
-    ANONYMOUS,
-    BROKER_KIND,
-    PINGREQ,
-    BrokerTestCase,
-    PacketType,
-    requires_mqttd,
-)
+from tests.integration.support.process import ANONYMOUS, BROKER_KIND, requires_mqttd
+from tests.integration.support.raw_client import PINGREQ, PacketType
+from tests.integration.support.testcase import BrokerTestCase
 
 # mqttd times each connection; mosquitto 2.0.11 sweeps keepalives only every ~5 s
 # (measured: a silent keepalive=1 client closed 5.0 s after CONNACK).

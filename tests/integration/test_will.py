@@ -1,7 +1,7 @@
 """Last will: published when a client dies without DISCONNECT, not after a clean one."""
 import time
 
-from tests.integration.harness import BrokerTestCase
+from tests.integration.support.testcase import BrokerTestCase
 
 
 class WillTests(BrokerTestCase):

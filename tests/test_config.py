@@ -102,7 +102,7 @@ class ErrorTests(ConfigErrorAssertions, unittest.TestCase):
 
     def test_one_message_must_fit_one_webhook_request(self):
         # 12 MB of packet as base64, 12 bytes a character of a 65535-character topic,
-        # username and client id, 1 KiB more (tests/test_body_budget.py ties it to
+        # username and client id, 1 KiB more (tests/ingest/test_body_budget.py ties it to
         # what the client assumes).
         need = 16_000_000 + 12 * 3 * 65535 + 1024
         self.assertConfigError(

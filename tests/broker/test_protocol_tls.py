@@ -3,7 +3,7 @@
 A connection mqttd closes while its reads are paused (a full max_inflight window) used
 to stay open forever over TLS: loseConnection sends close_notify and waits for the
 client's, which a paused transport never reads. connectionLost never ran, so the socket
-and the max_connections slot leaked. (tests/test_after_close.py's
+and the max_connections slot leaked. (tests/broker/test_after_close.py's
 ClosingWhilePausedTests pin the mechanism on StringTransport.)
 """
 import os

@@ -258,7 +258,7 @@ class WriteTests(StoreTestCase):
     @defer.inlineCallbacks
     def test_same_key_twice_in_one_batch_is_one_row(self):
         """The same message twice is one row; the same key with other contents is a
-        KeyConflict (tests/test_key_conflicts.py), and nothing of its batch is stored."""
+        KeyConflict (tests/ingest/test_key_conflicts.py), and nothing of its batch is stored."""
         store = self.open_store()
         yield store.start()
         self.assertEqual((yield store.insert_batch([row("k", payload=b"a"),

@@ -2,9 +2,9 @@
 and no object of the broker reaching into another's private state.
 
 The behaviour (acks after commit, order across reconnects, QoS 2 across drops, wills)
-is tested through connections in tests/test_ack_order.py, test_qos2_inbound.py,
+is tested through connections in tests/broker/test_ack_order.py, test_qos2_inbound.py,
 test_reconnect_order.py and test_after_close.py, and, as a property, in
-tests/test_broker_interleavings.py.
+tests/broker/test_broker_interleavings.py.
 """
 import ast
 import gc

@@ -44,7 +44,7 @@ from mqttd.store.sqlite import SqliteStore, message_row
 from tests.support.ingest import AUTH, SECRET, ResourceTestCase
 from tests.support.store import fired, make_dir, message
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 SHIPPED = os.path.join(HERE, os.pardir, "etc", "mqttd.toml")
 TEST_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 

@@ -1,7 +1,7 @@
 """The webhook's HTTP plumbing: the URL rendered once, the endpoint built once.
 
 What it does over the wire (plain and TLS, against the real ingest tier) is in
-tests/test_ingest_resource.py (LoopbackTests); here, against a webhook that stalls.
+tests/ingest/test_ingest_resource.py (LoopbackTests); here, against a webhook that stalls.
 """
 import os
 

@@ -16,7 +16,7 @@ from mqttd.config import WebhookConfig
 from mqttd.ingest.client import WebhookSink
 from tests.support.messages import message
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 def _load(name):

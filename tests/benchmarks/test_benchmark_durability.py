@@ -14,7 +14,7 @@ from twisted.trial import unittest
 
 from mqttd.store.schema import migrate
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "benchmarks")
+BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "benchmarks")
 if BENCHMARKS not in sys.path:
     sys.path.append(BENCHMARKS)  # appended: the benchmarks' flat module names never shadow
 

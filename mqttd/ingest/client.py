@@ -111,7 +111,9 @@ class WebhookSink:
             self._notify(notify, [token], StoreRejected(reason))
             return
         due = self._waiting.add(message, notify, token, held)
-        self._linger.published(notify)
+        linger = self._linger
+        if linger.expected:
+            linger.published(notify)
         if due:
             self._kick()
         elif self._timer is None:

@@ -22,7 +22,13 @@ _notifies = itemgetter(0)  # of a batch's (notify, token) waiters
 
 class Linger:
     """``send_in(delay)`` (re)arms the webhook client's batch timer: a held batch leaves
-    when it fires (``timer_fired``) or sooner, once everyone is back."""
+    when it fires (``timer_fired``) or sooner, once everyone is back.
+
+    ``expected`` (the ids of the submitters the last answer acknowledged and not seen
+    since) is read on the hot path, once per message, so it is a plain attribute: while
+    it is empty, as it is whenever nobody is waited for, a submit skips ``published``.
+    Only this object changes it.
+    """
 
     def __init__(self, clock, linger, batch_delay, send_in):
         self._clock = clock
@@ -32,7 +38,7 @@ class Linger:
         # Who the last answer acknowledged and has not published since, when that answer
         # came, whether such clients lately came back in time, and whether a batch is
         # held for them.
-        self._expected = set()
+        self.expected = set()
         self._gone = weakref.WeakValueDictionary()  # id -> notify forgotten (forget)
         self._answered_at = 0.0
         self._prompt = True
@@ -48,13 +54,13 @@ class Linger:
             gone = self._gone
             if gone:
                 expected = {key for key in expected if key not in gone}
-            self._expected = expected
+            self.expected = expected
             self._answered_at = self._clock.seconds()
 
     def published(self, notify):
         """The submitter behind ``notify`` published again (once per message: cheap
         while nobody is expected)."""
-        expected = self._expected
+        expected = self.expected
         if expected and id(notify) in expected:
             expected.discard(id(notify))
             if not expected:
@@ -70,7 +76,7 @@ class Linger:
         """
         key = id(notify)
         self._gone[key] = notify
-        expected = self._expected
+        expected = self.expected
         if key in expected:
             expected.discard(key)
             if not expected and self._holding:
@@ -82,7 +88,7 @@ class Linger:
         """Whether the next fresh batch should wait (``may_wait``: no request is in
         flight and less than a full batch waits); if so, (re)arm the timer that ends
         the wait."""
-        if not (may_wait and self._prompt and self._expected):
+        if not (may_wait and self._prompt and self.expected):
             self._holding = False  # nothing to wait for (any timer left only kicks)
             return False
         left = self._answered_at + self._linger - self._clock.seconds()
@@ -101,7 +107,7 @@ class Linger:
 
     def stop(self):
         self._holding = False
-        self._expected = set()
+        self.expected = set()
 
     def _all_back(self):
         """Every connection the last answer acknowledged has published again."""
@@ -118,4 +124,4 @@ class Linger:
         such clients until they are seen coming back in time again."""
         self._holding = False
         self._prompt = False
-        self._expected = set()
+        self.expected = set()

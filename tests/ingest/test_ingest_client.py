@@ -566,7 +566,7 @@ class LingerTests(unittest.TestCase):
         h.store.submit(message(2), b, 2)  # b's last messages, already in flight
         h.store.submit(message(3), a, 3)
         h.tick()
-        self.assertEqual(h.store._linger._expected, {id(a)})  # that answer had b's messages too
+        self.assertEqual(h.store._linger.expected, {id(a)})  # that answer had b's messages too
         h.assertAccounts()
 
     def test_a_forgotten_submitter_leaves_no_id_behind(self):

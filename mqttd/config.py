@@ -39,6 +39,9 @@ class User:
 class ServerConfig:
     listen: tuple = _setting(("tcp:1883:interface=127.0.0.1",), (str,))
     data_dir: str = _setting("./var", str)
+    # Broker worker processes under one master (mqttd.tree); 0 runs everything in this
+    # one process, as small hosts and most tests want.
+    workers: int = _setting(0, int, 0, 256)
 
 
 @attrs.frozen
@@ -385,6 +388,29 @@ def parse_config(document, overrides=None):
             config.webhook, max_body_size=config.ingest.max_body_size))
     _check_cross(config)
     return config
+
+
+def config_document(config):
+    """The TOML-shaped document that ``parse_config`` turns back into ``config``.
+
+    How the master hands a child its exact configuration (as JSON on the child's stdin):
+    the child validates it again, and never rereads a file that may have changed since.
+    Secrets are in it; it goes only down a pipe to the appliance's own children.
+    """
+    document = {}
+    for section in attrs.fields(Config):
+        values = getattr(config, section.name)
+        table = {}
+        for field in attrs.fields(type(values)):
+            value = getattr(values, field.name)
+            kind = field.metadata["kind"]
+            if kind is dict:
+                value = dict(value)
+            elif isinstance(kind, tuple):
+                value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
+            table[field.name] = value
+        document[section.name] = table
+    return document
 
 
 def load_config(path=None, overrides=None):

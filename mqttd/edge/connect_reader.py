@@ -68,9 +68,9 @@ class PendingConnect:
             # Feed the parser the CONNECT's bytes only (all of them while its header is
             # incomplete: those are the CONNECT's too); it checks the first byte and the
             # size limit as soon as it can, and returns the CONNECT once it is whole.
-            size = first_packet_size(buf) or len(buf)
-            packets = self._parser.feed(bytes(buf[self._fed:size]))
-            self._fed = size
+            end = min(first_packet_size(buf) or len(buf), len(buf))
+            packets = self._parser.feed(bytes(buf[self._fed:end]))
+            self._fed = end
         except ProtocolError as e:
             if e.connack_code is not None:
                 try:

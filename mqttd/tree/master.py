@@ -68,6 +68,7 @@ class Master(MultiService):
         self._connections = {}  # conn_id -> (slot, host): handed off, not yet closed
         self._channels = {}  # slot -> MasterChannel of the live worker
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
+        self._waiting = {}  # PendingConnect -> (Connect, timer): read, no worker up yet
         self._acceptors = []
         self._ingest_socket = None
         self._ingest_url = None
@@ -134,6 +135,9 @@ class Master(MultiService):
             acceptor.stop()
         for pending in list(self._pending):
             pending.abandon()
+        for pending, (_, timer) in list(self._waiting.items()):
+            timer.cancel()
+            self._unavailable(pending)
         return super().stopService()
 
     # -- children ---------------------------------------------------------------------
@@ -178,6 +182,7 @@ class Master(MultiService):
         if kind == "ready":
             self.balancer.up(slot)
             log.info("worker {slot} ready", slot=slot)
+            self._dispatch_waiting()
         elif kind == "closed":
             self._release(payload.get("conn_id"))
         else:
@@ -206,20 +211,36 @@ class Master(MultiService):
     def _on_connect(self, pending, connect):
         self._pending.discard(pending)
         slot = self.balancer.pick(connect.client_id)
-        channel = self._channels.get(slot)
-        if channel is None:
-            try:
-                pending.sock.send(encode_connack(False, CONNACK_SERVER_UNAVAILABLE))
-            except OSError:
-                pass
-            pending.sock.close()
-            self.door.release(pending.host)
+        if slot is None:
+            # No worker is up yet (start-up, or every one restarting): the client waits,
+            # as it would for a slow CONNACK, for at most idle_timeout.
+            timer = self._reactor.callLater(self._config.broker.idle_timeout,
+                                            self._unavailable, pending)
+            self._waiting[pending] = (connect, timer)
             return
+        self._hand_off(pending, slot)
+
+    def _unavailable(self, pending):
+        self._waiting.pop(pending, None)
+        try:
+            pending.sock.send(encode_connack(False, CONNACK_SERVER_UNAVAILABLE))
+        except OSError:
+            pass
+        pending.sock.close()
+        self.door.release(pending.host)
+
+    def _dispatch_waiting(self):
+        waiting, self._waiting = self._waiting, {}
+        for pending, (connect, timer) in waiting.items():
+            timer.cancel()
+            self._on_connect(pending, connect)
+
+    def _hand_off(self, pending, slot):
         conn_id = next(self._ids)
         self._connections[conn_id] = (slot, pending.host)
         self.balancer.opened(slot)
         sock = pending.sock
-        d = channel.hand_off(sock.fileno(), pending.preread, conn_id)
+        d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id)
         # Closed here only once the worker holds its own copy (or never will): never
         # shutdown(), which would end the worker's connection too.
         d.addBoth(lambda result: (sock.close(), result)[1])

@@ -1,6 +1,8 @@
 """The supervisor with real processes on the real reactor: a child that exits at once is
-started again with a growing delay, its output reaches the log under its name, and a
-child that stays up is stopped by SIGTERM, with nothing started after the stop."""
+started again with a growing delay, its output reaches the log under its name, a fresh
+socketpair end reaches each run as fd 3, and a child that stays up is stopped by SIGTERM,
+with nothing started after the stop."""
+import socket
 import sys
 
 from twisted.internet import defer, reactor, task
@@ -11,7 +13,8 @@ from mqttd.metrics import Metrics
 from mqttd.tree.supervisor import Supervisor
 
 _CRASHING = "print('up', flush=True); raise SystemExit(3)"
-_STAYING = "import time; print('ready', flush=True); time.sleep(60)"
+_STAYING = ("import os, time; os.write(3, b'over fd 3'); print('ready', flush=True); "
+            "time.sleep(60)")
 
 
 class RealChildTests(unittest.TestCase):
@@ -36,13 +39,20 @@ class RealChildTests(unittest.TestCase):
         metrics = Metrics()
         supervisor = Supervisor(reactor, metrics, min_restart_delay=0.1,
                                 max_restart_delay=0.4, stable_after=5.0, kill_timeout=5.0)
-        starts, exits = [], []
+        starts, exits, channels = [], [], []
 
-        def start(protocol):
+        def start(protocol):  # as the master will: a fresh socketpair end as fd 3
             code = _CRASHING if len(starts) < 4 else _STAYING
             starts.append(reactor.seconds())
-            return reactor.spawnProcess(protocol, sys.executable, [sys.executable, "-c", code],
-                                        env=None)
+            ours, theirs = socket.socketpair()
+            self.addCleanup(ours.close)
+            channels.append(ours)
+            try:
+                return reactor.spawnProcess(
+                    protocol, sys.executable, [sys.executable, "-c", code], env=None,
+                    childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
+            finally:
+                theirs.close()
 
         def on_exit(name, reason):
             exits.append((reactor.seconds(), reason.value.exitCode, reason.value.signal))
@@ -58,6 +68,8 @@ class RealChildTests(unittest.TestCase):
             self.assertGreaterEqual(wait + 0.01, delay, waits)  # timers may round down
         self.assertEqual(lines, [("worker 1", "up")] * 4 + [("worker 1", "ready")])
         self.assertEqual(metrics.value("tree_restarts", child="worker 1"), 4)
+        channels[-1].setblocking(False)
+        self.assertEqual(channels[-1].recv(100), b"over fd 3")  # written before 'ready'
 
         asked = reactor.seconds()
         yield supervisor.stopService()

@@ -94,6 +94,11 @@ class Metrics:
     ingest_rows_conflicting: int = _counter(
         "rows of requests refused for a key stored with other contents (not stored)")
 
+    # -- the process tree: the supervisor in the master ---------------------------------
+    tree_restarts: int = _counter(
+        "children the supervisor started again after they exited (a failed spawn counts)",
+        labels=("child",))
+
     def samples(self):
         """(name, kind, help, labels, value) for each series, in declaration order.
 

@@ -11,16 +11,29 @@ child's name, so one journal (or twistd log) holds the whole tree. It dies with 
 master (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the master never leaves a worker
 holding clients and sockets behind it.
 """
+import ctypes
 import json
+import signal
 import sys
 
 from twisted.logger import eventAsText, globalLogBeginner, Logger
 
 from mqttd.config import parse_config
 from mqttd.errors import ConfigError
-from mqttd.tree.prctl import die_with_parent, set_process_name
+from mqttd.tree.proctitle import set_process_name
 
 log = Logger()
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """Ask Linux for SIGTERM when the master goes, however it goes (best effort)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
 
 def _to_stdout(event):
     text = eventAsText(event, includeTimestamp=False, includeSystem=False)

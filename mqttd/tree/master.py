@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import socket
-import sys
 
 import attrs
 from twisted.application.service import MultiService
@@ -37,15 +36,10 @@ from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
 from mqttd.service import make_data_dir
 from mqttd.store.sqlite import DB_FILENAME
-from mqttd.tree.prctl import set_process_name
+from mqttd.tree.proctitle import child_argv, process_name, set_process_name
 from mqttd.tree.supervisor import Supervisor
 
 log = Logger()
-
-
-def _child_argv(name):
-    # The name in argv shows in `ps -ef`; the child also sets its comm (ps -o comm, top).
-    return [sys.executable, "-m", "mqttd.tree.child", name]
 
 
 def _url(address):
@@ -101,7 +95,7 @@ class Master(MultiService):
         if config.ingest.enabled:
             self._bind_ingest()
         for slot in range(1, config.server.workers + 1):
-            self.supervisor.add(f"worker-{slot}", self._worker_starter(slot),
+            self.supervisor.add(process_name("worker", slot), self._worker_starter(slot),
                                 on_exit=lambda name, reason, slot=slot: self._worker_gone(slot))
         super().privilegedStartService()
 
@@ -122,10 +116,10 @@ class Master(MultiService):
         self._ingest_socket = sock
         self._ingest_url = _url(sock.getsockname())
         log.info("ingest webhook listening on {url}", url=self._ingest_url)
-        self.supervisor.add("ingest", self._ingest_starter())
+        self.supervisor.add(process_name("ingest"), self._ingest_starter())
 
     def startService(self):
-        set_process_name("mqttd-master")
+        set_process_name(process_name("master"))
         super().startService()
         for acceptor in self._acceptors:
             acceptor.start()
@@ -142,24 +136,25 @@ class Master(MultiService):
 
     # -- children ---------------------------------------------------------------------
 
-    def _spawn(self, protocol, name, brief, fds):
+    def _spawn(self, protocol, brief, fds):
+        argv = child_argv(brief["name"])
         child_fds = {0: "w", 1: "r", 2: "r"}
         child_fds.update(fds)
-        transport = self._reactor.spawnProcess(
-            protocol, sys.executable, _child_argv(name), env=dict(os.environ),
-            childFDs=child_fds)
+        # env=None: the master's environment (Twisted's default, {}, would empty it).
+        transport = self._reactor.spawnProcess(protocol, argv[0], argv, env=None,
+                                               childFDs=child_fds)
         transport.writeToChild(0, json.dumps(brief).encode("utf-8"))
-        transport.closeChildFD(0)
+        transport.closeStdin()
         return transport
 
     def _worker_starter(self, slot):
         def start(protocol):
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            brief = {"role": "worker", "slot": slot, "name": f"mqttd-worker-{slot}",
+            brief = {"role": "worker", "slot": slot, "name": process_name("worker", slot),
                      "config": self._document, "ingest_url": self._ingest_url,
                      "channel_fd": 3}
             try:
-                transport = self._spawn(protocol, f"worker-{slot}", brief, {3: theirs.fileno()})
+                transport = self._spawn(protocol, brief, {3: theirs.fileno()})
             finally:
                 theirs.close()
             self._channels[slot] = MasterChannel.adopt(
@@ -172,10 +167,10 @@ class Master(MultiService):
     def _ingest_starter(self):
         def start(protocol):
             sock = self._ingest_socket
-            brief = {"role": "ingest", "name": "mqttd-ingest", "config": self._document,
+            brief = {"role": "ingest", "name": process_name("ingest"), "config": self._document,
                      "listen_fd": 3,
                      "listen_family": "inet6" if sock.family == socket.AF_INET6 else "inet"}
-            return self._spawn(protocol, "ingest", brief, {3: sock.fileno()})
+            return self._spawn(protocol, brief, {3: sock.fileno()})
         return start
 
     def _worker_said(self, slot, kind, payload):

@@ -66,6 +66,17 @@ class Metrics:
     mqtt_sessions_refused: int = _counter(
         "persistent sessions refused: broker.max_sessions reached, every one online")
 
+    # -- the edge: the door, at accept (mqttd.edge.door) ----------------------------------
+    edge_admitted: int = _counter("sockets the door let in at accept")
+    edge_refused: int = _counter(
+        "sockets the door closed at accept, before a byte was read, by the key that "
+        "refused them: limits.banned, broker.max_connections, limits.max_conn_per_ip, "
+        "limits.max_conn_rate_per_ip", labels=("limit",))
+    edge_connections_open: int = _gauge("sockets the door let in that are still open")
+    edge_addresses_tracked: int = _gauge(
+        "client addresses the door keeps state for (connections open, or a connect-rate "
+        "bucket refilling)")
+
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(
         "messages handed to the webhook client "

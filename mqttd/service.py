@@ -1,6 +1,7 @@
 """Builds the service tree that twistd runs.
 
-One process for now: MQTT listeners feeding one broker, whose message store is the
+One process for now: MQTT listeners, each behind the door (``mqttd.edge``: bans, caps
+and connect rates at accept), feeding one broker, whose message store is the
 webhook client; the built-in ingest tier (webhook + group commit + SQLite) runs beside
 it. The process tree of DESIGN.md (master, workers, ingest) will be assembled here too,
 from the same pieces.
@@ -18,6 +19,8 @@ from twisted.logger import Logger
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
+from mqttd.edge.door import Door
+from mqttd.edge.guard import DoorFactory, closes_at_accept
 from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
@@ -115,10 +118,16 @@ def build_service(config, reactor):
     client.setServiceParent(root)  # stopped before the tier: see the module's docstring
     broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics)
     factory = MQTTServerFactory(broker, reactor)
+    # Every MQTT socket meets the door at accept, before a byte is read; its refusals
+    # share the broker's per-address budget of log lines.
+    door = Door(reactor, config.limits, config.broker.max_connections, metrics,
+                broker.connection_log)
     for index, description in enumerate(config.server.listen):
         endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))
-        _Listener(endpoint, factory, f"server.listen[{index}]", description).setServiceParent(root)
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint))
+        _Listener(endpoint, guarded, f"server.listen[{index}]", description).setServiceParent(root)
     root.broker = broker
+    root.door = door
     root.webhook = store
     return root
 

@@ -22,6 +22,7 @@ from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
+from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import CONNACK_SERVER_UNAVAILABLE, encode_connack
 from mqttd.config import config_document
 from mqttd.edge.acceptor import RawAcceptor
@@ -54,7 +55,11 @@ class Master(MultiService):
         self._reactor = reactor
         self._config = config
         self.metrics = metrics = Metrics()
-        self.door = Door(reactor, config.limits, config.broker.max_connections, metrics)
+        # Refusals log through a per-address budget of lines, so a flood cannot flood the log.
+        log_rate = LogRateLimit(reactor, config.broker.log_lines_per_ip,
+                                config.broker.log_lines_window, metrics=metrics)
+        self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
+                         log_rate)
         self.balancer = Balancer()
         self.supervisor = Supervisor(reactor, metrics)
         self.supervisor.setServiceParent(self)

@@ -7,22 +7,23 @@ connection, so doRead finds it); the reactor is a MemoryReactorClock.
 import errno
 import socket
 
+import attrs
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
+from mqttd.broker.lograte import LogRateLimit
 from mqttd.edge.acceptor import ACCEPT_BATCH, RawAcceptor
+from mqttd.edge.door import Door
+from mqttd.metrics import Metrics
 
 
-class ListDoor:
-    """Admits hosts not in ``refused``; records what it was asked."""
-
-    def __init__(self, refused=()):
-        self.refused = set(refused)
-        self.asked = []
-
-    def admit(self, host):
-        self.asked.append(host)
-        return "refused" if host in self.refused else None
+@attrs.frozen
+class Limits:
+    max_conn_per_ip: int = 0
+    max_conn_rate_per_ip: float = 0.0
+    conn_rate_burst: int = 1
+    allowlist: tuple = ()
+    banned: tuple = ("127.0.0.3",)
 
 
 class AcceptorTests(unittest.TestCase):
@@ -34,7 +35,8 @@ class AcceptorTests(unittest.TestCase):
         self.listening.setblocking(False)
         self.port = self.listening.getsockname()[1]
         self.admitted = []
-        self.door = ListDoor(refused={"127.0.0.3"})
+        self.door = Door(self.reactor, Limits(), 1000, Metrics(),
+                         LogRateLimit(self.reactor, 10, 60.0))
         self.acceptor = RawAcceptor(self.reactor, self.listening, "server.listen[0]",
                                     self.door, lambda s, h: self.admitted.append((s, h)))
         self.addCleanup(self.acceptor.stop)
@@ -52,6 +54,7 @@ class AcceptorTests(unittest.TestCase):
         (sock, host), = self.admitted
         self.addCleanup(sock.close)
         self.assertEqual(host, "127.0.0.2")
+        self.assertEqual(self.door.open_from("127.0.0.2"), 1)  # counted until released
         self.assertFalse(sock.getblocking())
         self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
         self.assertEqual(sock.recv(10), b"\x10\x00")  # nothing was read before us
@@ -60,7 +63,7 @@ class AcceptorTests(unittest.TestCase):
         client = self.connect("127.0.0.3")
         self.acceptor.doRead()
         self.assertEqual(self.admitted, [])
-        self.assertEqual(self.door.asked, ["127.0.0.3"])
+        self.assertEqual(self.door.open, 0)
         with self.assertRaises(ConnectionResetError):
             client.recv(10)
 

@@ -6,6 +6,11 @@ long as that slot is live. When a slot dies only its own ids move (each to its
 second-best slot), and when it comes back exactly those ids go back to it — unlike
 ``hash(id) % n``, which would move almost every id whenever n changes.
 
+``home(client_id)`` is the slot an id belongs to among every configured slot, live or
+not; ``pick(client_id)`` the best live one. The master uses the difference: a client
+whose home is restarting may wait for it (its persistent session lives there) or go to
+``pick`` (and be taken over from there when it comes home).
+
 A client with an empty client id has no session to find again: it goes to the
 least-loaded live worker instead (loads counted by the master: hand-offs minus closes).
 """
@@ -19,10 +24,17 @@ def _score(slot, client_id):
         hashlib.blake2b(client_id, digest_size=8, key=slot.to_bytes(4, "big")).digest(), "big")
 
 
-class Balancer:
-    """Live worker slots and their loads; ``pick(client_id)`` is the slot to hand off to."""
+def _best(slots, client_id):
+    if isinstance(client_id, str):
+        client_id = client_id.encode("utf-8")
+    return max(slots, key=lambda slot: _score(slot, client_id))
 
-    def __init__(self):
+
+class Balancer:
+    """Worker slots, which are live, and their loads."""
+
+    def __init__(self, slots=()):
+        self._slots = tuple(slots)  # every configured slot
         self._loads = {}  # live slot -> connections handed to it and not yet closed
 
     def up(self, slot):
@@ -41,15 +53,23 @@ class Balancer:
     def load(self, slot):
         return self._loads.get(slot, 0)
 
+    def is_live(self, slot):
+        return slot in self._loads
+
+    def home(self, client_id):
+        """The configured slot ``client_id`` belongs to (None for an empty id, or when
+        no slot is configured)."""
+        if not client_id or not self._slots:
+            return None
+        return _best(self._slots, client_id)
+
     def pick(self, client_id):
-        """The slot for ``client_id`` (bytes or str), or None when no worker is live."""
+        """The live slot for ``client_id`` (bytes or str), or None when none is live."""
         if not self._loads:
             return None
         if not client_id:
             return min(self._loads, key=lambda slot: (self._loads[slot], slot))
-        if isinstance(client_id, str):
-            client_id = client_id.encode("utf-8")
-        return max(self._loads, key=lambda slot: _score(slot, client_id))
+        return _best(self._loads, client_id)
 
     def opened(self, slot):
         if slot in self._loads:

@@ -16,6 +16,7 @@ import json
 import signal
 import sys
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import eventAsText, globalLogBeginner, Logger
 
 from mqttd.config import parse_config
@@ -58,7 +59,24 @@ def run(brief, reactor):
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.callWhenRunning(_stop_on_signals, reactor)
     reactor.run()
+
+
+def _stop_on_signals(reactor):
+    """SIGTERM or SIGINT stops the reactor once, however many arrive: the master sends
+    one, and so does systemd (or a terminal's Ctrl-C) to the whole group."""
+    def stop():
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
+
+    def handler(signum, frame):
+        reactor.callFromThread(stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 def main():

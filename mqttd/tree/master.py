@@ -29,7 +29,7 @@ from mqttd.edge.acceptor import RawAcceptor
 from mqttd.edge.balancer import Balancer
 from mqttd.edge.connect_reader import PendingConnect
 from mqttd.edge.door import Door
-from mqttd.edge.handoff import MasterChannel
+from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
@@ -60,11 +60,14 @@ class Master(MultiService):
                                 config.broker.log_lines_window, metrics=metrics)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate)
-        self.balancer = Balancer()
+        self.balancer = Balancer(range(1, config.server.workers + 1))
         self.supervisor = Supervisor(reactor, metrics)
         self.supervisor.setServiceParent(self)
         self._ids = itertools.count(1)
-        self._connections = {}  # conn_id -> (slot, host): handed off, not yet closed
+        self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
+        self._where = {}  # client id -> (slot, conn_id) of its newest connection
+        self._starting = True  # until every worker has come up once
+        self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
         self._waiting = {}  # PendingConnect -> (Connect, timer): read, no worker up yet
@@ -126,6 +129,8 @@ class Master(MultiService):
     def startService(self):
         set_process_name(process_name("master"))
         super().startService()
+        self._start_timer = self._reactor.callLater(self._config.broker.idle_timeout,
+                                                    self._started)
         for acceptor in self._acceptors:
             acceptor.start()
 
@@ -137,6 +142,9 @@ class Master(MultiService):
         for pending, (_, timer) in list(self._waiting.items()):
             timer.cancel()
             self._unavailable(pending)
+        self._waiting.clear()
+        if self._start_timer is not None and self._start_timer.active():
+            self._start_timer.cancel()
         return super().stopService()
 
     # -- children ---------------------------------------------------------------------
@@ -154,18 +162,22 @@ class Master(MultiService):
 
     def _worker_starter(self, slot):
         def start(protocol):
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours, theirs = channel_socketpair()
             brief = {"role": "worker", "slot": slot, "name": process_name("worker", slot),
                      "config": self._document, "ingest_url": self._ingest_url,
                      "channel_fd": 3}
             try:
                 transport = self._spawn(protocol, brief, {3: theirs.fileno()})
+            except BaseException:
+                ours.close()
+                raise
             finally:
                 theirs.close()
-            self._channels[slot] = MasterChannel.adopt(
-                self._reactor, ours.detach(),
-                on_message=lambda kind, payload: self._worker_said(slot, kind, payload),
-                on_lost=lambda reason: self._worker_gone(slot))
+            channel = MasterChannel(
+                on_message=lambda kind, payload: self._worker_said(slot, kind, payload))
+            open_channel(self._reactor, ours, channel)
+            channel.when_lost().addBoth(lambda _: self._channel_lost(slot, channel))
+            self._channels[slot] = channel
             return transport
         return start
 
@@ -182,11 +194,17 @@ class Master(MultiService):
         if kind == "ready":
             self.balancer.up(slot)
             log.info("worker {slot} ready", slot=slot)
+            if len(self.balancer.live) == self._config.server.workers:
+                self._started()
             self._dispatch_waiting()
         elif kind == "closed":
             self._release(payload.get("conn_id"))
         else:
             log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
+
+    def _channel_lost(self, slot, channel):
+        if self._channels.get(slot) is channel:  # not an older worker's channel
+            self._worker_gone(slot)
 
     def _worker_gone(self, slot):
         """A worker died or its channel broke: none of its connections lives on."""
@@ -194,7 +212,7 @@ class Master(MultiService):
         channel = self._channels.pop(slot, None)
         if channel is not None:
             channel.close()
-        for conn_id, (owner, _) in list(self._connections.items()):
+        for conn_id, (owner, _, _) in list(self._connections.items()):
             if owner == slot:
                 self._release(conn_id)
 
@@ -210,18 +228,40 @@ class Master(MultiService):
 
     def _on_connect(self, pending, connect):
         self._pending.discard(pending)
-        slot = self.balancer.pick(connect.client_id)
+        slot = self._route(connect)
         if slot is None:
-            # No worker is up yet (start-up, or every one restarting): the client waits,
-            # as it would for a slow CONNACK, for at most idle_timeout.
             timer = self._reactor.callLater(self._config.broker.idle_timeout,
-                                            self._unavailable, pending)
+                                            self._waited, pending)
             self._waiting[pending] = (connect, timer)
             return
-        self._hand_off(pending, slot)
+        self._hand_off(pending, connect, slot)
+
+    def _route(self, connect, waited=False):
+        """The worker to hand ``connect`` to now, or None to make it wait.
+
+        A client goes home (the rendezvous choice among every worker) when home is up.
+        While the tree starts, everyone waits for their home. A persistent session
+        waits for its home while it restarts: its session lives there. A clean one
+        takes the best live worker at once, and is taken over from there if it comes
+        back home before it goes. Past idle_timeout of waiting, any live worker.
+        """
+        balancer = self.balancer
+        home = balancer.home(connect.client_id)
+        if home is not None and balancer.is_live(home):
+            return home
+        if not waited and (self._starting or (home is not None and not connect.clean_session)):
+            return None
+        return balancer.pick(connect.client_id)
+
+    def _waited(self, pending):
+        connect, _ = self._waiting.pop(pending)
+        slot = self._route(connect, waited=True)
+        if slot is None:
+            self._unavailable(pending)
+        else:
+            self._hand_off(pending, connect, slot)
 
     def _unavailable(self, pending):
-        self._waiting.pop(pending, None)
         try:
             pending.sock.send(encode_connack(False, CONNACK_SERVER_UNAVAILABLE))
         except OSError:
@@ -230,15 +270,35 @@ class Master(MultiService):
         self.door.release(pending.host)
 
     def _dispatch_waiting(self):
-        waiting, self._waiting = self._waiting, {}
-        for pending, (connect, timer) in waiting.items():
-            timer.cancel()
-            self._on_connect(pending, connect)
+        for pending, (connect, timer) in list(self._waiting.items()):
+            slot = self._route(connect)
+            if slot is not None:
+                del self._waiting[pending]
+                timer.cancel()
+                self._hand_off(pending, connect, slot)
 
-    def _hand_off(self, pending, slot):
+    def _started(self):
+        """Every worker has come up once, or the wait for them is over."""
+        if self._starting:
+            self._starting = False
+            if self._start_timer is not None and self._start_timer.active():
+                self._start_timer.cancel()
+            self._dispatch_waiting()
+
+    def _hand_off(self, pending, connect, slot):
         conn_id = next(self._ids)
-        self._connections[conn_id] = (slot, pending.host)
+        client_id = connect.client_id
+        self._connections[conn_id] = (slot, pending.host, client_id)
         self.balancer.opened(slot)
+        if client_id:
+            previous = self._where.get(client_id)
+            if previous is not None and previous[0] != slot:
+                # It lives on another worker (it went there while this one restarted):
+                # that one closes it, as a takeover on one worker would.
+                channel = self._channels.get(previous[0])
+                if channel is not None:
+                    channel.send("taken", {"client_id": client_id})
+            self._where[client_id] = (slot, conn_id)
         sock = pending.sock
         d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id)
         # Closed here only once the worker holds its own copy (or never will): never
@@ -250,7 +310,9 @@ class Master(MultiService):
         entry = self._connections.pop(conn_id, None)
         if entry is None:
             return
-        slot, host = entry
+        slot, host, client_id = entry
+        if client_id and self._where.get(client_id, (None, None))[1] == conn_id:
+            del self._where[client_id]
         self.balancer.closed(slot)
         self.door.release(host)
 

@@ -5,15 +5,14 @@ over the UNIX socket inherited as ``channel_fd``; this process adopts it as if i
 accepted it, and says "closed" when it goes, so the master's door counts it free.
 Messages go to the ingest tier's URL with the tree's secret (or to ``webhook.url``).
 """
-import socket
-
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
-from mqttd.edge.handoff import WorkerChannel, adopt_into
+from mqttd.edge.adopt import adopt_into
+from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.metrics import Metrics
 from mqttd.service import webhook_sink
 
@@ -51,30 +50,34 @@ class _Channel(Service):
 
     def startService(self):
         super().startService()
-        self.channel = WorkerChannel.adopt(self._reactor, self._fd, self._adopt,
-                                           self._message, self._lost)
+        self._factory.doStart()  # adoptStreamConnection never starts the factory
+        self.channel = WorkerChannel(self._adopt, self._message)
+        open_channel(self._reactor, self._fd, self.channel)
+        self.channel.when_lost().addBoth(self._lost)
         self.channel.send("ready", {})
 
     def _adopt(self, fd, preread, conn_id):
+        # Returns before any "closed" for this connection can be sent: the master reads
+        # its adoption ack first (a close is reported from a later reactor turn).
         protocol = adopt_into(self._reactor, self._factory, fd, preread)
         protocol.conn_id = conn_id
         protocol.on_gone = self._gone
-        if protocol.transport is None or not protocol.connected:
-            # Lost during adoption (the client had gone): connectionLost already ran.
-            pass
-        return protocol
 
     def _gone(self, conn_id):
         if self.channel is not None:
             self.channel.send("closed", {"conn_id": conn_id})
 
     def _message(self, kind, payload):
-        log.warn("worker: unknown message {kind!r} from the master", kind=kind)
+        if kind == "taken":
+            self._factory.broker.taken_elsewhere(payload["client_id"])
+        else:
+            log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 
     def _lost(self, reason):
         if self.running:
             log.warn("worker: the master's channel is gone; stopping")
             self._reactor.stop()
+        return None
 
 
 def build_worker(config, reactor, brief):

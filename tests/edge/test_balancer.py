@@ -7,7 +7,7 @@ IDS = [f"device-{n}" for n in range(2000)]
 
 
 def balancer(*slots):
-    b = Balancer()
+    b = Balancer(slots)
     for slot in slots:
         b.up(slot)
     return b
@@ -48,6 +48,15 @@ class StickyTests(unittest.TestCase):
         b = balancer()
         self.assertIsNone(b.pick("x"))
         self.assertIsNone(b.pick(""))
+
+    def test_home_is_the_same_slot_live_or_not(self):
+        b = balancer(1, 2, 3)
+        homes = {i: b.home(i) for i in IDS}
+        self.assertEqual(homes, {i: b.pick(i) for i in IDS})
+        b.down(3)
+        self.assertEqual({i: b.home(i) for i in IDS}, homes)
+        self.assertFalse(b.is_live(3))
+        self.assertIsNone(b.home(""))
 
 
 class EmptyIdTests(unittest.TestCase):

@@ -1,6 +1,7 @@
 """Builds the service tree that twistd runs.
 
-One process for now: MQTT listeners feeding one broker, whose message store is the
+One process for now: MQTT listeners, each behind the door (``mqttd.edge``: bans, caps
+and connect rates at accept), feeding one broker, whose message store is the
 webhook client; the built-in ingest tier (webhook + group commit + SQLite) runs beside
 it. The process tree of DESIGN.md (master, workers, ingest) will be assembled here too,
 from the same pieces.
@@ -18,6 +19,8 @@ from twisted.logger import Logger
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory
+from mqttd.edge.door import Door
+from mqttd.edge.guard import DoorFactory, closes_at_accept
 from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
@@ -92,13 +95,7 @@ class _WebhookClientService(Service):
 
 def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
-    data_dir = config.server.data_dir
-    try:
-        # Only this user may enter it (an existing directory keeps its mode): it holds
-        # the database, every message.
-        os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
+    make_data_dir(config)
     root = MultiService()
     # The process's one counter registry: every tier counts into it (mqttd.metrics).
     root.metrics = metrics = Metrics()
@@ -107,10 +104,8 @@ def build_service(config, reactor):
     # (the broker's own client gets it here; it is never logged). The client sends it
     # only to the built-in tier: to webhook.url it sends webhook.secret, if any.
     tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
-    client_secret = config.webhook.secret if config.webhook.url else tier_secret
-    http, pool = build_http_client(reactor, config.webhook)
-    store = WebhookSink(reactor, config.webhook, http, config.webhook.url or None,
-                         secret=client_secret or None, metrics=metrics)
+    store, client = webhook_sink(config, reactor, metrics, config.webhook.url or None,
+                                 config.webhook.secret if config.webhook.url else tier_secret)
     if config.ingest.enabled:
         if config.webhook.url:
             on_address = None
@@ -118,19 +113,51 @@ def build_service(config, reactor):
         else:
             on_address = store.set_url
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
-        db_path = os.path.join(data_dir, DB_FILENAME)
-        prepare_database(db_path)
-        ingest = IngestService(reactor, config.ingest, db_path, endpoint, tier_secret, on_address,
-                               metrics)
-        ingest.setServiceParent(root)
-        root.ingest = ingest
-    _WebhookClientService(store, pool).setServiceParent(root)
-
+        root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
+                                 on_address)
+    client.setServiceParent(root)  # stopped before the tier: see the module's docstring
     broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics)
     factory = MQTTServerFactory(broker, reactor)
+    # Every MQTT socket meets the door at accept, before a byte is read; its refusals
+    # share the broker's per-address budget of log lines.
+    door = Door(reactor, config.limits, config.broker.max_connections, metrics,
+                broker.connection_log)
     for index, description in enumerate(config.server.listen):
         endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))
-        _Listener(endpoint, factory, f"server.listen[{index}]", description).setServiceParent(root)
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint))
+        _Listener(endpoint, guarded, f"server.listen[{index}]", description).setServiceParent(root)
     root.broker = broker
+    root.door = door
     root.webhook = store
     return root
+
+
+def make_data_dir(config):
+    """Create ``server.data_dir`` if missing, for this user alone; ConfigError if not."""
+    data_dir = config.server.data_dir
+    try:
+        # Only this user may enter it (an existing directory keeps its mode): it holds
+        # the database, every message.
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
+    return data_dir
+
+
+def add_ingest(root, config, reactor, metrics, endpoint, secret, on_address=None):
+    """The built-in ingest tier on ``endpoint``, its database prepared now (under ``root``)."""
+    db_path = os.path.join(config.server.data_dir, DB_FILENAME)
+    prepare_database(db_path)
+    ingest = IngestService(reactor, config.ingest, db_path, endpoint, secret, on_address,
+                           metrics)
+    ingest.setServiceParent(root)
+    return ingest
+
+
+def webhook_sink(config, reactor, metrics, url, secret):
+    """The broker's message sink, the webhook client (posting to ``url``, None until the
+    built-in tier says where it listens, with ``secret``), and the service that stops it."""
+    http, pool = build_http_client(reactor, config.webhook)
+    sink = WebhookSink(reactor, config.webhook, http, url, secret=secret or None,
+                       metrics=metrics)
+    return sink, _WebhookClientService(sink, pool)

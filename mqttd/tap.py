@@ -68,8 +68,13 @@ def makeService(options):
 
     from mqttd.service import build_service
 
+    config = options["config_obj"]
     try:
-        service = build_service(options["config_obj"], reactor)
+        if config.server.workers:
+            from mqttd.tree.master import Master
+            service = Master(reactor, config)
+        else:
+            service = build_service(config, reactor)
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
     tune_gc(reactor)

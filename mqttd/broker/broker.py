@@ -136,6 +136,15 @@ class Broker:
             self.stored_sessions.added(session)
         return session, False
 
+    def taken_elsewhere(self, client_id):
+        """Another broker process now holds a connection of ``client_id`` (the master
+        says so): close ours as a takeover would [MQTT-3.1.4-2], will published."""
+        session = self.sessions.get(client_id)
+        if session is not None and session.protocol is not None:
+            session.protocol.take_over()
+            return True
+        return False
+
     def detach(self, session, protocol):
         """The connection of ``session`` ended; a clean session ends with it, a
         persistent one starts its ``session_expiry``."""

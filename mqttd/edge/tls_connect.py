@@ -57,11 +57,6 @@ class PendingTLSConnect(Protocol):
         self._timer = None
         self._relay = None
 
-    @property
-    def relay(self):
-        """The Relay once the CONNECT is read (None before)."""
-        return self._relay
-
     def start(self):
         """Run TLS on the accepted socket (which this now owns)."""
         sock, self._accepted = self._accepted, None
@@ -98,10 +93,14 @@ class PendingTLSConnect(Protocol):
 
     def _relay_to_worker(self, connect):
         self._cancel_timer()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        relay = Relay(self._reactor)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as e:  # out of file descriptors
+            self._close(f"cannot open its relay: {e}")
+            return
         ours.setblocking(False)
         theirs.setblocking(False)  # the flag travels with the fd to the worker
-        relay = Relay(self._reactor)
         try:
             # The worker's side is connected first, so no byte of the client's is dropped.
             adopt_into(self._reactor, Factory.forProtocol(lambda: relay.second),

@@ -17,12 +17,13 @@ from twisted.logger import Logger
 
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
+from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
-from mqttd.ingest.service import IngestService, prepare_database
+from mqttd.ingest.service import IngestService, exit_failed, prepare_database
 from mqttd.listeners import KeyedListener, with_backlog
 from mqttd.metrics import Metrics
 from mqttd.store.sqlite import DB_FILENAME
@@ -90,6 +91,38 @@ class _WebhookClientService(Service):
         return self.pool.closeCachedConnections()
 
 
+def _persistence(reactor, config):
+    """Slot 0's: mqttd.db is local when the built-in tier stores this broker's messages;
+    with webhook.url elsewhere there is nothing local to rebuild from."""
+    if config.ingest.enabled and not config.webhook.url:
+        return SqlitePersistence.in_data_dir(reactor, config.server.data_dir, 0)
+    log.warn("webhook.url points to an external service: retained messages and "
+             "persistent sessions are kept in memory only and lost on a restart")
+    return MemoryPersistence()
+
+
+class _PersistenceService(Service):
+    """Loads the broker's retained messages and sessions at start (CONNECTs wait for
+    it), saves and closes at stop. A load that fails stops mqttd: it would forget."""
+
+    def __init__(self, reactor, broker):
+        self._reactor = reactor
+        self.broker = broker
+
+    def startService(self):
+        super().startService()
+        self.broker.start().addErrback(self._failed)
+
+    def _failed(self, failure):
+        log.failure("loading retained messages and sessions failed; stopping mqttd", failure)
+        self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+        self._reactor.stop()
+
+    def stopService(self):
+        super().stopService()
+        return self.broker.persistence.stop()
+
+
 def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
     data_dir = config.server.data_dir
@@ -126,7 +159,11 @@ def build_service(config, reactor):
         root.ingest = ingest
     _WebhookClientService(store, pool).setServiceParent(root)
 
-    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics)
+    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics,
+                    persistence=_persistence(reactor, config))
+    # Before the listeners, so it stops after them; it starts after the ingest tier,
+    # which has prepared mqttd.db (its retained table) by then.
+    _PersistenceService(reactor, broker).setServiceParent(root)
     factory = MQTTServerFactory(broker, reactor)
     for index, description in enumerate(config.server.listen):
         endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))

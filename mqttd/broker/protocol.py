@@ -56,7 +56,8 @@ _PAUSE_AUTH = 1
 _PAUSE_INFLIGHT = 2
 _PAUSE_WRITES = 4  # the client reads slower than we write to it
 _PAUSE_PRESSURE = 8  # the message sink is full (mqttd.broker.pressure)
-_OUR_SILENCE = _PAUSE_INFLIGHT | _PAUSE_PRESSURE  # keepalive does not count it
+_PAUSE_SUBSCRIBE = 16  # a persistent session's SUBSCRIBE is being saved
+_OUR_SILENCE = _PAUSE_INFLIGHT | _PAUSE_PRESSURE | _PAUSE_SUBSCRIBE  # keepalive does not count it
 
 _CLOSE_GRACE = 10.0
 """Seconds a connection mqttd closes may take to finish closing before it is aborted: a
@@ -229,6 +230,9 @@ class MQTTServerProtocol(Protocol):
                     return
             else:
                 handlers[type(packet)](self, packet)
+                if self._backlog is not None:  # a SUBSCRIBE waits for its save
+                    self._backlog.extend(packets[i + 1:])
+                    return
             if self._state != _CONNECTED:
                 if self._state == _AUTHENTICATING:
                     self._backlog = packets[i + 1:]
@@ -408,10 +412,34 @@ class MQTTServerProtocol(Protocol):
 
     def _on_subscribe(self, packet):
         broker = self._broker
-        session = self._session
-        codes = broker.subscribe(session, packet.topics)
+        codes = broker.subscribe(self._session, packet.topics)
+        saved = broker.subscription_saved(self._session)
+        if saved is None:
+            self._suback(None, packet, codes)
+            return
+        # A persistent session's SUBACK promises the subscription survives a crash:
+        # it waits for the commit, and what the client sent after waits behind it.
+        self._backlog = []
+        self._pause(_PAUSE_SUBSCRIBE)
+        saved.addCallbacks(self._suback, self._subscription_not_saved,
+                           callbackArgs=(packet, codes))
+
+    def _suback(self, _, packet, codes):
+        if self._state != _CONNECTED:
+            return  # closed while its subscription was being saved
         self.transport.write(encode(Suback(packet.packet_id, tuple(codes))))
-        broker.send_retained(session, packet.topics)
+        self._broker.send_retained(self._session, packet.topics)
+        if self._paused & _PAUSE_SUBSCRIBE:
+            backlog, self._backlog = self._backlog, None
+            self._last_seen = self._clock.seconds()  # we read again from here
+            self._unpause(_PAUSE_SUBSCRIBE)
+            if backlog:
+                self._process(backlog)
+
+    def _subscription_not_saved(self, failure):
+        log.failure("subscription of {client_id} not saved: closing without SUBACK",
+                    failure, client_id=self._client_id)
+        self._close("subscription not saved")
 
     def _on_unsubscribe(self, packet):
         self._broker.unsubscribe(self._session, packet.topics)

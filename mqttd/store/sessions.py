@@ -123,8 +123,8 @@ class Loaded:
 class SessionsDb:
     """The sessions file of one broker, and a read-only view of mqttd.db beside it.
 
-    ``messages_path`` is mqttd.db (None or missing: nothing to rebuild queues or the
-    retained set from). ``threadpool`` defaults to a one-thread pool of its own.
+    ``messages_path`` is mqttd.db, which must exist (prepared by the ingest tier); None:
+    nothing to rebuild queues or the retained set from. ``threadpool`` defaults to a one-thread pool of its own.
     """
 
     def __init__(self, reactor, path, messages_path=None, threadpool=None, busy_timeout=5.0):
@@ -178,7 +178,14 @@ class SessionsDb:
             raise
         self._conn = conn
         path = self.messages_path
-        if path is not None and os.path.exists(path):
+        if path is not None:
+            if not os.path.exists(path):
+                # Cursors written without it would all be 0: every message ever stored
+                # owed again after a crash. The ingest tier prepares it first.
+                conn.close()
+                self._conn = None
+                raise FileNotFoundError(f"{path}: mqttd.db is not there yet; prepare it "
+                                        f"(mqttd.ingest.service.prepare_database) first")
             # Read only: the ingest writer is mqttd.db's one writer; a WAL reader never
             # blocks it (nor waits for it).
             self._messages = sqlite3.connect(f"file:{path}?mode=ro", uri=True,

@@ -4,7 +4,7 @@ import os
 from twisted.trial.unittest import TestCase
 
 from mqttd.store.sessions import MIGRATIONS, InflightRow, SessionSave, SessionsDb
-from tests.support.store import InlinePool, fired, inline_store, row
+from tests.support.store import InlinePool, InlineReactor, fired, inline_store, row
 
 
 class SessionsDbTests(TestCase):
@@ -43,3 +43,13 @@ class SessionsDbTests(TestCase):
         self.assertEqual(fired(self.db.read("SELECT count(*) FROM sessions")), [(0,)])
         self.assertEqual(fired(self.db.read("PRAGMA user_version")), [(len(MIGRATIONS),)])
         self.assertEqual(os.stat(self.db.path).st_mode & 0o777, 0o600)
+
+
+class MissingMessagesTests(TestCase):
+    def test_start_fails_while_mqttd_db_is_missing(self):
+        """Cursors saved without mqttd.db would all be 0: refuse instead."""
+        folder = self.mktemp()
+        os.makedirs(folder)
+        db = SessionsDb(InlineReactor(), os.path.join(folder, "sessions-1.db"),
+                        messages_path=os.path.join(folder, "mqttd.db"), threadpool=InlinePool())
+        self.assertRaises(FileNotFoundError, fired, db.start())

@@ -12,7 +12,6 @@ batch it accepted is committed before the database closes).
 """
 import os
 
-from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 
@@ -28,6 +27,7 @@ from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, prepare_database
 from mqttd.listeners import KeyedListener, with_backlog
 from mqttd.metrics import Metrics
+from mqttd.stopping import BrokerStop, SequentialStop
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
@@ -80,23 +80,10 @@ class _Listener(KeyedListener):
         self._waitingForPort.addCallback(_log_port, self.description)
 
 
-class _WebhookClientService(Service):
-    """Stops the webhook client and closes its pooled connections with the appliance."""
-
-    def __init__(self, store, pool):
-        self.store = store
-        self.pool = pool
-
-    def stopService(self):
-        super().stopService()
-        self.store.stop()
-        return self.pool.closeCachedConnections()
-
-
 def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
     make_data_dir(config)
-    root = MultiService()
+    root = SequentialStop()
     # The process's one counter registry: every tier counts into it (mqttd.metrics).
     root.metrics = metrics = Metrics()
 
@@ -104,7 +91,7 @@ def build_service(config, reactor):
     # (the broker's own client gets it here; it is never logged). The client sends it
     # only to the built-in tier: to webhook.url it sends webhook.secret, if any.
     tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
-    store, client = webhook_sink(config, reactor, metrics, config.webhook.url or None,
+    store, pool = webhook_sink(config, reactor, metrics, config.webhook.url or None,
                                  config.webhook.secret if config.webhook.url else tier_secret)
     if config.ingest.enabled:
         if config.webhook.url:
@@ -115,8 +102,8 @@ def build_service(config, reactor):
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
-    client.setServiceParent(root)  # stopped before the tier: see the module's docstring
     broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics)
+    broker_stop(reactor, config, broker, store, pool).setServiceParent(root)  # before the tier
     factory = MQTTServerFactory(broker, reactor)
     # Every MQTT socket meets the door at accept, before a byte is read; its refusals
     # share the broker's per-address budget of log lines.
@@ -156,8 +143,14 @@ def add_ingest(root, config, reactor, metrics, endpoint, secret, on_address=None
 
 def webhook_sink(config, reactor, metrics, url, secret):
     """The broker's message sink, the webhook client (posting to ``url``, None until the
-    built-in tier says where it listens, with ``secret``), and the service that stops it."""
+    built-in tier says where it listens, with ``secret``), and its connection pool."""
     http, pool = build_http_client(reactor, config.webhook)
     sink = WebhookSink(reactor, config.webhook, http, url, secret=secret or None,
                        metrics=metrics)
-    return sink, _WebhookClientService(sink, pool)
+    return sink, pool
+
+
+def broker_stop(reactor, config, broker, sink, pool):
+    """The service whose stop commits and acknowledges what ``broker`` has read: each
+    request in flight gets up to ``webhook.request_timeout`` for its answer."""
+    return BrokerStop(reactor, broker, sink, pool, drain_timeout=config.webhook.request_timeout)

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from mqttd.broker import connection_log
 from mqttd.broker.admission import Refused
 from mqttd.broker.liveness import Liveness
-from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, WRITES, ReadPause
+from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, STOPPING, WRITES, ReadPause
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
 from mqttd.codec.packets import (
     CONNACK_ACCEPTED,
@@ -262,6 +262,17 @@ class MQTTServerProtocol(Protocol):
         self._reading.resume(AUTH)
         if backlog:
             self._process(backlog)
+
+    def stop_reading(self):
+        """The broker is stopping: read nothing more, so that what was read can be
+        committed and acknowledged before the connection closes."""
+        if self._state < _CLOSED:
+            self._reading.pause(STOPPING)
+
+    def server_stopping(self):
+        """Close for the broker's stop, after its acknowledgements: no will, since the
+        client did nothing wrong and the sink takes nothing more."""
+        self._close("server stopping", will=False)
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""

@@ -271,8 +271,24 @@ class MQTTServerProtocol(Protocol):
 
     def server_stopping(self):
         """Close for the broker's stop, after its acknowledgements: no will, since the
-        client did nothing wrong and the sink takes nothing more."""
-        self._close("server stopping", will=False)
+        client did nothing wrong and the sink takes nothing more.
+
+        A half-close where the transport has one (TCP): the client reads our last acks,
+        then EOF. A full close with its later PUBLISHes still unread would make the
+        kernel reset the connection, and the client's kernel would then discard the
+        acks it had not read yet. What it still sends is read and dropped until it
+        closes (or the close grace ends)."""
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or self._state >= _CLOSED:
+            self._close("server stopping", will=False)
+            return
+        self._shutdown("server stopping", will=False)
+        self._reading.read_to_close()
+        if self._producer_registered:
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        half_close()
+        self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""

@@ -3,12 +3,13 @@
 One process for now: MQTT listeners, each behind the door (``mqttd.edge``: bans, caps
 and connect rates at accept), feeding one broker, whose message store is the
 webhook client; the built-in ingest tier (webhook + group commit + SQLite) runs beside
-it. The process tree of DESIGN.md (master, workers, ingest) will be assembled here too,
-from the same pieces.
+it. With ``server.workers`` >= 1 the process tree (mqttd.tree) is built from the same
+pieces (``webhook_sink``, ``broker_stop``, ``add_ingest``).
 
-Services stop in reverse order of addition: MQTT listeners first (no new clients), then
-the webhook client (unsent messages fail, unacknowledged), then the ingest tier (every
-batch it accepted is committed before the database closes).
+Services stop one after another, in reverse order of addition (``SequentialStop``):
+MQTT listeners first (no new clients), then the broker's clean stop (``BrokerStop``:
+what was read is committed and acknowledged), then the ingest tier (every batch it
+accepted is committed before the database closes).
 """
 import os
 

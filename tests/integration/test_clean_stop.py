@@ -45,6 +45,8 @@ class TreeCleanStopTests(CleanStopTests):
 
     def test_workers_stop_before_the_ingest_child(self):
         self.start_appliance(proxied=False)
+        wait_for(lambda: self.broker.output().count("ready") >= 2, 10.0,
+                 message="both workers ready", context=self.broker.tail)
         self.assertIn(self.broker.terminate_main(timeout=15.0), CLEAN)
         out = self.broker.output()
         ends = {name: out.find(f"{name} stopped") for name in

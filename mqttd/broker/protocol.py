@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from mqttd.broker import connection_log
 from mqttd.broker.admission import Refused
 from mqttd.broker.liveness import Liveness
-from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, WRITES, ReadPause
+from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, STOPPING, WRITES, ReadPause
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
 from mqttd.codec.packets import (
     CONNACK_ACCEPTED,
@@ -262,6 +262,33 @@ class MQTTServerProtocol(Protocol):
         self._reading.resume(AUTH)
         if backlog:
             self._process(backlog)
+
+    def stop_reading(self):
+        """The broker is stopping: read nothing more, so that what was read can be
+        committed and acknowledged before the connection closes."""
+        if self._state < _CLOSED:
+            self._reading.pause(STOPPING)
+
+    def server_stopping(self):
+        """Close for the broker's stop, after its acknowledgements: no will, since the
+        client did nothing wrong and the sink takes nothing more.
+
+        A half-close where the transport has one (TCP): the client reads our last acks,
+        then EOF. A full close with its later PUBLISHes still unread would make the
+        kernel reset the connection, and the client's kernel would then discard the
+        acks it had not read yet. What it still sends is read and dropped until it
+        closes (or the close grace ends)."""
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or self._state >= _CLOSED:
+            self._close("server stopping", will=False)
+            return
+        self._shutdown("server stopping", will=False)
+        self._reading.read_to_close()
+        if self._producer_registered:
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        half_close()
+        self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""

@@ -11,13 +11,14 @@ reading, the client's packets (its PINGREQs too) wait unread in the socket, and 
 it for that silence would be wrong.
 """
 
-__all__ = ["ReadPause", "AUTH", "INFLIGHT", "WRITES", "PRESSURE"]
+__all__ = ["ReadPause", "AUTH", "INFLIGHT", "WRITES", "PRESSURE", "STOPPING"]
 
 AUTH = 1  # the CONNECT waits for its admission
 INFLIGHT = 2  # the inbound FIFO is full
 WRITES = 4  # the client reads slower than we write to it
 PRESSURE = 8  # the message sink is full
-_OURS = INFLIGHT | PRESSURE  # keepalive does not count these against the client
+STOPPING = 16  # the broker is stopping: what it took is being committed and acknowledged
+_OURS = INFLIGHT | PRESSURE | STOPPING  # keepalive does not count these against the client
 
 
 class ReadPause:

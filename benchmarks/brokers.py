@@ -107,7 +107,8 @@ def parse_set(item):
 # -- brokers ----------------------------------------------------------------------------
 
 class Broker:
-    def __init__(self, name, kind, argv, port, log, cwd, db=None, overrides=None):
+    def __init__(self, name, kind, argv, port, log, cwd, db=None, overrides=None, env=None):
+        self.env = env  # None: compare.py's own environment
         self.name = name  # target name: "mosquitto", "mqttd", "mqttd-fi0", ...
         self.kind = kind  # "mosquitto" or "mqttd"
         self.argv = argv
@@ -123,7 +124,8 @@ class Broker:
         out = open(os.path.join(self.cwd, "broker.stdout"), "wb")
         self.proc = subprocess.Popen(
             self.argv, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, preexec_fn=_raise_nofile, start_new_session=True)
+            stdin=subprocess.DEVNULL, preexec_fn=_raise_nofile, start_new_session=True,
+            env=self.env)
         out.close()
 
     @property
@@ -222,7 +224,10 @@ def mqttd_config(args, overrides=None):
     return doc
 
 
-def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, nohttp=False):
+def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, nohttp=False,
+               source=None):
+    """``source``: a checkout whose ``mqttd`` package runs instead of this one
+    (PYTHONPATH), for --with-baseline."""
     d = os.path.join(tmp, name + tag)
     data = os.path.join(d, "data")
     os.makedirs(data)
@@ -248,8 +253,12 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, noh
         argv = [sys.executable, os.path.join(HERE, "nohttp_mqttd.py")] + argv[1:]
         return Broker(name, "mqttd-nohttp", argv, port, log, d,
                       db=os.path.join(data, "mqttd.db"), overrides=overrides)
+    env = None
+    if source is not None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [os.path.abspath(source), os.environ.get("PYTHONPATH")])))
     return Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
-                  overrides=overrides)
+                  overrides=overrides, env=env)
 
 
 
@@ -262,3 +271,5 @@ CEILING = "mqttd-nodisk"
 """--with-ceiling's target: the appliance without its SQLite write, run beside the others."""
 NOHTTP = "mqttd-nohttp"
 """--with-nohttp's target: the durable appliance without the webhook's HTTP request."""
+BASELINE = "mqttd-base"
+"""--with-baseline's target: the durable appliance from another checkout (the A of an A/B)."""

@@ -49,7 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import common  # noqa: E402
-from brokers import (CEILING, FACTORIES, NODELAY, NOHTTP, SESSION5_MOSQUITTO,  # noqa: E402
+from brokers import (BASELINE, CEILING, FACTORIES, NODELAY, NOHTTP, SESSION5_MOSQUITTO,  # noqa: E402
                      make_mosquitto, make_mqttd, mqttd_config, parse_set)
 from durability import check_run  # noqa: E402
 from report import print_table, run_figures, summarize  # noqa: E402
@@ -184,6 +184,11 @@ def parse_args(argv=None):
                    help="also run %s, mosquitto as compare.py ran it until session 5 "
                         "(set_tcp_nodelay true, which is not its default), in every load "
                         "scenario: the before of the A/B" % NODELAY)
+    p.add_argument("--with-baseline", metavar="CHECKOUT",
+                   help="also run %s, the durable mqttd of another checkout (its mqttd package "
+                        "first on PYTHONPATH; e.g. git worktree add /tmp/base HEAD~1), in every "
+                        "load scenario, in the same rounds: the A/B of a hot-path change"
+                        % BASELINE)
     p.add_argument("--loadgen-procs", type=int, default=1,
                    help="loadgen.py --procs: load processes per run (default 1; on 2 cores, "
                         "2 measured slower)")
@@ -198,7 +203,7 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.core and a.nodisk:
         p.error("--core and --nodisk are two different stand-ins for mqttd; pick one")
-    if (a.with_ceiling or a.with_nohttp) and (a.core or a.nodisk):
+    if (a.with_ceiling or a.with_nohttp or a.with_baseline) and (a.core or a.nodisk):
         p.error("--with-ceiling and --with-nohttp run beside the durable mqttd; "
                 "not with --core or --nodisk")
     if not a.scenario or "all" in a.scenario:
@@ -263,6 +268,8 @@ def main(argv=None):
         brokers[CEILING] = make_mqttd(tmp, args, CEILING, nodisk=True)
     if args.with_nohttp:
         brokers[NOHTTP] = make_mqttd(tmp, args, NOHTTP, nohttp=True)
+    if args.with_baseline:
+        brokers[BASELINE] = make_mqttd(tmp, args, BASELINE, source=args.with_baseline)
     if args.with_mosquitto_nodelay:
         brokers[NODELAY] = make_mosquitto(tmp, args, NODELAY, overrides=SESSION5_MOSQUITTO)
     records = []

@@ -88,7 +88,9 @@ COMPONENTS = (
     ("ingest tier: resource (render_POST, body, answer)", lambda f: f.startswith("ingest/resource.py:")),
     ("ingest tier: twisted.web HTTP server", lambda f: f.startswith(("web/http.py:", "web/server.py:",
                                                                      "web/resource.py:"))),
-    ("webhook client: WebhookSink (batching, acks)", lambda f: f.startswith("ingest/client.py:")),
+    ("webhook client: WebhookSink (batching, acks)", lambda f: f.startswith((
+        "ingest/client.py:", "ingest/batching.py:", "ingest/linger.py:", "ingest/overload.py:",
+        "ingest/poster.py:"))),
     ("webhook client: treq/Agent HTTP client", lambda f: f.startswith((
         "treq/", "web/client.py:", "web/_newclient.py:", "web/iweb.py:", "web/http_headers.py:"))
      or f.split(":")[0] in ("treq/client.py", "treq/response.py", "treq/content.py")),

@@ -8,7 +8,7 @@ process tree, in microseconds (on 2 shared cores, the figure that holds still).
 import statistics
 import sys
 
-from brokers import CEILING, NODELAY, NOHTTP
+from brokers import BASELINE, CEILING, NODELAY, NOHTTP
 from scenarios import SCENARIOS, fi_name, targets_for
 
 # Targets set by the brief for this machine (checked and printed, never enforced).
@@ -89,9 +89,13 @@ def summarize(records, args):
                 s["cpu_ratio"] = _ratio(s.get("cpu_us_per_msg"), mosq.get("cpu_us_per_msg"))
         row["ratio"] = row["targets"]["mqttd"].get("ratio")
         m = row["targets"]["mqttd"].get(key)
-        for ref, field in ((CEILING, "of_ceiling"), (NOHTTP, "of_nohttp"), (NODELAY, "of_nodelay")):
+        for ref, field in ((CEILING, "of_ceiling"), (NOHTTP, "of_nohttp"), (NODELAY, "of_nodelay"),
+                           (BASELINE, "of_base")):
             if ref in row["targets"]:
                 row[field] = _ratio(m, row["targets"][ref].get(key))
+        if BASELINE in row["targets"]:
+            row["cpu_of_base"] = _ratio(row["targets"]["mqttd"].get("cpu_us_per_msg"),
+                                        row["targets"][BASELINE].get("cpu_us_per_msg"))
         summary[name] = row
     return summary
 
@@ -136,7 +140,9 @@ def print_table(summary, args, out=sys.stdout):
       % (args.rounds, args.duration, acked, GENERATOR_BOUND, args.idle_connections))
     for field, ref, what in (("of_ceiling", CEILING, "the same appliance without its SQLite write (NOT durable)"),
                              ("of_nohttp", NOHTTP, "the same durable appliance without the webhook's HTTP request"),
-                             ("of_nodelay", NODELAY, "mosquitto with set_tcp_nodelay (sessions 1-5's baseline)")):
+                             ("of_nodelay", NODELAY, "mosquitto with set_tcp_nodelay (sessions 1-5's baseline)"),
+                             ("of_base", BASELINE, "msgs/s, the A/B's baseline checkout"),
+                             ("cpu_of_base", BASELINE, "CPU per msg, the A/B's baseline checkout")):
         rows = [(name, row) for name, row in summary.items() if field in row]
         if rows:
             w("durable mqttd / %s (%s, same run): %s\n" % (ref, what, ", ".join(

@@ -1,5 +1,5 @@
 """The scenarios compare.py runs and the targets (brokers) each one runs against."""
-from brokers import CEILING, NODELAY, NOHTTP
+from brokers import BASELINE, CEILING, NODELAY, NOHTTP
 
 SCENARIOS = {
     "qos1-w10": {"kind": "load", "qos": 1, "connections": 10, "window": 10,
@@ -28,5 +28,6 @@ def targets_for(scenario, args):
         names += [fi_name(ms) for ms in args.flush_intervals]
     if SCENARIOS[scenario]["kind"] == "load":
         names += [n for n, on in ((CEILING, args.with_ceiling), (NOHTTP, args.with_nohttp),
-                                  (NODELAY, args.with_mosquitto_nodelay)) if on]
+                                  (NODELAY, args.with_mosquitto_nodelay),
+                                  (BASELINE, getattr(args, "with_baseline", None))) if on]
     return names

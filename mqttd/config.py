@@ -6,6 +6,7 @@ Anything wrong stops start-up with one line naming the key path, e.g.
 guess which of their edits broke the service. Key names follow what operators already
 know from EMQX and Mosquitto.
 """
+import ipaddress
 import tomllib
 
 import attrs
@@ -39,6 +40,9 @@ class User:
 class ServerConfig:
     listen: tuple = _setting(("tcp:1883:interface=127.0.0.1",), (str,))
     data_dir: str = _setting("./var", str)
+    # Broker worker processes under one master (mqttd.tree); 0 runs everything in this
+    # one process, as small hosts and most tests want.
+    workers: int = _setting(0, int, 0, 256)
 
 
 @attrs.frozen
@@ -67,6 +71,29 @@ class BrokerConfig:
     # at most log_lines_per_ip per log_lines_window seconds, then one summary line.
     log_lines_per_ip: int = _setting(100, int, 1, 1_000_000)
     log_lines_window: float = _setting(60.0, float, 0.001, 86400.0)
+
+
+@attrs.frozen
+class LimitsConfig:
+    """Per-address limits the door applies at accept, before a byte is read
+    (``mqttd.edge.door``; the global cap is ``broker.max_connections``).
+
+    Loopback is allowlisted by default: a proxy, bridge or load balancer on this host
+    brings every client from one loopback address, and the default listener is on
+    loopback only. Set ``allowlist = []`` to limit local clients as well.
+    """
+
+    # Generous by default: a customer's fleet behind one carrier-grade NAT shares one
+    # address, and a cap that cut it off would be an outage of our own making. 1000
+    # open at once still stops one address from taking the broker (1,000,000). 0: no cap.
+    max_conn_per_ip: int = _setting(1000, int, 0, 100_000_000)
+    # New connections a second from one address, a token bucket holding conn_rate_burst:
+    # a device reconnecting in a loop gets 100 a second; a NATed fleet of 200 coming
+    # back after an outage gets in at once, a bigger one within seconds. 0: off.
+    max_conn_rate_per_ip: float = _setting(100.0, float, 0.0, 1_000_000.0)
+    conn_rate_burst: int = _setting(200, int, 1, 1_000_000)
+    allowlist: tuple = _setting(("127.0.0.0/8", "::1"), (str,))
+    banned: tuple = _setting((), (str,))
 
 
 @attrs.frozen
@@ -143,6 +170,7 @@ class WebhookConfig:
 class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     auth: AuthConfig = attrs.field(factory=AuthConfig)
     ingest: IngestConfig = attrs.field(factory=IngestConfig)
     webhook: WebhookConfig = attrs.field(factory=WebhookConfig)
@@ -220,6 +248,7 @@ def _check_cross(config):
             raise ConfigError(f"auth.users[{i}].password: must not be empty "
                               f"(user {user.username!r})")
     _check_credentials(config)
+    _check_networks(config.limits)
     if config.broker.max_partial_bytes < config.broker.max_packet_size:
         # One packet of the largest size must always be readable.
         raise ConfigError(
@@ -255,6 +284,24 @@ def _check_cross(config):
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"auth.users: duplicate username {name!r}")
+
+
+def _check_networks(limits):
+    """Every allowlist and ban entry is an IP address or a network in CIDR notation
+    with no bits set past its prefix (10.1.2.3/8 is a typo for 10.0.0.0/8 or a /32)."""
+    for key in ("allowlist", "banned"):
+        for index, entry in enumerate(getattr(limits, key)):
+            where = f"limits.{key}[{index}]"
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"{where}: not an IP address or network: {entry!r}") from None
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError:
+                network = ipaddress.ip_network(entry, strict=False)
+                raise ConfigError(f"{where}: {entry!r} has bits set past its prefix "
+                                  f"(the network is {network})") from None
 
 
 _VISIBLE = frozenset(map(chr, range(0x21, 0x7F)))  # visible ASCII: no space, no control
@@ -385,6 +432,29 @@ def parse_config(document, overrides=None):
             config.webhook, max_body_size=config.ingest.max_body_size))
     _check_cross(config)
     return config
+
+
+def config_document(config):
+    """The TOML-shaped document that ``parse_config`` turns back into ``config``.
+
+    How the master hands a child its exact configuration (as JSON on the child's stdin):
+    the child validates it again, and never rereads a file that may have changed since.
+    Secrets are in it; it goes only down a pipe to the appliance's own children.
+    """
+    document = {}
+    for section in attrs.fields(Config):
+        values = getattr(config, section.name)
+        table = {}
+        for field in attrs.fields(type(values)):
+            value = getattr(values, field.name)
+            kind = field.metadata["kind"]
+            if kind is dict:
+                value = dict(value)
+            elif isinstance(kind, tuple):
+                value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
+            table[field.name] = value
+        document[section.name] = table
+    return document
 
 
 def load_config(path=None, overrides=None):

@@ -22,7 +22,7 @@ _BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "unix")  # endpoint types that take a ba
 def with_backlog(description, backlog=LISTEN_BACKLOG):
     """``description`` (an endpoint string) with ``backlog=`` added if its type takes one
     and it sets none; anything else (``systemd:``, a plugin's type) as it is."""
-    fields = _fields(description)
+    fields = endpoint_fields(description)
     if fields[0].lower() not in _BACKLOG_KINDS:
         return description
     if any(field.partition("=")[0] == "backlog" for field in fields[1:]):
@@ -30,7 +30,7 @@ def with_backlog(description, backlog=LISTEN_BACKLOG):
     return f"{description}:backlog={backlog}"
 
 
-def _fields(description):
+def endpoint_fields(description):
     """The ``:``-separated fields of an endpoint string, escapes (``\\:``) respected,
     as ``serverFromString`` splits them."""
     fields, field, escaped = [], [], False

@@ -66,6 +66,17 @@ class Metrics:
     mqtt_sessions_refused: int = _counter(
         "persistent sessions refused: broker.max_sessions reached, every one online")
 
+    # -- the edge: the door, at accept (mqttd.edge.door) ----------------------------------
+    edge_admitted: int = _counter("sockets the door let in at accept")
+    edge_refused: int = _counter(
+        "sockets the door closed at accept, before a byte was read, by the key that "
+        "refused them: limits.banned, broker.max_connections, limits.max_conn_per_ip, "
+        "limits.max_conn_rate_per_ip", labels=("limit",))
+    edge_connections_open: int = _gauge("sockets the door let in that are still open")
+    edge_addresses_tracked: int = _gauge(
+        "client addresses the door keeps state for (connections open, or a connect-rate "
+        "bucket refilling)")
+
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(
         "messages handed to the webhook client "
@@ -93,6 +104,11 @@ class Metrics:
     ingest_rows_refused: int = _counter("rows refused before a commit (queue full, closed)")
     ingest_rows_conflicting: int = _counter(
         "rows of requests refused for a key stored with other contents (not stored)")
+
+    # -- the process tree: the supervisor in the master ---------------------------------
+    tree_restarts: int = _counter(
+        "children the supervisor started again after they exited (a failed spawn counts)",
+        labels=("child",))
 
     def samples(self):
         """(name, kind, help, labels, value) for each series, in declaration order.

@@ -1,17 +1,19 @@
 """Builds the service tree that twistd runs.
 
-One process for now: MQTT listeners feeding one broker, whose message store is the
+One process for now: MQTT listeners, each behind the door (``mqttd.edge``: bans, caps
+and connect rates at accept), feeding one broker, whose message store is the
 webhook client; the built-in ingest tier (webhook + group commit + SQLite) runs beside
-it. The process tree of DESIGN.md (master, workers, ingest) will be assembled here too,
-from the same pieces.
+it. With ``server.workers`` >= 1 the process tree (mqttd.tree) is built from the same
+pieces (``webhook_sink``, ``broker_stop``, ``add_ingest``).
 
-Services stop in reverse order of addition: MQTT listeners first (no new clients), then
-the webhook client (unsent messages fail, unacknowledged), then the ingest tier (every
-batch it accepted is committed before the database closes).
+Services stop one after another, in reverse order of addition (``SequentialStop``):
+MQTT listeners first (no new clients), then the broker's clean stop (``BrokerStop``:
+what was read is committed and acknowledged), then the ingest tier (every batch it
+accepted is committed before the database closes).
 """
 import os
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 
@@ -19,6 +21,8 @@ from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
+from mqttd.edge.door import Door
+from mqttd.edge.guard import DoorFactory, closes_at_accept
 from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
@@ -26,6 +30,7 @@ from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, exit_failed, prepare_database
 from mqttd.listeners import KeyedListener, with_backlog
 from mqttd.metrics import Metrics
+from mqttd.stopping import BrokerStop, SequentialStop
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
@@ -78,30 +83,18 @@ class _Listener(KeyedListener):
         self._waitingForPort.addCallback(_log_port, self.description)
 
 
-class _WebhookClientService(Service):
-    """Stops the webhook client and closes its pooled connections with the appliance."""
-
-    def __init__(self, store, pool):
-        self.store = store
-        self.pool = pool
-
-    def stopService(self):
-        super().stopService()
-        self.store.stop()
-        return self.pool.closeCachedConnections()
-
-
-def _persistence(reactor, config):
-    """Slot 0's: mqttd.db is local when the built-in tier stores this broker's messages;
-    with webhook.url elsewhere there is nothing local to rebuild from."""
+def broker_persistence(reactor, config, slot):
+    """The broker's retained messages and persistent sessions (``slot``: 0 for the single
+    process, a worker's slot in the tree): in SQLite when the built-in tier stores this
+    broker's messages; with webhook.url elsewhere there is nothing local to rebuild from."""
     if config.ingest.enabled and not config.webhook.url:
-        return SqlitePersistence.in_data_dir(reactor, config.server.data_dir, 0)
+        return SqlitePersistence.in_data_dir(reactor, config.server.data_dir, slot)
     log.warn("webhook.url points to an external service: retained messages and "
              "persistent sessions are kept in memory only and lost on a restart")
     return MemoryPersistence()
 
 
-class _PersistenceService(Service):
+class PersistenceService(Service):
     """Loads the broker's retained messages and sessions at start (CONNECTs wait for
     it), saves and closes at stop. A load that fails stops mqttd: it would forget."""
 
@@ -125,14 +118,8 @@ class _PersistenceService(Service):
 
 def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
-    data_dir = config.server.data_dir
-    try:
-        # Only this user may enter it (an existing directory keeps its mode): it holds
-        # the database, every message.
-        os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
-    root = MultiService()
+    make_data_dir(config)
+    root = SequentialStop()
     # The process's one counter registry: every tier counts into it (mqttd.metrics).
     root.metrics = metrics = Metrics()
 
@@ -140,10 +127,8 @@ def build_service(config, reactor):
     # (the broker's own client gets it here; it is never logged). The client sends it
     # only to the built-in tier: to webhook.url it sends webhook.secret, if any.
     tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
-    client_secret = config.webhook.secret if config.webhook.url else tier_secret
-    http, pool = build_http_client(reactor, config.webhook)
-    store = WebhookSink(reactor, config.webhook, http, config.webhook.url or None,
-                         secret=client_secret or None, metrics=metrics)
+    store, pool = webhook_sink(config, reactor, metrics, config.webhook.url or None,
+                                 config.webhook.secret if config.webhook.url else tier_secret)
     if config.ingest.enabled:
         if config.webhook.url:
             on_address = None
@@ -151,23 +136,61 @@ def build_service(config, reactor):
         else:
             on_address = store.set_url
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
-        db_path = os.path.join(data_dir, DB_FILENAME)
-        prepare_database(db_path)
-        ingest = IngestService(reactor, config.ingest, db_path, endpoint, tier_secret, on_address,
-                               metrics)
-        ingest.setServiceParent(root)
-        root.ingest = ingest
-    _WebhookClientService(store, pool).setServiceParent(root)
-
+        root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
+                                 on_address)
     broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics,
-                    persistence=_persistence(reactor, config))
-    # Before the listeners, so it stops after them; it starts after the ingest tier,
-    # which has prepared mqttd.db (its retained table) by then.
-    _PersistenceService(reactor, broker).setServiceParent(root)
+                    persistence=broker_persistence(reactor, config, 0))
+    # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
+    # then; stops after the broker's clean stop, which it saves.
+    PersistenceService(reactor, broker).setServiceParent(root)
+    broker_stop(reactor, config, broker, store, pool).setServiceParent(root)  # before the tier
     factory = MQTTServerFactory(broker, reactor)
+    # Every MQTT socket meets the door at accept, before a byte is read; its refusals
+    # share the broker's per-address budget of log lines.
+    door = Door(reactor, config.limits, config.broker.max_connections, metrics,
+                broker.connection_log)
     for index, description in enumerate(config.server.listen):
         endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))
-        _Listener(endpoint, factory, f"server.listen[{index}]", description).setServiceParent(root)
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint))
+        _Listener(endpoint, guarded, f"server.listen[{index}]", description).setServiceParent(root)
     root.broker = broker
+    root.door = door
     root.webhook = store
     return root
+
+
+def make_data_dir(config):
+    """Create ``server.data_dir`` if missing, for this user alone; ConfigError if not."""
+    data_dir = config.server.data_dir
+    try:
+        # Only this user may enter it (an existing directory keeps its mode): it holds
+        # the database, every message.
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
+    return data_dir
+
+
+def add_ingest(root, config, reactor, metrics, endpoint, secret, on_address=None):
+    """The built-in ingest tier on ``endpoint``, its database prepared now (under ``root``)."""
+    db_path = os.path.join(config.server.data_dir, DB_FILENAME)
+    prepare_database(db_path)
+    ingest = IngestService(reactor, config.ingest, db_path, endpoint, secret, on_address,
+                           metrics)
+    ingest.setServiceParent(root)
+    return ingest
+
+
+def webhook_sink(config, reactor, metrics, url, secret):
+    """The broker's message sink, the webhook client (posting to ``url``, None until the
+    built-in tier says where it listens, with ``secret``), and its connection pool."""
+    http, pool = build_http_client(reactor, config.webhook)
+    sink = WebhookSink(reactor, config.webhook, http, url, secret=secret or None,
+                       metrics=metrics)
+    return sink, pool
+
+
+def broker_stop(reactor, config, broker, sink, pool):
+    """The service whose stop commits and acknowledges what ``broker`` has read: each
+    request in flight gets up to ``webhook.request_timeout`` for its answer."""
+    return BrokerStop(reactor, broker, sink, pool, drain_timeout=config.webhook.request_timeout)

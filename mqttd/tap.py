@@ -42,6 +42,7 @@ class Options(usage.Options):
             overrides["server.listen"] = list(self["listen"])
         if self["data-dir"] is not None:
             overrides["server.data_dir"] = self["data-dir"]
+        self["overrides"] = overrides
         try:
             self["config_obj"] = load_config(self["config"], overrides)
         except ConfigError as e:
@@ -68,9 +69,17 @@ def makeService(options):
 
     from mqttd.service import build_service
 
+    config = options["config_obj"]
     try:
-        service = build_service(options["config_obj"], reactor)
+        if config.server.workers:
+            from mqttd.tree.master import Master
+            service = Master(reactor, config)
+        else:
+            service = build_service(config, reactor)
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
+    from mqttd.reload import Reloader
+    Reloader(reactor, options["config"], options["overrides"], config,
+             service.door).setServiceParent(service)
     tune_gc(reactor)
     return service

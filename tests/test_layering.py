@@ -52,10 +52,10 @@ class LayeringTests(unittest.TestCase):
     def test_config_imports_no_tier(self):
         self.assertEqual(
             _under(_imports("config.py"),
-                   "mqttd.broker", "mqttd.ingest", "mqttd.store", "mqttd.codec"), [])
+                   "mqttd.broker", "mqttd.ingest", "mqttd.store", "mqttd.codec", "mqttd.edge"), [])
 
     def test_no_tier_imports_config(self):
-        for tier in ("broker", "ingest", "store", "codec"):
+        for tier in ("broker", "ingest", "store", "codec", "edge"):
             self.assertEqual(_under(_imports(tier), "mqttd.config"), [], tier)
 
     def test_codec_and_store_know_no_broker_or_ingest(self):

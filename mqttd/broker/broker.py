@@ -11,6 +11,7 @@ import os
 from itertools import count
 from operator import add
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mqttd.broker.admission import Admission, AfterLoad
@@ -92,6 +93,7 @@ class Broker:
         self._key_blocks = count(0)
         self._keys = []
         self._client_ids = count(1)
+        self._closed_waiters = []  # disconnect_all()'s Deferreds
 
     # -- what survives a restart ------------------------------------------------------
 
@@ -151,6 +153,32 @@ class Broker:
 
     def connection_closed(self):
         self.metrics.mqtt_connections_open -= 1
+        if self._closed_waiters and not self.metrics.mqtt_connections_open:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop_reading(self):
+        """First step of a clean stop: no connection reads any more, so the messages
+        already read are the last ones; the sink then commits them (``drain``)."""
+        for session in list(self.sessions.values()):
+            if session.protocol is not None:
+                session.protocol.stop_reading()
+
+    def disconnect_all(self):
+        """Last step: close every connection (its acknowledgements written first); the
+        Deferred fires once every one is closed."""
+        d = Deferred()
+        if not self.metrics.mqtt_connections_open:
+            d.callback(None)
+            return d
+        self._closed_waiters.append(d)
+        for session in list(self.sessions.values()):
+            if session.protocol is not None:
+                session.protocol.server_stopping()
+        return d
 
     def generate_client_id(self):
         """An id for a zero-length client id with clean session [MQTT-3.1.3-6]."""
@@ -187,6 +215,15 @@ class Broker:
             self.stored_sessions.added(session)
             self.persistence.changed(session)
         return session, False
+
+    def taken_elsewhere(self, client_id):
+        """Another broker process now holds a connection of ``client_id`` (the master
+        says so): close ours as a takeover would [MQTT-3.1.4-2], will published."""
+        session = self.sessions.get(client_id)
+        if session is not None and session.protocol is not None:
+            session.protocol.take_over()
+            return True
+        return False
 
     def detach(self, session, protocol):
         """The connection of ``session`` ended; a clean session ends with it, a

@@ -8,17 +8,19 @@ sessions, routing and retained messages live in ``Broker``.
 
 A connection whose inbound FIFO holds ``max_inflight`` entries stops reading from its
 socket (backpressure, not drops), and so does one that publishes while the message sink
-is full, until it drains (``mqttd.broker.pressure``); keepalive does not count that
-silence against the client. A store failure sends no ack and closes the connection, so
-the device retransmits.
-
-Timers are lazy: one DelayedCall per connection, and keepalive only stores a timestamp
-per read; the timer checks it when it fires and re-arms for the remaining time.
+is full, until it drains (``mqttd.broker.pressure``); why it is not reading is its
+``ReadPause`` (``mqttd.broker.reading``), and its one timer (connect deadline,
+keepalive, close grace) is its ``Liveness`` (``mqttd.broker.liveness``), which does not
+count our own silence against the client. A store failure sends no ack and closes the
+connection, so the device retransmits. What it logs is ``mqttd.broker.connection_log``.
 """
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.logger import Logger
 
+from mqttd.broker import connection_log
 from mqttd.broker.admission import Refused
+from mqttd.broker.liveness import Liveness
+from mqttd.broker.reading import (AUTH, INFLIGHT, PRESSURE, STOPPING, SUBSCRIBE, WRITES,
+                                  ReadPause)
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
 from mqttd.codec.packets import (
     CONNACK_ACCEPTED,
@@ -38,11 +40,7 @@ from mqttd.codec.packets import (
     Unsubscribe,
 )
 
-from mqttd.store.sink import StoreRejected
-
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
-
-log = Logger()
 
 # Connection states, in the order a connection goes through them.
 _AWAIT_CONNECT = 0
@@ -51,37 +49,15 @@ _CONNECTED = 2
 _CLOSED = 3
 _REFUSED = 4  # over max_connections: never counted, nothing to clean up
 
-# Reasons to have the transport paused (a bit set: resume only when all are gone).
-_PAUSE_AUTH = 1
-_PAUSE_INFLIGHT = 2
-_PAUSE_WRITES = 4  # the client reads slower than we write to it
-_PAUSE_PRESSURE = 8  # the message sink is full (mqttd.broker.pressure)
-_PAUSE_SUBSCRIBE = 16  # a persistent session's SUBSCRIBE is being saved
-_OUR_SILENCE = _PAUSE_INFLIGHT | _PAUSE_PRESSURE | _PAUSE_SUBSCRIBE  # keepalive does not count it
-
 _CLOSE_GRACE = 10.0
 """Seconds a connection mqttd closes may take to finish closing before it is aborted: a
 client that never reads its last bytes, or never answers TLS's close_notify, would
 otherwise keep its socket and its max_connections slot."""
 
-def _peer(transport):
-    addr = transport.getPeer()
-    host = getattr(addr, "host", None)
-    if host is None:
-        return str(addr)
-    return f"{host}:{addr.port}"
-
 
 def _has_disconnect(backlog):
     """Whether packets read but not handled yet (``_backlog``) include a DISCONNECT."""
     return bool(backlog) and any(type(packet) is Disconnect for packet in backlog)
-
-
-def _may_log(broker, transport):
-    """Whether a per-connection line about this peer's address may be logged now: a
-    storm from one address must not flood the journal (``broker.connection_log``)."""
-    addr = transport.getPeer()
-    return broker.connection_log.allow(getattr(addr, "host", None) or str(addr))
 
 
 class MQTTServerProtocol(Protocol):
@@ -106,11 +82,9 @@ class MQTTServerProtocol(Protocol):
         "_username",
         "_will",
         "_connect",
-        "_keepalive",
-        "_last_seen",
-        "_timer",
+        "_liveness",
         "inbound",
-        "_paused",
+        "_reading",
         "_backlog",
         "writes_blocked",
         "_producer_registered",
@@ -130,11 +104,9 @@ class MQTTServerProtocol(Protocol):
         self._username = None
         self._will = None
         self._connect = None
-        self._keepalive = 0
-        self._last_seen = 0.0
-        self._timer = None
+        self._liveness = None  # from connectionMade on
         self.inbound = None
-        self._paused = 0
+        self._reading = None  # from connectionMade on
         self._backlog = None
         self.writes_blocked = False
         self._producer_registered = False
@@ -145,16 +117,16 @@ class MQTTServerProtocol(Protocol):
         broker = self._broker
         if not broker.connection_opened():
             self._state = _REFUSED
-            if _may_log(broker, self.transport):
-                log.info("refused {peer}: {reason}", peer=_peer(self.transport),
-                         reason="max connections")
+            connection_log.refused(broker.connection_log, self.transport, "max connections")
             self.transport.abortConnection()
             return
         config = broker.config
         # Until its CONNECT is read, a client may make us hold max_connect_size at most.
         self._parser = Parser(config.max_packet_size, server=True,
                               max_connect_size=config.max_connect_size)
-        self._timer = self._clock.callLater(config.idle_timeout, self._timeout)
+        self._reading = ReadPause(self.transport)
+        self._liveness = Liveness(self._clock, self._reading)
+        self._liveness.start(config.idle_timeout, self._timeout)
         # Acks and deliveries are small writes: with Nagle's algorithm a PUBACK can wait
         # for the client's delayed ACK (up to 40 ms on real networks). EMQX and mosquitto
         # brokers run with TCP_NODELAY for the same reason.
@@ -185,7 +157,7 @@ class MQTTServerProtocol(Protocol):
         if self._backlog is not None:  # authenticating, or paused by the sink (TLS may
             self._backlog.extend(packets)  # still hand over what one read decrypted)
             return
-        self._last_seen = self._clock.seconds()
+        self._liveness.saw()
         self._process(packets)
 
     def connectionLost(self, reason=None):
@@ -193,9 +165,8 @@ class MQTTServerProtocol(Protocol):
             return
         if self._state != _CLOSED:
             self._shutdown("connection lost")
-        elif self._timer is not None and self._timer.active():
-            self._timer.cancel()  # the close grace (_close): closed in time
-        self._timer = None
+        else:
+            self._liveness.cancel()  # the close grace (_close): closed in time
         broker = self._broker
         broker.connection_closed()
         if self._held:
@@ -218,13 +189,13 @@ class MQTTServerProtocol(Protocol):
                     inbound = self._open_inbound()
                 # received_at: the time of the read that carried it (set by
                 # dataReceived, and by _admitted for packets that waited for CONNACK).
-                if inbound.publish(packet, self._last_seen):
-                    self._pause(_PAUSE_INFLIGHT)  # the FIFO is full
+                if inbound.publish(packet, self._liveness.last_seen):
+                    self._reading.pause(INFLIGHT)  # the FIFO is full
                 throttle = self._broker.throttle
                 if throttle.full and self._state == _CONNECTED:
                     # The sink is full: stop reading; the rest of this read waits in
                     # _backlog until it drains (sink_drained).
-                    self._pause(_PAUSE_PRESSURE)
+                    self._reading.pause(PRESSURE)
                     throttle.hold(self)
                     self._backlog = packets[i + 1:]
                     return
@@ -255,7 +226,7 @@ class MQTTServerProtocol(Protocol):
         d.addCallback(self._admitted)
         if self._state == _AUTHENTICATING:
             # Pending: stop reading; packets already parsed wait in _backlog.
-            self._pause(_PAUSE_AUTH)
+            self._reading.pause(AUTH)
 
     def _refuse(self, code, reason):
         self.transport.write(encode(Connack(False, code)))
@@ -266,16 +237,14 @@ class MQTTServerProtocol(Protocol):
             return  # the socket went away while we waited
         connect = self._connect
         self._connect = None
-        peer = _peer(self.transport)
         self._client_id = decision.client_id
+        broker = self._broker
         if type(decision) is Refused:
-            if decision.by_auth and _may_log(self._broker, self.transport):
-                log.info("auth {client_id} {peer} user={username}: refused {code}",
-                         client_id=self._client_id, peer=peer, username=connect.username,
-                         code=decision.code)
+            if decision.by_auth:
+                connection_log.auth_refused(broker.connection_log, self.transport,
+                                            self._client_id, connect.username, decision.code)
             self._refuse(decision.code, decision.reason)
             return
-        broker = self._broker
         session, present = broker.attach(self, self._client_id, connect.clean_session)
         if session is None:  # max_sessions, and none offline to evict
             self._refuse(CONNACK_SERVER_UNAVAILABLE, "max sessions")
@@ -284,31 +253,46 @@ class MQTTServerProtocol(Protocol):
         self._will = connect.will
         self._state = _CONNECTED
         self.transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
-        if _may_log(broker, self.transport):
-            log.info("connect {client_id} {peer} user={username} clean={clean} "
-                     "keepalive={keepalive} present={present}",
-                     client_id=self._client_id, peer=peer, username=connect.username,
-                     clean=connect.clean_session, keepalive=connect.keepalive,
-                     present=present)
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-            self._timer = None
-        # Also the received_at of the publishes that waited in the backlog.
-        self._last_seen = self._clock.seconds()
-        keepalive = connect.keepalive
-        if not keepalive or keepalive > broker.config.max_keepalive:
-            keepalive = broker.config.max_keepalive  # the server's bound on silence
-        self._keepalive = keepalive * 1.5  # [MQTT-3.1.2-24]
-        self._timer = self._clock.callLater(self._keepalive, self._timeout)
+        connection_log.connected(broker.connection_log, self.transport, self._client_id,
+                                 connect, present)
+        # From now: also the received_at of the publishes that waited in the backlog.
+        self._liveness.keepalive(connect.keepalive, broker.config.max_keepalive,
+                                 self._timeout)
         self.transport.registerProducer(self, True)
         self._producer_registered = True
         session.resume()
         backlog = self._backlog
         self._backlog = None
-        self._unpause(_PAUSE_AUTH)
+        self._reading.resume(AUTH)
         if backlog:
             self._process(backlog)
+
+    def stop_reading(self):
+        """The broker is stopping: read nothing more, so that what was read can be
+        committed and acknowledged before the connection closes."""
+        if self._state < _CLOSED:
+            self._reading.pause(STOPPING)
+
+    def server_stopping(self):
+        """Close for the broker's stop, after its acknowledgements: no will, since the
+        client did nothing wrong and the sink takes nothing more.
+
+        A half-close where the transport has one (TCP): the client reads our last acks,
+        then EOF. A full close with its later PUBLISHes still unread would make the
+        kernel reset the connection, and the client's kernel would then discard the
+        acks it had not read yet. What it still sends is read and dropped until it
+        closes (or the close grace ends)."""
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or self._state >= _CLOSED:
+            self._close("server stopping", will=False)
+            return
+        self._shutdown("server stopping", will=False)
+        self._reading.read_to_close()
+        if self._producer_registered:
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        half_close()
+        self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
@@ -317,22 +301,10 @@ class MQTTServerProtocol(Protocol):
     # -- keepalive and idle timeout ----------------------------------------------------
 
     def _timeout(self):
-        self._timer = None
+        """Our Liveness saw a deadline pass: which one depends on how far we got."""
         state = self._state
         if state == _CONNECTED:
-            if self._paused & _OUR_SILENCE:
-                # We stopped reading (the store is behind): the client's packets, its
-                # PINGREQs too, wait unread in the socket. The silence is ours; closing
-                # would also publish a false will. (While its socket is full the silence
-                # is the client's: it counts from the last time it drained, see
-                # resumeProducing, so a client that stopped reading is still closed.)
-                self._timer = self._clock.callLater(self._keepalive, self._timeout)
-                return
-            idle = self._clock.seconds() - self._last_seen
-            if idle >= self._keepalive:
-                self._close("keepalive timeout", abort=True)
-            else:
-                self._timer = self._clock.callLater(self._keepalive - idle, self._timeout)
+            self._close("keepalive timeout", abort=True)
         elif state == _AWAIT_CONNECT:
             self._close("connect timeout", abort=True)
         elif state == _AUTHENTICATING:
@@ -344,10 +316,10 @@ class MQTTServerProtocol(Protocol):
         close, unless we are the ones not reading it. True if it closed the connection."""
         if self._state >= _CLOSED:
             return False
-        if self._paused & ~_PAUSE_WRITES:
+        if self._reading.held_by_us():
             # We stopped reading (authentication, a full window): the client cannot
             # finish it, so its deadline starts again. A socket it does not drain
-            # (_PAUSE_WRITES alone) is its own silence, as for keepalive.
+            # (WRITES alone) is its own silence, as for keepalive.
             self._broker.partial_input.renew(self)
             return False
         self._close("packet timeout", abort=True)
@@ -363,34 +335,26 @@ class MQTTServerProtocol(Protocol):
     def sink_drained(self):
         """The sink that paused us has drained (``mqttd.broker.pressure``): read again,
         starting with what the read that paused us still held."""
-        if not self._paused & _PAUSE_PRESSURE or self._state != _CONNECTED:
+        if PRESSURE not in self._reading or self._state != _CONNECTED:
             return
-        self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
+        self._liveness.saw()  # keepalive counts from when we read again
         backlog, self._backlog = self._backlog, None
-        self._unpause(_PAUSE_PRESSURE)
+        self._reading.resume(PRESSURE)
         if backlog:
             self._process(backlog)
 
     def window_open(self):
         """The inbound FIFO is below max_inflight again: read again."""
-        if self._paused & _PAUSE_INFLIGHT:
-            self._last_seen = self._clock.seconds()  # keepalive counts from when we read again
-            self._unpause(_PAUSE_INFLIGHT)
+        if INFLIGHT in self._reading:
+            self._liveness.saw()  # keepalive counts from when we read again
+            self._reading.resume(INFLIGHT)
 
     def store_failed(self, failure):
         """The store did not take a message of ours: close without ack, so the client
         sends it again."""
         if self._state != _CONNECTED:
             return  # already closing; its QoS 2 ids were released by the queue's close
-        reason = None
-        if failure.check(StoreRejected):
-            # An expected outcome (commit too slow, refused, overload): a reason, no traceback.
-            reason = failure.value.reason
-            log.warn("store failed for {client_id}: {reason}; closing without ack",
-                     client_id=self._client_id, reason=reason)
-        else:
-            log.failure("store failed for {client_id}: closing without ack", failure,
-                        client_id=self._client_id)
+        reason = connection_log.store_failed(self._client_id, failure)
         self._close("store failed", detail=reason)
 
     # -- other packets -----------------------------------------------------------------
@@ -420,7 +384,7 @@ class MQTTServerProtocol(Protocol):
         # A persistent session's SUBACK promises the subscription survives a crash:
         # it waits for the commit, and what the client sent after waits behind it.
         self._backlog = []
-        self._pause(_PAUSE_SUBSCRIBE)
+        self._reading.pause(SUBSCRIBE)
         saved.addCallbacks(self._suback, self._subscription_not_saved,
                            callbackArgs=(packet, codes))
 
@@ -429,10 +393,10 @@ class MQTTServerProtocol(Protocol):
             return  # closed while its subscription was being saved
         self.transport.write(encode(Suback(packet.packet_id, tuple(codes))))
         self._broker.send_retained(self._session, packet.topics)
-        if self._paused & _PAUSE_SUBSCRIBE:
+        if SUBSCRIBE in self._reading:
             backlog, self._backlog = self._backlog, None
-            self._last_seen = self._clock.seconds()  # we read again from here
-            self._unpause(_PAUSE_SUBSCRIBE)
+            self._liveness.saw()  # we read again from here
+            self._reading.resume(SUBSCRIBE)
             if backlog:
                 self._process(backlog)
 
@@ -461,34 +425,23 @@ class MQTTServerProtocol(Protocol):
 
     def pauseProducing(self):
         self.writes_blocked = True
-        self._pause(_PAUSE_WRITES)
+        self._reading.pause(WRITES)
 
     def resumeProducing(self):
         self.writes_blocked = False
         # The client drained its socket: it is alive and reading. Its packets wait unread
         # while we do not read, so keepalive counts from here.
-        self._last_seen = self._clock.seconds()
+        self._liveness.saw()
         session = self._session
         if session is not None:
             session.drained()  # may fill the socket again: then stay paused
         if not self.writes_blocked:
-            self._unpause(_PAUSE_WRITES)
+            self._reading.resume(WRITES)
 
     def stopProducing(self):
         self.writes_blocked = True
 
     # -- flow control and closing ------------------------------------------------------
-
-    def _pause(self, bit):
-        if not self._paused:
-            self.transport.pauseProducing()
-        self._paused |= bit
-
-    def _unpause(self, bit):
-        if self._paused & bit:
-            self._paused &= ~bit
-            if not self._paused and self._state < _CLOSED:
-                self.transport.resumeProducing()
 
     def _close(self, reason, abort=False, will=True, detail=None):
         """Close this connection (and only this one) for ``reason``, once."""
@@ -498,29 +451,21 @@ class MQTTServerProtocol(Protocol):
         if abort:
             self.transport.abortConnection()
         else:
-            if self._paused:
-                # Read again: a transport that is never read cannot finish closing. Over
-                # TLS loseConnection waits for the client's close_notify (or its EOF), so
-                # a connection closed with reading paused (a full window, a takeover, a
-                # store failure) was never released. Input after the close is ignored.
-                self._paused = 0
-                self.transport.resumeProducing()
+            self._reading.read_to_close()
             # A transport with a registered producer closes only once it is unregistered.
             if self._producer_registered:
                 self._producer_registered = False
                 self.transport.unregisterProducer()
             self.transport.loseConnection()
             # The keepalive timer's slot (cancelled by _shutdown); connectionLost cancels it.
-            self._timer = self._clock.callLater(_CLOSE_GRACE, self.transport.abortConnection)
+            self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
 
     def _shutdown(self, reason, will=True, detail=None):
         """Leave the broker: drop pending acks, detach the session, publish the will."""
         state = self._state
         self._state = _CLOSED
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-            self._timer = None
+        self._reading.closed()
+        self._liveness.cancel()
         if state != _CONNECTED or not will or _has_disconnect(self._backlog):
             # [MQTT-3.1.2-10] on DISCONNECT, also one read but still waiting behind a
             # paused publish (a takeover or the ack deadline closes us first); none
@@ -538,13 +483,8 @@ class MQTTServerProtocol(Protocol):
             will, self._will = self._will, None
             broker.inbound.publish_will(inbound, self._client_id, self._username, will,
                                         self._clock.seconds())
-        if _may_log(broker, self.transport):
-            # The detail says which rule a protocol error broke, or why the store failed.
-            log.info("disconnect {client_id} {peer}: {reason}" if detail is None else
-                     "disconnect {client_id} {peer}: {reason}: {detail}",
-                     client_id=self._client_id, peer=_peer(self.transport), reason=reason,
-                     detail=detail)
-
+        connection_log.disconnected(broker.connection_log, self.transport, self._client_id,
+                                    reason, detail)
 
 
 _HANDLERS = {

@@ -56,7 +56,7 @@ from mqttd.codec.packets import (
     Unsubscribe,
     Will,
 )
-from mqttd.codec.parser import DEFAULT_MAX_PACKET_SIZE, Parser
+from mqttd.codec.parser import DEFAULT_MAX_PACKET_SIZE, Parser, first_packet_size
 from mqttd.codec.validate import check_topic_filter, check_topic_name
 
 __all__ = [
@@ -69,5 +69,5 @@ __all__ = [
     "Puback", "Pubcomp", "Publish", "Pubrec", "Pubrel", "Suback", "Subscribe", "Unsuback",
     "Unsubscribe", "Will", "check_topic_filter", "check_topic_name", "encode",
     "encode_connack", "encode_puback", "encode_pubcomp", "encode_publish", "encode_pubrec",
-    "encode_pubrel", "encode_unsuback", "remaining_length",
+    "encode_pubrel", "encode_unsuback", "first_packet_size", "remaining_length",
 ]

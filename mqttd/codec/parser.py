@@ -83,6 +83,20 @@ def _long_length(view, pos, end):
     return 0, 0
 
 
+def first_packet_size(data):
+    """The size of the packet that ``data`` begins with once its fixed header is in
+    (0 while it is not), so a reader can take exactly one packet off a stream: the
+    master reads a client's CONNECT and hands every later byte on unparsed."""
+    end = len(data)
+    if end < 2:
+        return 0
+    length = data[1]
+    if length < 0x80:
+        return 2 + length
+    length, head = _long_length(memoryview(data), 0, end)
+    return head + length if head else 0
+
+
 class Parser:
     """Turns a byte stream into packets; ``server=True`` parses what a client sends."""
 

@@ -2,6 +2,7 @@
 from twisted.trial import unittest
 
 from mqttd.broker.auth import StaticAuthenticator
+from mqttd.broker.reading import INFLIGHT
 from mqttd.codec import (
     Connack,
     Connect,
@@ -508,7 +509,7 @@ class SlowReaderTests(unittest.TestCase):
 
     def test_other_pause_reasons_survive_a_drained_buffer(self):
         """Resuming writes must not resume reading that auth/inflight paused."""
-        self.sub.protocol._pause(2)  # the inflight window is full
+        self.sub.protocol._reading.pause(INFLIGHT)  # the inflight window is full
         self.sub.transport.producer.pauseProducing()
         self.sub.transport.producer.resumeProducing()
         self.assertTrue(self.sub.paused)

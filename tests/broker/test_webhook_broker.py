@@ -92,7 +92,7 @@ class WillStoreTests(unittest.TestCase):
             live.send(pub("t/a", b"2", qos=1, pid=2))
             webhook.tick()
             self.assertEqual(len(webhook.webhook.bodies), 2, will)  # not held for "dev"
-            self.assertTrue(webhook.store._prompt)
+            self.assertTrue(webhook.store._linger._prompt)
 
     def test_one_broken_will_does_not_keep_the_others_of_its_batch(self):
         """One answer settles the wills of many clients in one call."""
@@ -136,4 +136,4 @@ class WillStoreTests(unittest.TestCase):
         live.send(pub("t/a", b"2", qos=1, pid=2))
         webhook.tick()
         self.assertEqual(len(webhook.webhook.bodies), 2)  # not held for the will
-        self.assertFalse(webhook.store._holding)
+        self.assertFalse(webhook.store._linger._holding)

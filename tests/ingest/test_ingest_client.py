@@ -159,18 +159,19 @@ class RetryTests(unittest.TestCase):
         self.assertEqual(list(h.webhook.stored), ["k-1"])
 
     def test_connection_refused_is_retried(self):
-        h = Harness(self, retry_initial=0.1)
-        real = h.http
         attempts = []
 
         class Refusing:
+            def __init__(self, real):
+                self.real = real
+
             def post(self, *args, **kwargs):
                 attempts.append(1)
                 if len(attempts) < 3:
                     return fail(ConnectionRefusedError())
-                return real.post(*args, **kwargs)
+                return self.real.post(*args, **kwargs)
 
-        h.store._http = Refusing()
+        h = Harness(self, retry_initial=0.1, http=Refusing)
         (r,) = h.submit(message(1))
         h.tick()
         h.tick(0.1)
@@ -329,9 +330,9 @@ class AnswerTests(unittest.TestCase):
     """What the webhook answers, read to the end within the request's timeout."""
 
     def harness(self, answers, **config):
-        h = Harness(self, request_timeout=1.0, retry_initial=0.1, **config)
-        h.store._http = _Answering(answers)
-        return h
+        self.answering = _Answering(answers)
+        return Harness(self, request_timeout=1.0, retry_initial=0.1,
+                       http=lambda _: self.answering, **config)
 
     def test_a_stalled_200_body_closes_its_connection_at_the_timeout(self):
         stalled = _Answer(200, [b'{"rec'])
@@ -342,7 +343,7 @@ class AnswerTests(unittest.TestCase):
         h.tick(1.0)  # request_timeout: the read is cut short, and with it the connection
         self.assertTrue(stalled.transport.disconnected)  # aborted (TLS: no close_notify wait)
         self.assertEqual((r, h.store.metrics.webhook_retried), ([], 1))
-        h.store._http.answers[0].deliverBody = lambda p, a=h.store._http.answers[0]: (
+        self.answering.answers[0].deliverBody = lambda p, a=self.answering.answers[0]: (
             _Answer.deliverBody(a, p), a.finish())
         h.tick(0.1)
         self.assertEqual(r, ["ok"])
@@ -565,7 +566,7 @@ class LingerTests(unittest.TestCase):
         h.store.submit(message(2), b, 2)  # b's last messages, already in flight
         h.store.submit(message(3), a, 3)
         h.tick()
-        self.assertEqual(h.store._expected, {id(a)})  # that answer had b's messages too
+        self.assertEqual(h.store._linger.expected, {id(a)})  # that answer had b's messages too
         h.assertAccounts()
 
     def test_a_forgotten_submitter_leaves_no_id_behind(self):
@@ -576,14 +577,14 @@ class LingerTests(unittest.TestCase):
 
         h, a, b, sent = self.answered()
         h.store.forget(b)
-        self.assertIn(id(b), h.store._gone)
+        self.assertIn(id(b), h.store._linger._gone)
         key = id(b)
         del b
         gc.collect()
         # What stays is the client's own store() notify, forgotten at start (it stands
         # for no connection): nothing of the forgotten submitter.
-        self.assertNotIn(key, h.store._gone)
-        self.assertEqual(len(h.store._gone), 1)
+        self.assertNotIn(key, h.store._linger._gone)
+        self.assertEqual(len(h.store._linger._gone), 1)
 
     def test_waits_for_every_acknowledged_submitter_then_sends_one_batch(self):
         h, a, b, sent = self.answered()

@@ -54,12 +54,17 @@ class Webhook(Resource):
 
 
 class Harness:
-    def __init__(self, testcase, script=(), clock=None, **config):
+    """``http``: a function of the StubTreq over ``webhook`` that returns the HTTP client
+    the sink posts through (a wrapper that fails some requests, say); StubTreq itself
+    by default."""
+
+    def __init__(self, testcase, script=(), clock=None, http=None, **config):
         self.clock = Clock() if clock is None else clock
         self.webhook = Webhook(script)
         self.http = StubTreq(self.webhook)
         self.config = attrs.evolve(WebhookConfig(), **config)
-        self.store = WebhookSink(self.clock, self.config, self.http, URL, random=lambda: 1.0)
+        client = self.http if http is None else http(self.http)
+        self.store = WebhookSink(self.clock, self.config, client, URL, random=lambda: 1.0)
         self.testcase = testcase
 
     def submit(self, *messages):

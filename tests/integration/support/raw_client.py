@@ -78,8 +78,12 @@ class ConnectionClosed(Exception):
 class RawClient:
     """MQTT over a plain blocking socket, one packet at a time."""
 
-    def __init__(self, port, timeout=DEFAULT_TIMEOUT):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, timeout=DEFAULT_TIMEOUT, source=None):
+        """``source``: the local address to connect from (any of 127.0.0.0/8 on Linux),
+        for the broker's per-address limits."""
+        self.sock = socket.create_connection(
+            (HOST, port), timeout=timeout,
+            source_address=None if source is None else (source, 0))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
         self.closed_at = None

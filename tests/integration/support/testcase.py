@@ -35,9 +35,9 @@ class BrokerTestCase(SynchronousTestCase):
             c.connect()
         return c
 
-    def raw(self, timeout=DEFAULT_TIMEOUT):
-        """A RawClient on this broker, closed at cleanup."""
-        r = RawClient(self.port, timeout=timeout)
+    def raw(self, timeout=DEFAULT_TIMEOUT, source=None):
+        """A RawClient on this broker (from local address ``source``), closed at cleanup."""
+        r = RawClient(self.port, timeout=timeout, source=source)
         self.addCleanup(r.close)
         return r
 

@@ -1,0 +1,109 @@
+"""Reads one admitted socket's CONNECT in the master, so the balancer can stick by client id.
+
+The master reads only what it must: bytes up to the end of the CONNECT (at most
+``max_connect_size``, checked from the header before the body arrives), within
+``idle_timeout`` of the accept. Whatever else arrived in the same reads is kept
+unparsed and handed to the worker with the CONNECT, which parses it all again as if it
+had read it itself. A socket that is silent, closes, or sends something that is not a
+CONNECT is closed here, and the door hears of it; a CONNECT that names a protocol this
+broker does not speak gets its CONNACK refusal first, as from a worker.
+"""
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mqttd.codec import Connect, Parser, ProtocolError, encode_connack, first_packet_size
+
+log = Logger()
+
+READ_SIZE = 65536
+
+
+@implementer(IReadDescriptor)
+class PendingConnect:
+    """One socket between accept and hand-off.
+
+    ``on_connect(pending, connect)`` once its CONNECT is whole (then the caller owns the
+    socket: ``pending.sock``, ``pending.preread``); ``on_closed(pending, reason)`` when it
+    is closed here instead (silent, gone, malformed).
+    """
+
+    def __init__(self, reactor, sock, host, limits, on_connect, on_closed):
+        self._reactor = reactor
+        self.sock = sock
+        self._fd = sock.fileno()
+        self.host = host
+        self._parser = Parser(limits.max_packet_size, max_connect_size=limits.max_connect_size)
+        self._fed = 0  # bytes of _buf given to the parser
+        self._on_connect = on_connect
+        self._on_closed = on_closed
+        self._buf = bytearray()
+        self.preread = b""
+        self._timer = reactor.callLater(limits.idle_timeout, self._close, "no CONNECT in time")
+        reactor.addReader(self)
+
+    def fileno(self):
+        return self._fd
+
+    def logPrefix(self):
+        return "mqttd-connect"
+
+    def connectionLost(self, reason):
+        self._close("lost")
+
+    def doRead(self):
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._close(e.strerror or str(e))
+            return
+        if not data:
+            self._close("closed before CONNECT")
+            return
+        buf = self._buf
+        buf += data
+        try:
+            # Feed the parser the CONNECT's bytes only (all of them while its header is
+            # incomplete: those are the CONNECT's too); it checks the first byte and the
+            # size limit as soon as it can, and returns the CONNECT once it is whole.
+            end = min(first_packet_size(buf) or len(buf), len(buf))
+            packets = self._parser.feed(bytes(buf[self._fed:end]))
+            self._fed = end
+        except ProtocolError as e:
+            if e.connack_code is not None:
+                try:
+                    self.sock.send(encode_connack(False, e.connack_code))
+                except OSError:
+                    pass
+            self._close(f"protocol error: {e.reason}")
+            return
+        if not packets:
+            return
+        connect = packets[0]
+        if not isinstance(connect, Connect):  # the parser refuses any other first packet
+            self._close("first packet is not CONNECT")
+            return
+        self._finish()
+        self.preread = bytes(buf)
+        self._buf = None
+        self._on_connect(self, connect)
+
+    def abandon(self):
+        """Close it now (the master is stopping); the door hears of it as usual."""
+        self._close("master stopping")
+
+    def _finish(self):
+        self._reactor.removeReader(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _close(self, reason):
+        if self._buf is None:
+            return
+        self._finish()
+        self._buf = None
+        self.sock.close()
+        self._on_closed(self, reason)

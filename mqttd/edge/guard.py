@@ -1,0 +1,118 @@
+"""A door in front of a Twisted listener: how one process (``server.workers = 0``) asks
+it at accept, before a byte is read.
+
+``DoorFactory`` wraps the listener's factory. A port calls ``buildProtocol`` with the
+peer's address as soon as it has accepted a socket; a refused peer gets None and the
+port closes the fd at once (tcp and unix ports do, before they make a transport: no
+read, no timer, no epoll registration). That holds only where the port calls this
+factory itself: ``closes_at_accept(endpoint)`` says where. Behind a factory that wraps
+this one (``ssl:``: TLSMemoryBIOFactory builds its protocol around ours and cannot take
+None) a refused peer gets a protocol that aborts in ``makeConnection``, before the
+first read and before the TLS handshake starts.
+
+An admitted socket's protocol is handed to the transport inside ``_Released``, which
+calls ``door.release(host)`` once, when the socket closes. It is a composition, not
+twisted.protocols.policies' ProtocolWrapper: the real protocol gets the real transport,
+so its writes, producer calls, pauses and aborts go straight to it; only
+``makeConnection``, each read (``dataReceived``: one Python call more per read, not per
+byte) and ``connectionLost`` pass through. The protocol must not need more of its
+transport's side of IProtocol (a half-closeable one would not see ``readConnectionLost``).
+"""
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+)
+from twisted.internet.interfaces import ILoggingContext, IProtocol
+from twisted.internet.protocol import Protocol, ServerFactory
+from zope.interface import implementer
+
+__all__ = ["DoorFactory", "closes_at_accept"]
+
+# Endpoints whose port calls the factory it is given with each accepted socket.
+_PORT_CALLS_US = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint,
+                  AdoptedStreamServerEndpoint)
+
+
+def closes_at_accept(endpoint):
+    """Whether ``endpoint``'s port calls our factory itself, so a None closes the socket."""
+    return isinstance(endpoint, _PORT_CALLS_US)
+
+
+@implementer(IProtocol, ILoggingContext)
+class _Released:
+    """An admitted connection's protocol as its transport sees it (see the module)."""
+
+    __slots__ = ("_protocol", "_door", "_host")
+
+    def __init__(self, protocol, door, host):
+        self._protocol = protocol
+        self._door = door
+        self._host = host
+
+    def makeConnection(self, transport):
+        self._protocol.makeConnection(transport)
+
+    def dataReceived(self, data):
+        self._protocol.dataReceived(data)
+
+    def connectionLost(self, reason):
+        door, self._door = self._door, None
+        try:
+            self._protocol.connectionLost(reason)
+        finally:
+            if door is not None:
+                door.release(self._host)
+
+    def logPrefix(self):
+        """The real protocol's, for the transport's log lines."""
+        prefix = getattr(self._protocol, "logPrefix", None)
+        return prefix() if prefix is not None else type(self._protocol).__name__
+
+
+class _Aborted(Protocol):
+    """A refused socket behind a wrapping factory: closed before its first read."""
+
+    def makeConnection(self, transport):
+        transport.abortConnection()
+
+
+class DoorFactory(ServerFactory):
+    """``factory``'s protocols, for the peers ``door`` admits.
+
+    ``close_at_accept``: the port calls this factory itself (``closes_at_accept``), so a
+    refused socket is closed by returning None; else it gets an aborting protocol.
+    """
+
+    noisy = False
+
+    def __init__(self, door, factory, close_at_accept=True):
+        self.door = door
+        self.factory = factory
+        self._close_at_accept = close_at_accept
+
+    def doStart(self):
+        self.factory.doStart()
+        super().doStart()
+
+    def doStop(self):
+        super().doStop()
+        self.factory.doStop()
+
+    def logPrefix(self):
+        return self.factory.logPrefix()
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)  # a unix socket's peer has none
+        if self.door.admit(host) is not None:
+            return None if self._close_at_accept else _Aborted()
+        try:
+            protocol = self.factory.buildProtocol(addr)
+        except BaseException:
+            self.door.release(host)
+            raise
+        if protocol is None:
+            self.door.release(host)
+            return None
+        return _Released(protocol, self.door, host)

@@ -1,0 +1,180 @@
+"""The hand-off channel's wire format: length-prefixed frames, no I/O.
+
+One UNIX stream socket joins the master and a worker. Everything on it is a frame:
+a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Three types:
+
+- ``HANDOFF`` (master -> worker): conn id (u64) + the bytes the master already read
+  from the client. The client's fd rides (SCM_RIGHTS) on some byte of the stream no
+  later than this frame's last byte: the worker pairs received fds with hand-off frames
+  in order, so a frame needs no fd slot of its own.
+- ``ACK`` (worker -> master): conn id (u64) + 1 if adopted, 0 if not + a UTF-8 reason.
+- ``MESSAGE`` (both ways): kind length (u8) + kind (UTF-8) + JSON object. JSON because
+  the payloads (a closed conn id, subscription interest, a forwarded publish) change as
+  the tree grows and cost a few microseconds each; the hot path (hand-off, ack) is packed.
+
+A header that declares more than ``MAX_BODY`` bytes is refused as soon as it arrives, so
+a broken peer cannot make the reader buffer more than one frame of at most 4 MiB.
+"""
+import json
+import struct
+
+import attrs
+
+__all__ = [
+    "ACK", "HANDOFF", "MAX_BODY", "MAX_PAYLOAD", "MESSAGE",
+    "Ack", "ChannelProtocolError", "FrameReader", "Handoff", "Message",
+    "decode", "encode_ack", "encode_handoff", "encode_message",
+]
+
+HANDOFF, ACK, MESSAGE = 1, 2, 3
+
+MAX_PAYLOAD = 4 * 1024 * 1024
+"""The largest preread, JSON payload or reason a frame carries."""
+MAX_KIND = 255  # bytes of a message's kind (its length is one byte)
+MAX_BODY = MAX_PAYLOAD + 1 + MAX_KIND
+"""The largest frame body: a payload plus the biggest fixed part (a message's kind)."""
+
+HEADER = struct.Struct(">IB")
+_CONN = struct.Struct(">Q")
+_ACK = struct.Struct(">QB")
+_HANDOFF_HEAD = struct.Struct(">IBQ")  # header + conn id, packed at once: the hot path
+_ACK_HEAD = struct.Struct(">IBQB")
+_MAX_CONN_ID = 2 ** 64 - 1
+_MAX_REASON = 1024  # characters of an ack's reason: a log line, not a payload
+_NAMES = {HANDOFF: "hand-off", ACK: "ack", MESSAGE: "message"}
+
+
+class ChannelProtocolError(Exception):
+    """The peer broke the channel's wire format; the message says how."""
+
+
+@attrs.frozen(slots=True)
+class Handoff:
+    conn_id: int
+    preread: bytes
+
+
+@attrs.frozen(slots=True)
+class Ack:
+    conn_id: int
+    adopted: bool
+    reason: str = ""
+
+
+@attrs.frozen(slots=True)
+class Message:
+    kind: str
+    payload: dict
+
+
+def type_name(frame_type):
+    return _NAMES.get(frame_type, f"unknown type {frame_type}")
+
+
+def _check_conn_id(conn_id):
+    if not 0 <= conn_id <= _MAX_CONN_ID:
+        raise ValueError(f"conn id {conn_id!r} is not an unsigned 64-bit integer")
+
+
+def encode_handoff(conn_id, preread):
+    _check_conn_id(conn_id)
+    if len(preread) > MAX_PAYLOAD:
+        raise ValueError(f"preread of {len(preread)} bytes exceeds {MAX_PAYLOAD}")
+    return _HANDOFF_HEAD.pack(_CONN.size + len(preread), HANDOFF, conn_id) + preread
+
+
+def encode_ack(conn_id, adopted, reason=""):
+    _check_conn_id(conn_id)
+    text = reason[:_MAX_REASON].encode("utf-8")
+    return _ACK_HEAD.pack(_ACK.size + len(text), ACK, conn_id, 1 if adopted else 0) + text
+
+
+def encode_message(kind, payload):
+    """A MESSAGE frame; ValueError (nothing sent) for a kind or payload that cannot go."""
+    name = kind.encode("utf-8")
+    if not 0 < len(name) <= MAX_KIND:
+        raise ValueError(f"message kind {kind!r} must be 1..{MAX_KIND} UTF-8 bytes")
+    if not isinstance(payload, dict):
+        raise ValueError(f"message payload must be a dict, not {type(payload).__name__}")
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_PAYLOAD:
+        raise ValueError(f"{kind} payload of {len(body)} bytes exceeds {MAX_PAYLOAD}")
+    return b"".join((HEADER.pack(1 + len(name) + len(body), MESSAGE), bytes((len(name),)),
+                     name, body))
+
+
+def decode(frame_type, body):
+    """The value a frame carries; ChannelProtocolError if its body is malformed."""
+    if frame_type == HANDOFF:
+        if len(body) < _CONN.size:
+            raise ChannelProtocolError(f"hand-off frame of {len(body)} bytes has no conn id")
+        return Handoff(_CONN.unpack_from(body)[0], body[_CONN.size:])
+    if frame_type == ACK:
+        if len(body) < _ACK.size:
+            raise ChannelProtocolError(f"ack frame of {len(body)} bytes is too short")
+        conn_id, adopted = _ACK.unpack_from(body)
+        return Ack(conn_id, adopted == 1, _text(body[_ACK.size:], "ack reason"))
+    if frame_type == MESSAGE:
+        size = body[0] if body else 0
+        if not size or len(body) < 1 + size:
+            raise ChannelProtocolError("message frame has no kind")
+        kind = _text(body[1:1 + size], "message kind")
+        try:
+            payload = json.loads(body[1 + size:])
+        except ValueError as e:
+            raise ChannelProtocolError(f"{kind} message payload is not JSON: {e}") from None
+        if not isinstance(payload, dict):
+            raise ChannelProtocolError(f"{kind} message payload is not a JSON object")
+        return Message(kind, payload)
+    raise ChannelProtocolError(f"frame of unknown type {frame_type}")
+
+
+def _text(raw, what):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ChannelProtocolError(f"{what} is not UTF-8") from None
+
+
+class FrameReader:
+    """Bytes in, complete ``(type, body)`` frames out, in order.
+
+    ``feed`` returns the frames completed so far; after a header over ``max_body`` it
+    returns the frames before it and sets ``error`` (a ChannelProtocolError), and the
+    caller closes the channel: nothing after a broken header can be trusted.
+    """
+
+    def __init__(self, max_body=MAX_BODY):
+        self._max_body = max_body
+        self._buffer = bytearray()
+        self.error = None
+
+    def feed(self, data):
+        if self.error is not None:
+            return []
+        buffer = self._buffer
+        buffer += data
+        frames, offset, end = [], 0, len(buffer)
+        with memoryview(buffer) as view:
+            while end - offset >= HEADER.size:
+                length, frame_type = HEADER.unpack_from(view, offset)
+                if length > self._max_body:
+                    self.error = ChannelProtocolError(
+                        f"{type_name(frame_type)} frame of {length} bytes exceeds "
+                        f"the {self._max_body}-byte limit")
+                    break
+                stop = offset + HEADER.size + length
+                if stop > end:
+                    break
+                frames.append((frame_type, bytes(view[offset + HEADER.size:stop])))
+                offset = stop
+        if self.error is not None:
+            buffer.clear()
+        elif offset:
+            del buffer[:offset]
+        return frames
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete frame held."""
+        return len(self._buffer)

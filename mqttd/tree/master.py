@@ -1,0 +1,330 @@
+"""The master of the tree: it guards the door, reads each CONNECT, and hands the socket on.
+
+It owns every MQTT listener and accepts on raw sockets (``edge.acceptor``): the door
+judges each peer before a byte is read, ``edge.connect_reader`` reads the CONNECT, the
+balancer picks the worker by client id, and the hand-off channel passes the socket and
+the bytes read to it. The master never parses anything after the CONNECT and never
+touches a handed-off socket again, except to count it free when its worker says it
+closed (or dies).
+
+Its children, under the supervisor: ``server.workers`` broker workers and one ingest
+child, whose listening socket the master binds (``ingest.listen``) so that the workers'
+URL is fixed before any child starts. The gate of accounts and bans (issue 13) goes
+between the CONNECT and the balancer: ``_on_connect``.
+"""
+import itertools
+import json
+import os
+import socket
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.logger import Logger
+
+from mqttd.broker.lograte import LogRateLimit
+from mqttd.codec import CONNACK_SERVER_UNAVAILABLE, encode_connack
+from mqttd.config import config_document
+from mqttd.edge.acceptor import RawAcceptor
+from mqttd.edge.balancer import Balancer
+from mqttd.edge.connect_reader import PendingConnect
+from mqttd.edge.door import Door
+from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
+from mqttd.edge.sockets import bind_listener
+from mqttd.ingest.credentials import new_secret
+from mqttd.ingest.wire import PATH
+from mqttd.metrics import Metrics
+from mqttd.ingest.service import not_loopback, prepare_database
+from mqttd.service import make_data_dir
+from mqttd.store.sqlite import DB_FILENAME
+from mqttd.tree.proctitle import child_argv, process_name, set_process_name
+from mqttd.tree.supervisor import Supervisor
+
+log = Logger()
+
+
+def _url(address):
+    host, port = address[0], address[1]
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}{PATH.decode('ascii')}"
+
+
+class Master(MultiService):
+    def __init__(self, reactor, config):
+        super().__init__()
+        self._reactor = reactor
+        self._config = config
+        self.metrics = metrics = Metrics()
+        # Refusals log through a per-address budget of lines, so a flood cannot flood the log.
+        log_rate = LogRateLimit(reactor, config.broker.log_lines_per_ip,
+                                config.broker.log_lines_window, metrics=metrics)
+        self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
+                         log_rate)
+        self.balancer = Balancer(range(1, config.server.workers + 1))
+        # Two supervisors, so a stop can be ordered: the workers finish the commits in
+        # flight and send their acks (up to webhook.request_timeout, then a few seconds
+        # to close) while the ingest child still answers; it stops after they exited.
+        worker_stop = config.webhook.request_timeout + 5.0
+        self.supervisor = Supervisor(reactor, metrics, kill_timeout=worker_stop)
+        self.ingest_supervisor = Supervisor(reactor, metrics)
+        self._ids = itertools.count(1)
+        self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
+        self._where = {}  # client id -> (slot, conn_id) of its newest connection
+        self._starting = True  # until every worker has come up once
+        self._start_timer = None
+        self._channels = {}  # slot -> MasterChannel of the live worker
+        self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
+        self._waiting = {}  # PendingConnect -> (Connect, timer): read, no worker up yet
+        self._acceptors = []
+        self._ingest_socket = None
+        self._ingest_url = None
+        make_data_dir(config)
+        if config.ingest.enabled:
+            # ingest.secret, or one made now for the tree: both ends learn it from their
+            # brief on stdin.
+            secret = config.ingest.secret or new_secret()
+            self._config = config = attrs.evolve(
+                config, ingest=attrs.evolve(config.ingest, secret=secret))
+            prepare_database(os.path.join(config.server.data_dir, DB_FILENAME))
+        self._document = config_document(config)
+
+    # -- start and stop ---------------------------------------------------------------
+
+    def privilegedStartService(self):
+        # Bound before privileges are dropped, as twistd's own ports are: 1883 and 8883
+        # need no root, but a configured port below 1024 would.
+        config = self._config
+        for index, description in enumerate(config.server.listen):
+            key = f"server.listen[{index}]"
+            sock = bind_listener(key, description)
+            acceptor = RawAcceptor(self._reactor, sock, key, self.door, self._admitted)
+            self._acceptors.append(acceptor)
+            address = sock.getsockname()
+            log.info("mqttd listening on {description} ({host}:{port})",
+                     description=description,
+                     host=address[0] if isinstance(address, tuple) else address,
+                     port=address[1] if isinstance(address, tuple) else "")
+        if config.ingest.enabled:
+            self._bind_ingest()
+        for slot in range(1, config.server.workers + 1):
+            self.supervisor.add(process_name("worker", slot), self._worker_starter(slot),
+                                on_exit=lambda name, reason, slot=slot: self._worker_gone(slot))
+        super().privilegedStartService()
+
+    def _bind_ingest(self):
+        config = self._config
+        sock = bind_listener("ingest.listen", config.ingest.listen)
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            sock.close()
+            raise SystemExit("mqttd: configuration error: ingest.listen: the workers reach "
+                             "the built-in ingest tier over TCP")
+        if not config.ingest.allow_remote:
+            host, port = sock.getsockname()[:2]
+            kind = IPv6Address if sock.family == socket.AF_INET6 else IPv4Address
+            refusal = not_loopback(kind("TCP", host, port))
+            if refusal is not None:
+                sock.close()
+                raise SystemExit(f"mqttd: configuration error: ingest.listen: {refusal}")
+        self._ingest_socket = sock
+        self._ingest_url = _url(sock.getsockname())
+        log.info("ingest webhook listening on {url}", url=self._ingest_url)
+        self.ingest_supervisor.add(process_name("ingest"), self._ingest_starter())
+
+    def startService(self):
+        set_process_name(process_name("master"))
+        super().startService()
+        self.ingest_supervisor.startService()
+        self.supervisor.startService()
+        self._start_timer = self._reactor.callLater(self._config.broker.idle_timeout,
+                                                    self._started)
+        for acceptor in self._acceptors:
+            acceptor.start()
+
+    @inlineCallbacks
+    def stopService(self):
+        """Stop accepting; close what never reached a worker; stop the workers (each
+        commits and acknowledges what it read); then the ingest child."""
+        super().stopService()
+        for acceptor in self._acceptors:
+            acceptor.stop()
+        for pending in list(self._pending):
+            pending.abandon()
+        for pending, (_, timer) in list(self._waiting.items()):
+            timer.cancel()
+            self._unavailable(pending)
+        self._waiting.clear()
+        if self._start_timer is not None and self._start_timer.active():
+            self._start_timer.cancel()
+        yield self.supervisor.stopService()
+        yield self.ingest_supervisor.stopService()
+
+    # -- children ---------------------------------------------------------------------
+
+    def _spawn(self, protocol, brief, fds):
+        argv = child_argv(brief["name"])
+        child_fds = {0: "w", 1: "r", 2: "r"}
+        child_fds.update(fds)
+        # env=None: the master's environment (Twisted's default, {}, would empty it).
+        transport = self._reactor.spawnProcess(protocol, argv[0], argv, env=None,
+                                               childFDs=child_fds)
+        transport.writeToChild(0, json.dumps(brief).encode("utf-8"))
+        transport.closeStdin()
+        return transport
+
+    def _worker_starter(self, slot):
+        def start(protocol):
+            ours, theirs = channel_socketpair()
+            brief = {"role": "worker", "slot": slot, "name": process_name("worker", slot),
+                     "config": self._document, "ingest_url": self._ingest_url,
+                     "channel_fd": 3}
+            try:
+                transport = self._spawn(protocol, brief, {3: theirs.fileno()})
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            channel = MasterChannel(
+                on_message=lambda kind, payload: self._worker_said(slot, kind, payload))
+            open_channel(self._reactor, ours, channel)
+            channel.when_lost().addBoth(lambda _: self._channel_lost(slot, channel))
+            self._channels[slot] = channel
+            return transport
+        return start
+
+    def _ingest_starter(self):
+        def start(protocol):
+            sock = self._ingest_socket
+            brief = {"role": "ingest", "name": process_name("ingest"), "config": self._document,
+                     "listen_fd": 3,
+                     "listen_family": "inet6" if sock.family == socket.AF_INET6 else "inet"}
+            return self._spawn(protocol, brief, {3: sock.fileno()})
+        return start
+
+    def _worker_said(self, slot, kind, payload):
+        if kind == "ready":
+            self.balancer.up(slot)
+            log.info("worker {slot} ready", slot=slot)
+            if len(self.balancer.live) == self._config.server.workers:
+                self._started()
+            self._dispatch_waiting()
+        elif kind == "closed":
+            self._release(payload.get("conn_id"))
+        else:
+            log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
+
+    def _channel_lost(self, slot, channel):
+        if self._channels.get(slot) is channel:  # not an older worker's channel
+            self._worker_gone(slot)
+
+    def _worker_gone(self, slot):
+        """A worker died or its channel broke: none of its connections lives on."""
+        self.balancer.down(slot)
+        channel = self._channels.pop(slot, None)
+        if channel is not None:
+            channel.close()
+        for conn_id, (owner, _, _) in list(self._connections.items()):
+            if owner == slot:
+                self._release(conn_id)
+
+    # -- one connection ---------------------------------------------------------------
+
+    def _admitted(self, sock, host):
+        self._pending.add(PendingConnect(self._reactor, sock, host, self._config.broker,
+                                         self._on_connect, self._not_connected))
+
+    def _not_connected(self, pending, reason):
+        self._pending.discard(pending)
+        self.door.release(pending.host)
+
+    def _on_connect(self, pending, connect):
+        self._pending.discard(pending)
+        slot = self._route(connect)
+        if slot is None:
+            timer = self._reactor.callLater(self._config.broker.idle_timeout,
+                                            self._waited, pending)
+            self._waiting[pending] = (connect, timer)
+            return
+        self._hand_off(pending, connect, slot)
+
+    def _route(self, connect, waited=False):
+        """The worker to hand ``connect`` to now, or None to make it wait.
+
+        A client goes home (the rendezvous choice among every worker) when home is up.
+        While the tree starts, everyone waits for their home. A persistent session
+        waits for its home while it restarts: its session lives there. A clean one
+        takes the best live worker at once, and is taken over from there if it comes
+        back home before it goes. Past idle_timeout of waiting, any live worker.
+        """
+        balancer = self.balancer
+        home = balancer.home(connect.client_id)
+        if home is not None and balancer.is_live(home):
+            return home
+        if not waited and (self._starting or (home is not None and not connect.clean_session)):
+            return None
+        return balancer.pick(connect.client_id)
+
+    def _waited(self, pending):
+        connect, _ = self._waiting.pop(pending)
+        slot = self._route(connect, waited=True)
+        if slot is None:
+            self._unavailable(pending)
+        else:
+            self._hand_off(pending, connect, slot)
+
+    def _unavailable(self, pending):
+        try:
+            pending.sock.send(encode_connack(False, CONNACK_SERVER_UNAVAILABLE))
+        except OSError:
+            pass
+        pending.sock.close()
+        self.door.release(pending.host)
+
+    def _dispatch_waiting(self):
+        for pending, (connect, timer) in list(self._waiting.items()):
+            slot = self._route(connect)
+            if slot is not None:
+                del self._waiting[pending]
+                timer.cancel()
+                self._hand_off(pending, connect, slot)
+
+    def _started(self):
+        """Every worker has come up once, or the wait for them is over."""
+        if self._starting:
+            self._starting = False
+            if self._start_timer is not None and self._start_timer.active():
+                self._start_timer.cancel()
+            self._dispatch_waiting()
+
+    def _hand_off(self, pending, connect, slot):
+        conn_id = next(self._ids)
+        client_id = connect.client_id
+        self._connections[conn_id] = (slot, pending.host, client_id)
+        self.balancer.opened(slot)
+        if client_id:
+            previous = self._where.get(client_id)
+            if previous is not None and previous[0] != slot:
+                # It lives on another worker (it went there while this one restarted):
+                # that one closes it, as a takeover on one worker would.
+                channel = self._channels.get(previous[0])
+                if channel is not None:
+                    channel.send("taken", {"client_id": client_id})
+            self._where[client_id] = (slot, conn_id)
+        sock = pending.sock
+        d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id)
+        # Closed here only once the worker holds its own copy (or never will): never
+        # shutdown(), which would end the worker's connection too.
+        d.addBoth(lambda result: (sock.close(), result)[1])
+        d.addErrback(lambda failure: self._release(conn_id))
+
+    def _release(self, conn_id):
+        entry = self._connections.pop(conn_id, None)
+        if entry is None:
+            return
+        slot, host, client_id = entry
+        if client_id and self._where.get(client_id, (None, None))[1] == conn_id:
+            del self._where[client_id]
+        self.balancer.closed(slot)
+        self.door.release(host)
+

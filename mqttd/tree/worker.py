@@ -1,0 +1,100 @@
+"""A broker worker: the MQTT broker of DESIGN.md's tree, fed sockets by the master.
+
+The master hands each client's socket, with the bytes it already read (the CONNECT),
+over the UNIX socket inherited as ``channel_fd``; this process adopts it as if it had
+accepted it, and says "closed" when it goes, so the master's door counts it free.
+Messages go to the ingest tier's URL with the tree's secret (or to ``webhook.url``).
+"""
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from mqttd.broker.auth import StaticAuthenticator
+from mqttd.broker.broker import Broker
+from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
+from mqttd.edge.adopt import adopt_into
+from mqttd.edge.handoff import WorkerChannel, open_channel
+from mqttd.metrics import Metrics
+from mqttd.service import PersistenceService, broker_persistence, broker_stop, webhook_sink
+from mqttd.stopping import SequentialStop
+
+log = Logger()
+
+
+class _ReportingProtocol(MQTTServerProtocol):
+    """A broker connection that tells the master when it is gone."""
+
+    conn_id = None
+    on_gone = None
+
+    def connectionLost(self, reason=None):
+        super().connectionLost(reason)
+        if self.on_gone is not None:
+            on_gone, self.on_gone = self.on_gone, None
+            on_gone(self.conn_id)
+
+
+class _WorkerFactory(MQTTServerFactory):
+    def buildProtocol(self, addr):
+        protocol = _ReportingProtocol(self.broker, self.clock)
+        protocol.factory = self
+        return protocol
+
+
+class _Channel(Service):
+    """The master's channel: adopts handed-off sockets; ends this worker when lost."""
+
+    def __init__(self, reactor, fd, factory):
+        self._reactor = reactor
+        self._fd = fd
+        self._factory = factory
+        self.channel = None
+
+    def startService(self):
+        super().startService()
+        self._factory.doStart()  # adoptStreamConnection never starts the factory
+        self.channel = WorkerChannel(self._adopt, self._message)
+        open_channel(self._reactor, self._fd, self.channel)
+        self.channel.when_lost().addBoth(self._lost)
+        self.channel.send("ready", {})
+
+    def _adopt(self, fd, preread, conn_id):
+        # Returns before any "closed" for this connection can be sent: the master reads
+        # its adoption ack first (a close is reported from a later reactor turn).
+        protocol = adopt_into(self._reactor, self._factory, fd, preread)
+        protocol.conn_id = conn_id
+        protocol.on_gone = self._gone
+
+    def _gone(self, conn_id):
+        if self.channel is not None:
+            self.channel.send("closed", {"conn_id": conn_id})
+
+    def _message(self, kind, payload):
+        if kind == "taken":
+            self._factory.broker.taken_elsewhere(payload["client_id"])
+        else:
+            log.warn("worker: unknown message {kind!r} from the master", kind=kind)
+
+    def _lost(self, reason):
+        if self.running:
+            log.warn("worker: the master's channel is gone; stopping")
+            self._reactor.stop()
+        return None
+
+
+def build_worker(config, reactor, brief):
+    root = SequentialStop()
+    root.metrics = metrics = Metrics()
+    url = config.webhook.url or brief["ingest_url"]
+    secret = config.webhook.secret if config.webhook.url else config.ingest.secret
+    sink, pool = webhook_sink(config, reactor, metrics, url, secret)
+    # Its persistent sessions in DATA_DIR/sessions-<slot>.db: the slot is stable across
+    # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
+    broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
+                    persistence=broker_persistence(reactor, config, brief["slot"]))
+    factory = _WorkerFactory(broker, reactor)
+    # Stopped last: the clean stop's "closed" reports still reach the master.
+    _Channel(reactor, brief["channel_fd"], factory).setServiceParent(root)
+    PersistenceService(reactor, broker).setServiceParent(root)  # saved after the clean stop
+    broker_stop(reactor, config, broker, sink, pool).setServiceParent(root)
+    root.broker = broker
+    return root

@@ -1,0 +1,89 @@
+"""Looking at a running mqttd tree from outside, as an operator would: its processes and
+which of them holds a given client's connection (from /proc, no help from mqttd)."""
+import os
+import time
+
+from tests.integration.support.common import DEFAULT_TIMEOUT
+
+
+def children(pid):
+    """The pids of ``pid``'s direct children."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def comm(pid):
+    """A process's name as ``ps -o comm`` shows it."""
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
+def named_children(pid):
+    """{name: pid} of ``pid``'s children (``mqttd-worker-1``, ``mqttd-ingest``, ...)."""
+    named = {}
+    for child in children(pid):
+        try:
+            named[comm(child)] = child
+        except FileNotFoundError:
+            continue  # gone meanwhile
+    return named
+
+
+def wait_for_children(pid, names, timeout=DEFAULT_TIMEOUT):
+    """{name: pid} once every one of ``names`` runs under ``pid``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        named = named_children(pid)
+        if all(name in named for name in names):
+            return named
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"children {sorted(names)} not all up; have {named}")
+        time.sleep(0.05)
+
+
+def _hex_address(host, port):
+    packed = bytes(int(part) for part in host.split("."))
+    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
+
+
+def _server_side_inodes(client_address):
+    """The inodes of sockets whose peer is ``client_address`` (IPv4 (host, port)): the
+    broker's end of that connection (and any older one in TIME_WAIT has inode 0)."""
+    wanted = _hex_address(*client_address)
+    with open("/proc/net/tcp") as f:
+        next(f)
+        return {fields[9] for fields in map(str.split, f)
+                if fields[2] == wanted and fields[9] != "0"}
+
+
+def owner(client_socket, pids, timeout=2.0):
+    """Which of ``pids`` holds the broker's end of ``client_socket``'s connection (None
+    if none does within ``timeout``)."""
+    address = client_socket.getsockname()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = _owner(_server_side_inodes(address), pids)
+        if pid is not None or time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.02)
+
+
+def _owner(inodes, pids):
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    if not targets:
+        return None
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
+                    return pid
+            except OSError:
+                continue
+    return None

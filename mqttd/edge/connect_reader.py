@@ -28,13 +28,18 @@ class PendingConnect:
     is closed here instead (silent, gone, malformed).
     """
 
-    def __init__(self, reactor, sock, host, limits, on_connect, on_closed):
+    def __init__(self, reactor, sock, host, limits, on_connect, on_closed, budget=None):
         self._reactor = reactor
         self.sock = sock
         self._fd = sock.fileno()
         self.host = host
         self._parser = Parser(limits.max_packet_size, max_connect_size=limits.max_connect_size)
         self._fed = 0  # bytes of _buf given to the parser
+        # The master's budget of partly read input (broker.max_partial_bytes), a
+        # mqttd.broker.budget.PartialInput: a flood of half-sent CONNECTs from many
+        # addresses must not grow the master without bound.
+        self._budget = budget
+        self._held = 0
         self._on_connect = on_connect
         self._on_closed = on_closed
         self._buf = bytearray()
@@ -79,6 +84,13 @@ class PendingConnect:
                     pass
             self._close(f"protocol error: {e.reason}")
             return
+        budget = self._budget
+        if budget is not None:
+            held = 0 if packets else self._parser.partial_size
+            if not budget.hold(self, self._held, held, bool(packets)):
+                self._close("partial input budget")
+                return
+            self._held = held
         if not packets:
             return
         connect = packets[0]
@@ -94,8 +106,16 @@ class PendingConnect:
         """Close it now (the master is stopping); the door hears of it as usual."""
         self._close("master stopping")
 
+    def packet_overdue(self):
+        """PartialInput's deadline (broker.packet_timeout) for the CONNECT under way."""
+        self._close("packet timeout")
+        return True
+
     def _finish(self):
         self._reactor.removeReader(self)
+        if self._budget is not None:
+            self._budget.release(self, self._held)
+            self._held = 0
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -23,6 +23,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
+from mqttd.broker.budget import PartialInput
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import CONNACK_SERVER_UNAVAILABLE, encode_connack
 from mqttd.config import config_document
@@ -61,6 +62,10 @@ class Master(MultiService):
                                 config.broker.log_lines_window, metrics=metrics)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate)
+        # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
+        # complete within broker.packet_timeout (and idle_timeout of its accept).
+        self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
+                                           config.broker.packet_timeout, metrics)
         self.balancer = Balancer(range(1, config.server.workers + 1))
         # Two supervisors, so a stop can be ordered: the workers finish the commits in
         # flight and send their acks (up to webhook.request_timeout, then a few seconds
@@ -232,7 +237,8 @@ class Master(MultiService):
 
     def _admitted(self, sock, host):
         self._pending.add(PendingConnect(self._reactor, sock, host, self._config.broker,
-                                         self._on_connect, self._not_connected))
+                                         self._on_connect, self._not_connected,
+                                         self._partial_input))
 
     def _not_connected(self, pending, reason):
         self._pending.discard(pending)

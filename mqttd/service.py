@@ -107,6 +107,8 @@ class PersistenceService(Service):
         self.broker.start().addErrback(self._failed)
 
     def _failed(self, failure):
+        if not self.running:
+            return  # stopped before its load finished: the load was abandoned, not failed
         log.failure("loading retained messages and sessions failed; stopping mqttd", failure)
         self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self._reactor.stop()

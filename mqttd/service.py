@@ -13,11 +13,13 @@ accepted is committed before the database closes).
 """
 import os
 
+from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
+from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.edge.door import Door
 from mqttd.edge.guard import DoorFactory, closes_at_accept
@@ -25,7 +27,7 @@ from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
-from mqttd.ingest.service import IngestService, prepare_database
+from mqttd.ingest.service import IngestService, exit_failed, prepare_database
 from mqttd.listeners import KeyedListener, with_backlog
 from mqttd.metrics import Metrics
 from mqttd.stopping import BrokerStop, SequentialStop
@@ -81,6 +83,41 @@ class _Listener(KeyedListener):
         self._waitingForPort.addCallback(_log_port, self.description)
 
 
+def broker_persistence(reactor, config, slot):
+    """The broker's retained messages and persistent sessions (``slot``: 0 for the single
+    process, a worker's slot in the tree): in SQLite when the built-in tier stores this
+    broker's messages; with webhook.url elsewhere there is nothing local to rebuild from."""
+    if config.ingest.enabled and not config.webhook.url:
+        return SqlitePersistence.in_data_dir(reactor, config.server.data_dir, slot)
+    log.warn("webhook.url points to an external service: retained messages and "
+             "persistent sessions are kept in memory only and lost on a restart")
+    return MemoryPersistence()
+
+
+class PersistenceService(Service):
+    """Loads the broker's retained messages and sessions at start (CONNECTs wait for
+    it), saves and closes at stop. A load that fails stops mqttd: it would forget."""
+
+    def __init__(self, reactor, broker):
+        self._reactor = reactor
+        self.broker = broker
+
+    def startService(self):
+        super().startService()
+        self.broker.start().addErrback(self._failed)
+
+    def _failed(self, failure):
+        if not self.running:
+            return  # stopped before its load finished: the load was abandoned, not failed
+        log.failure("loading retained messages and sessions failed; stopping mqttd", failure)
+        self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+        self._reactor.stop()
+
+    def stopService(self):
+        super().stopService()
+        return self.broker.persistence.stop()
+
+
 def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
     make_data_dir(config)
@@ -103,7 +140,11 @@ def build_service(config, reactor):
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
-    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics)
+    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics,
+                    persistence=broker_persistence(reactor, config, 0))
+    # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
+    # then; stops after the broker's clean stop, which it saves.
+    PersistenceService(reactor, broker).setServiceParent(root)
     broker_stop(reactor, config, broker, store, pool).setServiceParent(root)  # before the tier
     factory = MQTTServerFactory(broker, reactor)
     # Every MQTT socket meets the door at accept, before a byte is read; its refusals

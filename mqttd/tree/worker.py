@@ -14,7 +14,7 @@ from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.metrics import Metrics
-from mqttd.service import broker_stop, webhook_sink
+from mqttd.service import PersistenceService, broker_persistence, broker_stop, webhook_sink
 from mqttd.stopping import SequentialStop
 
 log = Logger()
@@ -87,10 +87,14 @@ def build_worker(config, reactor, brief):
     url = config.webhook.url or brief["ingest_url"]
     secret = config.webhook.secret if config.webhook.url else config.ingest.secret
     sink, pool = webhook_sink(config, reactor, metrics, url, secret)
-    broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics)
+    # Its persistent sessions in DATA_DIR/sessions-<slot>.db: the slot is stable across
+    # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
+    broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
+                    persistence=broker_persistence(reactor, config, brief["slot"]))
     factory = _WorkerFactory(broker, reactor)
     # Stopped last: the clean stop's "closed" reports still reach the master.
     _Channel(reactor, brief["channel_fd"], factory).setServiceParent(root)
+    PersistenceService(reactor, broker).setServiceParent(root)  # saved after the clean stop
     broker_stop(reactor, config, broker, sink, pool).setServiceParent(root)
     root.broker = broker
     return root

@@ -19,7 +19,8 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from mqttd.broker import connection_log
 from mqttd.broker.admission import Refused
 from mqttd.broker.liveness import Liveness
-from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, WRITES, ReadPause
+from mqttd.broker.reading import (AUTH, INFLIGHT, PRESSURE, STOPPING, SUBSCRIBE, WRITES,
+                                  ReadPause)
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
 from mqttd.codec.packets import (
     CONNACK_ACCEPTED,
@@ -200,6 +201,9 @@ class MQTTServerProtocol(Protocol):
                     return
             else:
                 handlers[type(packet)](self, packet)
+                if self._backlog is not None:  # a SUBSCRIBE waits for its save
+                    self._backlog.extend(packets[i + 1:])
+                    return
             if self._state != _CONNECTED:
                 if self._state == _AUTHENTICATING:
                     self._backlog = packets[i + 1:]
@@ -262,6 +266,33 @@ class MQTTServerProtocol(Protocol):
         self._reading.resume(AUTH)
         if backlog:
             self._process(backlog)
+
+    def stop_reading(self):
+        """The broker is stopping: read nothing more, so that what was read can be
+        committed and acknowledged before the connection closes."""
+        if self._state < _CLOSED:
+            self._reading.pause(STOPPING)
+
+    def server_stopping(self):
+        """Close for the broker's stop, after its acknowledgements: no will, since the
+        client did nothing wrong and the sink takes nothing more.
+
+        A half-close where the transport has one (TCP): the client reads our last acks,
+        then EOF. A full close with its later PUBLISHes still unread would make the
+        kernel reset the connection, and the client's kernel would then discard the
+        acks it had not read yet. What it still sends is read and dropped until it
+        closes (or the close grace ends)."""
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or self._state >= _CLOSED:
+            self._close("server stopping", will=False)
+            return
+        self._shutdown("server stopping", will=False)
+        self._reading.read_to_close()
+        if self._producer_registered:
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        half_close()
+        self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
@@ -345,10 +376,34 @@ class MQTTServerProtocol(Protocol):
 
     def _on_subscribe(self, packet):
         broker = self._broker
-        session = self._session
-        codes = broker.subscribe(session, packet.topics)
+        codes = broker.subscribe(self._session, packet.topics)
+        saved = broker.subscription_saved(self._session)
+        if saved is None:
+            self._suback(None, packet, codes)
+            return
+        # A persistent session's SUBACK promises the subscription survives a crash:
+        # it waits for the commit, and what the client sent after waits behind it.
+        self._backlog = []
+        self._reading.pause(SUBSCRIBE)
+        saved.addCallbacks(self._suback, self._subscription_not_saved,
+                           callbackArgs=(packet, codes))
+
+    def _suback(self, _, packet, codes):
+        if self._state != _CONNECTED:
+            return  # closed while its subscription was being saved
         self.transport.write(encode(Suback(packet.packet_id, tuple(codes))))
-        broker.send_retained(session, packet.topics)
+        self._broker.send_retained(self._session, packet.topics)
+        if SUBSCRIBE in self._reading:
+            backlog, self._backlog = self._backlog, None
+            self._liveness.saw()  # we read again from here
+            self._reading.resume(SUBSCRIBE)
+            if backlog:
+                self._process(backlog)
+
+    def _subscription_not_saved(self, failure):
+        log.failure("subscription of {client_id} not saved: closing without SUBACK",
+                    failure, client_id=self._client_id)
+        self._close("subscription not saved")
 
     def _on_unsubscribe(self, packet):
         self._broker.unsubscribe(self._session, packet.topics)

@@ -52,6 +52,11 @@ class ConnectBuffer:
         self._buf = None
         return connect
 
+    @property
+    def partial_size(self):
+        """What the CONNECT under way may come to (Parser.partial_size; 0 once read)."""
+        return 0 if self._buf is None else self._parser.partial_size
+
 
 @implementer(IReadDescriptor)
 class PendingConnect:
@@ -65,12 +70,17 @@ class PendingConnect:
 
     peer = None
 
-    def __init__(self, reactor, sock, host, limits, on_connect, on_closed):
+    def __init__(self, reactor, sock, host, limits, on_connect, on_closed, budget=None):
         self._reactor = reactor
         self.sock = sock
         self._fd = sock.fileno()
         self.host = host
         self._connect = ConnectBuffer(limits)
+        # The master's budget of partly read input (broker.max_partial_bytes), a
+        # mqttd.broker.budget.PartialInput: a flood of half-sent CONNECTs from many
+        # addresses must not grow the master without bound.
+        self._budget = budget
+        self._held = 0
         self._on_connect = on_connect
         self._on_closed = on_closed
         self._open = True
@@ -108,6 +118,13 @@ class PendingConnect:
                     pass
             self._close(f"protocol error: {e.reason}")
             return
+        budget = self._budget
+        if budget is not None:
+            held = self._connect.partial_size
+            if not budget.hold(self, self._held, held, connect is not None):
+                self._close("partial input budget")
+                return
+            self._held = held
         if connect is None:
             return
         self._finish()
@@ -119,8 +136,16 @@ class PendingConnect:
         """Close it now (the master is stopping); the door hears of it as usual."""
         self._close("master stopping")
 
+    def packet_overdue(self):
+        """PartialInput's deadline (broker.packet_timeout) for the CONNECT under way."""
+        self._close("packet timeout")
+        return True
+
     def _finish(self):
         self._reactor.removeReader(self)
+        if self._budget is not None:
+            self._budget.release(self, self._held)
+            self._held = 0
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

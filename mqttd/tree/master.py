@@ -21,9 +21,11 @@ import socket
 
 import attrs
 from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
+from mqttd.broker.budget import PartialInput
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import CONNACK_SERVER_UNAVAILABLE, encode_connack
 from mqttd.config import config_document
@@ -64,9 +66,17 @@ class Master(MultiService):
                                 config.broker.log_lines_window, metrics=metrics)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate)
+        # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
+        # complete within broker.packet_timeout (and idle_timeout of its accept).
+        self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
+                                           config.broker.packet_timeout, metrics)
         self.balancer = Balancer(range(1, config.server.workers + 1))
-        self.supervisor = Supervisor(reactor, metrics)
-        self.supervisor.setServiceParent(self)
+        # Two supervisors, so a stop can be ordered: the workers finish the commits in
+        # flight and send their acks (up to webhook.request_timeout, then a few seconds
+        # to close) while the ingest child still answers; it stops after they exited.
+        worker_stop = config.webhook.request_timeout + 5.0
+        self.supervisor = Supervisor(reactor, metrics, kill_timeout=worker_stop)
+        self.ingest_supervisor = Supervisor(reactor, metrics)
         self._ids = itertools.count(1)
         self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
         self._where = {}  # client id -> (slot, conn_id) of its newest connection
@@ -134,17 +144,23 @@ class Master(MultiService):
         self._ingest_socket = sock
         self._ingest_url = _url(sock.getsockname())
         log.info("ingest webhook listening on {url}", url=self._ingest_url)
-        self.supervisor.add(process_name("ingest"), self._ingest_starter())
+        self.ingest_supervisor.add(process_name("ingest"), self._ingest_starter())
 
     def startService(self):
         set_process_name(process_name("master"))
         super().startService()
+        self.ingest_supervisor.startService()
+        self.supervisor.startService()
         self._start_timer = self._reactor.callLater(self._config.broker.idle_timeout,
                                                     self._started)
         for acceptor in self._acceptors:
             acceptor.start()
 
+    @inlineCallbacks
     def stopService(self):
+        """Stop accepting; close what never reached a worker; stop the workers (each
+        commits and acknowledges what it read); then the ingest child."""
+        super().stopService()
         for acceptor in self._acceptors:
             acceptor.stop()
         for pending in list(self._pending):
@@ -155,7 +171,8 @@ class Master(MultiService):
         self._waiting.clear()
         if self._start_timer is not None and self._start_timer.active():
             self._start_timer.cancel()
-        return super().stopService()
+        yield self.supervisor.stopService()
+        yield self.ingest_supervisor.stopService()
 
     # -- children ---------------------------------------------------------------------
 
@@ -230,7 +247,8 @@ class Master(MultiService):
 
     def _admitted(self, sock, host):
         self._pending.add(PendingConnect(self._reactor, sock, host, self._config.broker,
-                                         self._on_connect, self._not_connected))
+                                         self._on_connect, self._not_connected,
+                                         self._partial_input))
 
     def _tls_admitted(self, tls, sock, host):
         # TLS ends here: the master relays the plaintext for the connection's life.

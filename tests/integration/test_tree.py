@@ -9,6 +9,7 @@ import signal
 import time
 
 from tests.integration.support.database import stored_messages
+from tests.integration.support.raw_client import PacketType, subscribe_packet
 from tests.integration.support.testcase import BrokerTestCase
 from tests.integration.support.tree import owner, wait_for_children
 
@@ -79,6 +80,24 @@ class WorkerDeathTests(TreeTestCase):
         # The restarted worker takes clients again.
         fresh = self.client(self.new_id("after"))
         fresh.publish("tree/after", b"x", qos=1)
+
+
+class WorkerPersistenceTests(TreeTestCase):
+    def test_a_persistent_session_survives_its_workers_kill_9(self):
+        sub = self.raw()
+        self.assertEqual(sub.connect(client_id="keeper", clean_session=False), (0, False))
+        sub.send(subscribe_packet(1, [("keep/#", 1)]))
+        self.assertEqual(sub.read_packet()[0], PacketType.SUBACK)  # after its commit
+        home = owner(sub.sock, self.workers())
+        name = {pid: n for n, pid in self.procs.items()}[home]
+        sub.close()
+        os.kill(home, signal.SIGKILL)
+        _wait_for_new_pid(self.master, name, home)
+        again = self.raw()
+        # It waits for its home worker, which has read its session back.
+        self.assertEqual(again.connect(client_id="keeper", clean_session=False), (0, True))
+        procs = wait_for_children(self.master, WORKERS + ("mqttd-ingest",))
+        self.assertEqual(owner(again.sock, [procs[name]]), procs[name])
 
 
 def _wait_for_new_pid(master, name, old, timeout=15.0):

@@ -41,7 +41,8 @@ class PendingTLSConnect(Protocol):
     ``max_connect_size`` and ``max_packet_size``.
     """
 
-    def __init__(self, reactor, context, sock, host, limits, on_connect, on_closed):
+    def __init__(self, reactor, context, sock, host, limits, on_connect, on_closed,
+                 budget=None):
         self._reactor = reactor
         self._context = context
         self._accepted = sock
@@ -51,6 +52,8 @@ class PendingTLSConnect(Protocol):
         self.preread = b""
         self._idle_timeout = limits.idle_timeout
         self._connect = ConnectBuffer(limits)
+        self._budget = budget  # the master's PartialInput, as for plain sockets
+        self._held = 0
         self._on_connect = on_connect
         self._on_closed = on_closed
         self._state = _READING
@@ -88,11 +91,29 @@ class PendingTLSConnect(Protocol):
                 self.transport.write(encode_connack(False, e.connack_code))
             self._close(f"protocol error: {e.reason}", flush=True)
             return
+        budget = self._budget
+        if budget is not None:
+            held = self._connect.partial_size
+            if not budget.hold(self, self._held, held, connect is not None):
+                self._close("partial input budget")
+                return
+            self._held = held
         if connect is not None:
             self._relay_to_worker(connect)
 
+    def packet_overdue(self):
+        """PartialInput's deadline (broker.packet_timeout) for the CONNECT under way."""
+        self._close("packet timeout")
+        return True
+
+    def _release_budget(self):
+        if self._budget is not None:
+            self._budget.release(self, self._held)
+            self._held = 0
+
     def _relay_to_worker(self, connect):
         self._cancel_timer()
+        self._release_budget()
         relay = Relay(self._reactor)
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -142,6 +163,7 @@ class PendingTLSConnect(Protocol):
     def _closed(self, reason):
         self._state = _CLOSED
         self._cancel_timer()
+        self._release_budget()
         self._connect = None
         self._on_closed(self, reason)
 

@@ -253,7 +253,8 @@ class Master(MultiService):
     def _tls_admitted(self, tls, sock, host):
         # TLS ends here: the master relays the plaintext for the connection's life.
         pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
-                                    self._on_connect, self._not_connected)
+                                    self._on_connect, self._not_connected,
+                                    self._partial_input)
         self._pending.add(pending)
         pending.start()
 

@@ -5,13 +5,15 @@ judges each peer before a byte is read, ``edge.connect_reader`` reads the CONNEC
 balancer picks the worker by client id, and the hand-off channel passes the socket and
 the bytes read to it. The master never parses anything after the CONNECT and never
 touches a handed-off socket again, except to count it free when its worker says it
-closed (or dies).
+closed (or dies). TLS ends in the master (``edge.tls_connect``): it reads the CONNECT
+inside it, hands the worker one end of a socketpair and relays the plaintext.
 
 Its children, under the supervisor: ``server.workers`` broker workers and one ingest
 child, whose listening socket the master binds (``ingest.listen``) so that the workers'
 URL is fixed before any child starts. The gate of accounts and bans (issue 13) goes
 between the CONNECT and the balancer: ``_on_connect``.
 """
+import functools
 import itertools
 import json
 import os
@@ -33,6 +35,8 @@ from mqttd.edge.connect_reader import PendingConnect
 from mqttd.edge.door import Door
 from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
+from mqttd.edge.tls_connect import PendingTLSConnect
+from mqttd.edge.tls_context import tls_options
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
@@ -93,6 +97,9 @@ class Master(MultiService):
                 config, ingest=attrs.evolve(config.ingest, secret=secret))
             prepare_database(os.path.join(config.server.data_dir, DB_FILENAME))
         self._document = config_document(config)
+        # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
+        self._tls = [tls_options(f"server.listen[{index}]", description)
+                     for index, description in enumerate(config.server.listen)]
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -103,7 +110,10 @@ class Master(MultiService):
         for index, description in enumerate(config.server.listen):
             key = f"server.listen[{index}]"
             sock = bind_listener(key, description)
-            acceptor = RawAcceptor(self._reactor, sock, key, self.door, self._admitted)
+            tls = self._tls[index]
+            on_admitted = (self._admitted if tls is None
+                           else functools.partial(self._tls_admitted, tls))
+            acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
             log.info("mqttd listening on {description} ({host}:{port})",
@@ -240,6 +250,14 @@ class Master(MultiService):
                                          self._on_connect, self._not_connected,
                                          self._partial_input))
 
+    def _tls_admitted(self, tls, sock, host):
+        # TLS ends here: the master relays the plaintext for the connection's life.
+        pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
+                                    self._on_connect, self._not_connected,
+                                    self._partial_input)
+        self._pending.add(pending)
+        pending.start()
+
     def _not_connected(self, pending, reason):
         self._pending.discard(pending)
         self.door.release(pending.host)
@@ -318,7 +336,8 @@ class Master(MultiService):
                     channel.send("taken", {"client_id": client_id})
             self._where[client_id] = (slot, conn_id)
         sock = pending.sock
-        d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id)
+        d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id,
+                                          pending.peer)
         # Closed here only once the worker holds its own copy (or never will): never
         # shutdown(), which would end the worker's connection too.
         d.addBoth(lambda result: (sock.close(), result)[1])

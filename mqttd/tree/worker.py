@@ -57,10 +57,11 @@ class _Channel(Service):
         self.channel.when_lost().addBoth(self._lost)
         self.channel.send("ready", {})
 
-    def _adopt(self, fd, preread, conn_id):
+    def _adopt(self, fd, preread, conn_id, peer=None):
         # Returns before any "closed" for this connection can be sent: the master reads
         # its adoption ack first (a close is reported from a later reactor turn).
-        protocol = adopt_into(self._reactor, self._factory, fd, preread)
+        # ``peer``: the client's address when the master relays it (TLS).
+        protocol = adopt_into(self._reactor, self._factory, fd, preread, peer)
         protocol.conn_id = conn_id
         protocol.on_gone = self._gone
 

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+from mqttd.edge.balancer import Balancer
 from tests.integration.support.database import stored_messages
 from tests.integration.support.raw_client import PacketType, subscribe_packet
 from tests.integration.support.testcase import BrokerTestCase
@@ -36,7 +37,12 @@ class ProcessTests(TreeTestCase):
         self.assertEqual(sorted(self.procs), sorted(WORKERS + ("mqttd-ingest",)))
 
     def test_publishes_through_workers_are_committed(self):
-        clients = [self.client(self.new_id("pub")) for _ in range(8)]
+        # Four ids whose home is each worker (the balancer's own hash), so both take part.
+        homes = Balancer((1, 2))
+        ids = [f"pub-{n}" for n in range(100)]
+        chosen = ([i for i in ids if homes.home(i) == 1][:4]
+                  + [i for i in ids if homes.home(i) == 2][:4])
+        clients = [self.client(client_id) for client_id in chosen]
         for n, client in enumerate(clients):
             for i in range(10):
                 client.publish("tree/t", f"{n}-{i}".encode(), qos=1)  # waits for PUBACK

@@ -48,6 +48,9 @@ class OverloadTests(DurabilityTestCase):
     def test_a_paused_publisher_is_closed_at_its_ack_deadline_not_before(self):
         ack_timeout = 2.0
         pubs, start = self.overload(clients=16, window=10, ack_timeout=ack_timeout)
+        # Fresh clients publish while the stall lasts: the others' windows may all have
+        # been full when it began, and then none of them publishes during it.
+        pubs += self.publishers(2, "during-", window=10)
         wait_for(lambda: all(p.done() for p in pubs), ack_timeout + 5.0,
                  message="the broker to close every publisher", context=self.context)
         for pub in pubs:

@@ -3,21 +3,23 @@
 One process for now: MQTT listeners, each behind the door (``mqttd.edge``: bans, caps
 and connect rates at accept), feeding one broker, whose message store is the
 webhook client; the built-in ingest tier (webhook + group commit + SQLite) runs beside
-it. The process tree of DESIGN.md (master, workers, ingest) will be assembled here too,
-from the same pieces.
+it. With ``server.workers`` >= 1 the process tree (mqttd.tree) is built from the same
+pieces (``webhook_sink``, ``broker_stop``, ``add_ingest``).
 
-Services stop in reverse order of addition: MQTT listeners first (no new clients), then
-the webhook client (unsent messages fail, unacknowledged), then the ingest tier (every
-batch it accepted is committed before the database closes).
+Services stop one after another, in reverse order of addition (``SequentialStop``):
+MQTT listeners first (no new clients), then the broker's clean stop (``BrokerStop``:
+what was read is committed and acknowledged), then the ingest tier (every batch it
+accepted is committed before the database closes).
 """
 import os
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
+from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.edge.door import Door
 from mqttd.edge.guard import DoorFactory, closes_at_accept
@@ -25,9 +27,10 @@ from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
-from mqttd.ingest.service import IngestService, prepare_database
+from mqttd.ingest.service import IngestService, exit_failed, prepare_database
 from mqttd.listeners import KeyedListener, with_backlog
 from mqttd.metrics import Metrics
+from mqttd.stopping import BrokerStop, SequentialStop
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
@@ -80,23 +83,45 @@ class _Listener(KeyedListener):
         self._waitingForPort.addCallback(_log_port, self.description)
 
 
-class _WebhookClientService(Service):
-    """Stops the webhook client and closes its pooled connections with the appliance."""
+def broker_persistence(reactor, config, slot):
+    """The broker's retained messages and persistent sessions (``slot``: 0 for the single
+    process, a worker's slot in the tree): in SQLite when the built-in tier stores this
+    broker's messages; with webhook.url elsewhere there is nothing local to rebuild from."""
+    if config.ingest.enabled and not config.webhook.url:
+        return SqlitePersistence.in_data_dir(reactor, config.server.data_dir, slot)
+    log.warn("webhook.url points to an external service: retained messages and "
+             "persistent sessions are kept in memory only and lost on a restart")
+    return MemoryPersistence()
 
-    def __init__(self, store, pool):
-        self.store = store
-        self.pool = pool
+
+class PersistenceService(Service):
+    """Loads the broker's retained messages and sessions at start (CONNECTs wait for
+    it), saves and closes at stop. A load that fails stops mqttd: it would forget."""
+
+    def __init__(self, reactor, broker):
+        self._reactor = reactor
+        self.broker = broker
+
+    def startService(self):
+        super().startService()
+        self.broker.start().addErrback(self._failed)
+
+    def _failed(self, failure):
+        if not self.running:
+            return  # stopped before its load finished: the load was abandoned, not failed
+        log.failure("loading retained messages and sessions failed; stopping mqttd", failure)
+        self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+        self._reactor.stop()
 
     def stopService(self):
         super().stopService()
-        self.store.stop()
-        return self.pool.closeCachedConnections()
+        return self.broker.persistence.stop()
 
 
 def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
     make_data_dir(config)
-    root = MultiService()
+    root = SequentialStop()
     # The process's one counter registry: every tier counts into it (mqttd.metrics).
     root.metrics = metrics = Metrics()
 
@@ -104,7 +129,7 @@ def build_service(config, reactor):
     # (the broker's own client gets it here; it is never logged). The client sends it
     # only to the built-in tier: to webhook.url it sends webhook.secret, if any.
     tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
-    store, client = webhook_sink(config, reactor, metrics, config.webhook.url or None,
+    store, pool = webhook_sink(config, reactor, metrics, config.webhook.url or None,
                                  config.webhook.secret if config.webhook.url else tier_secret)
     if config.ingest.enabled:
         if config.webhook.url:
@@ -115,8 +140,12 @@ def build_service(config, reactor):
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
-    client.setServiceParent(root)  # stopped before the tier: see the module's docstring
-    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics)
+    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics,
+                    persistence=broker_persistence(reactor, config, 0))
+    # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
+    # then; stops after the broker's clean stop, which it saves.
+    PersistenceService(reactor, broker).setServiceParent(root)
+    broker_stop(reactor, config, broker, store, pool).setServiceParent(root)  # before the tier
     factory = MQTTServerFactory(broker, reactor)
     # Every MQTT socket meets the door at accept, before a byte is read; its refusals
     # share the broker's per-address budget of log lines.
@@ -156,8 +185,14 @@ def add_ingest(root, config, reactor, metrics, endpoint, secret, on_address=None
 
 def webhook_sink(config, reactor, metrics, url, secret):
     """The broker's message sink, the webhook client (posting to ``url``, None until the
-    built-in tier says where it listens, with ``secret``), and the service that stops it."""
+    built-in tier says where it listens, with ``secret``), and its connection pool."""
     http, pool = build_http_client(reactor, config.webhook)
     sink = WebhookSink(reactor, config.webhook, http, url, secret=secret or None,
                        metrics=metrics)
-    return sink, _WebhookClientService(sink, pool)
+    return sink, pool
+
+
+def broker_stop(reactor, config, broker, sink, pool):
+    """The service whose stop commits and acknowledges what ``broker`` has read: each
+    request in flight gets up to ``webhook.request_timeout`` for its answer."""
+    return BrokerStop(reactor, broker, sink, pool, drain_timeout=config.webhook.request_timeout)

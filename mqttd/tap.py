@@ -42,6 +42,7 @@ class Options(usage.Options):
             overrides["server.listen"] = list(self["listen"])
         if self["data-dir"] is not None:
             overrides["server.data_dir"] = self["data-dir"]
+        self["overrides"] = overrides
         try:
             self["config_obj"] = load_config(self["config"], overrides)
         except ConfigError as e:
@@ -77,5 +78,8 @@ def makeService(options):
             service = build_service(config, reactor)
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
+    from mqttd.reload import Reloader
+    Reloader(reactor, options["config"], options["overrides"], config,
+             service.door).setServiceParent(service)
     tune_gc(reactor)
     return service

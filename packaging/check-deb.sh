@@ -11,6 +11,8 @@
 #   5. add a user to /etc/mqttd/mqttd.toml, run the unit's ExecStart as the mqttd user
 #      (no systemd here) on a free loopback port, publish a QoS 1 message with
 #      mosquitto_pub and find its row in /var/lib/mqttd/mqttd.db; stop it;
+#   5b. set server.workers = 2 and do the same through the process tree: ps shows the
+#      named master, workers and ingest child as the mqttd user; all exit on SIGTERM;
 #   6. apt-get remove (state and conffiles stay), then apt-get purge, and check that
 #      nothing is left: package files, /opt/venvs/mqttd, /etc/mqttd, /var/lib/mqttd,
 #      /var/log/mqttd, the mqttd user and group, files owned by them.
@@ -237,6 +239,8 @@ want_exec="/opt/venvs/mqttd/bin/twistd --nodaemon --pidfile= mqttd --config /etc
 check "unit ExecStart: $execstart" test "$execstart" = "$want_exec"
 check "unit User=mqttd, Restart=on-failure, LimitNOFILE=262144, MemoryMax=80%" bash -c \
     "grep -qx User=mqttd '$unit' && grep -qx Restart=on-failure '$unit' && grep -qx LimitNOFILE=262144 '$unit' && grep -qx MemoryMax=80% '$unit'"
+check "unit KillMode=mixed (the master orders its children's stop), ExecReload sends SIGHUP" bash -c \
+    "grep -qx KillMode=mixed '$unit' && grep -qx 'ExecReload=/bin/kill -HUP \$MAINPID' '$unit'"
 if command -v systemd-analyze >/dev/null; then
     check "systemd-analyze verify mqttd.service" systemd-analyze verify "$unit"
 fi
@@ -253,45 +257,40 @@ username = "check-deb"
 password = "$password"
 EOF
 ok "added user check-deb to /etc/mqttd/mqttd.toml ([[auth.users]])"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-read -ra cmd <<<"$execstart"
-cmd+=(--listen "tcp:$port:interface=127.0.0.1")
 # LimitNOFILE=262144 as far as this machine's hard limit allows (containers cap it).
 nofile=262144
 hard=$(ulimit -Hn)
 [ "$hard" = unlimited ] || [ "$hard" -ge "$nofile" ] || nofile=$hard
-echo "  runuser -u mqttd -- prlimit --nofile=$nofile -- ${cmd[*]}   (cwd /var/lib/mqttd)"
-# setsid: the broker gets its own session and process group, cleaned up by its id.
-# prlimit: runuser's PAM session (pam_limits) resets the soft limit to 1024.
-(cd /var/lib/mqttd && exec setsid runuser -u mqttd -- prlimit --nofile="$nofile" -- "${cmd[@]}") >"$work/mqttd.log" 2>&1 &
-broker_pid=$!
-listening=0
-for _ in $(seq 300); do
-    kill -0 "$broker_pid" 2>/dev/null || break
-    if python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', $port), 0.5).close()" 2>/dev/null; then
-        listening=1
-        break
-    fi
-    sleep 0.1
-done
-if [ "$listening" != 1 ]; then
-    sed 's/^/        /' "$work/mqttd.log" | tail -n 40
-    fatal "mqttd listening on 127.0.0.1:$port within 30s"
-fi
-ok "mqttd listening on 127.0.0.1:$port"
-twistd_pid=$(ps -o pid=,user=,args= --sid "$broker_pid" | awk '$2 == "mqttd" && /twistd/ {print $1; exit}')
-check "twistd runs as user mqttd (pid ${twistd_pid:-none})" test -n "$twistd_pid"
-if [ -n "$twistd_pid" ]; then
-    check "its open-files limit is $nofile (LimitNOFILE=262144 capped by this machine's hard limit $hard)" \
-        bash -c "grep -qE '^Max open files +$nofile +$nofile ' /proc/$twistd_pid/limits"
-fi
+read -ra unit_cmd <<<"$execstart"
 
-payload="check-deb $(date +%s.%N) $RANDOM"
-check "mosquitto_pub -q 1 with the new user's credentials (PUBACK received)" \
-    timeout 30 mosquitto_pub -h 127.0.0.1 -p "$port" -i check-deb-pub -u check-deb -P "$password" \
-    -q 1 -t check-deb/t1 -m "$payload"
-check "a wrong password is refused" bash -c \
-    "! timeout 30 mosquitto_pub -h 127.0.0.1 -p $port -i check-deb-bad -u check-deb -P wrong -q 1 -t check-deb/t1 -m x"
+# start_broker LOG: run the unit's ExecStart as the mqttd user on a free loopback port;
+# sets port, broker_pid, twistd_pid.
+start_broker() {
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    local cmd=("${unit_cmd[@]}" --listen "tcp:$port:interface=127.0.0.1")
+    echo "  runuser -u mqttd -- prlimit --nofile=$nofile -- ${cmd[*]}   (cwd /var/lib/mqttd)"
+    # setsid: the broker gets its own session and process group, cleaned up by its id.
+    # prlimit: runuser's PAM session (pam_limits) resets the soft limit to 1024.
+    (cd /var/lib/mqttd && exec setsid runuser -u mqttd -- prlimit --nofile="$nofile" -- "${cmd[@]}") >"$1" 2>&1 &
+    broker_pid=$!
+    local listening=0
+    for _ in $(seq 300); do
+        kill -0 "$broker_pid" 2>/dev/null || break
+        if python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', $port), 0.5).close()" 2>/dev/null; then
+            listening=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [ "$listening" != 1 ]; then
+        sed 's/^/        /' "$1" | tail -n 40
+        fatal "mqttd listening on 127.0.0.1:$port within 30s"
+    fi
+    ok "mqttd listening on 127.0.0.1:$port"
+    twistd_pid=$(ps -o pid=,user=,args= --sid "$broker_pid" | awk '$2 == "mqttd" && /twistd/ {print $1; exit}')
+    check "twistd runs as user mqttd (pid ${twistd_pid:-none})" test -n "$twistd_pid"
+}
+
 row_check() {
     python3 - "$payload" <<'PY'
 import sqlite3, sys
@@ -302,17 +301,58 @@ print(f"{len(rows)} row(s) in messages; ours: {want in rows}")
 sys.exit(0 if want in rows else 1)
 PY
 }
-check "row found: select payload from messages in /var/lib/mqttd/mqttd.db" row_check
-check "/var/lib/mqttd/mqttd.db owned by mqttd" bash -c "[ \"\$(stat -c %U /var/lib/mqttd/mqttd.db)\" = mqttd ]"
 
-stop_broker
-check "mqttd stopped by SIGTERM within 15s" test "$stopped_by" = SIGTERM
-if grep -q 'Traceback' "$work/mqttd.log"; then
-    bad "mqttd logged no traceback"
-    sed 's/^/        /' "$work/mqttd.log" | tail -n 40
-else
-    ok "mqttd logged no traceback"
+# publish_and_find CLIENT_ID: a QoS 1 message with the check-deb user, then its row.
+publish_and_find() {
+    payload="check-deb $1 $(date +%s.%N) $RANDOM"
+    check "mosquitto_pub -q 1 with the new user's credentials (PUBACK received)" \
+        timeout 30 mosquitto_pub -h 127.0.0.1 -p "$port" -i "$1" -u check-deb -P "$password" \
+        -q 1 -t check-deb/t1 -m "$payload"
+    check "row found: select payload from messages in /var/lib/mqttd/mqttd.db" row_check
+}
+
+# stop_and_check LOG
+stop_and_check() {
+    stop_broker
+    check "mqttd stopped by SIGTERM within 15s" test "$stopped_by" = SIGTERM
+    if grep -q 'Traceback' "$1"; then
+        bad "mqttd logged no traceback"
+        sed 's/^/        /' "$1" | tail -n 40
+    else
+        ok "mqttd logged no traceback"
+    fi
+}
+
+start_broker "$work/mqttd.log"
+if [ -n "$twistd_pid" ]; then
+    check "its open-files limit is $nofile (LimitNOFILE=262144 capped by this machine's hard limit $hard)" \
+        bash -c "grep -qE '^Max open files +$nofile +$nofile ' /proc/$twistd_pid/limits"
 fi
+publish_and_find check-deb-pub
+check "a wrong password is refused" bash -c \
+    "! timeout 30 mosquitto_pub -h 127.0.0.1 -p $port -i check-deb-bad -u check-deb -P wrong -q 1 -t check-deb/t1 -m x"
+check "/var/lib/mqttd/mqttd.db owned by mqttd" bash -c "[ \"\$(stat -c %U /var/lib/mqttd/mqttd.db)\" = mqttd ]"
+stop_and_check "$work/mqttd.log"
+
+# ------------------------------------------------------------------ 5b. the process tree
+section "the process tree: server.workers = 2 in /etc/mqttd/mqttd.toml"
+sed -i 's/^workers = 0$/workers = 2/' /etc/mqttd/mqttd.toml
+check "the packaged mqttd.toml has server.workers (now 2)" grep -qx 'workers = 2' /etc/mqttd/mqttd.toml
+start_broker "$work/mqttd-tree.log"
+tree_names() {
+    for _ in $(seq 100); do
+        names=$(ps -o user=,comm= --ppid "$twistd_pid" | awk '$1 == "mqttd" {print $2}' | sort | tr '\n' ' ')
+        [ "$names" = "mqttd-ingest mqttd-worker-1 mqttd-worker-2 " ] && return 0
+        sleep 0.1
+    done
+    echo "children of $twistd_pid as user mqttd: '$names'"
+    return 1
+}
+check "ps shows mqttd-worker-1, mqttd-worker-2 and mqttd-ingest under the master, as mqttd" tree_names
+check "the master is named mqttd-master" bash -c "[ \"\$(cat /proc/$twistd_pid/comm)\" = mqttd-master ]"
+publish_and_find check-deb-tree-pub
+stop_and_check "$work/mqttd-tree.log"
+check "no process of the tree is left" bash -c "! pgrep -u mqttd -f mqttd.tree.child"
 
 # ------------------------------------------------------------------ 6. remove, purge
 # leftovers STAGE: paths of the package (dpkg -L) that did not exist before the install

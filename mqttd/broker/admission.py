@@ -9,7 +9,7 @@ the decision moves there. The Deferred never fails: an authenticator that breaks
 refusal with "server unavailable", logged here with its traceback.
 """
 import attrs
-from twisted.internet.defer import maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from mqttd.codec.packets import (
@@ -20,7 +20,7 @@ from mqttd.codec.packets import (
     CONNACK_SERVER_UNAVAILABLE,
 )
 
-__all__ = ["Admission", "Admitted", "Refused"]
+__all__ = ["Admission", "Admitted", "AfterLoad", "Refused"]
 
 log = Logger()
 
@@ -94,3 +94,45 @@ def _decided(code, client_id):
 def _auth_error(failure, client_id):
     log.failure("authenticator failed for {client_id}", failure, client_id=client_id)
     return Refused(CONNACK_SERVER_UNAVAILABLE, "auth unavailable", client_id)
+
+
+class AfterLoad:
+    """An admission that answers once ``loading`` (a Deferred) fired: a broker still
+    reading back its retained messages and sessions must not attach a client (it would
+    answer session_present=0 for a session about to be restored). A load that failed
+    refuses with "server unavailable". Once loaded, it asks ``admission`` at once.
+    """
+
+    __slots__ = ("_admission", "_loaded", "_waiting")
+
+    def __init__(self, admission, loading):
+        self._admission = admission
+        self._loaded = None  # True / False once the load ended
+        self._waiting = []
+        loading.addCallbacks(self._done, self._failed)
+
+    def _done(self, result):
+        self._end(True)
+        return result
+
+    def _failed(self, failure):
+        self._end(False)
+        return failure
+
+    def _end(self, loaded):
+        self._loaded = loaded
+        waiting, self._waiting = self._waiting, []
+        for d, connect, peer in waiting:
+            self._answer(connect, peer).chainDeferred(d)
+
+    def _answer(self, connect, peer):
+        if self._loaded:
+            return self._admission.admit(connect, peer)
+        return succeed(Refused(CONNACK_SERVER_UNAVAILABLE, "not loaded", connect.client_id))
+
+    def admit(self, connect, peer):
+        if self._loaded is not None:
+            return self._answer(connect, peer)
+        d = Deferred()
+        self._waiting.append((d, connect, peer))
+        return d

@@ -11,16 +11,18 @@ import os
 from itertools import count
 from operator import add
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from mqttd.broker.admission import Admission
+from mqttd.broker.admission import Admission, AfterLoad
 from mqttd.broker.budget import PartialInput
 from mqttd.broker.expiry import StoredSessions
 from mqttd.broker.inbound_chain import InboundQueues
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.broker.pressure import PublisherThrottle
 from mqttd.broker.retained import RetainedStore
-from mqttd.broker.session import Session
+from mqttd.broker.persistence import MemoryPersistence
+from mqttd.broker.session import PUBREL_PENDING, Session
 from mqttd.broker.topics import SubscriptionTrie
 from mqttd.metrics import Metrics
 from mqttd.store.sink import Message, submitter
@@ -45,9 +47,12 @@ class Broker:
     returning a Deferred CONNACK code. ``submit`` is the sink's Deferred-free
     ``submit(message, notify, token)`` (adapted from ``store()`` if it has none; see
     ``mqttd.store.sink``): connections hand their publishes over through it.
+    ``persistence`` keeps retained messages and persistent sessions across restarts
+    (``mqttd.broker.persistence``; default: nothing is kept); ``start()`` loads them,
+    and a CONNECT waits for that load.
     """
 
-    def __init__(self, clock, config, sink, authenticator, metrics=None):
+    def __init__(self, clock, config, sink, authenticator, metrics=None, persistence=None):
         self.clock = clock
         # The process's one counter registry (mqttd.metrics): every count lives there.
         self.metrics = metrics = Metrics() if metrics is None else metrics
@@ -80,12 +85,59 @@ class Broker:
                                            config.log_lines_window, metrics=metrics)
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
+        # What survives a restart (mqttd.broker.persistence): nothing by default.
+        self.persistence = MemoryPersistence() if persistence is None else persistence
         # Message keys (make_message): made in blocks, popped from the end.
         self.boot_id = os.urandom(8).hex()
         self._key_prefix = self.boot_id + "-"
         self._key_blocks = count(0)
         self._keys = []
         self._client_ids = count(1)
+        self._closed_waiters = []  # disconnect_all()'s Deferreds
+
+    # -- what survives a restart ------------------------------------------------------
+
+    def start(self):
+        """Load what ``persistence`` kept (retained messages, persistent sessions);
+        Deferred fired once done. CONNECTs wait for it (``AfterLoad``), so no client
+        sees a broker that has not remembered yet."""
+        loading = self.persistence.load(self)
+        self.admission = AfterLoad(self.admission, loading)
+        return loading
+
+    def restore(self, loaded):
+        """Put a ``mqttd.store.sessions.Loaded`` back: the retained set, and each
+        session, offline since it was saved; returns [(session, {packet id: key} of its
+        PUBREC'd QoS 2 deliveries)] for the persistence."""
+        restored = []
+        retained = self.retained
+        for message in loaded.retained:
+            retained.set(message.topic, message)
+        for stored in loaded.sessions:
+            if stored.client_id in self.sessions:
+                continue
+            session = Session(self, stored.client_id, False)
+            session.subscriptions = dict(stored.subscriptions) or None
+            for topic_filter, qos in stored.subscriptions:
+                self.trie.subscribe(topic_filter, session, qos)
+            inflight = {}
+            released = {}
+            for row, message in stored.inflight:
+                if row.pubrel:
+                    inflight[row.packet_id] = PUBREL_PENDING
+                    if row.key is not None:
+                        released[row.packet_id] = row.key
+                elif message is not None:  # None: its row is gone from messages
+                    inflight[row.packet_id] = (message, row.qos, row.retain)
+            session.restore(inflight, [(m, qos, False) for m, qos in stored.queue],
+                            stored.queued_bytes)
+            if stored.dropped:
+                self.metrics.mqtt_dropped["queue_full"] += stored.dropped
+            self.sessions[stored.client_id] = session
+            self.stored_sessions.added(session)
+            self.stored_sessions.went_offline(session, stored.offline_since)
+            restored.append((session, released))
+        return restored
 
     # -- connections -------------------------------------------------------------------
 
@@ -101,6 +153,32 @@ class Broker:
 
     def connection_closed(self):
         self.metrics.mqtt_connections_open -= 1
+        if self._closed_waiters and not self.metrics.mqtt_connections_open:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop_reading(self):
+        """First step of a clean stop: no connection reads any more, so the messages
+        already read are the last ones; the sink then commits them (``drain``)."""
+        for session in list(self.sessions.values()):
+            if session.protocol is not None:
+                session.protocol.stop_reading()
+
+    def disconnect_all(self):
+        """Last step: close every connection (its acknowledgements written first); the
+        Deferred fires once every one is closed."""
+        d = Deferred()
+        if not self.metrics.mqtt_connections_open:
+            d.callback(None)
+            return d
+        self._closed_waiters.append(d)
+        for session in list(self.sessions.values()):
+            if session.protocol is not None:
+                session.protocol.server_stopping()
+        return d
 
     def generate_client_id(self):
         """An id for a zero-length client id with clean session [MQTT-3.1.3-6]."""
@@ -127,6 +205,7 @@ class Broker:
             if not clean and not old.clean:
                 old.protocol = protocol
                 self.stored_sessions.came_online(old)
+                self.persistence.changed(old)
                 return old, True
             self.discard(old)
         session = Session(self, client_id, clean)
@@ -134,6 +213,7 @@ class Broker:
         self.sessions[client_id] = session
         if not clean:
             self.stored_sessions.added(session)
+            self.persistence.changed(session)
         return session, False
 
     def taken_elsewhere(self, client_id):
@@ -155,6 +235,7 @@ class Broker:
                 self.discard(session)
             elif self.sessions.get(session.client_id) is session:
                 self.stored_sessions.went_offline(session)
+                self.persistence.changed(session)
 
     def discard(self, session):
         """Forget ``session``, all its subscriptions and the messages it holds."""
@@ -166,6 +247,7 @@ class Broker:
             del self.sessions[session.client_id]
             if not session.clean:
                 self.stored_sessions.removed(session)
+                self.persistence.removed(session)
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -185,6 +267,14 @@ class Broker:
             codes.append(qos)
         return codes
 
+    def subscription_saved(self, session):
+        """After ``subscribe``: a Deferred fired once a persistent session's new
+        subscriptions are committed (its SUBACK waits for it), or None: nothing to
+        wait for (a clean session, or nothing is persisted)."""
+        if session.clean:
+            return None
+        return self.persistence.subscribed(session)
+
     def send_retained(self, session, topics):
         """After SUBACK: retained messages matching each filter, retain=1 [MQTT-3.3.1-6]."""
         if not len(self.retained):
@@ -201,6 +291,8 @@ class Broker:
         for topic_filter in topics:
             if subs.pop(topic_filter, None) is not None:
                 self.trie.unsubscribe(topic_filter, session)
+        if not session.clean:
+            self.persistence.changed(session)
 
     # -- messages ----------------------------------------------------------------------
 

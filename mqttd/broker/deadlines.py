@@ -38,15 +38,22 @@ class Deadlines:
     def __contains__(self, key):
         return key in self._due
 
-    def add(self, key):
-        """Start (or restart) ``key``'s deadline: ``timeout`` seconds from now."""
+    def add(self, key, since=None):
+        """Start (or restart) ``key``'s deadline: ``timeout`` seconds from now, or from
+        ``since`` (a time in the past: a session restored at start; add those oldest
+        first, before any other, so the queue stays in deadline order)."""
         due = self._due
-        deadline = self._clock.seconds() + self.timeout
+        now = self._clock.seconds()
+        deadline = (now if since is None else since) + self.timeout
         if key in due:
             due.move_to_end(key)
         due[key] = deadline
         if self._timer is None:
-            self._timer = self._clock.callLater(self.timeout, self._fire)
+            self._timer = self._clock.callLater(max(deadline - now, 0.0), self._fire)
+
+    def deadline(self, key):
+        """When ``key`` expires, or None if it is not held."""
+        return self._due.get(key)
 
     def discard(self, key):
         """Forget ``key`` (if held): it will not expire."""

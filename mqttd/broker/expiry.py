@@ -68,8 +68,13 @@ class StoredSessions:
         self.count -= 1
         self._offline.discard(session)
 
-    def went_offline(self, session):
-        self._offline.add(session)
+    def went_offline(self, session, since=None):
+        self._offline.add(session, since)
+
+    def offline_since(self, session):
+        """When ``session`` went offline, or None while it is online."""
+        deadline = self._offline.deadline(session)
+        return None if deadline is None else deadline - self._offline.timeout
 
     def came_online(self, session):
         self._offline.discard(session)

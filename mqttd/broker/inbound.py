@@ -22,6 +22,14 @@ from collections import deque
 
 from mqttd.broker.qos2 import hand_over, is_waiting, release_waiters, waiting_for
 from mqttd.codec import encode_puback, encode_pubcomp, encode_pubrec
+from mqttd.store.sink import StoreRejected
+
+_ACKS_END = object()  # in place of an ack: no ack is written from here on
+
+
+def _stopping(failure):
+    error = failure.value
+    return isinstance(error, StoreRejected) and error.reason == "stopping"
 
 __all__ = ["InboundEntry", "InboundQueue", "make_entry"]
 
@@ -77,6 +85,7 @@ class InboundQueue:
         "_notify",
         "_after_close",
         "_route_after",
+        "_acking",
     )
 
     def __init__(self, queues, owner, transport, client_id, username, session, open=True):
@@ -96,6 +105,7 @@ class InboundQueue:
         self._after_close = None  # the persistent session, once closed (QoS 2 hand-over)
         # Once closed: the queue at whose end routing after ours goes (see _route).
         self._route_after = None
+        self._acking = True  # False past a message the stopping sink did not take
 
     def __len__(self):
         return len(self._entries) if self._entries else 0
@@ -234,7 +244,14 @@ class InboundQueue:
             if session is not None and session.qos2_pending:
                 release_waiters(session, entries, failure)  # successes: _release_closed
             broker.metrics.mqtt_publish_not_stored += len(entries)
-            if self._open:
+            if _stopping(failure):
+                # The broker is stopping: the connection stays for the acks of what was
+                # committed before these; none after them (acks keep receive order
+                # [MQTT-4.6.0-2]); the stop closes it, and the client sends them again.
+                entries[0].ack = _ACKS_END
+                for entry in entries[1:]:
+                    entry.ack = None
+            elif self._open:
                 self._owner.store_failed(failure)  # closes: close() is called
         self._release_settled()
 
@@ -269,10 +286,15 @@ class InboundQueue:
         popleft = entries.popleft
         acks = []
         messages = []
+        acking = self._acking
         while entries and entries[0].settled:
             entry = popleft()
-            if entry.ack is not None:
-                acks.append(entry.ack)
+            ack = entry.ack
+            if ack is not None and acking:
+                if ack is _ACKS_END:
+                    acking = self._acking = False
+                else:
+                    acks.append(ack)
             if entry.message is not None:
                 messages.append(entry.message)
         if acks:

@@ -10,6 +10,8 @@ Kept here, that state is what ``MQTTServerProtocol`` asks about and never rewrit
 the protocol is left with bytes, packets, timers and flow control; and the CONNECT's
 decision (``Admission``, later the master's gate) has one caller.
 """
+from functools import partial
+
 from mqttd.broker import connection_log
 from mqttd.broker.admission import Refused
 from mqttd.codec import encode
@@ -21,7 +23,6 @@ from mqttd.codec.packets import (
     Pubcomp,
     Pubrec,
     Suback,
-    Subscribe,
     Unsuback,
     Unsubscribe,
 )
@@ -123,16 +124,28 @@ class Membership:
     def pubcomp(self, packet):
         self.session.pubcomp(packet.packet_id)
 
-    def subscribe(self, packet):
-        broker = self._broker
-        session = self.session
-        codes = broker.subscribe(session, packet.topics)
-        self._transport.write(encode(Suback(packet.packet_id, tuple(codes))))
-        broker.send_retained(session, packet.topics)
-
     def unsubscribe(self, packet):
         self._broker.unsubscribe(self.session, packet.topics)
         self._transport.write(encode(Unsuback(packet.packet_id)))
+
+    def subscribe(self, packet):
+        """SUBSCRIBE: None once its SUBACK is written. For a persistent session, whose
+        SUBACK promises the subscription survives a crash, a Deferred instead that fires
+        with the call writing the SUBACK once the subscription is committed (the
+        connection may be gone by then: its caller decides)."""
+        broker = self._broker
+        session = self.session
+        codes = broker.subscribe(session, packet.topics)
+        saved = broker.subscription_saved(session)
+        suback = partial(self._suback, session, packet, codes)
+        if saved is None:
+            suback()
+            return None
+        return saved.addCallback(lambda _: suback)
+
+    def _suback(self, session, packet, codes):
+        self._transport.write(encode(Suback(packet.packet_id, tuple(codes))))
+        self._broker.send_retained(session, packet.topics)
 
     def forget_session(self):
         """The connection is gone: drop the reference (the broker keeps what it keeps)."""
@@ -143,7 +156,6 @@ SESSION_PACKETS = {
     Puback: Membership.puback,
     Pubrec: Membership.pubrec,
     Pubcomp: Membership.pubcomp,
-    Subscribe: Membership.subscribe,
     Unsubscribe: Membership.unsubscribe,
 }
 """The packets a connection hands to its Membership (its session's), by type: called as

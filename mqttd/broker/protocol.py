@@ -21,9 +21,10 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from mqttd.broker import connection_log
 from mqttd.broker.liveness import Liveness
 from mqttd.broker.membership import SESSION_PACKETS, Membership
-from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, WRITES, ReadPause
+from mqttd.broker.reading import (AUTH, INFLIGHT, PRESSURE, STOPPING, SUBSCRIBE, WRITES,
+                                  ReadPause)
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
-from mqttd.codec.packets import Connack, Connect, Disconnect, Pingreq, Publish, Pubrel
+from mqttd.codec.packets import Connack, Connect, Disconnect, Pingreq, Publish, Pubrel, Subscribe
 
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
 
@@ -183,6 +184,9 @@ class MQTTServerProtocol(Protocol):
                     handler(self, packet)
                 else:  # its session's: SUBSCRIBE, UNSUBSCRIBE, the acks of our deliveries
                     SESSION_PACKETS[type(packet)](self._member, packet)
+                if self._backlog is not None:  # a SUBSCRIBE waits for its save
+                    self._backlog.extend(packets[i + 1:])
+                    return
             if self._state != _CONNECTED:
                 if self._state == _AUTHENTICATING:
                     self._backlog = packets[i + 1:]
@@ -222,6 +226,33 @@ class MQTTServerProtocol(Protocol):
     def client_id(self):
         """The client id this connection is (or, before CONNACK, asks to be) known as."""
         return self._member.client_id
+
+    def stop_reading(self):
+        """The broker is stopping: read nothing more, so that what was read can be
+        committed and acknowledged before the connection closes."""
+        if self._state < _CLOSED:
+            self._reading.pause(STOPPING)
+
+    def server_stopping(self):
+        """Close for the broker's stop, after its acknowledgements: no will, since the
+        client did nothing wrong and the sink takes nothing more.
+
+        A half-close where the transport has one (TCP): the client reads our last acks,
+        then EOF. A full close with its later PUBLISHes still unread would make the
+        kernel reset the connection, and the client's kernel would then discard the
+        acks it had not read yet. What it still sends is read and dropped until it
+        closes (or the close grace ends)."""
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or self._state >= _CLOSED:
+            self._close("server stopping", will=False)
+            return
+        self._shutdown("server stopping", will=False)
+        self._reading.read_to_close()
+        if self._producer_registered:
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        half_close()
+        self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
 
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
@@ -293,6 +324,28 @@ class MQTTServerProtocol(Protocol):
             inbound = self._open_inbound()
         inbound.pubrel(packet.packet_id)
 
+    def _on_subscribe(self, packet):
+        saved = self._member.subscribe(packet)
+        if saved is not None:  # what the client sent after it waits behind its SUBACK
+            self._backlog = []
+            self._reading.pause(SUBSCRIBE)
+            saved.addCallbacks(self._subscribed, self._subscription_not_saved)
+
+    def _subscribed(self, suback):
+        if self._state != _CONNECTED:
+            return  # closed while its subscription was being saved
+        suback()
+        backlog, self._backlog = self._backlog, None
+        self._liveness.saw()  # we read again from here
+        self._reading.resume(SUBSCRIBE)
+        if backlog:
+            self._process(backlog)
+
+    def _subscription_not_saved(self, failure):
+        log.failure("subscription of {client_id} not saved: closing without SUBACK",
+                    failure, client_id=self._member.client_id)
+        self._close("subscription not saved")
+
     def _on_pingreq(self, packet):
         self.transport.write(PINGRESP_BYTES)
 
@@ -363,6 +416,7 @@ class MQTTServerProtocol(Protocol):
 _HANDLERS = {
     Connect: MQTTServerProtocol._on_connect,
     Pubrel: MQTTServerProtocol._on_pubrel,
+    Subscribe: MQTTServerProtocol._on_subscribe,
     Pingreq: MQTTServerProtocol._on_pingreq,
     Disconnect: MQTTServerProtocol._on_disconnect,
 }

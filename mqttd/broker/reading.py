@@ -11,13 +11,15 @@ reading, the client's packets (its PINGREQs too) wait unread in the socket, and 
 it for that silence would be wrong.
 """
 
-__all__ = ["ReadPause", "AUTH", "INFLIGHT", "WRITES", "PRESSURE"]
+__all__ = ["ReadPause", "AUTH", "INFLIGHT", "WRITES", "PRESSURE", "STOPPING", "SUBSCRIBE"]
 
 AUTH = 1  # the CONNECT waits for its admission
 INFLIGHT = 2  # the inbound FIFO is full
 WRITES = 4  # the client reads slower than we write to it
 PRESSURE = 8  # the message sink is full
-_OURS = INFLIGHT | PRESSURE  # keepalive does not count these against the client
+STOPPING = 16  # the broker is stopping: what it took is being committed and acknowledged
+SUBSCRIBE = 32  # a persistent session's SUBSCRIBE is being saved
+_OURS = INFLIGHT | PRESSURE | STOPPING | SUBSCRIBE  # keepalive does not count these
 
 
 class ReadPause:

@@ -7,12 +7,21 @@ one child, ``+`` fans out over the children of one level, ``#`` collects a subtr
 "a/+/c" never scans retained topics outside "a/*/c".  Topics starting with '$' are not
 reached by a first-level '+' or '#' [MQTT-4.7.2-1].
 
-Messages are the broker's own objects; only ``.payload`` is read, to honour "an empty
-payload clears the retained message" (MQTT-3.3.1-10/11).  Emptied nodes are pruned so
+Messages are the broker's own objects; ``.payload`` is read, to honour "an empty
+payload clears the retained message" (MQTT-3.3.1-10/11), and ``.key``, so an older
+message of the same broker run never replaces a newer one (``_newer``).  Emptied nodes are pruned so
 memory follows the live retained set, not its history.  No method recurses.
 """
 
+from mqttd.store.retained import BOOT_PREFIX
+
 __all__ = ["RetainedStore"]
+
+
+def _newer(kept, key):
+    """Is ``kept`` a newer key of the same broker run than ``key``? Keys of one run
+    (BOOTID-COUNTER-RANDOM) count up in receive order (``Broker.make_message``)."""
+    return kept[:BOOT_PREFIX] == key[:BOOT_PREFIX] and kept > key
 
 
 class _Node:
@@ -38,9 +47,16 @@ class RetainedStore:
         return self._count
 
     def set(self, topic, message):
-        """Retain ``message`` for ``topic``, replacing any; an empty payload clears it."""
+        """Retain ``message`` for ``topic``, replacing any; an empty payload clears it.
+
+        Unless the message retained now is of the same broker run and newer (its key,
+        ``_newer``): the rule mqttd.db's ``retained`` table follows, so memory and disk
+        keep the same value whatever order concurrent commits are routed in.
+        """
         if not message.payload:
-            self.clear(topic)
+            old = self.get(topic)
+            if old is None or not _newer(old.key, message.key):
+                self.clear(topic)
             return
         node = self._root
         for level in topic.split("/"):
@@ -51,8 +67,11 @@ class RetainedStore:
             if nxt is None:
                 nxt = children[level] = _Node()
             node = nxt
-        if node.message is None:
+        old = node.message
+        if old is None:
             self._count += 1
+        elif _newer(old.key, message.key):
+            return
         node.message = message
 
     def clear(self, topic):

@@ -255,6 +255,16 @@ class Session:
         if not resend:
             self._resend = None
 
+    def restore(self, inflight, queue, queued_bytes):
+        """State read back at start (``Broker.restore``): ``inflight`` packet id ->
+        entry in send order, ``queue`` of (message, qos, retain), their size."""
+        if inflight:
+            self.inflight = inflight
+            self._next_id = max(inflight)
+        if queue:
+            self.queue = deque(queue)
+            self.queued_bytes = queued_bytes
+
     # -- acknowledgements from the client ------------------------------------------------
 
     def puback(self, pid):
@@ -266,6 +276,8 @@ class Session:
                 del inflight[pid]
                 if self.queue:
                     self.pump()
+                if not self.clean:
+                    self.broker.persistence.changed(self)  # its cursor may advance
 
     def pubrec(self, pid):
         """PUBREC: QoS 2 step 2; answer PUBREL and remember it for redelivery."""
@@ -275,6 +287,10 @@ class Session:
             if entry is not PUBREL_PENDING and entry[1] != 2:
                 return  # PUBREC for a QoS 1 message: ignore
             inflight[pid] = PUBREL_PENDING  # keeps its place in send order
+            if not self.clean and entry is not PUBREL_PENDING:
+                persistence = self.broker.persistence
+                persistence.released(self, pid, entry[0].key)
+                persistence.changed(self)
         # Also for an unknown id: answering PUBREL lets a confused client finish the flow.
         self.protocol.transport.write(encode_pubrel(pid))
 
@@ -285,3 +301,5 @@ class Session:
             del inflight[pid]
             if self.queue:
                 self.pump()
+            if not self.clean:
+                self.broker.persistence.changed(self)

@@ -5,13 +5,16 @@ protocol must see those bytes first, before the reactor reads the socket again: 
 synchronously, right after adoptStreamConnection and before returning to the reactor.
 adoptStreamConnection dups the fd, so the one received is closed here, always; and it
 neither returns the protocol (by its interface) nor calls ``startFactory`` (the worker
-starts its factory once itself).
+starts its factory once itself). A connection the master relays (TLS) comes with the
+client's address, ``peer``: its protocol's transport reports that one (``edge.peer``).
 """
 import os
 import socket
 
 from twisted.internet import protocol
 from twisted.logger import Logger
+
+from .peer import ReportedPeer, peer_address
 
 __all__ = ["AdoptionFailed", "adopt_into"]
 
@@ -34,15 +37,19 @@ class _Capture(protocol.Factory):
         return self.built
 
 
-def adopt_into(reactor, factory, fd, preread):
+def adopt_into(reactor, factory, fd, preread, peer=None):
     """Give the client socket ``fd`` (TCP over IPv4 or IPv6, or UNIX stream: the family
     is read from the fd) to a protocol of ``factory``, feed it ``preread``, close ``fd``.
+    ``peer``, a ``(host, port)``, is the address its transport reports (the socket's
+    own if None).
 
     Returns the protocol. Raises AdoptionFailed or OSError if there is none (not a
     stream socket, the client reset it, the factory refused, connectionMade raised);
     the fd is closed all the same.
     """
     try:
+        if peer is not None:
+            factory = ReportedPeer(factory, peer_address(peer))
         capture = _Capture(factory)
         try:
             reactor.adoptStreamConnection(fd, _stream_family(fd), capture)
@@ -51,15 +58,16 @@ def adopt_into(reactor, factory, fd, preread):
                 capture.built.transport.abortConnection()
             raise
         built = capture.built
-        if built is None:
+        if built is None or (peer is not None and built.wrappedProtocol is None):
             raise AdoptionFailed("the factory built no protocol")
+        protocol = built if peer is None else built.wrappedProtocol
         if preread and not built.transport.disconnecting:
             try:
-                built.dataReceived(preread)
+                protocol.dataReceived(preread)
             except Exception:
                 log.failure("the adopted protocol failed on the bytes the master read")
                 built.transport.abortConnection()
-        return built
+        return protocol
     finally:
         os.close(fd)
 

@@ -19,25 +19,71 @@ log = Logger()
 READ_SIZE = 65536
 
 
+class ConnectBuffer:
+    """Bytes in, the CONNECT out: what a plain socket and a TLS connection both read.
+
+    ``feed(data)`` returns the Connect once it is whole (``preread`` is then every byte
+    fed, the CONNECT and whatever came after it in the same reads), else None; it raises
+    ProtocolError (with ``connack_code`` for a CONNECT that gets a CONNACK refusal) as
+    soon as the bytes break a rule. It holds at most ``max_connect_size`` plus one read.
+    """
+
+    def __init__(self, limits):
+        self._parser = Parser(limits.max_packet_size, max_connect_size=limits.max_connect_size)
+        self._fed = 0  # bytes of _buf given to the parser
+        self._buf = bytearray()
+        self.preread = b""
+
+    def feed(self, data):
+        buf = self._buf
+        buf += data
+        # Feed the parser the CONNECT's bytes only (all of them while its header is
+        # incomplete: those are the CONNECT's too); it checks the first byte and the
+        # size limit as soon as it can, and returns the CONNECT once it is whole.
+        end = min(first_packet_size(buf) or len(buf), len(buf))
+        packets = self._parser.feed(bytes(buf[self._fed:end]))
+        self._fed = end
+        if not packets:
+            return None
+        connect = packets[0]
+        if not isinstance(connect, Connect):  # the parser refuses any other first packet
+            raise ProtocolError("first packet is not CONNECT")
+        self.preread = bytes(buf)
+        self._buf = None
+        return connect
+
+    @property
+    def partial_size(self):
+        """What the CONNECT under way may come to (Parser.partial_size; 0 once read)."""
+        return 0 if self._buf is None else self._parser.partial_size
+
+
 @implementer(IReadDescriptor)
 class PendingConnect:
     """One socket between accept and hand-off.
 
     ``on_connect(pending, connect)`` once its CONNECT is whole (then the caller owns the
     socket: ``pending.sock``, ``pending.preread``); ``on_closed(pending, reason)`` when it
-    is closed here instead (silent, gone, malformed).
+    is closed here instead (silent, gone, malformed). ``peer`` is None: the worker reads
+    the peer's address from the socket itself.
     """
 
-    def __init__(self, reactor, sock, host, limits, on_connect, on_closed):
+    peer = None
+
+    def __init__(self, reactor, sock, host, limits, on_connect, on_closed, budget=None):
         self._reactor = reactor
         self.sock = sock
         self._fd = sock.fileno()
         self.host = host
-        self._parser = Parser(limits.max_packet_size, max_connect_size=limits.max_connect_size)
-        self._fed = 0  # bytes of _buf given to the parser
+        self._connect = ConnectBuffer(limits)
+        # The master's budget of partly read input (broker.max_partial_bytes), a
+        # mqttd.broker.budget.PartialInput: a flood of half-sent CONNECTs from many
+        # addresses must not grow the master without bound.
+        self._budget = budget
+        self._held = 0
         self._on_connect = on_connect
         self._on_closed = on_closed
-        self._buf = bytearray()
+        self._open = True
         self.preread = b""
         self._timer = reactor.callLater(limits.idle_timeout, self._close, "no CONNECT in time")
         reactor.addReader(self)
@@ -62,15 +108,8 @@ class PendingConnect:
         if not data:
             self._close("closed before CONNECT")
             return
-        buf = self._buf
-        buf += data
         try:
-            # Feed the parser the CONNECT's bytes only (all of them while its header is
-            # incomplete: those are the CONNECT's too); it checks the first byte and the
-            # size limit as soon as it can, and returns the CONNECT once it is whole.
-            end = min(first_packet_size(buf) or len(buf), len(buf))
-            packets = self._parser.feed(bytes(buf[self._fed:end]))
-            self._fed = end
+            connect = self._connect.feed(data)
         except ProtocolError as e:
             if e.connack_code is not None:
                 try:
@@ -79,31 +118,42 @@ class PendingConnect:
                     pass
             self._close(f"protocol error: {e.reason}")
             return
-        if not packets:
-            return
-        connect = packets[0]
-        if not isinstance(connect, Connect):  # the parser refuses any other first packet
-            self._close("first packet is not CONNECT")
+        budget = self._budget
+        if budget is not None:
+            held = self._connect.partial_size
+            if not budget.hold(self, self._held, held, connect is not None):
+                self._close("partial input budget")
+                return
+            self._held = held
+        if connect is None:
             return
         self._finish()
-        self.preread = bytes(buf)
-        self._buf = None
+        self._open = False
+        self.preread = self._connect.preread
         self._on_connect(self, connect)
 
     def abandon(self):
         """Close it now (the master is stopping); the door hears of it as usual."""
         self._close("master stopping")
 
+    def packet_overdue(self):
+        """PartialInput's deadline (broker.packet_timeout) for the CONNECT under way."""
+        self._close("packet timeout")
+        return True
+
     def _finish(self):
         self._reactor.removeReader(self)
+        if self._budget is not None:
+            self._budget.release(self, self._held)
+            self._held = 0
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
     def _close(self, reason):
-        if self._buf is None:
+        if not self._open:
             return
+        self._open = False
         self._finish()
-        self._buf = None
         self.sock.close()
         self._on_closed(self, reason)

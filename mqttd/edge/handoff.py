@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .handoff_wire import (
-    ACK, HANDOFF, MESSAGE, Ack, ChannelProtocolError, FrameReader, Handoff, Message,
+    ACK, HANDOFF, HANDOFF_FROM, MESSAGE, Ack, ChannelProtocolError, FrameReader, Handoff, Message,
     decode, encode_ack, encode_handoff, encode_message, type_name,
 )
 
@@ -206,8 +206,9 @@ class MasterChannel(_ChannelEnd):
     def queued_bytes(self):
         return self._waiting_bytes
 
-    def hand_off(self, fd, preread, conn_id):
+    def hand_off(self, fd, preread, conn_id, peer=None):
         """Send the socket ``fd`` and the bytes already read from it to the worker.
+        ``peer`` (host, port) names the client when ``fd`` is the master's relay of it.
 
         The Deferred fires with ``conn_id`` once the worker has adopted the socket (the
         caller then closes its own fd with close(2), never shutdown(2)); it fails with a
@@ -219,7 +220,7 @@ class MasterChannel(_ChannelEnd):
         queue of at most ``max_queued`` hand-offs and ``max_queued_bytes``; past that it
         fails at once with HandoffQueueFull.
         """
-        frame = encode_handoff(conn_id, preread)
+        frame = encode_handoff(conn_id, preread, peer)
         if conn_id in self._sent or conn_id in self._waiting_ids:
             raise ValueError(f"conn id {conn_id} is already being handed off")
         if self._lost is not None or self._closing:
@@ -295,11 +296,12 @@ class WorkerChannel(_ChannelEnd):
 
     ``adopt(fd, preread, conn_id)`` owns ``fd`` (it must close it, whatever happens):
     returning acks the master that the socket is adopted, raising tells it it is not; a
-    Deferred result acks when it fires. ``mqttd.edge.adopt.adopt_into`` is the usual
+    Deferred result acks when it fires. A relayed client's hand-off (TLS) calls
+    ``adopt(fd, preread, conn_id, peer)`` with its (host, port). ``mqttd.edge.adopt.adopt_into`` is the usual
     body of it.
     """
 
-    _accepts = (HANDOFF, MESSAGE)
+    _accepts = (HANDOFF, HANDOFF_FROM, MESSAGE)
     _end = "worker"
 
     def __init__(self, adopt, on_message=None, max_unpaired_fds=MAX_UNPAIRED_FDS):
@@ -330,8 +332,9 @@ class WorkerChannel(_ChannelEnd):
                 f"hand-off frame for conn id {value.conn_id} came without a file descriptor"))
             return
         fd = self._fds.popleft()
+        extra = () if value.peer is None else (value.peer,)
         try:
-            result = self._adopt(fd, value.preread, value.conn_id)
+            result = self._adopt(fd, value.preread, value.conn_id, *extra)
         except Exception as e:
             self._refused(e, value.conn_id)
             return

@@ -1,12 +1,16 @@
 """The hand-off channel's wire format: length-prefixed frames, no I/O.
 
 One UNIX stream socket joins the master and a worker. Everything on it is a frame:
-a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Three types:
+a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Four types:
 
 - ``HANDOFF`` (master -> worker): conn id (u64) + the bytes the master already read
   from the client. The client's fd rides (SCM_RIGHTS) on some byte of the stream no
   later than this frame's last byte: the worker pairs received fds with hand-off frames
   in order, so a frame needs no fd slot of its own.
+- ``HANDOFF_FROM`` (master -> worker): a hand-off whose fd is not the client's own
+  socket but the master's relay of it (TLS, terminated in the master), so it names the
+  client's address: conn id (u64) + port (u16) + host length (u8) + host (ASCII) + the
+  bytes read. Paired with an fd exactly as ``HANDOFF``.
 - ``ACK`` (worker -> master): conn id (u64) + 1 if adopted, 0 if not + a UTF-8 reason.
 - ``MESSAGE`` (both ways): kind length (u8) + kind (UTF-8) + JSON object. JSON because
   the payloads (a closed conn id, subscription interest, a forwarded publish) change as
@@ -21,27 +25,31 @@ import struct
 import attrs
 
 __all__ = [
-    "ACK", "HANDOFF", "MAX_BODY", "MAX_PAYLOAD", "MESSAGE",
+    "ACK", "HANDOFF", "HANDOFF_FROM", "MAX_BODY", "MAX_PAYLOAD", "MESSAGE",
     "Ack", "ChannelProtocolError", "FrameReader", "Handoff", "Message",
     "decode", "encode_ack", "encode_handoff", "encode_message",
 ]
 
-HANDOFF, ACK, MESSAGE = 1, 2, 3
+HANDOFF, ACK, MESSAGE, HANDOFF_FROM = 1, 2, 3, 4
 
 MAX_PAYLOAD = 4 * 1024 * 1024
 """The largest preread, JSON payload or reason a frame carries."""
 MAX_KIND = 255  # bytes of a message's kind (its length is one byte)
+MAX_HOST = 64  # bytes of a peer's host: an IPv6 address with a scope id fits
 MAX_BODY = MAX_PAYLOAD + 1 + MAX_KIND
-"""The largest frame body: a payload plus the biggest fixed part (a message's kind)."""
+"""The largest frame body: a payload plus the biggest fixed part (a message's kind,
+bigger than a HANDOFF_FROM's conn id, port and host)."""
 
 HEADER = struct.Struct(">IB")
 _CONN = struct.Struct(">Q")
 _ACK = struct.Struct(">QB")
 _HANDOFF_HEAD = struct.Struct(">IBQ")  # header + conn id, packed at once: the hot path
 _ACK_HEAD = struct.Struct(">IBQB")
+_FROM_HEAD = struct.Struct(">IBQHB")  # header + conn id + port + host length
+_FROM = struct.Struct(">QHB")
 _MAX_CONN_ID = 2 ** 64 - 1
 _MAX_REASON = 1024  # characters of an ack's reason: a log line, not a payload
-_NAMES = {HANDOFF: "hand-off", ACK: "ack", MESSAGE: "message"}
+_NAMES = {HANDOFF: "hand-off", ACK: "ack", MESSAGE: "message", HANDOFF_FROM: "hand-off"}
 
 
 class ChannelProtocolError(Exception):
@@ -52,6 +60,7 @@ class ChannelProtocolError(Exception):
 class Handoff:
     conn_id: int
     preread: bytes
+    peer: tuple | None = None  # (host, port) of a relayed client
 
 
 @attrs.frozen(slots=True)
@@ -76,11 +85,19 @@ def _check_conn_id(conn_id):
         raise ValueError(f"conn id {conn_id!r} is not an unsigned 64-bit integer")
 
 
-def encode_handoff(conn_id, preread):
+def encode_handoff(conn_id, preread, peer=None):
+    """A HANDOFF frame, or a HANDOFF_FROM one if ``peer`` (host, port) is given."""
     _check_conn_id(conn_id)
     if len(preread) > MAX_PAYLOAD:
         raise ValueError(f"preread of {len(preread)} bytes exceeds {MAX_PAYLOAD}")
-    return _HANDOFF_HEAD.pack(_CONN.size + len(preread), HANDOFF, conn_id) + preread
+    if peer is None:
+        return _HANDOFF_HEAD.pack(_CONN.size + len(preread), HANDOFF, conn_id) + preread
+    host, port = peer
+    name = host.encode("ascii")
+    if not 0 < len(name) <= MAX_HOST or not 0 <= port <= 0xFFFF:
+        raise ValueError(f"peer {peer!r} is not a host of 1..{MAX_HOST} bytes and a port")
+    size = _FROM.size + len(name) + len(preread)
+    return _FROM_HEAD.pack(size, HANDOFF_FROM, conn_id, port, len(name)) + name + preread
 
 
 def encode_ack(conn_id, adopted, reason=""):
@@ -109,6 +126,18 @@ def decode(frame_type, body):
         if len(body) < _CONN.size:
             raise ChannelProtocolError(f"hand-off frame of {len(body)} bytes has no conn id")
         return Handoff(_CONN.unpack_from(body)[0], body[_CONN.size:])
+    if frame_type == HANDOFF_FROM:
+        if len(body) < _FROM.size:
+            raise ChannelProtocolError(f"hand-off frame of {len(body)} bytes has no peer")
+        conn_id, port, size = _FROM.unpack_from(body)
+        end = _FROM.size + size
+        if not size or len(body) < end:
+            raise ChannelProtocolError("hand-off frame has no peer host")
+        try:
+            host = body[_FROM.size:end].decode("ascii")
+        except UnicodeDecodeError:
+            raise ChannelProtocolError("hand-off peer host is not ASCII") from None
+        return Handoff(conn_id, body[end:], (host, port))
     if frame_type == ACK:
         if len(body) < _ACK.size:
             raise ChannelProtocolError(f"ack frame of {len(body)} bytes is too short")

@@ -3,9 +3,11 @@
 The master accepts connections itself instead of through Twisted ports: a connection it
 hands to a worker must never become a Twisted transport here, whose close would
 ``shutdown(2)`` the socket the worker now owns (DESIGN.md, "Known pitfalls"). So the
-master parses ``tcp:``, ``tcp6:`` and ``unix:`` strings itself, with the arguments those
-take in Twisted (``port``, ``interface``, ``backlog``; ``mode`` for unix), and anything
-else is refused at start with the key that named it.
+master parses ``tcp:``, ``tcp6:``, ``ssl:`` and ``unix:`` strings itself, with the
+arguments those take in Twisted (``port``, ``interface``, ``backlog``; ``mode`` for unix),
+and anything else is refused at start with the key that named it. An ``ssl:`` listener
+binds as ``tcp:`` does; its certificate options (``TLS_OPTIONS``) are read by
+``edge.tls_context``, and the master terminates TLS itself (``edge.tls_connect``).
 """
 import os
 import socket
@@ -14,7 +16,9 @@ import stat
 from mqttd.errors import ConfigError
 from mqttd.listeners import LISTEN_BACKLOG, endpoint_fields
 
-_KINDS = ("tcp", "tcp6", "unix")
+_KINDS = ("tcp", "tcp6", "ssl", "unix")
+TLS_OPTIONS = ("privateKey", "certKey", "extraCertChain", "dhParameters", "sslmethod")
+"""The arguments of Twisted's ``ssl:`` endpoint beyond those of ``tcp:``."""
 
 
 def _arguments(key, fields, positional):
@@ -41,22 +45,32 @@ def _integer(key, name, text, low, high):
     return value
 
 
-def bind_listener(key, description, backlog=LISTEN_BACKLOG):
-    """A bound, listening, non-blocking socket for ``description``, or ConfigError
-    (unknown type, bad argument) / SystemExit (cannot bind), naming ``key``."""
+def endpoint_arguments(key, description):
+    """``(kind, {name: value})`` of an endpoint string the master listens on, or
+    ConfigError naming ``key`` (a kind it does not take, an unknown argument)."""
     kind, *fields = endpoint_fields(description)
     kind = kind.lower()
     if kind not in _KINDS:
         raise ConfigError(
-            f"{key}: the master accepts tcp:, tcp6: and unix: listeners, got {description!r}")
+            f"{key}: the master accepts tcp:, tcp6:, ssl: and unix: listeners, "
+            f"got {description!r}")
     if kind == "unix":
         args = _arguments(key, fields, ("address",))
         unknown = set(args) - {"address", "mode", "backlog", "lockfile", "wantPID"}
     else:
         args = _arguments(key, fields, ("port",))
         unknown = set(args) - {"port", "interface", "backlog"}
+        if kind == "ssl":
+            unknown -= set(TLS_OPTIONS)
     if unknown:
         raise ConfigError(f"{key}: unknown endpoint argument {sorted(unknown)[0]!r}")
+    return kind, args
+
+
+def bind_listener(key, description, backlog=LISTEN_BACKLOG):
+    """A bound, listening, non-blocking socket for ``description``, or ConfigError
+    (unknown type, bad argument) / SystemExit (cannot bind), naming ``key``."""
+    kind, args = endpoint_arguments(key, description)
     backlog = _integer(key, "backlog", args.get("backlog", str(backlog)), 1, 1 << 20)
     try:
         if kind == "unix":

@@ -87,6 +87,9 @@ class WebhookSink:
         self._watch = None  # fails waiting work at its deadline (_watch_deadlines)
         self._busy = 0  # requests in flight
         self._stopped = False
+        self._draining = False  # drain() called: no new message is taken
+        self._drain_waiters = []  # drain()'s Deferreds, until drained
+        self._drain_timer = None
 
     # -- IMessageSink -------------------------------------------------------------------
 
@@ -105,8 +108,8 @@ class WebhookSink:
         """
         self.metrics.webhook_submitted += 1
         held = len(message.payload) + len(message.topic)
-        if self._stopped or not self._budget.take(held):
-            reason = "stopping" if self._stopped else "overload"
+        if self._stopped or self._draining or not self._budget.take(held):
+            reason = "stopping" if self._stopped or self._draining else "overload"
             self.metrics.webhook_rejected[reason] += 1
             self._notify(notify, [token], StoreRejected(reason))
             return
@@ -191,6 +194,8 @@ class WebhookSink:
         elif self._watch is not None:
             self._watch.cancel()  # nothing waits
             self._watch = None
+        if self._drain_waiters:
+            self._check_drained()
 
     def _watch_deadlines(self, deadline=None):
         """Fail waiting work at its deadline, not when a slot frees.
@@ -226,6 +231,8 @@ class WebhookSink:
         while waiting and waiting.deadline() <= now:
             self._reject(waiting.cut(), "ack timeout")
         self._watch_deadlines()
+        if self._drain_waiters:
+            self._check_drained()
 
     def _send(self, batch, left):
         """POST ``batch``; ``left`` (> 0) is the time to its deadline."""
@@ -251,7 +258,8 @@ class WebhookSink:
             metrics.webhook_committed += n
             self._budget.release(n, batch.held)
             metrics.webhook_already_stored += result.duplicates
-            self._linger.answered(batch.waiters)
+            if not self._draining:  # nobody publishes again while draining
+                self._linger.answered(batch.waiters)
             self._settle(batch, None)
             self._budget.check_drained()
         self._kick()
@@ -330,6 +338,41 @@ class WebhookSink:
         """Where batches go, as text; None until the built-in ingest tier has bound."""
         return self._poster.url
 
+    def drain(self, timeout):
+        """Take no new message; send every one already taken at once, and fire when each
+        has its answer (committed: its client gets its PUBACK), or after ``timeout``
+        seconds, when ``stop`` fails what is left. How a stop loses no work in flight."""
+        d = Deferred()
+        if self._stopped:
+            d.callback(None)
+            return d
+        self._drain_waiters.append(d)
+        if not self._draining:
+            self._draining = True
+            self._linger.stop()  # nobody will publish again: no batch waits for them
+            self._drain_timer = self._clock.callLater(timeout, self._drain_over)
+        self._kick()
+        return d
+
+    def _check_drained(self):
+        if self._busy or self._ready or self._waiting or self._backoff:
+            return
+        self._drained()
+
+    def _drain_over(self):
+        self._drain_timer = None
+        log.warn("webhook: {n} requests still in flight at the end of the drain; "
+                 "what was not committed is failed (its clients retransmit)", n=self._busy)
+        self.stop()
+
+    def _drained(self):
+        waiters, self._drain_waiters = self._drain_waiters, []
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        for d in waiters:
+            d.callback(None)
+
     def stop(self):
         """Refuse new messages; fail those not yet sent (their clients retransmit)."""
         self._stopped = True
@@ -348,6 +391,8 @@ class WebhookSink:
         waiting = self._waiting
         while waiting:  # more than one batch_size of them, too
             self._reject(waiting.cut(), "stopping")
+        if self._drain_waiters:
+            self._drained()
 
 
 def _fire_deferreds(deferreds, failure):

@@ -94,7 +94,30 @@ def _v2_cheaper_checks(db):
         db.execute(sql)
 
 
-MIGRATIONS = (_v1_messages, _v2_cheaper_checks)
+def _v3_retained(db):
+    """The retained message of each topic, kept by the ingest writer in the transaction
+    that commits the message (``mqttd.store.retained``), so a broker that starts finds
+    the retained set every acknowledged retained PUBLISH left.
+
+    A row with an empty payload is a tombstone: the topic was cleared, and the clear's
+    ``key`` keeps an older retained PUBLISH of the same broker run, committed late (a
+    batch retried across a reconnect), from bringing the old value back. Readers skip
+    tombstones.
+    """
+    db.execute(
+        """
+        CREATE TABLE retained (
+            topic        TEXT    NOT NULL PRIMARY KEY,
+            payload      BLOB    NOT NULL,
+            qos          INTEGER NOT NULL CHECK (qos BETWEEN 0 AND 2),
+            key          TEXT    NOT NULL,
+            updated_at   REAL    NOT NULL
+        ) STRICT
+        """
+    )
+
+
+MIGRATIONS = (_v1_messages, _v2_cheaper_checks, _v3_retained)
 """Step i+1 of the schema is ``MIGRATIONS[i]``; ``len(MIGRATIONS)`` is the latest version."""
 
 

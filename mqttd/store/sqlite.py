@@ -57,6 +57,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from mqttd.store.sink import ROW, Message
+from mqttd.store.pool import closed_on, opened_on
+from mqttd.store.retained import (already_stored, apply_retained, has_retained,
+                                  has_retained_table, retained_rows)
 from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate, refuse_too_new
 
 DB_FILENAME = "mqttd.db"
@@ -190,6 +193,7 @@ class SqliteStore:
         self._migrations = migrations
         self._db = None  # touched only on the pool's thread
         self._conflicts = []  # keys _CONFLICT_FUNCTION met (pool's thread too)
+        self._keeps_retained = False  # the schema has mqttd.store.retained's table
         self._running = False
 
     @classmethod
@@ -203,17 +207,11 @@ class SqliteStore:
         """Start the pool, open the file, enable WAL, migrate. Fails on a too-new schema."""
         if self._running:
             return succeed(None)
-        self._pool.start()
         self._running = True
-        d = self.run(self._open)
+        return opened_on(self._pool, lambda: self.run(self._open), self._stopped)
 
-        def failed(failure):
-            self._running = False
-            self._pool.stop()
-            return failure
-
-        d.addErrback(failed)
-        return d
+    def _stopped(self):
+        self._running = False
 
     def close(self):
         """Close the connection on its thread, then stop the pool (idempotent)."""
@@ -221,13 +219,7 @@ class SqliteStore:
             return succeed(None)
         d = self.run(self._close)
         self._running = False
-
-        def stop_pool(result):
-            self._pool.stop()
-            return result
-
-        d.addBoth(stop_pool)
-        return d
+        return closed_on(self._pool, d)
 
     def run(self, fn, *args, **kwargs):
         """Run ``fn(db, *args, **kwargs)`` on the store's thread; Deferred of its result.
@@ -273,6 +265,8 @@ class SqliteStore:
                 raise SchemaError(f"{self.path}: this SQLite allows {limit} parameters per "
                                   f"statement; mqttd needs SQLite 3.32 or newer")
             migrate(db, self._migrations, name=self.path)
+            # A store given an older schema (tests of migrations) has no retained table.
+            self._keeps_retained = has_retained_table(conn)
         except BaseException:
             db.close()
             raise
@@ -347,13 +341,24 @@ class SqliteStore:
         return outcomes
 
     def _insert_transaction(self, db, batches, stamp):
-        """Every one of ``batches`` (none empty) in one transaction; their new-row counts."""
+        """Every one of ``batches`` (none empty) in one transaction; their new-row counts.
+
+        Rows with retain=1 also update ``retained`` in the same transaction
+        (``mqttd.store.retained``): durable by the COMMIT that acknowledges them."""
         conn = db.conn
-        if len(batches) == 1 and len(batches[0]) in _INSERTS:
+        retained = self._keeps_retained and has_retained(batches)
+        if not retained and len(batches) == 1 and len(batches[0]) in _INSERTS:
             # One statement: its own transaction (see the module docstring).
             return [self._insert_batch(conn, 0, batches[0], stamp)]
         with immediate(db):
-            return [self._insert_batch(conn, i, batch, stamp) for i, batch in enumerate(batches)]
+            if retained:
+                rows = retained_rows(batches)
+                stored = already_stored(conn, rows)  # a retry: applied when first stored
+            counts = [self._insert_batch(conn, i, batch, stamp)
+                      for i, batch in enumerate(batches)]
+            if retained:
+                apply_retained(conn, rows, stored, next(stamp)[0])
+            return counts
 
     def _insert_batch(self, conn, index, batch, stamp):
         try:

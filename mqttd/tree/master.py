@@ -5,13 +5,15 @@ judges each peer before a byte is read, ``edge.connect_reader`` reads the CONNEC
 balancer picks the worker by client id, and the hand-off channel passes the socket and
 the bytes read to it. The master never parses anything after the CONNECT and never
 touches a handed-off socket again, except to count it free when its worker says it
-closed (or dies).
+closed (or dies). TLS ends in the master (``edge.tls_connect``): it reads the CONNECT
+inside it, hands the worker one end of a socketpair and relays the plaintext.
 
 Its children, under the supervisor: ``server.workers`` broker workers and one ingest
 child, whose listening socket the master binds (``ingest.listen``) so that the workers'
 URL is fixed before any child starts. The gate of accounts and bans (issue 13) goes
 between the CONNECT and the balancer: ``_on_connect``.
 """
+import functools
 import itertools
 import json
 import os
@@ -19,9 +21,11 @@ import socket
 
 import attrs
 from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
+from mqttd.broker.budget import PartialInput
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import CONNACK_SERVER_UNAVAILABLE, encode_connack
 from mqttd.config import config_document
@@ -31,6 +35,8 @@ from mqttd.edge.connect_reader import PendingConnect
 from mqttd.edge.door import Door
 from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
+from mqttd.edge.tls_connect import PendingTLSConnect
+from mqttd.edge.tls_context import tls_options
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
@@ -60,9 +66,17 @@ class Master(MultiService):
                                 config.broker.log_lines_window, metrics=metrics)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate)
+        # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
+        # complete within broker.packet_timeout (and idle_timeout of its accept).
+        self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
+                                           config.broker.packet_timeout, metrics)
         self.balancer = Balancer(range(1, config.server.workers + 1))
-        self.supervisor = Supervisor(reactor, metrics)
-        self.supervisor.setServiceParent(self)
+        # Two supervisors, so a stop can be ordered: the workers finish the commits in
+        # flight and send their acks (up to webhook.request_timeout, then a few seconds
+        # to close) while the ingest child still answers; it stops after they exited.
+        worker_stop = config.webhook.request_timeout + 5.0
+        self.supervisor = Supervisor(reactor, metrics, kill_timeout=worker_stop)
+        self.ingest_supervisor = Supervisor(reactor, metrics)
         self._ids = itertools.count(1)
         self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
         self._where = {}  # client id -> (slot, conn_id) of its newest connection
@@ -83,6 +97,9 @@ class Master(MultiService):
                 config, ingest=attrs.evolve(config.ingest, secret=secret))
             prepare_database(os.path.join(config.server.data_dir, DB_FILENAME))
         self._document = config_document(config)
+        # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
+        self._tls = [tls_options(f"server.listen[{index}]", description)
+                     for index, description in enumerate(config.server.listen)]
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -93,7 +110,10 @@ class Master(MultiService):
         for index, description in enumerate(config.server.listen):
             key = f"server.listen[{index}]"
             sock = bind_listener(key, description)
-            acceptor = RawAcceptor(self._reactor, sock, key, self.door, self._admitted)
+            tls = self._tls[index]
+            on_admitted = (self._admitted if tls is None
+                           else functools.partial(self._tls_admitted, tls))
+            acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
             log.info("mqttd listening on {description} ({host}:{port})",
@@ -124,17 +144,23 @@ class Master(MultiService):
         self._ingest_socket = sock
         self._ingest_url = _url(sock.getsockname())
         log.info("ingest webhook listening on {url}", url=self._ingest_url)
-        self.supervisor.add(process_name("ingest"), self._ingest_starter())
+        self.ingest_supervisor.add(process_name("ingest"), self._ingest_starter())
 
     def startService(self):
         set_process_name(process_name("master"))
         super().startService()
+        self.ingest_supervisor.startService()
+        self.supervisor.startService()
         self._start_timer = self._reactor.callLater(self._config.broker.idle_timeout,
                                                     self._started)
         for acceptor in self._acceptors:
             acceptor.start()
 
+    @inlineCallbacks
     def stopService(self):
+        """Stop accepting; close what never reached a worker; stop the workers (each
+        commits and acknowledges what it read); then the ingest child."""
+        super().stopService()
         for acceptor in self._acceptors:
             acceptor.stop()
         for pending in list(self._pending):
@@ -145,7 +171,8 @@ class Master(MultiService):
         self._waiting.clear()
         if self._start_timer is not None and self._start_timer.active():
             self._start_timer.cancel()
-        return super().stopService()
+        yield self.supervisor.stopService()
+        yield self.ingest_supervisor.stopService()
 
     # -- children ---------------------------------------------------------------------
 
@@ -220,7 +247,16 @@ class Master(MultiService):
 
     def _admitted(self, sock, host):
         self._pending.add(PendingConnect(self._reactor, sock, host, self._config.broker,
-                                         self._on_connect, self._not_connected))
+                                         self._on_connect, self._not_connected,
+                                         self._partial_input))
+
+    def _tls_admitted(self, tls, sock, host):
+        # TLS ends here: the master relays the plaintext for the connection's life.
+        pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
+                                    self._on_connect, self._not_connected,
+                                    self._partial_input)
+        self._pending.add(pending)
+        pending.start()
 
     def _not_connected(self, pending, reason):
         self._pending.discard(pending)
@@ -300,7 +336,8 @@ class Master(MultiService):
                     channel.send("taken", {"client_id": client_id})
             self._where[client_id] = (slot, conn_id)
         sock = pending.sock
-        d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id)
+        d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id,
+                                          pending.peer)
         # Closed here only once the worker holds its own copy (or never will): never
         # shutdown(), which would end the worker's connection too.
         d.addBoth(lambda result: (sock.close(), result)[1])

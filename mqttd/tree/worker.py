@@ -5,7 +5,7 @@ over the UNIX socket inherited as ``channel_fd``; this process adopts it as if i
 accepted it, and says "closed" when it goes, so the master's door counts it free.
 Messages go to the ingest tier's URL with the tree's secret (or to ``webhook.url``).
 """
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.logger import Logger
 
 from mqttd.broker.auth import StaticAuthenticator
@@ -14,7 +14,8 @@ from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.metrics import Metrics
-from mqttd.service import webhook_sink
+from mqttd.service import PersistenceService, broker_persistence, broker_stop, webhook_sink
+from mqttd.stopping import SequentialStop
 
 log = Logger()
 
@@ -56,10 +57,11 @@ class _Channel(Service):
         self.channel.when_lost().addBoth(self._lost)
         self.channel.send("ready", {})
 
-    def _adopt(self, fd, preread, conn_id):
+    def _adopt(self, fd, preread, conn_id, peer=None):
         # Returns before any "closed" for this connection can be sent: the master reads
         # its adoption ack first (a close is reported from a later reactor turn).
-        protocol = adopt_into(self._reactor, self._factory, fd, preread)
+        # ``peer``: the client's address when the master relays it (TLS).
+        protocol = adopt_into(self._reactor, self._factory, fd, preread, peer)
         protocol.conn_id = conn_id
         protocol.on_gone = self._gone
 
@@ -81,14 +83,19 @@ class _Channel(Service):
 
 
 def build_worker(config, reactor, brief):
-    root = MultiService()
+    root = SequentialStop()
     root.metrics = metrics = Metrics()
     url = config.webhook.url or brief["ingest_url"]
     secret = config.webhook.secret if config.webhook.url else config.ingest.secret
-    sink, client = webhook_sink(config, reactor, metrics, url, secret)
-    client.setServiceParent(root)
-    broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics)
+    sink, pool = webhook_sink(config, reactor, metrics, url, secret)
+    # Its persistent sessions in DATA_DIR/sessions-<slot>.db: the slot is stable across
+    # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
+    broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
+                    persistence=broker_persistence(reactor, config, brief["slot"]))
     factory = _WorkerFactory(broker, reactor)
+    # Stopped last: the clean stop's "closed" reports still reach the master.
     _Channel(reactor, brief["channel_fd"], factory).setServiceParent(root)
+    PersistenceService(reactor, broker).setServiceParent(root)  # saved after the clean stop
+    broker_stop(reactor, config, broker, sink, pool).setServiceParent(root)
     root.broker = broker
     return root

@@ -13,6 +13,7 @@ from tests.support.topics import SPEC_CASES, reference_match
 class Msg:
     topic: str
     payload: bytes
+    key: str = ""
 
 
 def topics_of(messages):

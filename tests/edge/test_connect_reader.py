@@ -98,3 +98,56 @@ class ReaderTests(unittest.TestCase):
         self.pending.abandon()
         self.reactor.advance(100)
         self.assertEqual(self.closed, ["master stopping"])
+
+
+class BudgetTests(unittest.TestCase):
+    """Half-sent CONNECTs of all sockets together fit broker.max_partial_bytes."""
+
+    def setUp(self):
+        from mqttd.broker.budget import PartialInput
+        from mqttd.metrics import Metrics
+        self.reactor = MemoryReactorClock()
+        self.metrics = Metrics()
+        self.budget = PartialInput(self.reactor, 200, 30.0, self.metrics)
+        self.closed = []
+
+    def pending(self):
+        ours, client = socket.socketpair()
+        ours.setblocking(False)
+        self.addCleanup(client.close)
+        self.addCleanup(ours.close)
+        p = PendingConnect(self.reactor, ours, "127.0.0.9", Limits(max_connect_size=128, idle_timeout=60.0),
+                           lambda p, c: None, lambda p, reason: self.closed.append(reason),
+                           self.budget)
+        return p, client
+
+    def test_the_socket_that_does_not_fit_is_closed_and_the_others_go_on(self):
+        big = encode(Connect(client_id="x" * 100, clean_session=True, keepalive=30))
+        a, ca = self.pending()
+        b, cb = self.pending()
+        ca.sendall(big[:10])
+        a.doRead()
+        self.assertEqual(self.budget.total, len(big))  # counted at its whole size
+        cb.sendall(big[:10])
+        b.doRead()
+        self.assertEqual(self.closed, ["partial input budget"])
+        self.assertEqual(self.metrics.mqtt_packets_over_budget, 1)
+        ca.sendall(big[10:])
+        a.doRead()
+        self.assertEqual(self.budget.total, 0)  # released once whole
+
+    def test_a_closed_socket_gives_its_bytes_back(self):
+        a, ca = self.pending()
+        ca.sendall(CONNECT[:5])
+        a.doRead()
+        self.assertGreater(self.budget.total, 0)
+        a.abandon()
+        self.assertEqual(self.budget.total, 0)
+
+    def test_packet_timeout(self):
+        a, ca = self.pending()
+        ca.sendall(CONNECT[:5])
+        a.doRead()
+        self.reactor.advance(30.0)
+        self.assertEqual(self.closed, ["packet timeout"])
+        self.assertEqual(self.metrics.mqtt_packets_timed_out, 1)

@@ -42,7 +42,7 @@ class BindTests(unittest.TestCase):
 
     def test_unknown_kind_names_the_key(self):
         with self.assertRaises(ConfigError) as e:
-            bind_listener("server.listen[1]", "ssl:8883:privateKey=k.pem")
+            bind_listener("server.listen[1]", "systemd:domain=INET:index=0")
         self.assertIn("server.listen[1]", str(e.exception))
 
     def test_bad_arguments(self):

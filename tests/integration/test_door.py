@@ -4,7 +4,6 @@ the log, while the other addresses are unaffected; a banned network is refused; 
 allowlisted address is exempt."""
 from tests.integration.support.common import wait_for
 from tests.integration.support.process import requires_mqttd
-from tests.integration.support.raw_client import ConnectionClosed
 from tests.integration.support.testcase import BrokerTestCase
 
 # Loopback is allowlisted by default; these tests limit it.
@@ -26,13 +25,7 @@ class DoorCase(BrokerTestCase):
         return raw
 
     def refused(self, source):
-        """Whether a connection from ``source`` is closed without a CONNACK."""
-        raw = self.raw(source=source)
-        try:
-            raw.connect(client_id=self.new_id(source), timeout=3)
-        except ConnectionClosed:
-            return True
-        return False
+        return self.refused_at_accept(source)
 
     def assertLogged(self, line):
         wait_for(lambda: line in self.broker.output(), message=repr(line), context=self.context)

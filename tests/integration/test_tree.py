@@ -8,7 +8,9 @@ import os
 import signal
 import time
 
+from mqttd.edge.balancer import Balancer
 from tests.integration.support.database import stored_messages
+from tests.integration.support.raw_client import PacketType, subscribe_packet
 from tests.integration.support.testcase import BrokerTestCase
 from tests.integration.support.tree import owner, wait_for_children
 
@@ -35,7 +37,12 @@ class ProcessTests(TreeTestCase):
         self.assertEqual(sorted(self.procs), sorted(WORKERS + ("mqttd-ingest",)))
 
     def test_publishes_through_workers_are_committed(self):
-        clients = [self.client(self.new_id("pub")) for _ in range(8)]
+        # Four ids whose home is each worker (the balancer's own hash), so both take part.
+        homes = Balancer((1, 2))
+        ids = [f"pub-{n}" for n in range(100)]
+        chosen = ([i for i in ids if homes.home(i) == 1][:4]
+                  + [i for i in ids if homes.home(i) == 2][:4])
+        clients = [self.client(client_id) for client_id in chosen]
         for n, client in enumerate(clients):
             for i in range(10):
                 client.publish("tree/t", f"{n}-{i}".encode(), qos=1)  # waits for PUBACK
@@ -79,6 +86,24 @@ class WorkerDeathTests(TreeTestCase):
         # The restarted worker takes clients again.
         fresh = self.client(self.new_id("after"))
         fresh.publish("tree/after", b"x", qos=1)
+
+
+class WorkerPersistenceTests(TreeTestCase):
+    def test_a_persistent_session_survives_its_workers_kill_9(self):
+        sub = self.raw()
+        self.assertEqual(sub.connect(client_id="keeper", clean_session=False), (0, False))
+        sub.send(subscribe_packet(1, [("keep/#", 1)]))
+        self.assertEqual(sub.read_packet()[0], PacketType.SUBACK)  # after its commit
+        home = owner(sub.sock, self.workers())
+        name = {pid: n for n, pid in self.procs.items()}[home]
+        sub.close()
+        os.kill(home, signal.SIGKILL)
+        _wait_for_new_pid(self.master, name, home)
+        again = self.raw()
+        # It waits for its home worker, which has read its session back.
+        self.assertEqual(again.connect(client_id="keeper", clean_session=False), (0, True))
+        procs = wait_for_children(self.master, WORKERS + ("mqttd-ingest",))
+        self.assertEqual(owner(again.sock, [procs[name]]), procs[name])
 
 
 def _wait_for_new_pid(master, name, old, timeout=15.0):

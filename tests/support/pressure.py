@@ -96,6 +96,7 @@ class BrokerHarness(StoreHarness):
         self.factory = MQTTServerFactory(self.broker, self.clock)
 
     client = Harness.client
+    subscriber = Harness.subscriber
 
     def answer(self):
         n = super().answer()

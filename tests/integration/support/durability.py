@@ -177,6 +177,9 @@ class DurabilityTestCase(SynchronousTestCase):
         "retry_max": "0.2",
     }
 
+    #: more TOML for the appliance (e.g. "[server]\nworkers = 2\n").
+    appliance = ""
+
     def start_appliance(self, proxied=True, webhook=None):
         """Start mqttd (behind a FaultProxy if ``proxied``); sets self.broker / self.proxy."""
         settings = dict(self.webhook, **(webhook or {}))
@@ -184,7 +187,7 @@ class DurabilityTestCase(SynchronousTestCase):
         last = None
         for _ in range(3):  # a port picked free may be taken before mqttd binds it
             self.proxy = None
-            config = "[auth]\nallow_anonymous = true\n"
+            config = "[auth]\nallow_anonymous = true\n" + self.appliance
             if proxied:
                 ingest_port = free_port()
                 self.proxy = faultproxy.FaultProxy(ingest_port).start()

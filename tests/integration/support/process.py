@@ -220,6 +220,19 @@ class BrokerProcess:
         self.process = None
         return rc
 
+    def terminate_main(self, timeout=STOP_TIMEOUT):
+        """SIGTERM to the main process alone (systemd's KillMode=mixed) and wait for the
+        whole tree to exit; returns the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            rc = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            raise BrokerError(f"{self.kind} ignored SIGTERM for {timeout}s; killed\n{self.tail()}")
+        self.process = None
+        self._close_output()
+        return rc
+
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM, then SIGKILL after ``timeout``; raises if the broker had died on its own.
 

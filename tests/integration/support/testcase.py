@@ -6,7 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.integration.support.common import DEFAULT_TIMEOUT
 from tests.integration.support.paho_client import PahoClient
 from tests.integration.support.process import ANONYMOUS, start_broker
-from tests.integration.support.raw_client import RawClient
+from tests.integration.support.raw_client import ConnectionClosed, RawClient
 
 
 class BrokerTestCase(SynchronousTestCase):
@@ -50,3 +50,14 @@ class BrokerTestCase(SynchronousTestCase):
         pub.publish(topic, payload, qos)
         message = sub.get_message()
         self.assertEqual((message.topic, message.payload), (topic, payload))
+
+    def refused_at_accept(self, source, timeout=3.0):
+        """Whether a connection from ``source`` is closed without a CONNACK. The door
+        closes (the tree's master resets) a refused socket at accept: the client may
+        meet that in connect() already, or at its first read."""
+        try:
+            raw = self.raw(source=source)
+            raw.connect(client_id=self.new_id(source), timeout=timeout)
+        except (ConnectionClosed, ConnectionResetError):
+            return True
+        return False

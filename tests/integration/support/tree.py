@@ -49,25 +49,32 @@ def _hex_address(host, port):
     return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
 
 
-def _server_side_inode(client_address):
-    """The inode of the broker's end of the TCP connection whose client end is
-    ``client_address`` (IPv4 (host, port))."""
+def _server_side_inodes(client_address):
+    """The inodes of sockets whose peer is ``client_address`` (IPv4 (host, port)): the
+    broker's end of that connection (and any older one in TIME_WAIT has inode 0)."""
     wanted = _hex_address(*client_address)
     with open("/proc/net/tcp") as f:
         next(f)
-        for line in f:
-            fields = line.split()
-            if fields[2] == wanted and fields[9] != "0":
-                return fields[9]
-    return None
+        return {fields[9] for fields in map(str.split, f)
+                if fields[2] == wanted and fields[9] != "0"}
 
 
-def owner(client_socket, pids):
-    """Which of ``pids`` holds the broker's end of ``client_socket``'s connection."""
-    inode = _server_side_inode(client_socket.getsockname())
-    if inode is None:
+def owner(client_socket, pids, timeout=2.0):
+    """Which of ``pids`` holds the broker's end of ``client_socket``'s connection (None
+    if none does within ``timeout``)."""
+    address = client_socket.getsockname()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = _owner(_server_side_inodes(address), pids)
+        if pid is not None or time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.02)
+
+
+def _owner(inodes, pids):
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    if not targets:
         return None
-    target = f"socket:[{inode}]"
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -75,7 +82,7 @@ def owner(client_socket, pids):
             continue
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
                     return pid
             except OSError:
                 continue

@@ -1,10 +1,12 @@
 """The adapter between one client socket and the broker: MQTTServerProtocol.
 
-It owns what is per connection and nothing more: the stream parser, the CONNECT
-handshake (it asks ``broker.admission`` and obeys), keepalive, flow control and closing.
-What waits for its commit is the connection's ``InboundQueue`` (``mqttd.broker.inbound``:
-acks in receive order, routing in order across reconnects, QoS 2 across drops, wills);
-sessions, routing and retained messages live in ``Broker``.
+It owns what is per connection and nothing more: the stream parser, the connection's
+states, keepalive, flow control and closing. Who the connection is to the broker (the
+CONNECT's decision and CONNACK, its session and the session's packets, its will) is its
+``Membership`` (``mqttd.broker.membership``); what waits for its commit, its
+``InboundQueue`` (``mqttd.broker.inbound``: acks in receive order, routing in order
+across reconnects, QoS 2 across drops, wills); sessions, routing and retained messages
+live in ``Broker``.
 
 A connection whose inbound FIFO holds ``max_inflight`` entries stops reading from its
 socket (backpressure, not drops), and so does one that publishes while the message sink
@@ -17,28 +19,12 @@ connection, so the device retransmits. What it logs is ``mqttd.broker.connection
 from twisted.internet.protocol import Protocol, ServerFactory
 
 from mqttd.broker import connection_log
-from mqttd.broker.admission import Refused
 from mqttd.broker.liveness import Liveness
+from mqttd.broker.membership import SESSION_PACKETS, Membership
 from mqttd.broker.reading import (AUTH, INFLIGHT, PRESSURE, STOPPING, SUBSCRIBE, WRITES,
                                   ReadPause)
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
-from mqttd.codec.packets import (
-    CONNACK_ACCEPTED,
-    CONNACK_SERVER_UNAVAILABLE,
-    Connack,
-    Connect,
-    Disconnect,
-    Pingreq,
-    Puback,
-    Publish,
-    Pubcomp,
-    Pubrec,
-    Pubrel,
-    Suback,
-    Subscribe,
-    Unsuback,
-    Unsubscribe,
-)
+from mqttd.codec.packets import Connack, Connect, Disconnect, Pingreq, Publish, Pubrel, Subscribe
 
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
 
@@ -77,11 +63,7 @@ class MQTTServerProtocol(Protocol):
         "_parser",
         "_held",
         "_state",
-        "_session",
-        "_client_id",
-        "_username",
-        "_will",
-        "_connect",
+        "_member",
         "_liveness",
         "inbound",
         "_reading",
@@ -99,11 +81,7 @@ class MQTTServerProtocol(Protocol):
         self._parser = None
         self._held = 0  # bytes of our unfinished packet in broker.partial_input
         self._state = _AWAIT_CONNECT
-        self._session = None
-        self._client_id = None
-        self._username = None
-        self._will = None
-        self._connect = None
+        self._member = None  # from connectionMade on
         self._liveness = None  # from connectionMade on
         self.inbound = None
         self._reading = None  # from connectionMade on
@@ -124,6 +102,7 @@ class MQTTServerProtocol(Protocol):
         # Until its CONNECT is read, a client may make us hold max_connect_size at most.
         self._parser = Parser(config.max_packet_size, server=True,
                               max_connect_size=config.max_connect_size)
+        self._member = Membership(broker, self._clock, self.transport)
         self._reading = ReadPause(self.transport)
         self._liveness = Liveness(self._clock, self._reading)
         self._liveness.start(config.idle_timeout, self._timeout)
@@ -173,7 +152,7 @@ class MQTTServerProtocol(Protocol):
             broker.partial_input.release(self, self._held)
             self._held = 0
         self._parser = None
-        self._session = None
+        self._member.forget_session()
         self._backlog = None
 
     # -- the packet loop ---------------------------------------------------------------
@@ -188,7 +167,7 @@ class MQTTServerProtocol(Protocol):
                 if inbound is None:
                     inbound = self._open_inbound()
                 # received_at: the time of the read that carried it (set by
-                # dataReceived, and by _admitted for packets that waited for CONNACK).
+                # dataReceived, and by _accepted for packets that waited for CONNACK).
                 if inbound.publish(packet, self._liveness.last_seen):
                     self._reading.pause(INFLIGHT)  # the FIFO is full
                 throttle = self._broker.throttle
@@ -200,7 +179,11 @@ class MQTTServerProtocol(Protocol):
                     self._backlog = packets[i + 1:]
                     return
             else:
-                handlers[type(packet)](self, packet)
+                handler = handlers.get(type(packet))
+                if handler is not None:
+                    handler(self, packet)
+                else:  # its session's: SUBSCRIBE, UNSUBSCRIBE, the acks of our deliveries
+                    SESSION_PACKETS[type(packet)](self._member, packet)
                 if self._backlog is not None:  # a SUBSCRIBE waits for its save
                     self._backlog.extend(packets[i + 1:])
                     return
@@ -218,54 +201,31 @@ class MQTTServerProtocol(Protocol):
     # -- CONNECT -----------------------------------------------------------------------
 
     def _on_connect(self, packet):
-        self._client_id = packet.client_id  # until the decision: the final one comes with it
-        self._username = packet.username
-        self._connect = packet
         self._state = _AUTHENTICATING
-        d = self._broker.admission.admit(packet, self.transport.getPeer())
-        d.addCallback(self._admitted)
+        self._member.join(self, packet, self._accepted, self._close)
         if self._state == _AUTHENTICATING:
             # Pending: stop reading; packets already parsed wait in _backlog.
             self._reading.pause(AUTH)
 
-    def _refuse(self, code, reason):
-        self.transport.write(encode(Connack(False, code)))
-        self._close(reason)
-
-    def _admitted(self, decision):
-        if self._state != _AUTHENTICATING:
-            return  # the socket went away while we waited
-        connect = self._connect
-        self._connect = None
-        self._client_id = decision.client_id
-        broker = self._broker
-        if type(decision) is Refused:
-            if decision.by_auth:
-                connection_log.auth_refused(broker.connection_log, self.transport,
-                                            self._client_id, connect.username, decision.code)
-            self._refuse(decision.code, decision.reason)
-            return
-        session, present = broker.attach(self, self._client_id, connect.clean_session)
-        if session is None:  # max_sessions, and none offline to evict
-            self._refuse(CONNACK_SERVER_UNAVAILABLE, "max sessions")
-            return
-        self._session = session
-        self._will = connect.will
+    def _accepted(self, keepalive):
+        """CONNACK went out (``Membership.join``): serve, starting with the backlog."""
         self._state = _CONNECTED
-        self.transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
-        connection_log.connected(broker.connection_log, self.transport, self._client_id,
-                                 connect, present)
         # From now: also the received_at of the publishes that waited in the backlog.
-        self._liveness.keepalive(connect.keepalive, broker.config.max_keepalive,
+        self._liveness.keepalive(keepalive, self._broker.config.max_keepalive,
                                  self._timeout)
         self.transport.registerProducer(self, True)
         self._producer_registered = True
-        session.resume()
+        self._member.session.resume()
         backlog = self._backlog
         self._backlog = None
         self._reading.resume(AUTH)
         if backlog:
             self._process(backlog)
+
+    @property
+    def client_id(self):
+        """The client id this connection is (or, before CONNACK, asks to be) known as."""
+        return self._member.client_id
 
     def stop_reading(self):
         """The broker is stopping: read nothing more, so that what was read can be
@@ -328,8 +288,7 @@ class MQTTServerProtocol(Protocol):
     # -- inbound PUBLISH: the InboundQueue stores, acks in order, routes ---------------
 
     def _open_inbound(self):
-        self.inbound = self._broker.inbound.open(self, self.transport, self._client_id,
-                                                 self._username, self._session)
+        self.inbound = self._member.open_inbound(self)
         return self.inbound
 
     def sink_drained(self):
@@ -354,7 +313,7 @@ class MQTTServerProtocol(Protocol):
         sends it again."""
         if self._state != _CONNECTED:
             return  # already closing; its QoS 2 ids were released by the queue's close
-        reason = connection_log.store_failed(self._client_id, failure)
+        reason = connection_log.store_failed(self._member.client_id, failure)
         self._close("store failed", detail=reason)
 
     # -- other packets -----------------------------------------------------------------
@@ -365,49 +324,27 @@ class MQTTServerProtocol(Protocol):
             inbound = self._open_inbound()
         inbound.pubrel(packet.packet_id)
 
-    def _on_puback(self, packet):
-        self._session.puback(packet.packet_id)
-
-    def _on_pubrec(self, packet):
-        self._session.pubrec(packet.packet_id)
-
-    def _on_pubcomp(self, packet):
-        self._session.pubcomp(packet.packet_id)
-
     def _on_subscribe(self, packet):
-        broker = self._broker
-        codes = broker.subscribe(self._session, packet.topics)
-        saved = broker.subscription_saved(self._session)
-        if saved is None:
-            self._suback(None, packet, codes)
-            return
-        # A persistent session's SUBACK promises the subscription survives a crash:
-        # it waits for the commit, and what the client sent after waits behind it.
-        self._backlog = []
-        self._reading.pause(SUBSCRIBE)
-        saved.addCallbacks(self._suback, self._subscription_not_saved,
-                           callbackArgs=(packet, codes))
+        saved = self._member.subscribe(packet)
+        if saved is not None:  # what the client sent after it waits behind its SUBACK
+            self._backlog = []
+            self._reading.pause(SUBSCRIBE)
+            saved.addCallbacks(self._subscribed, self._subscription_not_saved)
 
-    def _suback(self, _, packet, codes):
+    def _subscribed(self, suback):
         if self._state != _CONNECTED:
             return  # closed while its subscription was being saved
-        self.transport.write(encode(Suback(packet.packet_id, tuple(codes))))
-        self._broker.send_retained(self._session, packet.topics)
-        if SUBSCRIBE in self._reading:
-            backlog, self._backlog = self._backlog, None
-            self._liveness.saw()  # we read again from here
-            self._reading.resume(SUBSCRIBE)
-            if backlog:
-                self._process(backlog)
+        suback()
+        backlog, self._backlog = self._backlog, None
+        self._liveness.saw()  # we read again from here
+        self._reading.resume(SUBSCRIBE)
+        if backlog:
+            self._process(backlog)
 
     def _subscription_not_saved(self, failure):
         log.failure("subscription of {client_id} not saved: closing without SUBACK",
-                    failure, client_id=self._client_id)
+                    failure, client_id=self._member.client_id)
         self._close("subscription not saved")
-
-    def _on_unsubscribe(self, packet):
-        self._broker.unsubscribe(self._session, packet.topics)
-        self.transport.write(encode(Unsuback(packet.packet_id)))
 
     def _on_pingreq(self, packet):
         self.transport.write(PINGRESP_BYTES)
@@ -432,7 +369,7 @@ class MQTTServerProtocol(Protocol):
         # The client drained its socket: it is alive and reading. Its packets wait unread
         # while we do not read, so keepalive counts from here.
         self._liveness.saw()
-        session = self._session
+        session = self._member.session
         if session is not None:
             session.drained()  # may fill the socket again: then stay paused
         if not self.writes_blocked:
@@ -466,35 +403,20 @@ class MQTTServerProtocol(Protocol):
         self._state = _CLOSED
         self._reading.closed()
         self._liveness.cancel()
-        if state != _CONNECTED or not will or _has_disconnect(self._backlog):
-            # [MQTT-3.1.2-10] on DISCONNECT, also one read but still waiting behind a
-            # paused publish (a takeover or the ack deadline closes us first); none
-            # before CONNACK.
-            self._will = None
+        # [MQTT-3.1.2-10] no will on DISCONNECT, also one read but still waiting behind
+        # a paused publish (a takeover or the ack deadline closes us first).
+        will = will and state == _CONNECTED and not _has_disconnect(self._backlog)
         inbound = self.inbound
         if inbound is not None:
             inbound.close()  # the FIFO stays until the store settles it
-        session = self._session
-        broker = self._broker
-        if session is not None:
-            broker.detach(session, self)
-        if self._will is not None:
-            # After what was received before the drop.
-            will, self._will = self._will, None
-            broker.inbound.publish_will(inbound, self._client_id, self._username, will,
-                                        self._clock.seconds())
-        connection_log.disconnected(broker.connection_log, self.transport, self._client_id,
-                                    reason, detail)
+        self._member.leave(self, inbound, reason, detail, will)
 
 
+# The connection's own packets; the others are its session's (SESSION_PACKETS).
 _HANDLERS = {
     Connect: MQTTServerProtocol._on_connect,
-    Puback: MQTTServerProtocol._on_puback,
-    Pubrec: MQTTServerProtocol._on_pubrec,
     Pubrel: MQTTServerProtocol._on_pubrel,
-    Pubcomp: MQTTServerProtocol._on_pubcomp,
     Subscribe: MQTTServerProtocol._on_subscribe,
-    Unsubscribe: MQTTServerProtocol._on_unsubscribe,
     Pingreq: MQTTServerProtocol._on_pingreq,
     Disconnect: MQTTServerProtocol._on_disconnect,
 }

@@ -164,14 +164,14 @@ class PausedPublisherTests(unittest.TestCase):
         a.send(pub("t", b"a5", qos=1, pid=6))
         self.assertEqual(h.store.metrics.webhook_pending, 10)  # 8, then one more each from c and a
         for client in (a, b, c):
-            self.assertTrue(client.paused, client.protocol._client_id)
-            self.assertFalse(client.closed, client.protocol._client_id)
+            self.assertTrue(client.paused, client.protocol.client_id)
+            self.assertFalse(client.closed, client.protocol.client_id)
         self.assertEqual(h.store.metrics.webhook_rejected, {})
 
         h.send()
         self.assertEqual(h.answer(), 10)  # commits land: all of them resume
         for client in (a, b, c):
-            self.assertFalse(client.paused, client.protocol._client_id)
+            self.assertFalse(client.paused, client.protocol.client_id)
         self.assertEqual(a.received(), [Puback(i) for i in range(1, 7)])
         self.assertEqual(b.received(), [Puback(1), Puback(2), Puback(3)])
         self.assertEqual(c.received(), [Puback(1)])

@@ -46,6 +46,15 @@ class CrossWorkerCase(BrokerTestCase):
                          f"{client_id} is not on worker {slot}")
         return client
 
+    def subscribed(self, topic_filter, probe):
+        """(a subscriber of ``topic_filter`` on worker 2, a publisher on worker 1), once
+        a publish to ``probe`` crosses."""
+        sub = self.on(2, "s")
+        sub.subscribe(topic_filter, 1)
+        publisher = self.on(1, "p")
+        self.crossing(publisher, sub, probe)
+        return sub, publisher
+
     def on_when_up(self, slot, prefix):
         """``on(slot)`` once that worker takes clients again (after a restart)."""
         def attempt():
@@ -102,20 +111,14 @@ class PubSubTests(CrossWorkerCase):
         self.assertEqual(on2.get_message().payload, b"from 1")
 
     def test_order_per_publisher_over_200_messages(self):
-        sub = self.on(2, "s")
-        sub.subscribe("ord/#", 1)
-        publisher = self.on(1, "p")
-        self.crossing(publisher, sub, "ord/probe")
+        sub, publisher = self.subscribed("ord/#", "ord/probe")
         for i in range(200):
             publisher.publish("ord/t", str(i).encode(), qos=i % 2)
         got = [int(m.payload) for m in sub.get_messages(200)]
         self.assertEqual(got, list(range(200)))
 
     def test_dollar_topics_are_not_matched_by_hash(self):
-        sub = self.on(2, "s")
-        sub.subscribe("#", 1)
-        publisher = self.on(1, "p")
-        self.crossing(publisher, sub, "probe")
+        sub, publisher = self.subscribed("#", "probe")
         publisher.publish("$SYS/broker/load", b"hidden", qos=1)
         publisher.publish("$internal/x", b"hidden", qos=1)
         publisher.publish("marker", b"seen", qos=1)
@@ -123,10 +126,7 @@ class PubSubTests(CrossWorkerCase):
         sub.no_message(0.2)
 
     def test_unsubscribing_stops_forwarding(self):
-        sub = self.on(2, "s")
-        sub.subscribe("un/#", 1)
-        publisher = self.on(1, "p")
-        self.crossing(publisher, sub, "un/probe")
+        sub, publisher = self.subscribed("un/#", "un/probe")
         sub.unsubscribe("un/#")
         sub.subscribe("other", 1)  # still connected, still subscribed to something
         self.crossing(publisher, sub, "other")  # the unsubscribe went before it

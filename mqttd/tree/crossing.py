@@ -12,6 +12,8 @@
 * Receiving: a message from another worker is delivered by ``Broker.route(message,
   False)``, exactly as a local route (min(QoS, granted), retain 0, retained store
   updated) and not forwarded again or stored again (it is committed already).
+  While the broker reads back what it kept (``holding``, until ``loaded``) what comes is
+  held, in order: a retained value relayed meanwhile is newer than the one it reads.
 
 Bounded: ``ForwardBudget`` drops what the channel to the master cannot take; retained
 values owed are kept by topic (the newest only) and sent when it drains; interest
@@ -36,7 +38,7 @@ class Crossing:
     calls ``received``, ``drained`` and, for "interest" messages, ``interest``.
     """
 
-    def __init__(self, broker, slot, metrics, max_bytes):
+    def __init__(self, broker, slot, metrics, max_bytes, holding=False):
         if len(broker.trie):
             raise ValueError("Crossing must be installed before anything is subscribed")
         self.wanted = False  # some other worker has a filter: read per routed message
@@ -49,6 +51,9 @@ class Crossing:
         self._channel = None
         self._stale = False  # interest changes not sent: the whole set goes when drained
         self._owed = {}  # topic -> Message: retained values of ours not sent yet
+        # What other workers sent while the broker loads (``holding``), and its bytes.
+        self._held = [] if holding else None
+        self._held_bytes = 0
         broker.trie = self._local
         broker.elsewhere = self
 
@@ -137,8 +142,26 @@ class Crossing:
             channel.forward(RETAINED, (), body)
             self._metrics.tree_forwarded += 1
 
+    def loaded(self):
+        """The broker has read back what it kept (retained set, sessions): what came
+        meanwhile goes now, in order, after it (newer than what it read)."""
+        held, self._held = self._held, None
+        for flags, body in held or ():
+            self._apply(flags, body)
+
     def received(self, flags, slots, body):
-        """A message another worker stored, from the master."""
+        """A message another worker stored, from the master: held while the broker
+        loads (at most ``max_bytes``; past that dropped, counted), else applied."""
+        held = self._held
+        if held is None:
+            self._apply(flags, body)
+        elif self._held_bytes + len(body) <= self._budget.max_bytes:
+            held.append((flags, body))
+            self._held_bytes += len(body)
+        else:
+            self._budget.dropped(body[0] if body else 0)
+
+    def _apply(self, flags, body):
         try:
             message = decode(body)
         except MalformedBody as e:

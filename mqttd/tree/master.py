@@ -42,7 +42,7 @@ from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
-from mqttd.service import make_data_dir
+from mqttd.service import make_data_dir, persists_locally
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.proctitle import child_argv, process_name, set_process_name
 from mqttd.tree.relay import Relay
@@ -80,7 +80,10 @@ class Master(MultiService):
         worker_stop = config.webhook.request_timeout + 5.0
         self.supervisor = Supervisor(reactor, metrics, kill_timeout=worker_stop)
         self.ingest_supervisor = Supervisor(reactor, metrics)
-        self.relay = Relay(metrics, config.server.max_forward_bytes)
+        # A starting worker reads the retained set back from SQLite when it keeps one;
+        # else the master sends it what it has kept.
+        self.relay = Relay(metrics, config.server.max_forward_bytes,
+                           retained_at_start=not persists_locally(config))
         self._ids = itertools.count(1)
         self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
         self._where = {}  # client id -> (slot, conn_id) of its newest connection

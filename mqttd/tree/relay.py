@@ -7,10 +7,14 @@
   writes the same body, unread, to each of them with the origin's slot instead. One
   channel per worker, read and written in order: a FIFO from publisher to subscriber.
 * Retained: a retained publish goes to every other worker, whatever their filters, and
-  the master keeps the newest body of each retained topic, so a worker that (re)starts
-  gets the whole retained set first, before any client is handed to it (its own is
-  empty: nothing of it survived). A store-only retained frame (``RETAINED`` without
-  ``DELIVER``) changes the retained store and delivers nothing.
+  the master keeps the newest body of each retained topic: to make good what a full
+  channel could not take, and for a worker that (re)starts with nothing kept
+  (``retained_at_start``: its messages are not in this host's SQLite, webhook.url),
+  which gets the whole set first. A worker that keeps them reads them back from
+  SQLite instead (every retained value was committed before it was relayed) and gets
+  what is relayed meanwhile after that (``Crossing(holding=True)``). A store-only
+  retained frame (``RETAINED`` without ``DELIVER``) changes the retained store and
+  delivers nothing.
 
 Bounded: one ``ForwardBudget`` per worker drops what a stalled worker's channel cannot
 take. Retained values are owed by topic instead (at most one per topic, sent newest when
@@ -53,9 +57,10 @@ def _cleared(topic):
 class Relay:
     """Interest and publishes between the workers, ``max_bytes`` of backlog each."""
 
-    def __init__(self, metrics, max_bytes):
+    def __init__(self, metrics, max_bytes, retained_at_start=True):
         self._metrics = metrics
         self._max_bytes = max_bytes
+        self._retained_at_start = retained_at_start
         self._workers = {}  # slot -> _Worker
         self.interest = InterestTable()
         self._slots_told = set()  # slots whose interest anyone was ever told
@@ -75,8 +80,9 @@ class Relay:
         worker = self._workers[slot] = _Worker(
             channel, ForwardBudget(self._max_bytes, self._metrics, f"worker {slot}"))
         self._tell_all(slot, worker)
-        worker.owed = dict.fromkeys(self._retained)
-        self._pay(worker)
+        if self._retained_at_start:
+            worker.owed = dict.fromkeys(self._retained)
+            self._pay(worker)
 
     def detach(self, slot):
         """``slot``'s worker is gone: forget its channel and drop its interest."""

@@ -109,11 +109,16 @@ def build_worker(config, reactor, brief):
     factory = _WorkerFactory(broker, reactor)
     crossing = None
     if config.server.workers >= 2:
-        crossing = Crossing(broker, brief["slot"], metrics, config.server.max_forward_bytes)
+        # Holds what other workers send until the broker has loaded what it kept: a
+        # retained value sent meanwhile is newer than the one it reads back.
+        crossing = Crossing(broker, brief["slot"], metrics, config.server.max_forward_bytes,
+                            holding=True)
     # Stopped last: the clean stop's "closed" reports still reach the master.
     _Channel(reactor, brief["channel_fd"], factory, crossing,
              frame_limit(config.broker.max_packet_size)).setServiceParent(root)
-    PersistenceService(reactor, broker).setServiceParent(root)  # saved after the clean stop
+    on_loaded = None if crossing is None else crossing.loaded
+    # Saved after the clean stop.
+    PersistenceService(reactor, broker, on_loaded=on_loaded).setServiceParent(root)
     broker_stop(reactor, config, broker, sink, pool).setServiceParent(root)
     root.broker = broker
     return root

@@ -39,11 +39,12 @@ def _refuse(fd, preread, conn_id):
 
 
 class MiniTree:
-    def __init__(self, workers=2, max_forward_bytes=1 << 20, buffer=4096):
+    def __init__(self, workers=2, max_forward_bytes=1 << 20, buffer=4096,
+                 retained_at_start=True):
         self.metrics = Metrics()  # the master's
         self.max_forward_bytes = max_forward_bytes
         self.buffer = buffer
-        self.relay = Relay(self.metrics, max_forward_bytes)
+        self.relay = Relay(self.metrics, max_forward_bytes, retained_at_start)
         self.nodes = {}
         self.said = []  # (slot, kind, payload) the master read from its workers
         self.stalled_up = set()
@@ -56,11 +57,12 @@ class MiniTree:
         transport.limit = self.buffer
         return transport
 
-    def start(self, slot, **config):
-        """A worker (again) in ``slot``: a fresh broker, as after a restart."""
+    def start(self, slot, holding=False, **config):
+        """A worker (again) in ``slot``: a fresh broker, as after a restart (``holding``:
+        it is still loading; ``node.crossing.loaded()`` ends that)."""
         harness = Harness(**config)
         crossing = Crossing(harness.broker, slot, harness.broker.metrics,
-                            self.max_forward_bytes)
+                            self.max_forward_bytes, holding=holding)
 
         def to_worker(kind, payload):
             if kind == "interest":

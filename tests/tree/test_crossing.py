@@ -225,3 +225,42 @@ class ReceivingTests(unittest.TestCase):
         rest = [p for p in sub.received() if isinstance(p, Publish)]
         self.assertEqual([p.payload for p in got + rest],
                          [str(i).encode() for i in range(window + 5)])
+
+
+class LoadingTests(unittest.TestCase):
+    """A worker that keeps its retained set in SQLite reads it back as it starts; the
+    master does not send it one, and what other workers send meanwhile waits for it."""
+
+    def setUp(self):
+        self.tree = MiniTree(workers=2, max_forward_bytes=65_536, retained_at_start=False)
+        self.publisher = self.tree.nodes[1].harness.client("pub")
+
+    def test_what_comes_while_it_loads_goes_after_what_it_read_back(self):
+        self.publisher.send(pub("r/x", b"old", qos=1, retain=True))
+        self.tree.pump()
+        committed = self.tree.nodes[1].broker.retained.get("r/x")  # in SQLite
+        self.tree.kill(2)
+        node = self.tree.start(2, holding=True)
+        self.tree.pump()
+        self.assertEqual(node.metrics.tree_forward_received, 0)  # no snapshot from the master
+        self.publisher.send(pub("r/x", b"new", qos=1, pid=2, retain=True))
+        self.tree.pump()
+        self.assertIsNone(node.broker.retained.get("r/x"))  # held
+        # The load reads back the value committed before it (what Broker.restore does).
+        node.broker.retained.set("r/x", committed)
+        node.crossing.loaded()
+        self.assertEqual(node.broker.retained.get("r/x").payload, b"new")
+        self.assertEqual(node.metrics.tree_forward_received, 1)
+
+    def test_what_is_held_is_bounded(self):
+        self.tree.kill(2)
+        node = self.tree.start(2, holding=True)
+        self.tree.pump()
+        for i in range(100):
+            self.publisher.send(pub(f"r/{i}", b"v" * 1000, qos=1, pid=i + 1, retain=True))
+            self.tree.pump()
+        dropped = node.metrics.tree_forward_dropped["1"]
+        self.assertGreater(dropped, 0)
+        node.crossing.loaded()
+        self.assertEqual(len(node.broker.retained) + dropped, 100)
+        self.assertLessEqual(len(node.broker.retained) * 1000, 65_536)

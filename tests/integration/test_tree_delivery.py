@@ -165,18 +165,6 @@ class RetainedTests(CrossWorkerCase):
         self.assertEqual((message.payload, message.retain), (b"marker", False),
                          "the cleared retained message was delivered")
 
-    def test_a_restarted_worker_gets_the_retained_set(self):
-        publisher = self.on(1, "p")
-        publisher.publish("rs/a", b"A", qos=1, retain=True)
-        publisher.publish("rs/b", b"B", qos=0, retain=True)
-        victim = self.worker_pid(2)
-        os.kill(victim, signal.SIGKILL)
-        self.procs = wait_for_new_pid(self.master, NAMES, "mqttd-worker-2", victim)
-        sub = self.on_when_up(2, "after")
-        sub.subscribe("rs/#", 1)
-        got = sorted((m.topic, m.payload, m.retain) for m in sub.get_messages(2))
-        self.assertEqual(got, [("rs/a", b"A", True), ("rs/b", b"B", True)])
-
 
 class WorkerDeathTests(CrossWorkerCase):
     def test_a_killed_worker_s_interest_is_dropped_and_its_successor_announces_its_own(self):
@@ -195,3 +183,32 @@ class WorkerDeathTests(CrossWorkerCase):
         self.crossing(publisher, fresh, "new/probe")
         publisher.publish("new/t", b"fresh", qos=1)
         self.assertEqual(fresh.get_message().payload, b"fresh")
+
+
+class PersistentSessionTests(CrossWorkerCase):
+    def test_an_offline_session_queues_what_another_worker_commits(self):
+        keeper = self.on(2, "keeper", clean_session=False)
+        keeper.subscribe("keep/#", 1)
+        publisher = self.on(1, "p")
+        self.crossing(publisher, keeper, "keep/probe")
+        keeper.disconnect()  # offline: its subscription stays, and so does its interest
+        for i in range(5):
+            publisher.publish("keep/t", b"%d" % i, qos=1)
+        again = self.client(keeper.client_id, clean_session=False)
+        got = [m.payload for m in again.get_messages(5)]
+        self.assertEqual(got, [b"%d" % i for i in range(5)])
+
+    def test_a_restarted_worker_announces_its_restored_subscriptions(self):
+        keeper = self.on(2, "keeper", clean_session=False)
+        keeper.subscribe("keep/#", 1)  # its SUBACK waits for the commit of the session
+        keeper.disconnect()
+        victim = self.worker_pid(2)
+        os.kill(victim, signal.SIGKILL)
+        self.procs = wait_for_new_pid(self.master, NAMES, "mqttd-worker-2", victim)
+        again = self.client(keeper.client_id, clean_session=False)
+        self.assertEqual(owner(again.client.socket(), [self.worker_pid(2)]),
+                         self.worker_pid(2))
+        publisher = self.on(1, "p")
+        self.crossing(publisher, again, "keep/probe")  # no new SUBSCRIBE: restored
+        publisher.publish("keep/t", b"after the restart", qos=1)
+        self.assertEqual(again.get_message().payload, b"after the restart")

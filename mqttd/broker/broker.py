@@ -341,7 +341,8 @@ class Broker:
         tree it goes to the other workers too (``elsewhere``), unless ``forward`` is
         False: it came from one of them.
         """
-        if message.retain:
+        retain = message.retain
+        if retain:
             self.retained.set(message.topic, message)  # empty payload clears [MQTT-3.3.1-10]
         matches = self.trie.match(message.topic)
         if matches:
@@ -349,5 +350,5 @@ class Broker:
             for session, granted in matches.items():
                 session.deliver(message, qos if qos < granted else granted, False)
         elsewhere = self.elsewhere
-        if elsewhere is not None and forward and (elsewhere.wanted or message.retain):
+        if elsewhere is not None and (elsewhere.wanted or retain) and forward:
             elsewhere.forward(message)

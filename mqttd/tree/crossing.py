@@ -38,6 +38,9 @@ class Crossing:
     calls ``received``, ``drained`` and, for "interest" messages, ``interest``.
     """
 
+    __slots__ = ("wanted", "remote", "_broker", "_slot", "_metrics", "_budget", "_local",
+                 "_channel", "_stale", "_owed", "_held", "_held_bytes")
+
     def __init__(self, broker, slot, metrics, max_bytes, holding=False):
         if len(broker.trie):
             raise ValueError("Crossing must be installed before anything is subscribed")

@@ -28,6 +28,7 @@ takes it, and the master keeps it for a worker that starts later. RETAINED alone
 DELIVER) is a retained value sent late, after a full channel or to a starting worker:
 stored, not delivered (it is not news to anyone's subscription any more)."""
 
+_new_tuple = tuple.__new__  # Message is a NamedTuple: skip its Python __new__ (per message)
 _HEAD = struct.Struct(">BBdHHHH")
 _RETAIN, _HAS_USERNAME = 1, 2
 _MAX_TEXT = 0xFFFF
@@ -89,8 +90,8 @@ def decode(body):
     key, client_id, username, topic = texts
     if qos > 2:
         raise MalformedBody(f"forwarded message {key!r} has QoS {qos}")
-    return Message(key, client_id, username if bits & _HAS_USERNAME else None, topic,
-                   body[end:], qos, bool(bits & _RETAIN), received_at)
+    return _new_tuple(Message, (key, client_id, username if bits & _HAS_USERNAME else None,
+                                topic, body[end:], qos, bool(bits & _RETAIN), received_at))
 
 
 def _text(raw):

@@ -7,7 +7,9 @@ of the revision before a change). Prints QoS 1 messages per second through the r
 subscriber), with a store that settles what was submitted in groups per connection, as
 the webhook client does, so the FIFO, the grouped settle and the one-write acks are all
 on the path. No sockets: the transports are in memory, so the figure holds still on a
-shared machine better than a loopback run (best of a few rounds).
+shared machine better than a loopback run (best of a few rounds). ``--tree-worker``
+installs a tree worker's cross-worker delivery (``mqttd.tree.crossing``) with nobody
+subscribed on any other worker: what ingestion-only traffic pays for it.
 """
 import argparse
 import gc
@@ -18,7 +20,7 @@ import time
 ROUNDS = 7
 
 
-def build(root, connections, window):
+def build(root, connections, window, tree_worker=False):
     sys.path.insert(0, root)
     from twisted.internet import task
     from twisted.internet.address import IPv4Address
@@ -63,6 +65,9 @@ def build(root, connections, window):
     store = GroupingStore()
     broker = Broker(clock, BrokerConfig(max_inflight=1000), store,
                     StaticAuthenticator(AuthConfig(allow_anonymous=True)))
+    if tree_worker:
+        from mqttd.tree.crossing import Crossing
+        Crossing(broker, 1, broker.metrics, 8 << 20)  # no other worker wants anything
     factory = MQTTServerFactory(broker, clock)
     clients = []
     for n in range(connections):
@@ -95,8 +100,10 @@ def main():
     p.add_argument("--connections", type=int, default=10)
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--messages", type=int, default=200_000, help="per round")
+    p.add_argument("--tree-worker", action="store_true",
+                   help="as a tree worker whose peers want nothing (cross-worker delivery on)")
     args = p.parse_args()
-    step = build(os.path.abspath(args.root), args.connections, args.window)
+    step = build(os.path.abspath(args.root), args.connections, args.window, args.tree_worker)
     trips = max(1, args.messages // (args.connections * args.window))
     step()
     best = float("inf")
@@ -107,7 +114,8 @@ def main():
         best = min(best, time.perf_counter() - t0)
     total = trips * args.connections * args.window
     import mqttd
-    print(f"{total / best:,.0f} QoS 1 msgs/s ({args.connections} connections, "
+    tree = ", tree worker" if args.tree_worker else ""
+    print(f"{total / best:,.0f} QoS 1 msgs/s{tree} ({args.connections} connections, "
           f"window {args.window}, best of {ROUNDS} rounds of {total:,}; "
           f"{os.path.dirname(os.path.dirname(mqttd.__file__))})")
 

@@ -43,6 +43,11 @@ class ServerConfig:
     # Broker worker processes under one master (mqttd.tree); 0 runs everything in this
     # one process, as small hosts and most tests want.
     workers: int = _setting(0, int, 0, 256)
+    # Bytes of publishes forwarded between workers one channel may hold past its 64 KiB
+    # while its reader is slow (the master's to each worker, each worker's to the master):
+    # past half, forwarded QoS 0 is dropped; past all of it, QoS 1 and 2 too (counted;
+    # the messages are stored, a subscriber on another worker misses them).
+    max_forward_bytes: int = _setting(8_388_608, int, 65_536, 1 << 40)
 
 
 @attrs.frozen

@@ -110,6 +110,18 @@ class Metrics:
         "children the supervisor started again after they exited (a failed spawn counts)",
         labels=("child",))
 
+    # -- the process tree: cross-worker delivery (mqttd.tree.crossing, relay) -------------
+    tree_forwarded: int = _counter(
+        "publishes written to the tree's channels for other workers: by a worker, those "
+        "it stored that another worker wanted (or retained); by the master, those it "
+        "relayed to a worker")
+    tree_forward_received: int = _counter(
+        "publishes another worker stored, received to deliver here (or retain)")
+    tree_forward_dropped: int = _counter(
+        "forwarded publishes dropped, by QoS: the channel held server.max_forward_bytes "
+        "(a QoS 0 one half of it); the message is stored, a subscriber elsewhere missed "
+        "it", labels=("qos",))
+
     def samples(self):
         """(name, kind, help, labels, value) for each series, in declaration order.
 

@@ -83,11 +83,17 @@ class _Listener(KeyedListener):
         self._waitingForPort.addCallback(_log_port, self.description)
 
 
+def persists_locally(config):
+    """Do brokers keep their retained messages and sessions in this data dir's SQLite?
+    Only when the built-in tier stores their messages."""
+    return config.ingest.enabled and not config.webhook.url
+
+
 def broker_persistence(reactor, config, slot):
     """The broker's retained messages and persistent sessions (``slot``: 0 for the single
     process, a worker's slot in the tree): in SQLite when the built-in tier stores this
     broker's messages; with webhook.url elsewhere there is nothing local to rebuild from."""
-    if config.ingest.enabled and not config.webhook.url:
+    if persists_locally(config):
         return SqlitePersistence.in_data_dir(reactor, config.server.data_dir, slot)
     log.warn("webhook.url points to an external service: retained messages and "
              "persistent sessions are kept in memory only and lost on a restart")
@@ -98,13 +104,21 @@ class PersistenceService(Service):
     """Loads the broker's retained messages and sessions at start (CONNECTs wait for
     it), saves and closes at stop. A load that fails stops mqttd: it would forget."""
 
-    def __init__(self, reactor, broker):
+    def __init__(self, reactor, broker, on_loaded=None):
         self._reactor = reactor
         self.broker = broker
+        self._on_loaded = on_loaded  # called once loaded (the tree's Crossing waits for it)
 
     def startService(self):
         super().startService()
-        self.broker.start().addErrback(self._failed)
+        loading = self.broker.start()
+        if self._on_loaded is not None:
+            loading.addCallback(self._loaded)
+        loading.addErrback(self._failed)
+
+    def _loaded(self, result):
+        self._on_loaded()
+        return result
 
     def _failed(self, failure):
         if not self.running:

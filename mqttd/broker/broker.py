@@ -87,6 +87,9 @@ class Broker:
         self.retained = RetainedStore()
         # What survives a restart (mqttd.broker.persistence): nothing by default.
         self.persistence = MemoryPersistence() if persistence is None else persistence
+        # The tree's other workers (mqttd.tree.crossing), if any: ``route`` hands them
+        # what it routes while ``wanted`` (someone there has a filter) or retained.
+        self.elsewhere = None
         # Message keys (make_message): made in blocks, popped from the end.
         self.boot_id = os.urandom(8).hex()
         self._key_prefix = self.boot_id + "-"
@@ -330,16 +333,22 @@ class Broker:
         self._keys = list(map(add, map(base.__add__, _PLACES),
                               [suffixes[i:i + width] for i in range(0, len(suffixes), width)]))
 
-    def route(self, message):
+    def route(self, message, forward=True):
         """Apply retain and deliver a STORED message to every matching subscriber.
 
         Each subscriber gets it once at min(message QoS, granted QoS) with retain=0
-        [MQTT-3.3.1-9]; nothing subscribed costs one integer test in the trie.
+        [MQTT-3.3.1-9]; nothing subscribed costs one integer test in the trie. In the
+        tree it goes to the other workers too (``elsewhere``), unless ``forward`` is
+        False: it came from one of them.
         """
-        if message.retain:
+        retain = message.retain
+        if retain:
             self.retained.set(message.topic, message)  # empty payload clears [MQTT-3.3.1-10]
         matches = self.trie.match(message.topic)
         if matches:
             qos = message.qos
             for session, granted in matches.items():
                 session.deliver(message, qos if qos < granted else granted, False)
+        elsewhere = self.elsewhere
+        if elsewhere is not None and (elsewhere.wanted or retain) and forward:
+            elsewhere.forward(message)

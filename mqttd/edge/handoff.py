@@ -4,8 +4,14 @@ The master accepts a client's socket itself, reads its CONNECT, and hands the fd
 every byte it read to a worker over a UNIX stream socketpair (SCM_RIGHTS). It keeps its
 own fd open until the worker acks, then closes it with close(2), never shutdown(2): the
 worker holds the same socket, and a shutdown would show its client an EOF. The same
-socket carries control messages both ways (a closed conn id, later subscription interest
-and cross-worker publishes); handoff_wire.py has the frames.
+socket carries control messages both ways (a closed conn id, subscription interest) and
+cross-worker publishes (FORWARD frames); handoff_wire.py has the frames.
+
+Forwarded publishes may be dropped, and must be bounded: each end registers itself as
+its transport's producer, so it knows when the transport's buffer is full (64 KiB), and
+``backlog`` counts the bytes written since then. The tree drops what it forwards past its
+own bound on that (``mqttd.tree.crossing``, ``mqttd.tree.relay``); the other frames are
+bounded by what they are (hand-offs by their window, acks by the hand-offs).
 
 Fds ride on bytes of the stream, not on frames of their own: the worker queues every fd it
 receives and pairs the oldest with each complete hand-off frame. That is sound because
@@ -31,8 +37,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .handoff_wire import (
-    ACK, HANDOFF, HANDOFF_FROM, MESSAGE, Ack, ChannelProtocolError, FrameReader, Handoff, Message,
-    decode, encode_ack, encode_handoff, encode_message, type_name,
+    ACK, FORWARD, HANDOFF, HANDOFF_FROM, MAX_BODY, MESSAGE, Ack, ChannelProtocolError,
+    Forward, FrameReader, Handoff, Message, decode, encode_ack, encode_forward,
+    encode_handoff, encode_message, type_name,
 )
 
 __all__ = [
@@ -73,28 +80,86 @@ class HandoffQueueFull(HandoffError):
     """The channel's window and its queue are full: the worker is not keeping up."""
 
 
+@implementer(interfaces.IPushProducer)
 class _ChannelEnd(protocol.Protocol):
-    """What both ends share: frames in, control messages both ways, and loss."""
+    """What both ends share: frames in, control messages and forwarded publishes both
+    ways, how much the transport holds, and loss.
 
-    _accepts = ()  # the frame types this end reads
+    ``on_forward(flags, slots, body)`` gets each FORWARD frame, ``on_drained()`` is
+    called when the transport's buffer has emptied after it had filled up (``backlog``
+    is 0 again), and FORWARD frames up to ``max_forward_body`` bytes are read.
+    """
+
+    _accepts = (MESSAGE, FORWARD)  # the frame types this end reads
     _end = "?"
 
-    def __init__(self, on_message=None):
-        self._reader = FrameReader()
+    def __init__(self, on_message=None, on_forward=None, on_drained=None,
+                 max_forward_body=MAX_BODY):
+        self._reader = FrameReader(max_forward_body=max_forward_body)
         self._on_message = on_message
+        self._on_forward = on_forward
+        self._on_drained = on_drained
         self._closing = False  # nothing more is read or sent once it is closing
         self._error = None  # the ChannelProtocolError it was closed for
         self._lost = None  # the ChannelLost, once lost
         self._lost_waiters = []
+        self._blocked = False  # the transport's buffer is full (it paused us)
+        self._backlog = 0  # bytes written since it filled
+
+    def connectionMade(self):
+        self.transport.registerProducer(self, True)
+
+    def _write(self, frame):
+        if self._blocked:
+            self._backlog += len(frame)
+        self.transport.write(frame)
+
+    @property
+    def writable(self):
+        return self.transport is not None and self._lost is None and not self._closing
 
     def send(self, kind, payload):
         """Send a control message. ValueError (nothing sent) if it cannot be framed;
         False if the channel is gone, True once written to the transport."""
         frame = encode_message(kind, payload)
-        if self.transport is None or self._lost is not None or self._closing:
+        if not self.writable:
             return False
-        self.transport.write(frame)
+        self._write(frame)
         return True
+
+    def forward(self, flags, slots, body):
+        """Send a FORWARD frame (ValueError, nothing sent, if it cannot be framed); False
+        if the channel is gone, True once written. Whether it should go at all is the
+        caller's call, on ``backlog``."""
+        frame = encode_forward(flags, slots, body)
+        if not self.writable:
+            return False
+        self._write(frame)
+        return True
+
+    @property
+    def backlog(self):
+        """Bytes written since the transport's buffer filled up (it holds at most its
+        64 KiB and one frame more than this); 0 while it keeps up."""
+        return self._backlog
+
+    # IPushProducer: the transport says when its buffer fills up and when it has emptied.
+
+    def pauseProducing(self):
+        self._blocked = True
+
+    def resumeProducing(self):
+        self._blocked = False
+        self._backlog = 0
+        if self._on_drained is not None and self.writable:
+            try:
+                self._on_drained()
+            except Exception:
+                log.failure("hand-off channel ({end}): the drained handler failed",
+                            end=self._end)
+
+    def stopProducing(self):
+        pass
 
     def when_lost(self):
         """A Deferred that fires with the ChannelLost once the channel has closed."""
@@ -109,6 +174,8 @@ class _ChannelEnd(protocol.Protocol):
         not yet acked fail with ChannelLost, so to stop cleanly wait for them first."""
         self._closing = True
         if self.transport is not None:
+            # A producer still registered would keep the connection open for ever.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     @property
@@ -137,6 +204,18 @@ class _ChannelEnd(protocol.Protocol):
     def _handle(self, value):
         if isinstance(value, Message):
             self._deliver(value)
+        elif isinstance(value, Forward):
+            self._forwarded(value)
+
+    def _forwarded(self, forward):
+        if self._on_forward is None:
+            log.warn("hand-off channel ({end}): forward frame with no handler, dropped",
+                     end=self._end)
+            return
+        try:
+            self._on_forward(forward.flags, forward.slots, forward.body)
+        except Exception:
+            log.failure("hand-off channel ({end}): the forward handler failed", end=self._end)
 
     def _deliver(self, message):
         if self._on_message is None:
@@ -171,13 +250,13 @@ class _ChannelEnd(protocol.Protocol):
 class MasterChannel(_ChannelEnd):
     """The master's end: ``hand_off`` sockets, read acks and control messages."""
 
-    _accepts = (ACK, MESSAGE)
+    _accepts = (ACK, MESSAGE, FORWARD)
     _end = "master"
 
     def __init__(self, on_message=None, max_in_flight=MAX_IN_FLIGHT,
                  max_in_flight_bytes=MAX_IN_FLIGHT_BYTES, max_queued=MAX_QUEUED,
-                 max_queued_bytes=MAX_QUEUED_BYTES):
-        super().__init__(on_message)
+                 max_queued_bytes=MAX_QUEUED_BYTES, **forwarding):
+        super().__init__(on_message, **forwarding)
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._max_in_flight = max_in_flight
@@ -249,7 +328,7 @@ class MasterChannel(_ChannelEnd):
         self._sent[conn_id] = (done, len(frame))
         self._sent_bytes += len(frame)
         self.transport.sendFileDescriptor(fd)  # rides on the next unsent byte
-        self.transport.write(frame)
+        self._write(frame)
 
     def _pump(self):
         while (self._waiting and not self._closing
@@ -260,6 +339,7 @@ class MasterChannel(_ChannelEnd):
             self._send(conn_id, fd, frame, done)
 
     def connectionMade(self):
+        super().connectionMade()
         self._pump()
 
     def _handle(self, value):
@@ -301,11 +381,12 @@ class WorkerChannel(_ChannelEnd):
     body of it.
     """
 
-    _accepts = (HANDOFF, HANDOFF_FROM, MESSAGE)
+    _accepts = (HANDOFF, HANDOFF_FROM, MESSAGE, FORWARD)
     _end = "worker"
 
-    def __init__(self, adopt, on_message=None, max_unpaired_fds=MAX_UNPAIRED_FDS):
-        super().__init__(on_message)
+    def __init__(self, adopt, on_message=None, max_unpaired_fds=MAX_UNPAIRED_FDS,
+                 **forwarding):
+        super().__init__(on_message, **forwarding)
         self._adopt = adopt
         self._max_unpaired_fds = max_unpaired_fds
         self._fds = collections.deque()
@@ -350,8 +431,8 @@ class WorkerChannel(_ChannelEnd):
         self._ack(conn_id, False, f"{type(error).__name__}: {error}")
 
     def _ack(self, conn_id, adopted, reason=""):
-        if self.transport is not None and self._lost is None and not self._closing:
-            self.transport.write(encode_ack(conn_id, adopted, reason))
+        if self.writable:
+            self._write(encode_ack(conn_id, adopted, reason))
 
     def _release(self, lost):
         while self._fds:

@@ -1,7 +1,7 @@
 """The hand-off channel's wire format: length-prefixed frames, no I/O.
 
 One UNIX stream socket joins the master and a worker. Everything on it is a frame:
-a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Four types:
+a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Five types:
 
 - ``HANDOFF`` (master -> worker): conn id (u64) + the bytes the master already read
   from the client. The client's fd rides (SCM_RIGHTS) on some byte of the stream no
@@ -13,11 +13,17 @@ a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Four
   bytes read. Paired with an fd exactly as ``HANDOFF``.
 - ``ACK`` (worker -> master): conn id (u64) + 1 if adopted, 0 if not + a UTF-8 reason.
 - ``MESSAGE`` (both ways): kind length (u8) + kind (UTF-8) + JSON object. JSON because
-  the payloads (a closed conn id, subscription interest, a forwarded publish) change as
+  the payloads (a closed conn id, subscription interest) change as
   the tree grows and cost a few microseconds each; the hot path (hand-off, ack) is packed.
+- ``FORWARD`` (both ways): flags (u8) + slot count (u16) + slots (u16 each) + an opaque
+  body: a publish one worker routes to others through the master (``mqttd.tree.relay``).
+  Binary, not JSON: the body carries a payload's raw bytes (base64 would cost a third
+  more bytes and an encode and a decode per message), and the master relays it without
+  reading it, rewriting only the slots (the targets going up, the origin coming down).
 
-A header that declares more than ``MAX_BODY`` bytes is refused as soon as it arrives, so
-a broken peer cannot make the reader buffer more than one frame of at most 4 MiB.
+A header that declares more than ``MAX_BODY`` bytes (a FORWARD frame: the reader's
+``max_forward_body``, which the tree sizes from ``broker.max_packet_size``) is refused as
+soon as it arrives, so a broken peer cannot make the reader buffer more than one frame.
 """
 import json
 import struct
@@ -25,12 +31,12 @@ import struct
 import attrs
 
 __all__ = [
-    "ACK", "HANDOFF", "HANDOFF_FROM", "MAX_BODY", "MAX_PAYLOAD", "MESSAGE",
-    "Ack", "ChannelProtocolError", "FrameReader", "Handoff", "Message",
-    "decode", "encode_ack", "encode_handoff", "encode_message",
+    "ACK", "FORWARD", "HANDOFF", "HANDOFF_FROM", "MAX_BODY", "MAX_PAYLOAD", "MESSAGE",
+    "Ack", "ChannelProtocolError", "Forward", "FrameReader", "Handoff", "Message",
+    "decode", "encode_ack", "encode_forward", "encode_handoff", "encode_message",
 ]
 
-HANDOFF, ACK, MESSAGE, HANDOFF_FROM = 1, 2, 3, 4
+HANDOFF, ACK, MESSAGE, HANDOFF_FROM, FORWARD = 1, 2, 3, 4, 5
 
 MAX_PAYLOAD = 4 * 1024 * 1024
 """The largest preread, JSON payload or reason a frame carries."""
@@ -49,7 +55,11 @@ _FROM_HEAD = struct.Struct(">IBQHB")  # header + conn id + port + host length
 _FROM = struct.Struct(">QHB")
 _MAX_CONN_ID = 2 ** 64 - 1
 _MAX_REASON = 1024  # characters of an ack's reason: a log line, not a payload
-_NAMES = {HANDOFF: "hand-off", ACK: "ack", MESSAGE: "message", HANDOFF_FROM: "hand-off"}
+_FORWARD_HEAD = struct.Struct(">IBBH")  # header + flags + slot count
+_FORWARD_FIXED = _FORWARD_HEAD.size - HEADER.size
+_MAX_SLOT = 0xFFFF
+_NAMES = {HANDOFF: "hand-off", ACK: "ack", MESSAGE: "message", HANDOFF_FROM: "hand-off",
+          FORWARD: "forward"}
 
 
 class ChannelProtocolError(Exception):
@@ -74,6 +84,13 @@ class Ack:
 class Message:
     kind: str
     payload: dict
+
+
+@attrs.frozen(slots=True)
+class Forward:
+    flags: int
+    slots: tuple
+    body: bytes
 
 
 def type_name(frame_type):
@@ -120,6 +137,20 @@ def encode_message(kind, payload):
                      name, body))
 
 
+def encode_forward(flags, slots, body):
+    """A FORWARD frame: ``flags`` (0..255), ``slots`` (worker slots, 0..65535 each) and
+    ``body`` (bytes, not read here). ValueError (nothing sent) for what cannot go."""
+    count = len(slots)
+    if not 0 <= flags <= 0xFF or count > _MAX_SLOT:
+        raise ValueError(f"forward frame: flags {flags!r} or {count} slots out of range")
+    try:
+        packed = struct.pack(f">{count}H", *slots)
+    except struct.error:
+        raise ValueError(f"forward frame: slots {slots!r} are not 0..{_MAX_SLOT}") from None
+    return b"".join((_FORWARD_HEAD.pack(_FORWARD_FIXED + len(packed) + len(body), FORWARD,
+                                        flags, count), packed, body))
+
+
 def decode(frame_type, body):
     """The value a frame carries; ChannelProtocolError if its body is malformed."""
     if frame_type == HANDOFF:
@@ -155,6 +186,16 @@ def decode(frame_type, body):
         if not isinstance(payload, dict):
             raise ChannelProtocolError(f"{kind} message payload is not a JSON object")
         return Message(kind, payload)
+    if frame_type == FORWARD:
+        if len(body) < _FORWARD_FIXED:
+            raise ChannelProtocolError(f"forward frame of {len(body)} bytes is too short")
+        flags, count = body[0], int.from_bytes(body[1:3], "big")
+        start = _FORWARD_FIXED + 2 * count
+        if len(body) < start:
+            raise ChannelProtocolError(f"forward frame of {len(body)} bytes has no room "
+                                       f"for its {count} slots")
+        slots = struct.unpack_from(f">{count}H", body, _FORWARD_FIXED)
+        return Forward(flags, slots, body[start:])
     raise ChannelProtocolError(f"frame of unknown type {frame_type}")
 
 
@@ -173,8 +214,9 @@ class FrameReader:
     caller closes the channel: nothing after a broken header can be trusted.
     """
 
-    def __init__(self, max_body=MAX_BODY):
+    def __init__(self, max_body=MAX_BODY, max_forward_body=MAX_BODY):
         self._max_body = max_body
+        self._max_forward_body = max_forward_body
         self._buffer = bytearray()
         self.error = None
 
@@ -187,10 +229,11 @@ class FrameReader:
         with memoryview(buffer) as view:
             while end - offset >= HEADER.size:
                 length, frame_type = HEADER.unpack_from(view, offset)
-                if length > self._max_body:
+                limit = self._max_forward_body if frame_type == FORWARD else self._max_body
+                if length > limit:
                     self.error = ChannelProtocolError(
                         f"{type_name(frame_type)} frame of {length} bytes exceeds "
-                        f"the {self._max_body}-byte limit")
+                        f"the {limit}-byte limit")
                     break
                 stop = offset + HEADER.size + length
                 if stop > end:

@@ -11,7 +11,8 @@ inside it, hands the worker one end of a socketpair and relays the plaintext.
 Its children, under the supervisor: ``server.workers`` broker workers and one ingest
 child, whose listening socket the master binds (``ingest.listen``) so that the workers'
 URL is fixed before any child starts. The gate of accounts and bans (issue 13) goes
-between the CONNECT and the balancer: ``_on_connect``.
+between the CONNECT and the balancer: ``_on_connect``. Publishes cross between workers
+through the master, which passes on their subscription interest (``mqttd.tree.relay``).
 """
 import functools
 import itertools
@@ -41,9 +42,11 @@ from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
-from mqttd.service import make_data_dir
+from mqttd.service import make_data_dir, persists_locally
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.proctitle import child_argv, process_name, set_process_name
+from mqttd.tree.relay import Relay
+from mqttd.tree.relay_wire import frame_limit
 from mqttd.tree.supervisor import Supervisor
 
 log = Logger()
@@ -77,6 +80,10 @@ class Master(MultiService):
         worker_stop = config.webhook.request_timeout + 5.0
         self.supervisor = Supervisor(reactor, metrics, kill_timeout=worker_stop)
         self.ingest_supervisor = Supervisor(reactor, metrics)
+        # A starting worker reads the retained set back from SQLite when it keeps one;
+        # else the master sends it what it has kept.
+        self.relay = Relay(metrics, config.server.max_forward_bytes,
+                           retained_at_start=not persists_locally(config))
         self._ids = itertools.count(1)
         self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
         self._where = {}  # client id -> (slot, conn_id) of its newest connection
@@ -200,11 +207,16 @@ class Master(MultiService):
                 raise
             finally:
                 theirs.close()
+            relay = self.relay
             channel = MasterChannel(
-                on_message=lambda kind, payload: self._worker_said(slot, kind, payload))
+                on_message=lambda kind, payload: self._worker_said(slot, kind, payload),
+                on_forward=lambda *frame: relay.forward_from(slot, *frame),
+                on_drained=lambda: relay.drained(slot, channel),
+                max_forward_body=frame_limit(self._config.broker.max_packet_size))
             open_channel(self._reactor, ours, channel)
             channel.when_lost().addBoth(lambda _: self._channel_lost(slot, channel))
             self._channels[slot] = channel
+            relay.attach(slot, channel)
             return transport
         return start
 
@@ -226,6 +238,8 @@ class Master(MultiService):
             self._dispatch_waiting()
         elif kind == "closed":
             self._release(payload.get("conn_id"))
+        elif kind == "interest":
+            self.relay.interest_from(slot, payload)
         else:
             log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
 
@@ -236,6 +250,7 @@ class Master(MultiService):
     def _worker_gone(self, slot):
         """A worker died or its channel broke: none of its connections lives on."""
         self.balancer.down(slot)
+        self.relay.detach(slot)
         channel = self._channels.pop(slot, None)
         if channel is not None:
             channel.close()

@@ -4,6 +4,8 @@ The master hands each client's socket, with the bytes it already read (the CONNE
 over the UNIX socket inherited as ``channel_fd``; this process adopts it as if it had
 accepted it, and says "closed" when it goes, so the master's door counts it free.
 Messages go to the ingest tier's URL with the tree's secret (or to ``webhook.url``).
+With two workers or more, the same channel carries subscription interest and the
+publishes other workers want (``mqttd.tree.crossing``).
 """
 from twisted.application.service import Service
 from twisted.logger import Logger
@@ -16,6 +18,8 @@ from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.metrics import Metrics
 from mqttd.service import PersistenceService, broker_persistence, broker_stop, webhook_sink
 from mqttd.stopping import SequentialStop
+from mqttd.tree.crossing import Crossing
+from mqttd.tree.relay_wire import frame_limit
 
 log = Logger()
 
@@ -43,18 +47,26 @@ class _WorkerFactory(MQTTServerFactory):
 class _Channel(Service):
     """The master's channel: adopts handed-off sockets; ends this worker when lost."""
 
-    def __init__(self, reactor, fd, factory):
+    def __init__(self, reactor, fd, factory, crossing=None, max_forward_body=None):
         self._reactor = reactor
         self._fd = fd
         self._factory = factory
+        self._crossing = crossing
+        self._max_forward_body = max_forward_body
         self.channel = None
 
     def startService(self):
         super().startService()
         self._factory.doStart()  # adoptStreamConnection never starts the factory
-        self.channel = WorkerChannel(self._adopt, self._message)
+        crossing = self._crossing
+        forwarding = {} if crossing is None else {
+            "on_forward": crossing.received, "on_drained": crossing.drained,
+            "max_forward_body": self._max_forward_body}
+        self.channel = WorkerChannel(self._adopt, self._message, **forwarding)
         open_channel(self._reactor, self._fd, self.channel)
         self.channel.when_lost().addBoth(self._lost)
+        if crossing is not None:
+            crossing.open(self.channel)
         self.channel.send("ready", {})
 
     def _adopt(self, fd, preread, conn_id, peer=None):
@@ -72,6 +84,8 @@ class _Channel(Service):
     def _message(self, kind, payload):
         if kind == "taken":
             self._factory.broker.taken_elsewhere(payload["client_id"])
+        elif kind == "interest" and self._crossing is not None:
+            self._crossing.interest(payload)
         else:
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 
@@ -93,9 +107,18 @@ def build_worker(config, reactor, brief):
     broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
                     persistence=broker_persistence(reactor, config, brief["slot"]))
     factory = _WorkerFactory(broker, reactor)
+    crossing = None
+    if config.server.workers >= 2:
+        # Holds what other workers send until the broker has loaded what it kept: a
+        # retained value sent meanwhile is newer than the one it reads back.
+        crossing = Crossing(broker, brief["slot"], metrics, config.server.max_forward_bytes,
+                            holding=True)
     # Stopped last: the clean stop's "closed" reports still reach the master.
-    _Channel(reactor, brief["channel_fd"], factory).setServiceParent(root)
-    PersistenceService(reactor, broker).setServiceParent(root)  # saved after the clean stop
+    _Channel(reactor, brief["channel_fd"], factory, crossing,
+             frame_limit(config.broker.max_packet_size)).setServiceParent(root)
+    on_loaded = None if crossing is None else crossing.loaded
+    # Saved after the clean stop.
+    PersistenceService(reactor, broker, on_loaded=on_loaded).setServiceParent(root)
     broker_stop(reactor, config, broker, sink, pool).setServiceParent(root)
     root.broker = broker
     return root

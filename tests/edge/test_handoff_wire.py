@@ -7,14 +7,7 @@ from mqttd.edge.handoff_wire import (
     ACK, HANDOFF, HEADER, MAX_BODY, MAX_PAYLOAD, MESSAGE, Ack, ChannelProtocolError,
     FrameReader, Handoff, Message, decode, encode_ack, encode_handoff, encode_message,
 )
-
-
-def _read_all(stream, chunk=1):
-    reader = FrameReader()
-    frames = []
-    for i in range(0, len(stream), chunk):
-        frames += reader.feed(stream[i:i + chunk])
-    return reader, [decode(t, body) for t, body in frames]
+from tests.support.channels import read_frames as _read_all
 
 
 class RoundTripTests(unittest.TestCase):

@@ -6,13 +6,12 @@ not from anything mqttd says about itself.
 """
 import os
 import signal
-import time
 
 from mqttd.edge.balancer import Balancer
 from tests.integration.support.database import stored_messages
 from tests.integration.support.raw_client import PacketType, subscribe_packet
 from tests.integration.support.testcase import BrokerTestCase
-from tests.integration.support.tree import owner, wait_for_children
+from tests.integration.support.tree import owner, wait_for_children, wait_for_new_pid
 
 WORKERS = ("mqttd-worker-1", "mqttd-worker-2")
 TREE = "[auth]\nallow_anonymous = true\n[server]\nworkers = 2\n"
@@ -79,7 +78,8 @@ class WorkerDeathTests(TreeTestCase):
         os.kill(victim, signal.SIGKILL)
         for c in by_worker.get(victim, []):
             c.wait_disconnected()
-        procs = _wait_for_new_pid(self.master, "mqttd-worker-1", victim)
+        procs = wait_for_new_pid(self.master, WORKERS + ("mqttd-ingest",), "mqttd-worker-1",
+                                 victim)
         for c in by_worker.get(survivor, []):
             c.publish("tree/alive", b"still here", qos=1)  # no disconnect, still acked
         self.assertEqual(procs["mqttd-worker-2"], survivor)
@@ -98,20 +98,10 @@ class WorkerPersistenceTests(TreeTestCase):
         name = {pid: n for n, pid in self.procs.items()}[home]
         sub.close()
         os.kill(home, signal.SIGKILL)
-        _wait_for_new_pid(self.master, name, home)
+        wait_for_new_pid(self.master, WORKERS + ("mqttd-ingest",), name, home)
         again = self.raw()
         # It waits for its home worker, which has read its session back.
         self.assertEqual(again.connect(client_id="keeper", clean_session=False), (0, True))
         procs = wait_for_children(self.master, WORKERS + ("mqttd-ingest",))
         self.assertEqual(owner(again.sock, [procs[name]]), procs[name])
 
-
-def _wait_for_new_pid(master, name, old, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = wait_for_children(master, WORKERS + ("mqttd-ingest",))
-        if procs[name] != old:
-            return procs
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{name} was not restarted")
-        time.sleep(0.05)

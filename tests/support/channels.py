@@ -11,9 +11,19 @@ from twisted.trial import unittest
 
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import MasterChannel, WorkerChannel, channel_socketpair, open_channel
+from mqttd.edge.handoff_wire import FrameReader, decode
 from tests.support.loopback import within
 
 WAIT = 10  # seconds: only a broken channel waits this long
+
+
+def read_frames(stream, reader=None, chunk=1):
+    """(reader, the values of the frames in ``stream``), fed ``chunk`` bytes at a time."""
+    reader = reader or FrameReader()
+    frames = []
+    for i in range(0, len(stream), chunk):
+        frames += reader.feed(stream[i:i + chunk])
+    return reader, [decode(t, body) for t, body in frames]
 
 
 class Recorder(protocol.Protocol):

@@ -44,6 +44,19 @@ def wait_for_children(pid, names, timeout=DEFAULT_TIMEOUT):
         time.sleep(0.05)
 
 
+def wait_for_new_pid(master, names, name, old, timeout=15.0):
+    """{name: pid} of ``master``'s ``names`` once ``name`` runs with a pid other than
+    ``old`` (it was restarted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = wait_for_children(master, names)
+        if procs[name] != old:
+            return procs
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{name} was not restarted")
+        time.sleep(0.05)
+
+
 def _hex_address(host, port):
     packed = bytes(int(part) for part in host.split("."))
     return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"

@@ -1,0 +1,192 @@
+"""The master's part of cross-worker delivery: interest passed on, publishes relayed.
+
+* Interest: each worker's announcements (``mqttd.tree.interest``) change its set in an
+  ``InterestTable`` and go on to every other worker; a worker that dies has its set
+  dropped (the others are told), and one that starts is told every other worker's set.
+* Publishes: a FORWARD frame from a worker names the slots that want it; the master
+  writes the same body, unread, to each of them with the origin's slot instead. One
+  channel per worker, read and written in order: a FIFO from publisher to subscriber.
+* Retained: a retained publish goes to every other worker, whatever their filters, and
+  the master keeps the newest body of each retained topic: to make good what a full
+  channel could not take, and for a worker that (re)starts with nothing kept
+  (``retained_at_start``: its messages are not in this host's SQLite, webhook.url),
+  which gets the whole set first. A worker that keeps them reads them back from
+  SQLite instead (every retained value was committed before it was relayed) and gets
+  what is relayed meanwhile after that (``Crossing(holding=True)``). A store-only
+  retained frame (``RETAINED`` without ``DELIVER``) changes the retained store and
+  delivers nothing.
+
+Bounded: one ``ForwardBudget`` per worker drops what a stalled worker's channel cannot
+take. Retained values are owed by topic instead (at most one per topic, sent newest when
+it drains), and interest changes that do not fit are replaced by the whole set once it
+drains: what the master holds for a stalled worker never grows past its bound plus
+what it keeps anyway (the sets, the retained bodies).
+"""
+from twisted.logger import Logger
+
+from mqttd.store.sink import Message
+from mqttd.tree.budget import ForwardBudget
+from mqttd.tree.interest import KIND, InterestTable, MalformedInterest, snapshot
+from mqttd.tree.relay_wire import DELIVER, RETAINED, MalformedBody, encode, peek
+
+__all__ = ["Relay"]
+
+log = Logger()
+
+MASTER = 0
+"""The origin slot of what the master sends of its own (retained values owed)."""
+
+
+class _Worker:
+    """One live worker's channel, its budget, and what the master owes it."""
+
+    __slots__ = ("channel", "budget", "owed", "stale")
+
+    def __init__(self, channel, budget):
+        self.channel = channel
+        self.budget = budget
+        self.owed = {}  # retained topics whose newest value it still has to get
+        self.stale = False  # interest changes not sent: every set goes when drained
+
+
+def _cleared(topic):
+    """The body that clears ``topic``'s retained value (it has none in the master)."""
+    return encode(Message("", "", None, topic, b"", 0, True, 0.0))
+
+
+class Relay:
+    """Interest and publishes between the workers, ``max_bytes`` of backlog each."""
+
+    def __init__(self, metrics, max_bytes, retained_at_start=True):
+        self._metrics = metrics
+        self._max_bytes = max_bytes
+        self._retained_at_start = retained_at_start
+        self._workers = {}  # slot -> _Worker
+        self.interest = InterestTable()
+        self._slots_told = set()  # slots whose interest anyone was ever told
+        self._retained = {}  # topic -> body of its newest retained message
+
+    @property
+    def retained_topics(self):
+        return len(self._retained)
+
+    # -- workers come and go ------------------------------------------------------------
+
+    def attach(self, slot, channel):
+        """A worker (re)starts on ``channel``: it learns the other workers' interest and
+        the retained set, before anything else the master sends it."""
+        if self.interest.filters(slot):
+            self._gone(slot)  # its previous life's, if its death was not seen yet
+        worker = self._workers[slot] = _Worker(
+            channel, ForwardBudget(self._max_bytes, self._metrics, f"worker {slot}"))
+        self._tell_all(slot, worker)
+        if self._retained_at_start:
+            worker.owed = dict.fromkeys(self._retained)
+            self._pay(worker)
+
+    def detach(self, slot):
+        """``slot``'s worker is gone: forget its channel and drop its interest."""
+        self._workers.pop(slot, None)
+        self._gone(slot)
+
+    def _gone(self, slot):
+        dropped = self.interest.drop(slot)
+        if dropped:
+            log.info("worker {slot} gone: its {count} subscription filters are no longer "
+                     "forwarded to", slot=slot, count=dropped)
+            self._pass_on(slot, {"slot": slot, "reset": True, "add": [], "remove": []})
+
+    def drained(self, slot, channel):
+        worker = self._workers.get(slot)
+        if worker is None or worker.channel is not channel:
+            return  # an earlier life's channel
+        if worker.stale:
+            worker.stale = False
+            self._tell_all(slot, worker)
+        self._pay(worker)
+
+    # -- interest -----------------------------------------------------------------------
+
+    def interest_from(self, slot, payload):
+        """An interest message of ``slot``'s worker: kept, and passed on to the others."""
+        try:
+            reset, added, removed = self.interest.apply(slot, payload)
+        except MalformedInterest as e:
+            log.warn("worker {slot}: {error}", slot=slot, error=e)
+            return
+        if reset or added or removed:
+            self._pass_on(slot, {"slot": slot, "reset": reset, "add": added,
+                                 "remove": removed})
+
+    def _pass_on(self, origin, message):
+        self._slots_told.add(origin)
+        for slot, worker in self._workers.items():
+            if slot == origin or worker.stale:
+                continue
+            if worker.channel.backlog > self._max_bytes:
+                worker.stale = True  # told everything once it drains
+                continue
+            worker.channel.send(KIND, message)
+
+    def _tell_all(self, slot, worker):
+        """Every other slot's interest, each as a reset (an empty one for a slot that
+        has none now, in case ``worker`` was told some before)."""
+        for other in sorted(self._slots_told | set(self.interest.slots())):
+            if other != slot:
+                for message in snapshot(self.interest.filters(other), slot=other):
+                    worker.channel.send(KIND, message)
+
+    # -- publishes ----------------------------------------------------------------------
+
+    def forward_from(self, origin, flags, slots, body):
+        """A FORWARD frame of ``origin``'s worker: relayed to the slots it names, or to
+        every other worker if it is retained."""
+        qos = body[0] if body else 0
+        if flags & RETAINED:
+            try:
+                topic, cleared = peek(body)
+            except MalformedBody as e:
+                log.warn("worker {slot}: forwarded message dropped: {error}", slot=origin,
+                         error=e)
+                return
+            if cleared:
+                self._retained.pop(topic, None)
+            else:
+                self._retained[topic] = body
+            for slot, worker in self._workers.items():
+                if slot == origin:
+                    continue
+                if worker.owed or not worker.budget.fits(worker.channel, len(body), 1):
+                    worker.owed.pop(topic, None)
+                    worker.owed[topic] = None
+                    if flags & DELIVER:
+                        worker.budget.dropped(qos)
+                else:
+                    self._send(worker, flags, origin, body)
+            return
+        workers = self._workers
+        for slot in slots:
+            worker = workers.get(slot)
+            if worker is None or slot == origin:
+                continue  # gone (its interest is being dropped), or a confused origin
+            if worker.budget.fits(worker.channel, len(body), qos):
+                self._send(worker, flags, origin, body)
+            else:
+                worker.budget.dropped(qos)
+
+    def _send(self, worker, flags, origin, body):
+        if worker.channel.forward(flags, (origin,), body):
+            self._metrics.tree_forwarded += 1
+
+    def _pay(self, worker):
+        """Send ``worker`` the retained values owed to it while its channel takes them."""
+        owed = worker.owed
+        while owed and worker.channel.writable:
+            topic = next(iter(owed))
+            body = self._retained.get(topic)
+            if body is None:
+                body = _cleared(topic)
+            if not worker.budget.fits(worker.channel, len(body), 1):
+                return
+            del owed[topic]
+            self._send(worker, RETAINED, MASTER, body)

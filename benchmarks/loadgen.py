@@ -38,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import proctree  # noqa: E402
 from publish_streams import Streams  # noqa: E402
 
 BUCKETS_PER_E = 50  # log histogram: exp(1/50) ~ 2 % per bucket
@@ -532,14 +533,23 @@ def phase_run(args, conns, sample_broker=True):
     res["run_wall"] = t1 - t0
     res["clients"] = [[c.client_id, c.index, c.sent if args.qos else c.sent // streams.L,
                        c.acked if args.qos else None] for c in conns]
-    if b0 is not None and b1 is not None:
-        res["broker_cpu_s"] = (b1 - b0) / common.CLK_TCK
+    put_broker_cpu(res, b0, b1)
     return res
 
 
 def broker_ticks(args):
-    """CPU ticks of --broker-pid's whole process tree, or None."""
-    return common.tree_cpu_ticks(args.broker_pid) if args.broker_pid else None
+    """A snapshot of --broker-pid's whole process tree (proctree), or None."""
+    return proctree.snapshot(args.broker_pid) or None if args.broker_pid else None
+
+
+def put_broker_cpu(part, b0, b1):
+    """Put the broker's CPU between snapshots ``b0`` and ``b1`` into ``part``: in all
+    (broker_cpu_s) and by process name (broker_cpu_by_process, seconds)."""
+    if b0 is None or b1 is None:
+        return
+    part["broker_cpu_s"] = (proctree.total_ticks(b1) - proctree.total_ticks(b0)) / common.CLK_TCK
+    part["broker_cpu_by_process"] = {
+        name: round(t / common.CLK_TCK, 3) for name, t in proctree.ticks_by_name(b0, b1).items()}
 
 
 def _child(args, indices, to_parent, from_parent):
@@ -615,8 +625,8 @@ def run(args):
             part["hist"] = {int(k): v for k, v in part["hist"]}
             parts.append(part)
         b1 = broker_ticks(args)
-        if parts and b0 is not None and b1 is not None:
-            parts[0]["broker_cpu_s"] = (b1 - b0) / common.CLK_TCK
+        if parts:
+            put_broker_cpu(parts[0], b0, b1)
         cerrors = dict(cerrors)
 
     hist, errors = {}, collections.Counter()
@@ -625,13 +635,14 @@ def run(args):
     sent = acked = 0
     cpu = 0.0
     starts, ends, clients, utils = [], [], [], []
-    broker_cpu = None
+    broker_cpu = by_process = None
     for part in parts:
         clients += part["clients"]
         if part["run_wall"] > 0:
             utils.append(part["cpu"] / part["run_wall"])
         if "broker_cpu_s" in part:
             broker_cpu = part["broker_cpu_s"]
+            by_process = part.get("broker_cpu_by_process")
         for k, v in part["hist"].items():
             hist[k] = hist.get(k, 0) + v
         errors.update(part["errors"])
@@ -672,6 +683,7 @@ def run(args):
         "run_wall_s": round(max(p["run_wall"] for p in parts), 4) if parts else None,
         "broker_pid": args.broker_pid,
         "broker_cpu_s": round(broker_cpu, 3) if broker_cpu is not None else None,
+        "broker_cpu_by_process": by_process,
         "clients": sorted(clients, key=lambda c: c[1]),
         "wall_s": round(time.monotonic() - t_wall0, 3),
         "nofile": [soft, hard],

@@ -273,3 +273,12 @@ NOHTTP = "mqttd-nohttp"
 """--with-nohttp's target: the durable appliance without the webhook's HTTP request."""
 BASELINE = "mqttd-base"
 """--with-baseline's target: the durable appliance from another checkout (the A of an A/B)."""
+
+
+def tree_name(workers):
+    """--with-workers N's target: the durable appliance as a process tree (server.workers = N)."""
+    return "mqttd-w%d" % workers
+
+
+def tree_overrides(workers):
+    return {"server": {"workers": workers}}

@@ -161,6 +161,27 @@ class Broker:
             except subprocess.TimeoutExpired:
                 continue
 
+    metrics_file = None  # set for an mqttd started through metrics_mqttd.py
+
+    def read_metrics(self, timeout=5.0):
+        """{series: value} of the broker's own process (SIGUSR1 to metrics_mqttd.py), or
+        None when it was not started that way or did not answer."""
+        if self.metrics_file is None or not self.alive():
+            return None
+        try:
+            os.unlink(self.metrics_file)
+        except FileNotFoundError:
+            pass
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(self.metrics_file) as f:
+                    return json.load(f)
+            except FileNotFoundError:
+                time.sleep(0.05)
+        return None
+
     def output_tail(self):
         return tail(self.log) + tail(os.path.join(self.cwd, "broker.stdout"), 10)
 
@@ -225,9 +246,10 @@ def mqttd_config(args, overrides=None):
 
 
 def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, nohttp=False,
-               source=None):
+               source=None, metrics=False):
     """``source``: a checkout whose ``mqttd`` package runs instead of this one
-    (PYTHONPATH), for --with-baseline."""
+    (PYTHONPATH), for --with-baseline. ``metrics``: run through metrics_mqttd.py, so
+    ``read_metrics()`` gets the counters of the twistd process (the master of a tree)."""
     d = os.path.join(tmp, name + tag)
     data = os.path.join(d, "data")
     os.makedirs(data)
@@ -257,8 +279,15 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, noh
     if source is not None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [os.path.abspath(source), os.environ.get("PYTHONPATH")])))
-    return Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
-                  overrides=overrides, env=env)
+    metrics_file = None
+    if metrics:
+        metrics_file = os.path.join(d, "metrics.json")
+        env = dict(env or os.environ, MQTTD_METRICS_FILE=metrics_file)
+        argv = [sys.executable, os.path.join(HERE, "metrics_mqttd.py")] + argv[1:]
+    broker = Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
+                    overrides=overrides, env=env)
+    broker.metrics_file = metrics_file
+    return broker
 
 
 

@@ -178,6 +178,15 @@ class Worker:
             conn.wbuf = data[w:]
             self._want_write(conn, True)
 
+    def _pace(self, active, allowed, now):
+        """--rate: let each connection have sent ``allowed`` publishes by now (its quota),
+        and send what that and its window permit."""
+        allowed = int(allowed) + 1
+        for c in active:
+            if not c.closed and c.quota < allowed:
+                c.quota = allowed
+                self._send_more(c, now)
+
     def _acked(self, conn, n, now):
         conn.ack_pos = (conn.ack_pos + n) % self.s.M
         conn.acked += n
@@ -242,6 +251,10 @@ class Worker:
         now = time.perf_counter()
         self.first_t = now
         self.last_t = now
+        if a.rate:
+            for c in active:
+                c.quota = 0  # raised every 10 ms by _pace
+            self._pace(active, 0, now)
         for c in active:
             self._send_more(c, now)
         stop_at = now + a.duration if a.duration else float("inf")
@@ -258,6 +271,7 @@ class Worker:
         ack = self.s.ack
         next_publishes = self.s.take
         M, W = self.s.M, a.window
+        rate = a.rate  # publishes a second per connection (None: as fast as acks allow)
         while True:
             now = perf()
             if not self.stopping and now >= stop_at:
@@ -269,7 +283,9 @@ class Worker:
                 next_check = now + 0.01
                 if all(c.done or c.closed for c in active):
                     break
-            events = poll(0.05)
+                if rate:
+                    self._pace(active, rate * (now - self.first_t), now)
+            events = poll(0.01 if rate else 0.05)
             now = perf()  # one timestamp per batch of events
             for fd, ev in events:
                 c = fdmap.get(fd)
@@ -337,7 +353,7 @@ class Worker:
                         if w < len(chunk):
                             c.wbuf = chunk[w:]
                             self._want_write(c, True)
-                if c.outstanding == 0 and (self.stopping or c.sent >= c.quota):
+                if c.outstanding == 0 and (self.stopping or (c.sent >= c.quota and not rate)):
                     c.done = True
         unacked = sum(c.outstanding for c in active if not c.closed)
         if unacked:
@@ -707,6 +723,10 @@ def parse_args(argv=None):
     g.add_argument("--duration", "-d", type=float, default=None,
                    help="seconds of publishing (default 5 when --messages is not given)")
     p.add_argument("--payload-size", type=int, default=64)
+    p.add_argument("--rate", type=float, default=None,
+                   help="QoS 1 with --duration: publishes a second per connection, paced "
+                        "every 10 ms (the window still caps what is in flight); default: as "
+                        "fast as the PUBACKs come back")
     p.add_argument("--topic", default="bench/loadgen")
     p.add_argument("--username")
     p.add_argument("--password")
@@ -740,6 +760,8 @@ def parse_args(argv=None):
                 "number)" % common.TAG_LEN)
     if a.connections > 999999:
         p.error("--connections <= 999999 (six digits of connection index in each payload)")
+    if a.rate is not None and (a.rate <= 0 or not a.qos or a.duration is None):
+        p.error("--rate > 0 needs --qos 1 and --duration")
     if a.source_ips is None:
         a.source_ips = common.auto_source_ips(a.connections)
     if a.drain_timeout is None:

@@ -155,6 +155,22 @@ def tree_rss(pid, tree=False):
     return proctree.total_rss(proctree.snapshot(pid))
 
 
+def wait_rss_steady(pid, step=0.5, within=256 * 1024, timeout=20.0):
+    """Wait until the RSS of ``pid``'s whole process tree moves by at most ``within``
+    bytes over ``step`` seconds, twice running (at most ``timeout`` s). Returns the
+    seconds waited."""
+    start = time.monotonic()
+    last, steady = tree_rss(pid, tree=True), 0
+    while steady < 2 and time.monotonic() - start < timeout:
+        time.sleep(step)
+        now = tree_rss(pid, tree=True)
+        if now is None:
+            break
+        steady = steady + 1 if last is not None and abs(now - last) <= within else 0
+        last = now
+    return time.monotonic() - start
+
+
 class Conn:
     """One client socket and its per-connection load state (used by loadgen too)."""
 

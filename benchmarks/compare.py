@@ -316,6 +316,9 @@ def main(argv=None):
                         try:
                             fresh.wait_port()
                             time.sleep(0.5)
+                            # a tree's master listens before its children have booted:
+                            # their start-up must not count as memory per connection
+                            common.wait_rss_steady(fresh.pid)
                             rec = run_one(fresh, name, sc, rnd, args)
                         except RuntimeError as e:
                             rec = {"broker": b.name, "kind": b.kind, "scenario": name,

@@ -131,3 +131,21 @@ class RealTreeTests(unittest.TestCase):
         self.assertEqual(set(proctree.ticks_by_name(before, after)), {p.name for p in after})
         self.assertEqual(common.tree_rss(parent.pid, tree=True) > common.read_rss(parent.pid),
                          True)
+
+
+class SteadyRssTests(unittest.TestCase):
+    def test_a_tree_that_stopped_growing_is_steady_after_two_quiet_steps(self):
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        self.addCleanup(lambda: (sleeper.kill(), sleeper.wait()))
+        time.sleep(0.3)  # past the interpreter's start
+        waited = common.wait_rss_steady(sleeper.pid, step=0.05, within=1 << 20, timeout=5.0)
+        self.assertGreaterEqual(waited, 0.1)
+        self.assertLess(waited, 2.0)
+
+    def test_a_tree_still_growing_is_waited_for_up_to_the_timeout(self):
+        grower = subprocess.Popen([sys.executable, "-c",
+                                   "import time\nx = []\nwhile True:\n"
+                                   "    x.append(b'x' * (1 << 20)); time.sleep(0.02)"])
+        self.addCleanup(lambda: (grower.kill(), grower.wait()))
+        waited = common.wait_rss_steady(grower.pid, step=0.05, within=1 << 18, timeout=0.5)
+        self.assertGreaterEqual(waited, 0.5)

@@ -15,6 +15,8 @@ import sys
 import time
 import tomllib
 
+import proctree
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 def free_port():
@@ -161,26 +163,39 @@ class Broker:
             except subprocess.TimeoutExpired:
                 continue
 
-    metrics_file = None  # set for an mqttd started through metrics_mqttd.py
+    metrics_dir = None  # set for an mqttd started with metrics_site/ (metrics_mqttd.py)
 
     def read_metrics(self, timeout=5.0):
-        """{series: value} of the broker's own process (SIGUSR1 to metrics_mqttd.py), or
-        None when it was not started that way or did not answer."""
-        if self.metrics_file is None or not self.alive():
+        """{process name: {series: value}} of every process of the broker (SIGUSR1 to
+        each, metrics_mqttd.py), or None when it was not started that way."""
+        if self.metrics_dir is None or not self.alive():
             return None
-        try:
-            os.unlink(self.metrics_file)
-        except FileNotFoundError:
-            pass
-        os.kill(self.proc.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        procs = proctree.snapshot(self.proc.pid)
+        names = [p.name for p in procs]
+        paths = {}
+        for p in procs:  # a name two processes share gets their pids
+            key = p.name if names.count(p.name) == 1 else "%s#%d" % (p.name, p.pid)
+            paths[key] = path = os.path.join(self.metrics_dir, "%d.json" % p.pid)
             try:
-                with open(self.metrics_file) as f:
-                    return json.load(f)
+                os.unlink(path)
             except FileNotFoundError:
-                time.sleep(0.05)
-        return None
+                pass
+            try:
+                os.kill(p.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                del paths[key]
+        out = {}
+        deadline = time.monotonic() + timeout
+        while paths and time.monotonic() < deadline:
+            for name, path in list(paths.items()):
+                try:
+                    with open(path) as f:
+                        out[name] = json.load(f)
+                    del paths[name]
+                except FileNotFoundError:
+                    pass
+            time.sleep(0.02)
+        return out
 
     def output_tail(self):
         return tail(self.log) + tail(os.path.join(self.cwd, "broker.stdout"), 10)
@@ -248,8 +263,8 @@ def mqttd_config(args, overrides=None):
 def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, nohttp=False,
                source=None, metrics=False):
     """``source``: a checkout whose ``mqttd`` package runs instead of this one
-    (PYTHONPATH), for --with-baseline. ``metrics``: run through metrics_mqttd.py, so
-    ``read_metrics()`` gets the counters of the twistd process (the master of a tree)."""
+    (PYTHONPATH), for --with-baseline. ``metrics``: with metrics_site/ on PYTHONPATH,
+    so ``read_metrics()`` gets the counters of every process (metrics_mqttd.py)."""
     d = os.path.join(tmp, name + tag)
     data = os.path.join(d, "data")
     os.makedirs(data)
@@ -279,14 +294,16 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, noh
     if source is not None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [os.path.abspath(source), os.environ.get("PYTHONPATH")])))
-    metrics_file = None
+    metrics_dir = None
     if metrics:
-        metrics_file = os.path.join(d, "metrics.json")
-        env = dict(env or os.environ, MQTTD_METRICS_FILE=metrics_file)
-        argv = [sys.executable, os.path.join(HERE, "metrics_mqttd.py")] + argv[1:]
+        metrics_dir = os.path.join(d, "metrics")
+        os.makedirs(metrics_dir)
+        env = dict(env or os.environ, MQTTD_METRICS_DIR=metrics_dir)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+            os.path.join(HERE, "metrics_site"), env.get("PYTHONPATH")]))
     broker = Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
                     overrides=overrides, env=env)
-    broker.metrics_file = metrics_file
+    broker.metrics_dir = metrics_dir
     return broker
 
 

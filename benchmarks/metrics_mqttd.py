@@ -1,21 +1,22 @@
-"""Run `twistd mqttd` unchanged, and write its process's counters to a file on SIGUSR1.
+"""Every process of an mqttd, unchanged, writes its counters to a file on SIGUSR1.
 
-For benchmarking only (storms.py). mqttd keeps its counters in one Metrics registry per
-process (mqttd/metrics.py) and does not export them yet; the storm-isolation benchmark
-needs the door's ``edge_refused`` by limit, which live in the master (or the single
-process). This wrapper records every Metrics the process creates and, on SIGUSR1, writes
-their samples, summed by series, as JSON to $MQTTD_METRICS_FILE (written to a temporary
-name and renamed, so a reader never sees half a file). Nothing else of mqttd changes;
-the children of a tree start as usual (they are not wrapped).
-
-    MQTTD_METRICS_FILE=F python benchmarks/metrics_mqttd.py -n --pidfile P mqttd --config C ...
+For benchmarking only (storms.py, batch_sizes.py). mqttd keeps its counters in one
+Metrics registry per process (mqttd/metrics.py) and does not export them yet; the
+benchmarks need the door's ``edge_refused`` by limit (in the master, or the single
+process) and the webhook and ingest counters of the workers and the ingest child (how
+many messages a request carries). ``brokers.make_mqttd(metrics=True)`` puts
+``metrics_site/`` on PYTHONPATH with $MQTTD_METRICS_DIR set: its sitecustomize, which
+every process of the tree imports at start (children inherit the environment), calls
+``install_from_env()``, which records every Metrics the process creates and, on SIGUSR1,
+writes their samples summed by series as JSON to $MQTTD_METRICS_DIR/PID.json (to a
+temporary name, then renamed, so a reader never sees half a file). Nothing of mqttd
+changes.
 """
 import json
 import os
 import signal
-import sys
 
-ENV = "MQTTD_METRICS_FILE"
+ENV = "MQTTD_METRICS_DIR"
 
 
 def series_key(name, labels):
@@ -56,14 +57,9 @@ def install(metrics_class, path):
     return registries
 
 
-def main():
+def install_from_env():
+    """The sitecustomize hook: install on mqttd's Metrics, dumps in $MQTTD_METRICS_DIR."""
     from mqttd.metrics import Metrics
-    from twisted.scripts.twistd import run
 
-    install(Metrics, os.environ[ENV])
-    sys.argv[0] = "twistd"
-    run()
-
-
-if __name__ == "__main__":
-    main()
+    directory = os.environ[ENV]
+    return install(Metrics, os.path.join(directory, "%d.json" % os.getpid()))

@@ -64,14 +64,17 @@ def log_refusals(text, peer):
 
 
 def refused_by_limit(before, after):
-    """{limit: refusals} between two metrics_mqttd.py dumps."""
+    """{limit: refusals} between two read_metrics() dumps ({process: {series: value}}),
+    over every process (only the one with the door counts them)."""
     if before is None or after is None:
         return None
     out = {}
-    for key, value in after.items():
-        m = re.fullmatch(r"edge_refused\{limit=(.+)\}", key)
-        if m and value - before.get(key, 0):
-            out[m.group(1)] = value - before.get(key, 0)
+    for name, series in after.items():
+        for key, value in series.items():
+            m = re.fullmatch(r"edge_refused\{limit=(.+)\}", key)
+            delta = value - before.get(name, {}).get(key, 0)
+            if m and delta:
+                out[m.group(1)] = out.get(m.group(1), 0) + delta
     return out
 
 

@@ -14,6 +14,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 
 from twisted.trial import unittest
 
@@ -26,6 +27,7 @@ if BENCHMARKS not in sys.path:
 import connect_storm  # noqa: E402
 import loadgen  # noqa: E402
 import metrics_mqttd  # noqa: E402
+import proctree  # noqa: E402
 import storms  # noqa: E402
 
 
@@ -112,9 +114,12 @@ class CountersTests(unittest.TestCase):
             {"limits.max_conn_per_ip": 1, "limits.max_conn_rate_per_ip": 2}, 5012))
 
     def test_refusals_between_two_dumps(self):
-        before = {"edge_refused{limit=limits.max_conn_per_ip}": 5, "edge_admitted": 9}
-        after = {"edge_refused{limit=limits.max_conn_per_ip}": 25, "edge_admitted": 19,
-                 "edge_refused{limit=limits.max_conn_rate_per_ip}": 300}
+        before = {"mqttd-master": {"edge_refused{limit=limits.max_conn_per_ip}": 5,
+                                   "edge_admitted": 9}}
+        after = {"mqttd-master": {"edge_refused{limit=limits.max_conn_per_ip}": 25,
+                                  "edge_admitted": 19,
+                                  "edge_refused{limit=limits.max_conn_rate_per_ip}": 300},
+                 "mqttd-worker-1": {"edge_refused{limit=limits.max_conn_per_ip}": 0}}
         self.assertEqual(storms.refused_by_limit(before, after), {
             "limits.max_conn_per_ip": 20, "limits.max_conn_rate_per_ip": 300})
         self.assertIsNone(storms.refused_by_limit(None, after))
@@ -185,3 +190,41 @@ class PacedLoadTests(unittest.TestCase):
         b.quota, gone.closed = 10, True
         loadgen.Worker._pace(worker, [a, b, gone], 4.7, 0.0)
         self.assertEqual((a.quota, b.quota, gone.quota, sent), (5, 10, 3, [a]))
+
+
+TREE = r"""
+import subprocess, sys, time
+from mqttd.metrics import Metrics
+m = Metrics()
+m.edge_refused["limits.max_conn_rate_per_ip"] += 3
+child = subprocess.Popen([sys.executable, "-c",
+    "import time\nfrom mqttd.metrics import Metrics\nm = Metrics()\nm.webhook_committed += 5\n"
+    "print('up', flush=True)\ntime.sleep(30)"], stdout=subprocess.PIPE, text=True)
+child.stdout.readline()
+print("up", flush=True)
+time.sleep(30)
+"""
+
+
+class TreeMetricsTests(unittest.TestCase):
+    def test_every_process_of_the_tree_answers_with_its_own_counters(self):
+        import brokers
+
+        d = tempfile.mkdtemp()
+        broker = brokers.Broker("tree", "mqttd", [sys.executable, "-c", TREE], 0,
+                                os.path.join(d, "log"), d)
+        broker.metrics_dir = os.path.join(d, "metrics")
+        os.mkdir(broker.metrics_dir)
+        broker.env = dict(os.environ, MQTTD_METRICS_DIR=broker.metrics_dir, PYTHONPATH=os.pathsep.join(
+            [os.path.join(BENCHMARKS, "metrics_site")] + sys.path))
+        broker.start()
+        self.addCleanup(broker.stop)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(proctree.snapshot(broker.pid)) < 2:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the child's registry made
+        dumps = list(broker.read_metrics().values())
+        self.assertEqual(len(dumps), 2)
+        self.assertEqual(sorted((d["edge_refused{limit=limits.max_conn_rate_per_ip}"]
+                                 if "edge_refused{limit=limits.max_conn_rate_per_ip}" in d else 0,
+                                 d["webhook_committed"]) for d in dumps), [(0, 5), (3, 0)])

@@ -83,3 +83,18 @@ class TreeTargetsTests(unittest.TestCase):
         tree_targets.print_tree_targets(s, args(), out)
         self.assertIn("qos1-w10       mqttd-w2   ingest 5.00, master 0.00, workers 15.00",
                       out.getvalue())
+
+
+class BatchSizeTests(unittest.TestCase):
+    def test_messages_per_request_and_per_commit_over_every_process(self):
+        import batch_sizes
+
+        before = {"mqttd-ingest": {"ingest_requests{outcome=accepted}": 10, "ingest_commits": 4,
+                                   "ingest_rows_committed": 1000},
+                  "mqttd-worker-1": {"webhook_committed": 500}}
+        after = {"mqttd-ingest": {"ingest_requests{outcome=accepted}": 30, "ingest_commits": 9,
+                                  "ingest_rows_committed": 2000},
+                 "mqttd-worker-1": {"webhook_committed": 1000}}
+        self.assertEqual(batch_sizes.batch_figures(before, after), {
+            "requests": 20, "commits": 5, "rows": 1000, "msgs_per_request": 50.0,
+            "msgs_per_commit": 200.0})

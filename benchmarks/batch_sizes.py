@@ -40,10 +40,10 @@ def batch_figures(before, after):
     """Requests, commits and messages per request / per commit between two dumps."""
     b, a = counters(before), counters(after)
     d = {k: a[k] - b[k] for k in COUNTERS}
-    rows = d["ingest_rows_committed"]
-    return {"requests": d[ACCEPTED], "commits": d["ingest_commits"], "rows": rows,
-            "msgs_per_request": round(rows / d[ACCEPTED], 1) if d[ACCEPTED] else None,
-            "msgs_per_commit": round(rows / d["ingest_commits"], 1) if d["ingest_commits"] else None}
+    rows, requests, commits = d["ingest_rows_committed"], d[ACCEPTED], d["ingest_commits"]
+    return {"requests": requests, "commits": commits, "rows": rows,
+            "msgs_per_request": round(rows / requests, 1) if requests else None,
+            "msgs_per_commit": round(rows / commits, 1) if commits else None}
 
 
 def run_load(broker, connections, window, args, prefix):

@@ -197,11 +197,11 @@ class Storm:
                 last_sweep = now
         for att in list(self.live.values()):
             self._end(att, "timeout")
-        end = time.monotonic()
+        end, cpu = time.monotonic(), os.times()  # before the held ones are closed
         while self.held:
             self._close(self.held.popleft()[1])
         self.ep.close()
-        return start, end
+        return start, end, cpu
 
 
 def run(args):
@@ -209,8 +209,7 @@ def run(args):
     storm = Storm(args)
     b0 = proctree.snapshot(args.broker_pid) if args.broker_pid else None
     cpu0 = os.times()
-    start, end = storm.run()
-    cpu1 = os.times()
+    start, end, cpu1 = storm.run()
     b1 = proctree.snapshot(args.broker_pid) if args.broker_pid else None
     connacks = storm.outcomes["connack"]
     busy = storm.last_connack - start if storm.last_connack else 0.0

@@ -86,6 +86,18 @@ class ConnectStormTests(unittest.TestCase):
         self.assertEqual(set(out["outcomes"]) <= {"refused_eof", "refused_reset"}, True)
         self.assertEqual(out["sources"], ["127.0.0.99"])
 
+    def test_held_connections_are_kept_until_the_last_connack(self):
+        kept = []
+
+        def connack_and_keep(conn):
+            conn.recv(256)
+            conn.sendall(b"\x20\x02\x00\x00")
+            kept.append(conn)
+
+        self.addCleanup(lambda: [c.close() for c in kept])
+        out = self.storm(serve(self, connack_and_keep), "--hold", "30", "--max-open", "30")
+        self.assertEqual((out["connacks"], out["open_peak"]), (20, 20))
+
     def test_connack_classification(self):
         self.assertIsNone(connect_storm.classify_connack(b"\x20\x02\x00"))
         self.assertEqual(connect_storm.classify_connack(b"\x20\x02\x01\x00"), "connack")
@@ -161,6 +173,11 @@ class VerdictTests(unittest.TestCase):
         self.assertEqual(self.verdicts(rate(5000.0, 0.5))[key], "PASS")
         self.assertEqual(self.verdicts(rate(4999.0, 0.5))[key], "FAIL")
         self.assertEqual(self.verdicts(rate(4999.0, 0.95))[key], "UNPROVEN")
+
+    def test_the_kept_storm_is_judged_on_its_own(self):
+        v = self.verdicts({("connect-keep", "mqttd-w2", "connect-keep"): {
+            "connacks_per_s": 5001.0, "gen_cores": 0.3}})
+        self.assertEqual(v, {"connects/s through the master, kept": "PASS"})
 
     def test_isolation_at_its_boundaries(self):
         v = self.verdicts(isolation(10.0, 20.0, refused={"limits.max_conn_rate_per_ip": 5}))

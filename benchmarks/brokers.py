@@ -15,6 +15,8 @@ import sys
 import time
 import tomllib
 
+import proctree
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 def free_port():
@@ -161,6 +163,40 @@ class Broker:
             except subprocess.TimeoutExpired:
                 continue
 
+    metrics_dir = None  # set for an mqttd started with metrics_site/ (metrics_mqttd.py)
+
+    def read_metrics(self, timeout=5.0):
+        """{process name: {series: value}} of every process of the broker (SIGUSR1 to
+        each, metrics_mqttd.py), or None when it was not started that way."""
+        if self.metrics_dir is None or not self.alive():
+            return None
+        procs = proctree.snapshot(self.proc.pid)
+        names = [p.name for p in procs]
+        paths = {}
+        for p in procs:  # a name two processes share gets their pids
+            key = p.name if names.count(p.name) == 1 else "%s#%d" % (p.name, p.pid)
+            paths[key] = path = os.path.join(self.metrics_dir, "%d.json" % p.pid)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            try:
+                os.kill(p.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                del paths[key]
+        out = {}
+        deadline = time.monotonic() + timeout
+        while paths and time.monotonic() < deadline:
+            for name, path in list(paths.items()):
+                try:
+                    with open(path) as f:
+                        out[name] = json.load(f)
+                    del paths[name]
+                except FileNotFoundError:
+                    pass
+            time.sleep(0.02)
+        return out
+
     def output_tail(self):
         return tail(self.log) + tail(os.path.join(self.cwd, "broker.stdout"), 10)
 
@@ -225,9 +261,10 @@ def mqttd_config(args, overrides=None):
 
 
 def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, nohttp=False,
-               source=None):
+               source=None, metrics=False):
     """``source``: a checkout whose ``mqttd`` package runs instead of this one
-    (PYTHONPATH), for --with-baseline."""
+    (PYTHONPATH), for --with-baseline. ``metrics``: with metrics_site/ on PYTHONPATH,
+    so ``read_metrics()`` gets the counters of every process (metrics_mqttd.py)."""
     d = os.path.join(tmp, name + tag)
     data = os.path.join(d, "data")
     os.makedirs(data)
@@ -257,8 +294,17 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, noh
     if source is not None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [os.path.abspath(source), os.environ.get("PYTHONPATH")])))
-    return Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
-                  overrides=overrides, env=env)
+    metrics_dir = None
+    if metrics:
+        metrics_dir = os.path.join(d, "metrics")
+        os.makedirs(metrics_dir)
+        env = dict(env or os.environ, MQTTD_METRICS_DIR=metrics_dir)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+            os.path.join(HERE, "metrics_site"), env.get("PYTHONPATH")]))
+    broker = Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
+                    overrides=overrides, env=env)
+    broker.metrics_dir = metrics_dir
+    return broker
 
 
 
@@ -273,3 +319,12 @@ NOHTTP = "mqttd-nohttp"
 """--with-nohttp's target: the durable appliance without the webhook's HTTP request."""
 BASELINE = "mqttd-base"
 """--with-baseline's target: the durable appliance from another checkout (the A of an A/B)."""
+
+
+def tree_name(workers):
+    """--with-workers N's target: the durable appliance as a process tree (server.workers = N)."""
+    return "mqttd-w%d" % workers
+
+
+def tree_overrides(workers):
+    return {"server": {"workers": workers}}

@@ -14,6 +14,8 @@ import socket
 import struct
 import time
 
+import proctree
+
 PINGREQ = b"\xc0\x00"
 PINGRESP = b"\xd0\x00"
 DISCONNECT = b"\xe0\x00"
@@ -124,34 +126,14 @@ def read_rss(pid):
     """VmRSS of one process in bytes (None if it is gone)."""
     try:
         with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+            return proctree.parse_rss(f.read())
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return 0  # zombie / kernel thread
 
 
 def descendants(pid):
     """pid and all its descendants (scans /proc once)."""
-    children = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the comm field may hold spaces/parens: ppid is the 2nd field after the last ')'
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, ()))
-    return out
+    return proctree.descendants(pid)
 
 
 def tree_cpu_ticks(pid):
@@ -160,32 +142,33 @@ def tree_cpu_ticks(pid):
     Each live process counts its own time plus that of its children already reaped
     (cutime, cstime): so a worker that exits during a run still counts, once.
     """
-    total = 0
-    for p in descendants(pid):
-        try:
-            with open("/proc/%d/stat" % p) as f:
-                st = f.read()
-        except OSError:
-            if p == pid:
-                return None
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total
+    return proctree.total_ticks(proctree.snapshot(pid))
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def tree_rss(pid, tree=False):
-    pids = descendants(pid) if tree else [pid]
-    total = 0
-    for p in pids:
-        rss = read_rss(p)
-        if rss is None and p == pid:
-            return None
-        total += rss or 0
-    return total
+    """VmRSS of ``pid`` (with ``tree``: summed over it and all its descendants)."""
+    if not tree:
+        return read_rss(pid)
+    return proctree.total_rss(proctree.snapshot(pid))
+
+
+def wait_rss_steady(pid, step=0.5, within=256 * 1024, timeout=20.0):
+    """Wait until the RSS of ``pid``'s whole process tree moves by at most ``within``
+    bytes over ``step`` seconds, twice running (at most ``timeout`` s). Returns the
+    seconds waited."""
+    start = time.monotonic()
+    last, steady = tree_rss(pid, tree=True), 0
+    while steady < 2 and time.monotonic() - start < timeout:
+        time.sleep(step)
+        now = tree_rss(pid, tree=True)
+        if now is None:
+            break
+        steady = steady + 1 if last is not None and abs(now - last) <= within else 0
+        last = now
+    return time.monotonic() - start
 
 
 class Conn:

@@ -50,10 +50,12 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import common  # noqa: E402
 from brokers import (BASELINE, CEILING, FACTORIES, NODELAY, NOHTTP, SESSION5_MOSQUITTO,  # noqa: E402
-                     make_mosquitto, make_mqttd, mqttd_config, parse_set)
+                     make_mosquitto, make_mqttd, mqttd_config, parse_set, tree_name,
+                     tree_overrides)
 from durability import check_run  # noqa: E402
 from report import print_table, run_figures, summarize  # noqa: E402
 from targets import print_targets  # noqa: E402
+from tree_targets import print_tree_targets  # noqa: E402
 from scenarios import SCENARIOS, SWEEP_SCENARIO, fi_name, targets_for  # noqa: E402
 
 
@@ -189,6 +191,11 @@ def parse_args(argv=None):
                         "first on PYTHONPATH; e.g. git worktree add /tmp/base HEAD~1), in every "
                         "load scenario, in the same rounds: the A/B of a hot-path change"
                         % BASELINE)
+    p.add_argument("--with-workers", metavar="N", type=int, action="append",
+                   help="repeatable: also run mqttd-wN, the durable mqttd as a process tree "
+                        "([server] workers = N: master, N workers, ingest child), in every "
+                        "scenario, idle too, in the same rounds; its CPU and RSS are summed "
+                        "over all its processes and split by process")
     p.add_argument("--loadgen-procs", type=int, default=1,
                    help="loadgen.py --procs: load processes per run (default 1; on 2 cores, "
                         "2 measured slower)")
@@ -203,7 +210,7 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.core and a.nodisk:
         p.error("--core and --nodisk are two different stand-ins for mqttd; pick one")
-    if (a.with_ceiling or a.with_nohttp or a.with_baseline) and (a.core or a.nodisk):
+    if (a.with_ceiling or a.with_nohttp or a.with_baseline or a.with_workers) and (a.core or a.nodisk):
         p.error("--with-ceiling and --with-nohttp run beside the durable mqttd; "
                 "not with --core or --nodisk")
     if not a.scenario or "all" in a.scenario:
@@ -270,6 +277,8 @@ def main(argv=None):
         brokers[NOHTTP] = make_mqttd(tmp, args, NOHTTP, nohttp=True)
     if args.with_baseline:
         brokers[BASELINE] = make_mqttd(tmp, args, BASELINE, source=args.with_baseline)
+    for n in args.with_workers or ():
+        brokers[tree_name(n)] = make_mqttd(tmp, args, tree_name(n), overrides=tree_overrides(n))
     if args.with_mosquitto_nodelay:
         brokers[NODELAY] = make_mosquitto(tmp, args, NODELAY, overrides=SESSION5_MOSQUITTO)
     records = []
@@ -307,6 +316,9 @@ def main(argv=None):
                         try:
                             fresh.wait_port()
                             time.sleep(0.5)
+                            # a tree's master listens before its children have booted:
+                            # their start-up must not count as memory per connection
+                            common.wait_rss_steady(fresh.pid)
                             rec = run_one(fresh, name, sc, rnd, args)
                         except RuntimeError as e:
                             rec = {"broker": b.name, "kind": b.kind, "scenario": name,
@@ -331,7 +343,7 @@ def main(argv=None):
         args.rounds, args.duration, info["wall_s"]))
     print("mqttd config (besides defaults): %s" % json.dumps(info["mqttd_config"]))
     print_table(summary, args)
-    target_rows = print_targets(summary)
+    target_rows = print_targets(summary) + print_tree_targets(summary, args)
     for b in brokers.values():
         if b.dead:
             print("\n%s was unusable: %s\n--- log tail ---\n%s" % (b.name, b.dead, b.output_tail()))

@@ -2,9 +2,10 @@
 """Broker memory per idle MQTT connection: one JSON line on stdout.
 
 Reads the broker's VmRSS (/proc/PID/status; with --tree, summed over PID and all its
-descendants, for a broker made of several processes), opens K connections (CONNECT with
-keepalive 0 by default, waits for each CONNACK), waits --settle seconds, reads the RSS
-again, checks the connections are still open, and prints
+descendants, for a broker made of several processes such as mqttd's master, workers and
+ingest child, and also per process: "processes", "rss_delta_by_process"), opens K
+connections (CONNECT with keepalive 0 by default, waits for each CONNACK), waits
+--settle seconds, reads the RSS again, checks the connections are still open, and prints
 (rss_after - rss_before) / connections_still_open as bytes_per_connection.
 
 Raises its own RLIMIT_NOFILE toward K + 64 (up to the hard limit); when the hard limit
@@ -21,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import proctree  # noqa: E402
 
 
 def sample_rss(pid, tree, n=3, gap=0.2):
@@ -82,6 +84,7 @@ def run(args):
         out["note"] = msg
     out["source_ips"] = args.source_ips
     before = sample_rss(args.pid, args.tree)
+    procs_before = proctree.snapshot(args.pid) if args.tree else []
     if before is None:
         out["error"] = "no process %d" % args.pid
         return out
@@ -98,6 +101,13 @@ def run(args):
     out["connect_errors"] = errors
     time.sleep(args.settle)
     after = sample_rss(args.pid, args.tree)
+    if args.tree:
+        procs_after = proctree.snapshot(args.pid)
+        # which processes were summed, and what each one grew by
+        out["processes"] = sorted(p.name for p in procs_after)
+        b = proctree.rss_by_name(procs_before)
+        out["rss_delta_by_process"] = {
+            name: rss - b.get(name, 0) for name, rss in proctree.rss_by_name(procs_after).items()}
     alive, unexpected = still_open(ok_conns)
     out["still_open"] = alive
     if unexpected:

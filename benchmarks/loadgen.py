@@ -38,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import proctree  # noqa: E402
 from publish_streams import Streams  # noqa: E402
 
 BUCKETS_PER_E = 50  # log histogram: exp(1/50) ~ 2 % per bucket
@@ -177,6 +178,15 @@ class Worker:
             conn.wbuf = data[w:]
             self._want_write(conn, True)
 
+    def _pace(self, active, allowed, now):
+        """--rate: let each connection have sent ``allowed`` publishes by now (its quota),
+        and send what that and its window permit."""
+        allowed = int(allowed) + 1
+        for c in active:
+            if not c.closed and c.quota < allowed:
+                c.quota = allowed
+                self._send_more(c, now)
+
     def _acked(self, conn, n, now):
         conn.ack_pos = (conn.ack_pos + n) % self.s.M
         conn.acked += n
@@ -241,6 +251,10 @@ class Worker:
         now = time.perf_counter()
         self.first_t = now
         self.last_t = now
+        if a.rate:
+            for c in active:
+                c.quota = 0  # raised every 10 ms by _pace
+            self._pace(active, 0, now)
         for c in active:
             self._send_more(c, now)
         stop_at = now + a.duration if a.duration else float("inf")
@@ -257,6 +271,7 @@ class Worker:
         ack = self.s.ack
         next_publishes = self.s.take
         M, W = self.s.M, a.window
+        rate = a.rate  # publishes a second per connection (None: as fast as acks allow)
         while True:
             now = perf()
             if not self.stopping and now >= stop_at:
@@ -268,7 +283,9 @@ class Worker:
                 next_check = now + 0.01
                 if all(c.done or c.closed for c in active):
                     break
-            events = poll(0.05)
+                if rate:
+                    self._pace(active, rate * (now - self.first_t), now)
+            events = poll(0.01 if rate else 0.05)
             now = perf()  # one timestamp per batch of events
             for fd, ev in events:
                 c = fdmap.get(fd)
@@ -336,7 +353,7 @@ class Worker:
                         if w < len(chunk):
                             c.wbuf = chunk[w:]
                             self._want_write(c, True)
-                if c.outstanding == 0 and (self.stopping or c.sent >= c.quota):
+                if c.outstanding == 0 and (self.stopping or (c.sent >= c.quota and not rate)):
                     c.done = True
         unacked = sum(c.outstanding for c in active if not c.closed)
         if unacked:
@@ -532,14 +549,23 @@ def phase_run(args, conns, sample_broker=True):
     res["run_wall"] = t1 - t0
     res["clients"] = [[c.client_id, c.index, c.sent if args.qos else c.sent // streams.L,
                        c.acked if args.qos else None] for c in conns]
-    if b0 is not None and b1 is not None:
-        res["broker_cpu_s"] = (b1 - b0) / common.CLK_TCK
+    put_broker_cpu(res, b0, b1)
     return res
 
 
 def broker_ticks(args):
-    """CPU ticks of --broker-pid's whole process tree, or None."""
-    return common.tree_cpu_ticks(args.broker_pid) if args.broker_pid else None
+    """A snapshot of --broker-pid's whole process tree (proctree), or None."""
+    return proctree.snapshot(args.broker_pid) or None if args.broker_pid else None
+
+
+def put_broker_cpu(part, b0, b1):
+    """Put the broker's CPU between snapshots ``b0`` and ``b1`` into ``part``: in all
+    (broker_cpu_s) and by process name (broker_cpu_by_process, seconds)."""
+    if b0 is None or b1 is None:
+        return
+    part["broker_cpu_s"] = (proctree.total_ticks(b1) - proctree.total_ticks(b0)) / common.CLK_TCK
+    part["broker_cpu_by_process"] = {
+        name: round(t / common.CLK_TCK, 3) for name, t in proctree.ticks_by_name(b0, b1).items()}
 
 
 def _child(args, indices, to_parent, from_parent):
@@ -615,8 +641,8 @@ def run(args):
             part["hist"] = {int(k): v for k, v in part["hist"]}
             parts.append(part)
         b1 = broker_ticks(args)
-        if parts and b0 is not None and b1 is not None:
-            parts[0]["broker_cpu_s"] = (b1 - b0) / common.CLK_TCK
+        if parts:
+            put_broker_cpu(parts[0], b0, b1)
         cerrors = dict(cerrors)
 
     hist, errors = {}, collections.Counter()
@@ -625,13 +651,14 @@ def run(args):
     sent = acked = 0
     cpu = 0.0
     starts, ends, clients, utils = [], [], [], []
-    broker_cpu = None
+    broker_cpu = by_process = None
     for part in parts:
         clients += part["clients"]
         if part["run_wall"] > 0:
             utils.append(part["cpu"] / part["run_wall"])
         if "broker_cpu_s" in part:
             broker_cpu = part["broker_cpu_s"]
+            by_process = part.get("broker_cpu_by_process")
         for k, v in part["hist"].items():
             hist[k] = hist.get(k, 0) + v
         errors.update(part["errors"])
@@ -672,6 +699,7 @@ def run(args):
         "run_wall_s": round(max(p["run_wall"] for p in parts), 4) if parts else None,
         "broker_pid": args.broker_pid,
         "broker_cpu_s": round(broker_cpu, 3) if broker_cpu is not None else None,
+        "broker_cpu_by_process": by_process,
         "clients": sorted(clients, key=lambda c: c[1]),
         "wall_s": round(time.monotonic() - t_wall0, 3),
         "nofile": [soft, hard],
@@ -695,6 +723,10 @@ def parse_args(argv=None):
     g.add_argument("--duration", "-d", type=float, default=None,
                    help="seconds of publishing (default 5 when --messages is not given)")
     p.add_argument("--payload-size", type=int, default=64)
+    p.add_argument("--rate", type=float, default=None,
+                   help="QoS 1 with --duration: publishes a second per connection, paced "
+                        "every 10 ms (the window still caps what is in flight); default: as "
+                        "fast as the PUBACKs come back")
     p.add_argument("--topic", default="bench/loadgen")
     p.add_argument("--username")
     p.add_argument("--password")
@@ -728,6 +760,8 @@ def parse_args(argv=None):
                 "number)" % common.TAG_LEN)
     if a.connections > 999999:
         p.error("--connections <= 999999 (six digits of connection index in each payload)")
+    if a.rate is not None and (a.rate <= 0 or not a.qos or a.duration is None):
+        p.error("--rate > 0 needs --qos 1 and --duration")
     if a.source_ips is None:
         a.source_ips = common.auto_source_ips(a.connections)
     if a.drain_timeout is None:

@@ -8,6 +8,7 @@ process tree, in microseconds (on 2 shared cores, the figure that holds still).
 import statistics
 import sys
 
+import proctree
 from brokers import BASELINE, CEILING, NODELAY, NOHTTP
 from scenarios import SCENARIOS, fi_name, targets_for
 
@@ -30,7 +31,26 @@ def run_figures(res, qos):
         out["broker_cores"] = round(cpu / wall, 3)
     if cpu is not None and done:
         out["cpu_us_per_msg"] = round(cpu / done * 1e6, 3)
+        by_process = res.get("broker_cpu_by_process")
+        if by_process:
+            out["cpu_us_by_role"] = {role: round(v / done * 1e6, 3)
+                                     for role, v in proctree.by_role(by_process).items()}
     return out
+
+
+def idle_by_role(res):
+    """Bytes per idle connection by role (master, workers, ingest) of one idle_rss.py
+    result measured with --tree, or None."""
+    delta, n = res.get("rss_delta_by_process"), res.get("still_open")
+    if not delta or not n:
+        return None
+    return {role: round(v / n, 1) for role, v in proctree.by_role(delta).items()}
+
+
+def med_by_key(dicts):
+    """{key: median} over the dicts that are not None."""
+    dicts = [d for d in dicts if d]
+    return {k: med([d.get(k) for d in dicts]) for k in sorted({k for d in dicts for k in d})}
 
 
 def med(values):
@@ -68,6 +88,8 @@ def summarize(records, args):
                 s["p99_ms"] = med([(r.get(lat) or {}).get("p99") for r in ok])
                 for k in ("gen_cores", "gen_busiest", "broker_cores", "cpu_us_per_msg"):
                     s[k] = med([(r.get("figures") or {}).get(k) for r in rs])
+                s["cpu_us_by_role"] = med_by_key(
+                    [(r.get("figures") or {}).get("cpu_us_by_role") for r in rs])
                 s["generator_bound"] = s["gen_busiest"] is not None and s["gen_busiest"] > GENERATOR_BOUND
                 s["generator_bound_runs"] = sum(1 for r in rs if (r.get("figures") or {}).get("generator_bound"))
                 s["connected"] = med([r.get("connected") for r in ok])
@@ -78,6 +100,8 @@ def summarize(records, args):
             else:
                 s["bytes_per_connection"] = med([r.get("bytes_per_connection") for r in ok])
                 s["connected"] = med([r.get("still_open") for r in ok])
+                s["bytes_by_role"] = med_by_key([idle_by_role(r) for r in ok])
+                s["processes"] = max((r.get("processes") or [] for r in ok), key=len, default=[])
                 s["error_kinds"] = sorted({k for r in ok for k in r.get("connect_errors", {})})
                 s["errors"] += sum(sum(r.get("connect_errors", {}).values()) for r in ok)
             row["targets"][b] = s
@@ -87,6 +111,11 @@ def summarize(records, args):
             if b != "mosquitto":
                 s["ratio"] = _ratio(s.get(key), mosq.get(key))
                 s["cpu_ratio"] = _ratio(s.get("cpu_us_per_msg"), mosq.get("cpu_us_per_msg"))
+        single = row["targets"]["mqttd"]
+        for b, s in row["targets"].items():
+            if b.startswith("mqttd-w"):  # the process tree against the single process
+                s["of_single"] = _ratio(s.get(key), single.get(key))
+                s["cpu_of_single"] = _ratio(s.get("cpu_us_per_msg"), single.get("cpu_us_per_msg"))
         row["ratio"] = row["targets"]["mqttd"].get("ratio")
         m = row["targets"]["mqttd"].get(key)
         for ref, field in ((CEILING, "of_ceiling"), (NOHTTP, "of_nohttp"), (NODELAY, "of_nodelay"),

@@ -1,5 +1,5 @@
 """The scenarios compare.py runs and the targets (brokers) each one runs against."""
-from brokers import BASELINE, CEILING, NODELAY, NOHTTP
+from brokers import BASELINE, CEILING, NODELAY, NOHTTP, tree_name
 
 SCENARIOS = {
     "qos1-w10": {"kind": "load", "qos": 1, "connections": 10, "window": 10,
@@ -26,6 +26,8 @@ def targets_for(scenario, args):
     names = ["mosquitto", "mqttd"]
     if scenario in args.sweep_scenario:
         names += [fi_name(ms) for ms in args.flush_intervals]
+    # the process tree runs everywhere mqttd does, idle too (RSS over all its processes)
+    names += [tree_name(n) for n in getattr(args, "with_workers", None) or ()]
     if SCENARIOS[scenario]["kind"] == "load":
         names += [n for n, on in ((CEILING, args.with_ceiling), (NOHTTP, args.with_nohttp),
                                   (NODELAY, args.with_mosquitto_nodelay),

@@ -28,8 +28,14 @@ class ConnectBuffer:
     soon as the bytes break a rule. It holds at most ``max_connect_size`` plus one read.
     """
 
-    def __init__(self, limits):
+    def __init__(self, limits, budget=None, owner=None):
         self._parser = Parser(limits.max_packet_size, max_connect_size=limits.max_connect_size)
+        # The master's budget of partly read input (broker.max_partial_bytes), a
+        # mqttd.broker.budget.PartialInput, for ``owner`` (who has ``packet_overdue``):
+        # a flood of half-sent CONNECTs from many addresses must not grow the master.
+        self._budget = budget
+        self._owner = owner
+        self._held = 0
         self._fed = 0  # bytes of _buf given to the parser
         self._buf = bytearray()
         self.preread = b""
@@ -52,10 +58,22 @@ class ConnectBuffer:
         self._buf = None
         return connect
 
-    @property
-    def partial_size(self):
-        """What the CONNECT under way may come to (Parser.partial_size; 0 once read)."""
-        return 0 if self._buf is None else self._parser.partial_size
+    def fits(self):
+        """After a ``feed``: whether the CONNECT under way still fits the budget (it is
+        counted at what it may come to, ``Parser.partial_size``; nothing once read)."""
+        if self._budget is None:
+            return True
+        held = 0 if self._buf is None else self._parser.partial_size
+        if not self._budget.hold(self._owner, self._held, held, self._buf is None):
+            return False
+        self._held = held
+        return True
+
+    def release(self):
+        """Its owner is done with it (handed on or closed): give its bytes back."""
+        if self._budget is not None:
+            self._budget.release(self._owner, self._held)
+            self._held = 0
 
 
 @implementer(IReadDescriptor)
@@ -75,12 +93,7 @@ class PendingConnect:
         self.sock = sock
         self._fd = sock.fileno()
         self.host = host
-        self._connect = ConnectBuffer(limits)
-        # The master's budget of partly read input (broker.max_partial_bytes), a
-        # mqttd.broker.budget.PartialInput: a flood of half-sent CONNECTs from many
-        # addresses must not grow the master without bound.
-        self._budget = budget
-        self._held = 0
+        self._connect = ConnectBuffer(limits, budget, self)
         self._on_connect = on_connect
         self._on_closed = on_closed
         self._open = True
@@ -118,13 +131,9 @@ class PendingConnect:
                     pass
             self._close(f"protocol error: {e.reason}")
             return
-        budget = self._budget
-        if budget is not None:
-            held = self._connect.partial_size
-            if not budget.hold(self, self._held, held, connect is not None):
-                self._close("partial input budget")
-                return
-            self._held = held
+        if not self._connect.fits():
+            self._close("partial input budget")
+            return
         if connect is None:
             return
         self._finish()
@@ -143,9 +152,7 @@ class PendingConnect:
 
     def _finish(self):
         self._reactor.removeReader(self)
-        if self._budget is not None:
-            self._budget.release(self, self._held)
-            self._held = 0
+        self._connect.release()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

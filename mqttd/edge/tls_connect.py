@@ -51,9 +51,7 @@ class PendingTLSConnect(Protocol):
         self.sock = None  # the worker's end of the socketpair, from on_connect on
         self.preread = b""
         self._idle_timeout = limits.idle_timeout
-        self._connect = ConnectBuffer(limits)
-        self._budget = budget  # the master's PartialInput, as for plain sockets
-        self._held = 0
+        self._connect = ConnectBuffer(limits, budget, self)  # budgeted as plain sockets are
         self._on_connect = on_connect
         self._on_closed = on_closed
         self._state = _READING
@@ -91,13 +89,9 @@ class PendingTLSConnect(Protocol):
                 self.transport.write(encode_connack(False, e.connack_code))
             self._close(f"protocol error: {e.reason}", flush=True)
             return
-        budget = self._budget
-        if budget is not None:
-            held = self._connect.partial_size
-            if not budget.hold(self, self._held, held, connect is not None):
-                self._close("partial input budget")
-                return
-            self._held = held
+        if not self._connect.fits():
+            self._close("partial input budget")
+            return
         if connect is not None:
             self._relay_to_worker(connect)
 
@@ -107,9 +101,8 @@ class PendingTLSConnect(Protocol):
         return True
 
     def _release_budget(self):
-        if self._budget is not None:
-            self._budget.release(self, self._held)
-            self._held = 0
+        if self._connect is not None:
+            self._connect.release()
 
     def _relay_to_worker(self, connect):
         self._cancel_timer()

@@ -117,7 +117,68 @@ def _v3_retained(db):
     )
 
 
-MIGRATIONS = (_v1_messages, _v2_cheaper_checks, _v3_retained)
+def _v4_gate(db):
+    """The gate's tables (accounts, their tokens, bans) and the account of each message.
+
+    ``tokens.token_hash`` is the SHA-256 of the token, hex: a token is a random secret,
+    so a plain hash is enough, and a stolen file gives no usable token. ``bans.until``
+    NULL means for ever. ``gate_version`` holds one counter that every change to the
+    three tables raises (the triggers below), so a running master notices an operator's
+    change by reading one row, and the ingest writer's commits (many per second) do not
+    look like changes. ``messages.account`` is NULL for clients without an account
+    (static users, anonymous); its index reads one account's recent data fast.
+    """
+    db.execute(
+        """
+        CREATE TABLE accounts (
+            name            TEXT    NOT NULL PRIMARY KEY CHECK (name <> ''),
+            active          INTEGER NOT NULL DEFAULT 1 CHECK (active BETWEEN 0 AND 1),
+            max_connections INTEGER CHECK (max_connections >= 0),
+            devices         INTEGER CHECK (devices >= 0),
+            licence         TEXT,
+            created         REAL    NOT NULL,
+            updated         REAL    NOT NULL
+        ) STRICT
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE tokens (
+            token_hash TEXT    NOT NULL PRIMARY KEY,
+            prefix     TEXT    NOT NULL,
+            account    TEXT    NOT NULL REFERENCES accounts (name) ON UPDATE CASCADE,
+            active     INTEGER NOT NULL DEFAULT 1 CHECK (active BETWEEN 0 AND 1),
+            created    REAL    NOT NULL
+        ) STRICT
+        """
+    )
+    db.execute("CREATE INDEX tokens_account ON tokens (account)")
+    db.execute(
+        """
+        CREATE TABLE bans (
+            kind   TEXT NOT NULL CHECK (kind IN ('clientid', 'username', 'ip')),
+            value  TEXT NOT NULL CHECK (value <> ''),
+            who    TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at     REAL NOT NULL,
+            until  REAL,
+            PRIMARY KEY (kind, value)
+        ) STRICT
+        """
+    )
+    db.execute("CREATE TABLE gate_version (version INTEGER NOT NULL) STRICT")
+    db.execute("INSERT INTO gate_version (version) VALUES (0)")
+    for table in ("accounts", "tokens", "bans"):
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_{event.lower()}_version AFTER {event} ON {table} "
+                f"BEGIN UPDATE gate_version SET version = version + 1; END"
+            )
+    db.execute("ALTER TABLE messages ADD COLUMN account TEXT")
+    db.execute("CREATE INDEX messages_account_received ON messages (account, received_at)")
+
+
+MIGRATIONS = (_v1_messages, _v2_cheaper_checks, _v3_retained, _v4_gate)
 """Step i+1 of the schema is ``MIGRATIONS[i]``; ``len(MIGRATIONS)`` is the latest version."""
 
 

@@ -69,9 +69,12 @@ class SchemaTests(StoreTestCase):
             "key": ("TEXT", 1), "client_id": ("TEXT", 0), "username": ("TEXT", 0),
             "topic": ("TEXT", 0), "payload": ("BLOB", 0), "qos": ("INTEGER", 0),
             "retain": ("INTEGER", 0), "received_at": ("REAL", 0), "committed_at": ("REAL", 0),
+            "account": ("TEXT", 0),
         })
         index = [row[2] for row in conn.execute("PRAGMA index_info(messages_client_received)")]
         self.assertEqual(index, ["client_id", "received_at"])
+        index = [row[2] for row in conn.execute("PRAGMA index_info(messages_account_received)")]
+        self.assertEqual(index, ["account", "received_at"])
 
     @defer.inlineCallbacks
     def test_future_version_refused_without_writing(self):
@@ -148,7 +151,10 @@ class SchemaTests(StoreTestCase):
         yield store.start()
         conn = self.raw(store)
         self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
-        self.assertEqual(conn.execute("SELECT * FROM messages ORDER BY key").fetchall(), before)
+        after = conn.execute("SELECT * FROM messages ORDER BY key").fetchall()
+        # Step 4 added ``account`` (NULL for rows written before accounts existed).
+        self.assertEqual([r[:-1] for r in after], before)
+        self.assertEqual({r[-1] for r in after}, {None})
         self.assertEqual(
             [r[2] for r in conn.execute("PRAGMA index_info(messages_client_received)")],
             ["client_id", "received_at"])
@@ -195,7 +201,8 @@ class SchemaTests(StoreTestCase):
         self.addCleanup(conn.close)
         self.assertEqual(
             [r[2] for r in conn.execute("PRAGMA index_info(messages_by_topic)")], ["topic"])
-        conn.execute("INSERT INTO messages VALUES ('b', 'dev-1', NULL, 't/2', x'01', 1, 0, 3.0, 4.0)")
+        conn.execute("INSERT INTO messages VALUES "
+                     "('b', 'dev-1', NULL, 't/2', x'01', 1, 0, 3.0, 4.0, NULL)")
         self.assertEqual(conn.execute("SELECT k FROM audit").fetchall(), [("b",)])
         self.assertEqual(conn.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
@@ -395,7 +402,7 @@ class WriteTests(StoreTestCase):
                     received_at=1000.25)
         self.assertEqual(fired(store.insert_batch([message_row(m)])), 1)
         row = fired(store.run(lambda db: db.execute("SELECT * FROM messages").fetchone()))
-        self.assertEqual(row, ("k", "dev-9", None, "a/b", b"p", 2, 1, 1000.25, 1234.5))
+        self.assertEqual(row, ("k", "dev-9", None, "a/b", b"p", 2, 1, 1000.25, 1234.5, None))
         self.assertEqual(fired(store.recent("dev-9")), [m])
 
     @defer.inlineCallbacks

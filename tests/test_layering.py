@@ -44,19 +44,24 @@ def _imports(relative, root=_ROOT, top="mqttd"):
     return {module for module in found if module.split(".")[0] == top}
 
 
+_CONFIG_MODULES = ("config.py", "config_sections.py", "config_checks.py")
+
+
 def _under(modules, *packages):
     return sorted(m for m in modules for p in packages if m == p or m.startswith(p + "."))
 
 
 class LayeringTests(unittest.TestCase):
     def test_config_imports_no_tier(self):
-        self.assertEqual(
-            _under(_imports("config.py"),
-                   "mqttd.broker", "mqttd.ingest", "mqttd.store", "mqttd.codec", "mqttd.edge"), [])
+        for module in _CONFIG_MODULES:
+            self.assertEqual(
+                _under(_imports(module), "mqttd.broker", "mqttd.ingest", "mqttd.store",
+                       "mqttd.codec", "mqttd.edge"), [], module)
 
     def test_no_tier_imports_config(self):
+        config = [f"mqttd.{name[:-3]}" for name in _CONFIG_MODULES]
         for tier in ("broker", "ingest", "store", "codec", "edge"):
-            self.assertEqual(_under(_imports(tier), "mqttd.config"), [], tier)
+            self.assertEqual(_under(_imports(tier), *config), [], tier)
 
     def test_codec_and_store_know_no_broker_or_ingest(self):
         for tier in ("codec", "store"):

@@ -1,0 +1,177 @@
+"""The configuration's sections: frozen attrs classes, one field per key, each with its
+default and bounds (``_setting``), so an empty file is a working embedded appliance.
+
+The loader (``mqttd.config``) reads the bounds from each field's metadata; the rules that
+involve several keys are in ``mqttd.config_checks``. Kept apart because the sections grow
+with every tier, and the loader does not.
+"""
+import attrs
+
+__all__ = ["AuthConfig", "BrokerConfig", "Config", "IngestConfig", "LimitsConfig",
+           "ServerConfig", "User", "WebhookConfig"]
+
+
+def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=False):
+    """An attrs field carrying its type and bounds (or allowed values) for the loader to check.
+
+    ``kind`` ``dict`` is a TOML table of strings, kept as a tuple of (name, value) pairs.
+    A ``secret`` is left out of the section's repr, so logging a config never shows it.
+    """
+    return attrs.field(
+        default=default,
+        repr=not secret,
+        metadata={"kind": kind, "low": low, "high": high, "doc": doc, "choices": choices},
+    )
+
+
+@attrs.frozen
+class User:
+    """A static username/password pair (until accounts arrive with the edge)."""
+
+    username: str = _setting("", str)
+    password: str = _setting("", str, secret=True)
+
+
+@attrs.frozen
+class ServerConfig:
+    listen: tuple = _setting(("tcp:1883:interface=127.0.0.1",), (str,))
+    data_dir: str = _setting("./var", str)
+    # Broker worker processes under one master (mqttd.tree); 0 runs everything in this
+    # one process, as small hosts and most tests want.
+    workers: int = _setting(0, int, 0, 256)
+    # Bytes of publishes forwarded between workers one channel may hold past its 64 KiB
+    # while its reader is slow (the master's to each worker, each worker's to the master):
+    # past half, forwarded QoS 0 is dropped; past all of it, QoS 1 and 2 too (counted;
+    # the messages are stored, a subscriber on another worker misses them).
+    max_forward_bytes: int = _setting(8_388_608, int, 65_536, 1 << 40)
+
+
+@attrs.frozen
+class BrokerConfig:
+    max_connections: int = _setting(1_000_000, int, 1, 100_000_000)
+    # A QoS 1/2 PUBLISH of exactly 1 MiB with the longest topic MQTT allows: 4 bytes of
+    # fixed header, 2 + 65,535 of topic, 2 of packet id, 1,048,576 of payload. The
+    # limit counts the whole packet, so 1,048,576 refused a 1 MiB payload.
+    max_packet_size: int = _setting(1_114_119, int, 64, 268_435_460)
+    max_inflight: int = _setting(32, int, 1, 65535)
+    max_queued_messages: int = _setting(1000, int, 0, 100_000_000)
+    max_queued_bytes: int = _setting(16_777_216, int, 1024, 1 << 40)
+    # EMQX's session expiry interval (2 h); the longest is ten years.
+    session_expiry: float = _setting(7200.0, float, 0.001, 315_360_000.0)
+    max_sessions: int = _setting(100_000, int, 1, 100_000_000)
+    idle_timeout: float = _setting(15.0, float, 0.001, 86400.0)
+    # A CONNECT with a 64 KiB will message and up to 64 KiB of client id, will topic and
+    # credentials besides fits; it is the only packet read before authentication.
+    max_connect_size: int = _setting(131_072, int, 64, 268_435_460)
+    packet_timeout: float = _setting(30.0, float, 0.001, 86400.0)
+    max_keepalive: int = _setting(65535, int, 1, 65535)
+    max_partial_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
+    max_clientid_len: int = _setting(65535, int, 1, 65535)
+    allow_zero_length_clientid: bool = _setting(True, bool)
+    # Per-connection log lines (connect, refused, disconnect) per client IP address:
+    # at most log_lines_per_ip per log_lines_window seconds, then one summary line.
+    log_lines_per_ip: int = _setting(100, int, 1, 1_000_000)
+    log_lines_window: float = _setting(60.0, float, 0.001, 86400.0)
+
+
+@attrs.frozen
+class LimitsConfig:
+    """Per-address limits the door applies at accept, before a byte is read
+    (``mqttd.edge.door``; the global cap is ``broker.max_connections``).
+
+    Loopback is allowlisted by default: a proxy, bridge or load balancer on this host
+    brings every client from one loopback address, and the default listener is on
+    loopback only. Set ``allowlist = []`` to limit local clients as well.
+    """
+
+    # Generous by default: a customer's fleet behind one carrier-grade NAT shares one
+    # address, and a cap that cut it off would be an outage of our own making. 1000
+    # open at once still stops one address from taking the broker (1,000,000). 0: no cap.
+    max_conn_per_ip: int = _setting(1000, int, 0, 100_000_000)
+    # New connections a second from one address, a token bucket holding conn_rate_burst:
+    # a device reconnecting in a loop gets 100 a second; a NATed fleet of 200 coming
+    # back after an outage gets in at once, a bigger one within seconds. 0: off.
+    max_conn_rate_per_ip: float = _setting(100.0, float, 0.0, 1_000_000.0)
+    conn_rate_burst: int = _setting(200, int, 1, 1_000_000)
+    allowlist: tuple = _setting(("127.0.0.0/8", "::1"), (str,))
+    banned: tuple = _setting((), (str,))
+
+
+@attrs.frozen
+class AuthConfig:
+    allow_anonymous: bool = _setting(False, bool)
+    users: tuple = _setting((), (User,))
+
+
+@attrs.frozen
+class IngestConfig:
+    """The built-in durable ingest tier: the internal webhook and its group-commit writer.
+
+    ``listen`` defaults to an ephemeral port on loopback: the webhook writes straight
+    into the database, so it faces the network only when asked to; the broker learns
+    the bound port in-process (webhook.url = ""); another address stops start-up unless
+    ``allow_remote``. Every request must carry ``secret``
+    (``Authorization: Bearer``); empty, one is made at every start and shared with the
+    broker's own client in-process.
+    """
+
+    enabled: bool = _setting(True, bool)
+    listen: str = _setting("tcp:0:interface=127.0.0.1", str)
+    allow_remote: bool = _setting(False, bool)
+    secret: str = _setting("", str, secret=True)
+    batch_size: int = _setting(1000, int, 1, 1_000_000)
+    flush_interval: float = _setting(0.0, float, 0.0, 60_000.0)  # milliseconds
+    max_queue: int = _setting(50_000, int, 1, 100_000_000)
+    max_queue_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
+    # At most SQLite's own limit on a value and on a row (SQLITE_MAX_LENGTH): a row never
+    # takes more bytes in the database than in its request, so no body that fits can
+    # carry a row SQLite refuses, which would fail the commit it shares with others.
+    max_body_size: int = _setting(16_777_216, int, 1024, 1_000_000_000)
+    # A stalled upload must not pin memory: a request is in whole within request_timeout
+    # seconds or its connection is closed, and the bodies being received at once hold at
+    # most max_receiving_bytes (a body received alone may still reach max_body_size).
+    request_timeout: float = _setting(5.0, float, 0.1, 3600.0)
+    max_receiving_bytes: int = _setting(67_108_864, int, 1024, 1 << 40)
+    synchronous: str = _setting("FULL", str, choices=("FULL", "NORMAL", "OFF"))
+
+
+@attrs.frozen
+class WebhookConfig:
+    """How broker workers reach the ingest webhook (treq over its own connection pool).
+
+    An empty ``url`` means the appliance's built-in ingest tier. ``ack_timeout`` is the
+    longest a message may wait for its commit: then its client is disconnected without
+    an acknowledgement (so the device retransmits) and the message is counted rejected.
+    """
+
+    url: str = _setting("", str)
+    # For ``url`` only (the built-in tier's secret is shared in-process): sent as
+    # ``Authorization: Bearer``, and extra headers as they are.
+    secret: str = _setting("", str, secret=True)
+    headers: tuple = _setting((), dict, secret=True)
+    pool_size: int = _setting(1, int, 1, 1024)
+    connect_timeout: float = _setting(2.0, float, 0.001, 600.0)
+    request_timeout: float = _setting(5.0, float, 0.001, 600.0)
+    batch_size: int = _setting(1000, int, 1, 1_000_000)
+    batch_delay: float = _setting(0.0, float, 0.0, 10.0)
+    linger: float = _setting(0.001, float, 0.0, 1.0)
+    ack_timeout: float = _setting(15.0, float, 0.01, 3600.0)
+    retry_initial: float = _setting(0.05, float, 0.001, 60.0)
+    retry_max: float = _setting(2.0, float, 0.001, 600.0)
+    max_pending: int = _setting(100_000, int, 1, 100_000_000)
+    # Payload + topic bytes awaiting commit; like max_pending, a soft limit: past either
+    # one publishers are paused, and messages are refused only past 125 % of it.
+    max_pending_bytes: int = _setting(268_435_456, int, 1024, 1 << 40)
+    # Largest request body the client sends; when not set, ingest.max_body_size
+    # (resolved by parse_config, so this always holds the number in use).
+    max_body_size: int = _setting(16_777_216, int, 1024, 1_000_000_000)
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    broker: BrokerConfig = attrs.field(factory=BrokerConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    auth: AuthConfig = attrs.field(factory=AuthConfig)
+    ingest: IngestConfig = attrs.field(factory=IngestConfig)
+    webhook: WebhookConfig = attrs.field(factory=WebhookConfig)

@@ -20,7 +20,7 @@ from mqttd.codec.packets import (
     CONNACK_SERVER_UNAVAILABLE,
 )
 
-__all__ = ["Admission", "Admitted", "AfterLoad", "Refused"]
+__all__ = ["Admission", "Admitted", "AfterLoad", "AuthResult", "Refused"]
 
 log = Logger()
 
@@ -34,9 +34,27 @@ _REFUSAL_REASONS = {
 
 @attrs.frozen
 class Admitted:
-    """Accept the CONNECT as ``client_id`` (the client's own, or one generated)."""
+    """Accept the CONNECT as ``client_id`` (the client's own, or one generated).
+    ``account``: the account the client belongs to (its topic namespace), None for
+    static users and anonymous clients. ``ticket``: the gate's hold on this connection
+    (its quota seat, its flapping count), released once when the connection ends."""
 
     client_id: str
+    account: str | None = None
+    ticket: object = None
+
+
+@attrs.frozen
+class AuthResult:
+    """What an authenticator may answer instead of a bare CONNACK code: the code, and
+    with an accepted one the client's ``account`` and the gate's ``ticket`` (anything
+    with ``release()``); with a refusal, ``reason``, a short stable key for the log
+    and the counters (e.g. "auth rate", "quota"), instead of the code's own."""
+
+    code: int
+    account: str | None = None
+    ticket: object = None
+    reason: str | None = None
 
 
 @attrs.frozen
@@ -54,8 +72,9 @@ class Refused:
 class Admission:
     """The CONNECT rules of one broker and its authenticator.
 
-    ``authenticator`` has ``authenticate(client_id, username, password)`` returning a
-    Deferred CONNACK code; ``generate_client_id()`` gives an id for an empty one.
+    ``authenticator`` has ``authenticate(client_id, username, password, peer)``
+    returning (a Deferred of) a CONNACK code or an AuthResult; ``generate_client_id()``
+    gives an id for an empty one.
     """
 
     __slots__ = ("_max_clientid_len", "_allow_zero_length_clientid", "_authenticator",
@@ -79,16 +98,22 @@ class Admission:
                 return succeed(Refused(CONNACK_IDENTIFIER_REJECTED, "empty client id"))
             client_id = self._generate_client_id()  # [MQTT-3.1.3-6]
         d = maybeDeferred(self._authenticator.authenticate, client_id, connect.username,
-                          connect.password)
+                          connect.password, peer)
         d.addCallbacks(_decided, _auth_error, callbackArgs=(client_id,),
                        errbackArgs=(client_id,))
         return d
 
 
-def _decided(code, client_id):
+def _decided(result, client_id):
+    if type(result) is not AuthResult:
+        result = AuthResult(result)
+    code = result.code
     if code == CONNACK_ACCEPTED:
-        return Admitted(client_id)
-    return Refused(code, _REFUSAL_REASONS.get(code, "auth refused"), client_id, by_auth=True)
+        return Admitted(client_id, result.account, result.ticket)
+    if result.ticket is not None:  # refused after all: the gate's seat is free again
+        result.ticket.release()
+    reason = result.reason or _REFUSAL_REASONS.get(code, "auth refused")
+    return Refused(code, reason, client_id, by_auth=True)
 
 
 def _auth_error(failure, client_id):

@@ -33,7 +33,7 @@ class StaticAuthenticator:
             u.username: u.password.encode("utf-8") for u in auth_config.users
         }
 
-    def authenticate(self, client_id, username, password):
+    def authenticate(self, client_id, username, password, peer=None):
         """Return a Deferred firing with the CONNACK return code for this CONNECT."""
         return succeed(self.check(username, password))
 

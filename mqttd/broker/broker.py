@@ -43,7 +43,7 @@ class Broker:
     """Owns every session of this worker and moves messages between them.
 
     ``clock`` is an IReactorTime, ``config`` a BrokerConfig, ``sink`` an IMessageSink
-    and ``authenticator`` anything with ``authenticate(client_id, username, password)``
+    and ``authenticator`` anything with ``authenticate(client_id, username, password, peer)``
     returning a Deferred CONNACK code. ``submit`` is the sink's Deferred-free
     ``submit(message, notify, token)`` (adapted from ``store()`` if it has none; see
     ``mqttd.store.sink``): connections hand their publishes over through it.

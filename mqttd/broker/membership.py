@@ -40,8 +40,8 @@ class Membership:
     connection and its membership hold no cycle and go by reference counting.
     """
 
-    __slots__ = ("_broker", "_clock", "_transport", "_connect", "_will",
-                 "client_id", "username", "session")
+    __slots__ = ("_broker", "_clock", "_transport", "_connect", "_will", "_ticket",
+                 "client_id", "username", "account", "session")
 
     def __init__(self, broker, clock, transport):
         self._broker = broker
@@ -49,8 +49,10 @@ class Membership:
         self._transport = transport
         self._connect = None  # the CONNECT being decided
         self._will = None  # from CONNACK until the connection leaves
+        self._ticket = None  # the gate's hold on this connection, released when it leaves
         self.client_id = None
         self.username = None
+        self.account = None  # the client's account (its topic namespace), if it has one
         self.session = None
 
     def join(self, connection, connect, accepted, refused):
@@ -65,8 +67,10 @@ class Membership:
 
     def _decided(self, decision, connection, accepted, refused):
         connect = self._connect
-        if connect is None:
-            return  # the socket went away while we waited (leave)
+        if connect is None:  # the socket went away while we waited (leave)
+            if type(decision) is not Refused and decision.ticket is not None:
+                decision.ticket.release()
+            return
         self._connect = None
         self.client_id = decision.client_id
         broker = self._broker
@@ -78,6 +82,8 @@ class Membership:
             transport.write(encode(Connack(False, decision.code)))
             refused(decision.reason)
             return
+        self.account = decision.account
+        self._ticket = decision.ticket
         session, present = broker.attach(connection, self.client_id,
                                          connect.clean_session)
         if session is None:  # max_sessions, and none offline to evict
@@ -97,6 +103,9 @@ class Membership:
         ``inbound`` (its InboundQueue, or None) received before the drop, and log it.
         A CONNECT still being decided is forgotten."""
         self._connect = None
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            ticket.release()
         broker = self._broker
         session = self.session
         if session is not None:

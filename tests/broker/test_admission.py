@@ -7,7 +7,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial import unittest
 
-from mqttd.broker.admission import Admission, Admitted, Refused
+from mqttd.broker.admission import Admission, Admitted, AuthResult, Refused
 from mqttd.codec import Connack, Connect, Subscribe
 from tests.support.broker import Client, Harness
 
@@ -21,7 +21,7 @@ class Recording:
         self.answer = answer
         self.asked = []
 
-    def authenticate(self, client_id, username, password):
+    def authenticate(self, client_id, username, password, peer=None):
         self.asked.append((client_id, username, password))
         return self.answer() if callable(self.answer) else succeed(self.answer)
 
@@ -78,6 +78,41 @@ class AdmissionTests(unittest.TestCase):
                              Refused(3, "auth unavailable", "dev"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
+    def test_an_auth_result_carries_the_account_and_the_ticket(self):
+        ticket = Ticket()
+        self.assertEqual(
+            self.decide(admission(Recording(AuthResult(0, "acme", ticket))),
+                        Connect("dev", True, 0, "tok", None)),
+            Admitted("dev", "acme", ticket))
+        self.assertEqual(ticket.released, 0)
+
+    def test_a_refusing_auth_result_names_its_reason_and_frees_its_ticket(self):
+        ticket = Ticket()
+        self.assertEqual(
+            self.decide(admission(Recording(AuthResult(5, ticket=ticket, reason="quota"))),
+                        Connect("dev", True, 0, "tok", None)),
+            Refused(5, "quota", "dev", by_auth=True))
+        self.assertEqual(ticket.released, 1)
+
+    def test_the_authenticator_is_told_the_peer(self):
+        seen = []
+
+        class PeerAware:
+            def authenticate(self, client_id, username, password, peer):
+                seen.append(peer)
+                return succeed(0)
+
+        self.decide(admission(PeerAware()), Connect("dev", True, 0))
+        self.assertEqual(seen, [PEER])
+
+
+class Ticket:
+    def __init__(self):
+        self.released = 0
+
+    def release(self):
+        self.released += 1
+
 
 class Gate:
     """Stands in for the master's gate: answers admit() as the test says."""
@@ -115,4 +150,22 @@ class ProtocolAsksAdmissionTests(unittest.TestCase):
         self.gate.asked[0][2].callback(Refused(0x05, "banned"))
         self.assertEqual(c.received(), [Connack(False, 0x05)])
         self.assertTrue(c.closed)
+        self.assertEqual(self.h.broker.sessions, {})
+
+    def test_the_ticket_is_released_once_when_the_connection_ends(self):
+        c = Client(self.h)
+        c.send(Connect("dev", True, 0))
+        ticket = Ticket()
+        self.gate.asked[0][2].callback(Admitted("dev", "acme", ticket))
+        self.assertEqual(ticket.released, 0)
+        c.lose()
+        self.assertEqual(ticket.released, 1)
+
+    def test_a_ticket_for_a_connection_already_gone_is_released_at_once(self):
+        c = Client(self.h)
+        c.send(Connect("dev", True, 0))
+        c.lose()
+        ticket = Ticket()
+        self.gate.asked[0][2].callback(Admitted("dev", "acme", ticket))
+        self.assertEqual(ticket.released, 1)
         self.assertEqual(self.h.broker.sessions, {})

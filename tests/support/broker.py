@@ -54,7 +54,7 @@ class ManualAuthenticator:
     def __init__(self):
         self.pending = []
 
-    def authenticate(self, client_id, username, password):
+    def authenticate(self, client_id, username, password, peer=None):
         d = Deferred()
         self.pending.append(d)
         return d

@@ -82,7 +82,9 @@ class Gate:
     # -- the question ----------------------------------------------------------------------
 
     def authenticate(self, client_id, username, password, peer=None):
-        """A Deferred ``AuthResult`` for this CONNECT (see the module for the order)."""
+        """A Deferred ``AuthResult`` for this CONNECT (see the module for the order).
+        ``client_id`` is the id the connection will have: an empty one already
+        replaced by a generated id (quotas and kicks key on it); ``password`` bytes."""
         host = peer_host(peer)
         refused = self._banned(client_id, username, host)
         if refused is not None:

@@ -70,6 +70,7 @@ class MQTTServerProtocol(Protocol):
         "_backlog",
         "writes_blocked",
         "_producer_registered",
+        "decided",
     )
 
     def __init__(self, broker, clock):
@@ -88,6 +89,9 @@ class MQTTServerProtocol(Protocol):
         self._backlog = None
         self.writes_blocked = False
         self._producer_registered = False
+        # The master gate's AuthResult, set by the worker that adopted this socket
+        # before its CONNECT is read (Admission.admit's ``decided``); None: ask here.
+        self.decided = None
 
     # -- Twisted protocol interface ----------------------------------------------------
 
@@ -202,7 +206,7 @@ class MQTTServerProtocol(Protocol):
 
     def _on_connect(self, packet):
         self._state = _AUTHENTICATING
-        self._member.join(self, packet, self._accepted, self._close)
+        self._member.join(self, packet, self._accepted, self._close, self.decided)
         if self._state == _AUTHENTICATING:
             # Pending: stop reading; packets already parsed wait in _backlog.
             self._reading.pause(AUTH)
@@ -257,6 +261,10 @@ class MQTTServerProtocol(Protocol):
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
         self._close("takeover")
+
+    def kicked(self, reason):
+        """The gate refuses this client now (``Broker.kick``); close abnormally."""
+        self._close("kicked", detail=reason)
 
     # -- keepalive and idle timeout ----------------------------------------------------
 

@@ -129,6 +129,17 @@ class Metrics:
     ingest_rows_conflicting: int = _counter(
         "rows of requests refused for a key stored with other contents (not stored)")
 
+    # -- the edge: TLS that mqttd terminates (mqttd.edge.tls_failures) -----------------
+    edge_tls_handshake_failed: int = _counter(
+        "TLS handshakes that failed, by reason: not_tls (plain bytes on a TLS listener), "
+        "timeout (not done within broker.idle_timeout), protocol (version, ciphers, "
+        "messages), certificate (refused by either side), closed (the peer closed "
+        "halfway), other", labels=("reason",))
+    edge_tls_relay_errors: int = _counter(
+        "relays of TLS clients in the master (server.workers >= 1) that broke after the "
+        "handshake: tls (a TLS error), close_timeout (a side not closed within its "
+        "grace), other", labels=("reason",))
+
     # -- the process tree: the supervisor in the master ---------------------------------
     tree_restarts: int = _counter(
         "children the supervisor started again after they exited (a failed spawn counts)",

@@ -22,7 +22,8 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.edge.door import Door
-from mqttd.edge.guard import DoorFactory, closes_at_accept
+from mqttd.edge.guard import DoorFactory, closes_at_accept, is_tls
+from mqttd.edge.tls_failures import HandshakeWatch, TLSFailures
 from mqttd.errors import ConfigError
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
@@ -166,9 +167,14 @@ def build_service(config, reactor):
     door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                 broker.connection_log)
     for index, description in enumerate(config.server.listen):
-        endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))
-        guarded = DoorFactory(door, factory, closes_at_accept(endpoint))
-        _Listener(endpoint, guarded, f"server.listen[{index}]", description).setServiceParent(root)
+        key = f"server.listen[{index}]"
+        endpoint = _endpoint(reactor, key, with_backlog(description))
+        handshakes = None
+        if is_tls(endpoint):  # its failed handshakes: counted, logged within the budget
+            handshakes = HandshakeWatch(reactor, config.broker.idle_timeout,
+                                        TLSFailures(metrics, broker.connection_log, key))
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes)
+        _Listener(endpoint, guarded, key, description).setServiceParent(root)
     root.broker = broker
     root.door = door
     root.webhook = store

@@ -38,6 +38,7 @@ from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
 from mqttd.edge.tls_connect import PendingTLSConnect
 from mqttd.edge.tls_context import tls_options
+from mqttd.edge.tls_failures import TLSFailures
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
@@ -107,6 +108,10 @@ class Master(MultiService):
         # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
         self._tls = [tls_options(f"server.listen[{index}]", description)
                      for index, description in enumerate(config.server.listen)]
+        # Their failed handshakes and broken relays: counted, logged within the budget.
+        self._tls_failures = [
+            None if tls is None else TLSFailures(metrics, log_rate, f"server.listen[{index}]")
+            for index, tls in enumerate(self._tls)]
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -118,8 +123,8 @@ class Master(MultiService):
             key = f"server.listen[{index}]"
             sock = bind_listener(key, description)
             tls = self._tls[index]
-            on_admitted = (self._admitted if tls is None
-                           else functools.partial(self._tls_admitted, tls))
+            on_admitted = (self._admitted if tls is None else functools.partial(
+                self._tls_admitted, tls, self._tls_failures[index]))
             acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
@@ -265,11 +270,11 @@ class Master(MultiService):
                                          self._on_connect, self._not_connected,
                                          self._partial_input))
 
-    def _tls_admitted(self, tls, sock, host):
+    def _tls_admitted(self, tls, failures, sock, host):
         # TLS ends here: the master relays the plaintext for the connection's life.
         pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
                                     self._on_connect, self._not_connected,
-                                    self._partial_input)
+                                    self._partial_input, failures)
         self._pending.add(pending)
         pending.start()
 

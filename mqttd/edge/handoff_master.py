@@ -73,9 +73,10 @@ class MasterChannel(ChannelEnd):
     def queued_bytes(self):
         return self._waiting_bytes
 
-    def hand_off(self, fd, preread, conn_id, peer=None):
+    def hand_off(self, fd, preread, conn_id, peer=None, decided=None):
         """Send the socket ``fd`` and the bytes already read from it to the worker.
-        ``peer`` (host, port) names the client when ``fd`` is the master's relay of it.
+        ``peer`` (host, port) names the client when ``fd`` is the master's relay of it;
+        ``decided`` (account or None, client id or None): the gate let it in.
 
         The Deferred fires with ``conn_id`` once the worker has adopted the socket (the
         caller then closes its own fd with close(2), never shutdown(2)); it fails with a
@@ -87,7 +88,7 @@ class MasterChannel(ChannelEnd):
         queue of at most ``max_queued`` hand-offs and ``max_queued_bytes``; past that it
         fails at once with HandoffQueueFull.
         """
-        frame = encode_handoff(conn_id, preread, peer)
+        frame = encode_handoff(conn_id, preread, peer, decided)
         if conn_id in self._sent or conn_id in self._waiting_ids:
             raise ValueError(f"conn id {conn_id} is already being handed off")
         if self._lost is not None or self._closing:

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from .channel_end import ChannelEnd
 from .handoff_wire import (
-    FORWARD, HANDOFF, HANDOFF_FROM, MESSAGE, ChannelProtocolError, Handoff, encode_ack,
+    FORWARD, HANDOFF, HANDOFF_AS, HANDOFF_FROM, MESSAGE, ChannelProtocolError, Handoff, encode_ack,
 )
 
 __all__ = ["MAX_UNPAIRED_FDS", "WorkerChannel"]
@@ -35,11 +35,12 @@ class WorkerChannel(ChannelEnd):
     ``adopt(fd, preread, conn_id)`` owns ``fd`` (it must close it, whatever happens):
     returning acks the master that the socket is adopted, raising tells it it is not; a
     Deferred result acks when it fires. A relayed client's hand-off (TLS) calls
-    ``adopt(fd, preread, conn_id, peer)`` with its (host, port). ``mqttd.edge.adopt.adopt_into`` is the usual
+    ``adopt(fd, preread, conn_id, peer)`` with its (host, port); one the master's gate
+    judged passes ``decided=(account, client_id)`` too. ``mqttd.edge.adopt.adopt_into`` is the usual
     body of it.
     """
 
-    _accepts = (HANDOFF, HANDOFF_FROM, MESSAGE, FORWARD)
+    _accepts = (HANDOFF, HANDOFF_FROM, HANDOFF_AS, MESSAGE, FORWARD)
     _end = "worker"
 
     def __init__(self, adopt, on_message=None, max_unpaired_fds=MAX_UNPAIRED_FDS,
@@ -72,8 +73,9 @@ class WorkerChannel(ChannelEnd):
             return
         fd = self._fds.popleft()
         extra = () if value.peer is None else (value.peer,)
+        decided = {} if value.decided is None else {"decided": value.decided}
         try:
-            result = self._adopt(fd, value.preread, value.conn_id, *extra)
+            result = self._adopt(fd, value.preread, value.conn_id, *extra, **decided)
         except Exception as e:
             self._refused(e, value.conn_id)
             return

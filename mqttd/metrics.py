@@ -77,6 +77,10 @@ class Metrics:
         "client addresses the door keeps state for (connections open, or a connect-rate "
         "bucket refilling)")
 
+    # -- the gate: accounts and tokens (mqttd.store.gate_store) ---------------------------
+    gate_token_lookups: int = _counter(
+        "tokens the gate read from SQLite (its caches answer the rest)")
+
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(
         "messages handed to the webhook client "

@@ -4,6 +4,8 @@ The gate enforces bans at accept (IP) and at CONNECT (client id, username), and 
 running appliance kicks the live connections a new ban matches. ``--for`` makes a ban
 that lifts by itself; without it a ban holds until removed.
 """
+import attrs
+
 from mqttd.manage.output import Output, seconds, table, when
 from mqttd.store.accounts import AccountsError
 from mqttd.store.bans import add_ban, list_bans, remove_ban
@@ -14,8 +16,7 @@ HELP = "bans of client ids, usernames and IP addresses or networks"
 
 
 def _json(ban):
-    return {"kind": ban.kind, "value": ban.value, "who": ban.who, "reason": ban.reason,
-            "at": ban.at, "until": ban.until}
+    return attrs.asdict(ban)
 
 
 def _add(context, args):

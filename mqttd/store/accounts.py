@@ -18,7 +18,7 @@ import attrs
 from mqttd.store.schema import immediate
 
 __all__ = ["KEEP", "NAME_RULE", "AccountRecord", "AccountsError", "add_account",
-           "check_name", "disable_account", "enable_account", "gate_version",
+           "check_count", "check_name", "disable_account", "enable_account", "gate_version",
            "get_account", "list_accounts", "set_account", "wall_clock"]
 
 NAME_RULE = "1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"

@@ -101,6 +101,10 @@ class Metrics:
         "bans flapping_detect.dry_run held back, by kind", labels=("kind",))
     edge_bans_active: int = _gauge("bans in force now (client ids, usernames, IPs and networks)")
 
+    # -- the gate: accounts and tokens (mqttd.store.gate_store) ---------------------------
+    gate_token_lookups: int = _counter(
+        "tokens the gate read from SQLite (its caches answer the rest)")
+
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(
         "messages handed to the webhook client "

@@ -57,7 +57,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from mqttd.store.sink import ROW, Message
-from mqttd.store.pool import closed_on, opened_on
+from mqttd.store.pool import StoreClosed, closed_on, opened_on
 from mqttd.store.retained import (already_stored, apply_retained, has_retained,
                                   has_retained_table, retained_rows)
 from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate, refuse_too_new
@@ -149,10 +149,6 @@ def message_row(message):
     """A Message value as a row tuple (``ROW`` order)."""
     return (message.key, message.client_id, message.username, message.topic, message.payload,
             message.qos, message.retain, message.received_at)
-
-
-class StoreClosed(Exception):
-    """The store is not running (not started yet, or closed)."""
 
 
 class KeyConflict(Exception):

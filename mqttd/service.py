@@ -17,7 +17,6 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 
-from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
@@ -25,6 +24,7 @@ from mqttd.edge.door import Door
 from mqttd.edge.guard import DoorFactory, closes_at_accept, is_tls
 from mqttd.edge.tls_failures import HandshakeWatch, TLSFailures
 from mqttd.errors import ConfigError
+from mqttd.gatekeeping import GateService
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
@@ -153,10 +153,17 @@ def build_service(config, reactor):
         else:
             on_address = store.set_url
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
+    # The gate (accounts, tokens, bans, quotas, flapping) answers every CONNECT: the
+    # first service to start, the last to stop (after the listeners and the broker).
+    # Its accounts live in mqttd.db, also when webhook.url stores the messages elsewhere.
+    gate = GateService(reactor, config, metrics)
+    gate.setServiceParent(root)
+    if config.ingest.enabled:
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
-    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics,
+    broker = Broker(reactor, config.broker, store, gate, metrics,
                     persistence=broker_persistence(reactor, config, 0))
+    gate.set_kick(broker.kick)
     # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
     # then; stops after the broker's clean stop, which it saves.
     PersistenceService(reactor, broker).setServiceParent(root)
@@ -165,7 +172,7 @@ def build_service(config, reactor):
     # Every MQTT socket meets the door at accept, before a byte is read; its refusals
     # share the broker's per-address budget of log lines.
     door = Door(reactor, config.limits, config.broker.max_connections, metrics,
-                broker.connection_log)
+                broker.connection_log, bans=gate.bans)
     for index, description in enumerate(config.server.listen):
         key = f"server.listen[{index}]"
         endpoint = _endpoint(reactor, key, with_backlog(description))
@@ -177,6 +184,7 @@ def build_service(config, reactor):
         _Listener(endpoint, guarded, key, description).setServiceParent(root)
     root.broker = broker
     root.door = door
+    root.gate = gate
     root.webhook = store
     return root
 

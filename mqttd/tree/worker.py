@@ -10,6 +10,7 @@ publishes other workers want (``mqttd.tree.crossing``).
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from mqttd.broker.admission import AuthResult
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
@@ -69,11 +70,19 @@ class _Channel(Service):
             crossing.open(self.channel)
         self.channel.send("ready", {})
 
-    def _adopt(self, fd, preread, conn_id, peer=None):
+    def _adopt(self, fd, preread, conn_id, peer=None, decided=None):
         # Returns before any "closed" for this connection can be sent: the master reads
         # its adoption ack first (a close is reported from a later reactor turn).
-        # ``peer``: the client's address when the master relays it (TLS).
-        protocol = adopt_into(self._reactor, self._factory, fd, preread, peer)
+        # ``peer``: the client's address when the master relays it (TLS). ``decided``:
+        # (account, client id made for an empty one) from the master's gate, which this
+        # worker trusts: it has no accounts to ask.
+        prepare = None
+        if decided is not None:
+            verdict = AuthResult(0, account=decided[0], client_id=decided[1])
+
+            def prepare(protocol):
+                protocol.decided = verdict
+        protocol = adopt_into(self._reactor, self._factory, fd, preread, peer, prepare)
         protocol.conn_id = conn_id
         protocol.on_gone = self._gone
 
@@ -84,6 +93,8 @@ class _Channel(Service):
     def _message(self, kind, payload):
         if kind == "taken":
             self._factory.broker.taken_elsewhere(payload["client_id"])
+        elif kind == "kick":
+            self._factory.broker.kick(payload["client_id"], payload.get("reason", "kicked"))
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
         else:

@@ -11,8 +11,10 @@ whose channel up is not read yet: ``stalled_up``)."""
 from twisted.trial import unittest
 
 from mqttd.codec import Subscribe
+from mqttd.metrics import Metrics
 from mqttd.store.sink import Message
 from mqttd.tree.relay_wire import DELIVER, RETAINED, encode
+from mqttd.tree.retained_order import RetainedOrder
 from tests.support.broker import pub, publishes
 from tests.support.crossing import MiniTree
 
@@ -184,3 +186,36 @@ class RestartTests(unittest.TestCase):
         self.tree.pump()
         self.assertEqual(sorted(t for t, _ in node.broker.retained.items()),
                          sorted(f"r/{i}" for i in range(100)))
+
+    def test_a_clear_the_master_ordered_last_goes_over_sqlite_s_set(self):
+        publisher = self.one.harness.client("pub")
+        publisher.send(pub("r/x", b"set", qos=1, retain=True),
+                       pub("r/x", b"", qos=1, pid=2, retain=True))
+        self.tree.pump()
+        self.tree.kill(2)
+        node = self.tree.start(2, holding=True)
+        self.tree.pump()
+        # SQLite committed a crossing set after the clear: the load reads it back.
+        node.broker.retained.set("r/x", Message("00000000000000cc-01", "c", None, "r/x",
+                                                b"sqlite's", 0, True, 0.0))
+        node.crossing.loaded()
+        self.tree.pump()
+        self.assertIsNone(node.broker.retained.get("r/x"))
+        self.assertIsNone(retained_for_a_new_subscriber(node, "r/x", "new"))
+
+
+class ClearedBoundTests(unittest.TestCase):
+    def test_the_oldest_clears_are_forgotten_past_the_bound_and_counted(self):
+        metrics = Metrics()
+        order = RetainedOrder(metrics, max_cleared_bytes=10 * (64 + 3))
+        for n in range(15):
+            self.assertTrue(order.take(f"c{n:02d}", f"k{n}", True, b""))
+        self.assertEqual(order.known(), [f"c{n:02d}" for n in range(5, 15)])
+        self.assertEqual(metrics.tree_retained_clears_forgotten, 5)
+        order.take("c07", "k", False, encode(Message("k", "c", None, "c07", b"v", 0, True, 0.0)))
+        self.assertEqual(len(order), 1)
+        self.assertEqual(order.known(), ["c07"] + [f"c{n:02d}" for n in range(5, 15) if n != 7])
+        for n in range(20, 30):  # c07 set again is no longer a clear: it stays known
+            order.take(f"c{n}", f"k{n}", True, b"")
+        self.assertIn("c07", order.known())
+        self.assertEqual(metrics.tree_retained_clears_forgotten, 5 + 9)

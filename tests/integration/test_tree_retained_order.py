@@ -84,6 +84,8 @@ class SameRetainedEverywhereTests(BrokerTestCase):
         fresh = {slot: self.on(slot, "f") for slot in (1, 2)}
         self.assertEqual({slot: self.retained(c, topic) for slot, c in fresh.items()},
                          {1: last, 2: last})
+        # Each worker said "loaded" as it started, and the master knew what that meant.
+        self.assertNotIn("unknown message", self.broker.output())
 
     def test_a_set_and_a_clear_at_once_agree(self):
         publishers = {slot: self.on(slot, "p") for slot in (1, 2)}

@@ -160,6 +160,10 @@ class Metrics:
         "forwarded publishes dropped, by QoS: the channel held server.max_forward_bytes "
         "(a QoS 0 one half of it); the message is stored, a subscriber elsewhere missed "
         "it", labels=("qos",))
+    tree_retained_clears_forgotten: int = _counter(
+        "cleared retained topics the master stopped remembering (past 1 MiB of them, "
+        "oldest first): a worker restarted later is not told those clears, and keeps "
+        "what it read back from SQLite if that differs")
 
     def samples(self):
         """(name, kind, help, labels, value) for each series, in declaration order.

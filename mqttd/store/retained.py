@@ -19,12 +19,19 @@ routes a client's messages in receive order, so memory and disk agree on the val
 """
 from operator import itemgetter
 
-__all__ = ["BOOT_PREFIX", "already_stored", "apply_retained", "has_retained",
+__all__ = ["BOOT_PREFIX", "already_stored", "newer_of_run", "apply_retained", "has_retained",
            "has_retained_table", "load_retained",
            "retained_rows"]
 
 #: A key is BOOTID-COUNTER-RANDOM (``mqttd.broker.broker``): the boot id and its dash.
 BOOT_PREFIX = 17
+
+
+def newer_of_run(kept, key):
+    """Is the key ``kept`` a newer one of the same broker run than ``key``? The rule
+    ``_UPSERT`` applies, for those that order retained values outside SQLite (the
+    tree's master, ``mqttd.tree.relay``)."""
+    return kept[:BOOT_PREFIX] == key[:BOOT_PREFIX] and kept > key
 
 _KEY = 0
 _TOPIC = 3

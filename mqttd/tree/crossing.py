@@ -10,10 +10,15 @@
   written in routing order, and the master relays in the order it reads: messages of one
   publisher reach another worker in the order they were committed.
 * Receiving: a message from another worker is delivered by ``Broker.route(message,
-  False)``, exactly as a local route (min(QoS, granted), retain 0, retained store
-  updated) and not forwarded again or stored again (it is committed already).
+  False)``, exactly as a local route (min(QoS, granted), retain 0) and not forwarded
+  again or stored again (it is committed already).
   While the broker reads back what it kept (``holding``, until ``loaded``) what comes is
-  held, in order: a retained value relayed meanwhile is newer than the one it reads.
+  held, in order: a retained value relayed meanwhile is newer than the one it reads;
+  and once loaded it tells the master, which sends its retained values over them.
+* Retained: the master orders every worker's retained sets and clears and sends each
+  to every worker, this one's own back too (``mqttd.tree.relay``). What this worker
+  applies as it routes its own is provisional; what the master sends is stored over
+  whatever is here, so all workers end with the value the master read last.
 
 Bounded: ``ForwardBudget`` drops what the channel to the master cannot take; retained
 values owed are kept by topic (the newest only) and sent when it drains; interest
@@ -39,7 +44,7 @@ class Crossing:
     """
 
     __slots__ = ("wanted", "remote", "_broker", "_slot", "_metrics", "_budget", "_local",
-                 "_channel", "_stale", "_owed", "_held", "_held_bytes")
+                 "_channel", "_stale", "_owed", "_held", "_held_bytes", "_say_loaded")
 
     def __init__(self, broker, slot, metrics, max_bytes, holding=False):
         if len(broker.trie):
@@ -57,6 +62,7 @@ class Crossing:
         # What other workers sent while the broker loads (``holding``), and its bytes.
         self._held = [] if holding else None
         self._held_bytes = 0
+        self._say_loaded = False  # loaded before the channel opened: said when it does
         broker.trie = self._local
         broker.elsewhere = self
 
@@ -65,6 +71,9 @@ class Crossing:
     def open(self, channel):
         self._channel = channel
         self._announce_all()
+        if self._say_loaded:
+            self._say_loaded = False
+            channel.send("loaded", {})
 
     def drained(self):
         """The channel's buffer emptied: send what waited for it."""
@@ -147,10 +156,15 @@ class Crossing:
 
     def loaded(self):
         """The broker has read back what it kept (retained set, sessions): what came
-        meanwhile goes now, in order, after it (newer than what it read)."""
+        meanwhile goes now, in order, after it (newer than what it read); and the master
+        is told, to send its retained values (its order, not SQLite's commit order)."""
         held, self._held = self._held, None
         for flags, body in held or ():
             self._apply(flags, body)
+        if self._channel is None:
+            self._say_loaded = True
+        else:
+            self._channel.send("loaded", {})
 
     def received(self, flags, slots, body):
         """A message another worker stored, from the master: held while the broker
@@ -172,7 +186,23 @@ class Crossing:
                      error=e)
             return
         self._metrics.tree_forward_received += 1
+        if flags & RETAINED:
+            self._retain(message)
         if flags & DELIVER:
-            self._broker.route(message, False)
-        elif flags & RETAINED:
-            self._broker.retained.set(message.topic, message)
+            if message.retain and not flags & RETAINED:
+                # The master keeps a newer message of its run for the topic: not retained.
+                message = message._replace(retain=False)
+            self._broker.route(message, False)  # its retained store has it already
+
+    def _retain(self, message):
+        """Store the master's value of a retained topic over whatever is here: this
+        worker's own provisional one, or a newer key of a run (the master has ordered
+        them; the store's key rule alone would keep it)."""
+        retained = self._broker.retained
+        topic = message.topic
+        kept = retained.get(topic)
+        if kept is not None and kept.key == message.key:
+            return  # its own value, echoed back: the common case
+        retained.clear(topic)
+        if message.payload:
+            retained.set(topic, message)

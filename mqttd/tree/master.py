@@ -256,6 +256,8 @@ class Master(MultiService):
             self._release(payload.get("conn_id"))
         elif kind == "interest":
             self.relay.interest_from(slot, payload)
+        elif kind == "loaded":  # its retained set read back: the master's order over it
+            self.relay.loaded(slot)
         else:
             log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
 

@@ -6,28 +6,43 @@
 * Publishes: a FORWARD frame from a worker names the slots that want it; the master
   writes the same body, unread, to each of them with the origin's slot instead. One
   channel per worker, read and written in order: a FIFO from publisher to subscriber.
-* Retained: a retained publish goes to every other worker, whatever their filters, and
-  the master keeps the newest body of each retained topic: to make good what a full
-  channel could not take, and for a worker that (re)starts with nothing kept
-  (``retained_at_start``: its messages are not in this host's SQLite, webhook.url),
-  which gets the whole set first. A worker that keeps them reads them back from
-  SQLite instead (every retained value was committed before it was relayed) and gets
-  what is relayed meanwhile after that (``Crossing(holding=True)``). A store-only
-  retained frame (``RETAINED`` without ``DELIVER``) changes the retained store and
-  delivers nothing.
+* Retained: the master is the sequencer. It keeps the newest body of each retained
+  topic (``RetainedOrder``), in the order it reads retained sets and clears from all
+  the workers, and sends each change to EVERY worker, the one it came from too
+  (RETAINED alone: stored, not delivered again there), which stores it over whatever
+  it holds. A worker's own value, applied as it routed the message, is provisional
+  until that echo; so two workers that set one topic within a trip of each other both
+  end with the value the master read last, where each used to keep the other's. No
+  sequence number is needed: each channel is a FIFO the master writes in the order it
+  decides, and a value owed to a full channel is sent as the master's value at that
+  moment, never an older one. (Ordering by the ingest's commit order instead would
+  need the commit's rank carried back in every answer and in each Message, and an
+  external ``webhook.url`` has none.) Within one broker run the key still orders
+  (``newer_of_run``, as SQLite's ``retained`` table and a worker's store do): an older
+  message of a run whose newer one the master holds is delivered (DELIVER alone) and
+  not retained, and its origin is sent the value kept. Only retained traffic pays for
+  the echo.
+* Start: a worker that (re)starts with nothing kept (``retained_at_start``: its
+  messages are not in this host's SQLite, webhook.url) gets the whole set first. A
+  worker that keeps them reads them back from SQLite, holds what is relayed meanwhile
+  (``Crossing(holding=True)``), and says "loaded" when done: then the master sends its
+  set and the clears it remembers over it, because SQLite keeps the value committed
+  last, which for two close sets may not be the one the master ordered last (and what
+  the worker could not hold while loading is made good). A store-only retained frame
+  (``RETAINED`` without ``DELIVER``) changes the retained store and delivers nothing.
 
 Bounded: one ``ForwardBudget`` per worker drops what a stalled worker's channel cannot
 take. Retained values are owed by topic instead (at most one per topic, sent newest when
 it drains), and interest changes that do not fit are replaced by the whole set once it
 drains: what the master holds for a stalled worker never grows past its bound plus
-what it keeps anyway (the sets, the retained bodies).
+what it keeps anyway (the sets, the retained bodies, 1 MiB of cleared topics).
 """
 from twisted.logger import Logger
 
-from mqttd.store.sink import Message
 from mqttd.tree.budget import ForwardBudget
 from mqttd.tree.interest import KIND, InterestTable, MalformedInterest, snapshot
-from mqttd.tree.relay_wire import DELIVER, RETAINED, MalformedBody, encode, peek
+from mqttd.tree.relay_wire import DELIVER, RETAINED, MalformedBody, peek
+from mqttd.tree.retained_order import RetainedOrder
 
 __all__ = ["Relay"]
 
@@ -49,11 +64,6 @@ class _Worker:
         self.stale = False  # interest changes not sent: every set goes when drained
 
 
-def _cleared(topic):
-    """The body that clears ``topic``'s retained value (it has none in the master)."""
-    return encode(Message("", "", None, topic, b"", 0, True, 0.0))
-
-
 class Relay:
     """Interest and publishes between the workers, ``max_bytes`` of backlog each."""
 
@@ -64,7 +74,7 @@ class Relay:
         self._workers = {}  # slot -> _Worker
         self.interest = InterestTable()
         self._slots_told = set()  # slots whose interest anyone was ever told
-        self._retained = {}  # topic -> body of its newest retained message
+        self._retained = RetainedOrder(metrics)
 
     @property
     def retained_topics(self):
@@ -81,7 +91,7 @@ class Relay:
             channel, ForwardBudget(self._max_bytes, self._metrics, f"worker {slot}"))
         self._tell_all(slot, worker)
         if self._retained_at_start:
-            worker.owed = dict.fromkeys(self._retained)
+            worker.owed = dict.fromkeys(self._retained.topics())
             self._pay(worker)
 
     def detach(self, slot):
@@ -95,6 +105,17 @@ class Relay:
             log.info("worker {slot} gone: its {count} subscription filters are no longer "
                      "forwarded to", slot=slot, count=dropped)
             self._pass_on(slot, {"slot": slot, "reset": True, "add": [], "remove": []})
+
+    def loaded(self, slot):
+        """``slot``'s worker has read its retained set back from SQLite: the master's
+        values and clears go over it (not with ``retained_at_start``: it got them first)."""
+        worker = self._workers.get(slot)
+        if worker is None or self._retained_at_start:
+            return
+        owed = worker.owed
+        for topic in self._retained.known():
+            owed.setdefault(topic, None)
+        self._pay(worker)
 
     def drained(self, slot, channel):
         worker = self._workers.get(slot)
@@ -140,29 +161,10 @@ class Relay:
 
     def forward_from(self, origin, flags, slots, body):
         """A FORWARD frame of ``origin``'s worker: relayed to the slots it names, or to
-        every other worker if it is retained."""
+        every worker if it is retained (``_retain``)."""
         qos = body[0] if body else 0
         if flags & RETAINED:
-            try:
-                topic, cleared = peek(body)
-            except MalformedBody as e:
-                log.warn("worker {slot}: forwarded message dropped: {error}", slot=origin,
-                         error=e)
-                return
-            if cleared:
-                self._retained.pop(topic, None)
-            else:
-                self._retained[topic] = body
-            for slot, worker in self._workers.items():
-                if slot == origin:
-                    continue
-                if worker.owed or not worker.budget.fits(worker.channel, len(body), 1):
-                    worker.owed.pop(topic, None)
-                    worker.owed[topic] = None
-                    if flags & DELIVER:
-                        worker.budget.dropped(qos)
-                else:
-                    self._send(worker, flags, origin, body)
+            self._retain(origin, flags, body, qos)
             return
         workers = self._workers
         for slot in slots:
@@ -174,6 +176,40 @@ class Relay:
             else:
                 worker.budget.dropped(qos)
 
+    def _retain(self, origin, flags, body, qos):
+        """A retained set or clear: in the master's order, to every worker."""
+        try:
+            topic, key, cleared = peek(body)
+        except MalformedBody as e:
+            log.warn("worker {slot}: forwarded message dropped: {error}", slot=origin,
+                     error=e)
+            return
+        if self._retained.take(topic, key, cleared, body):
+            value, others = body, flags
+        else:  # a newer message of its run is kept: delivered, not retained
+            value, others = self._retained.value(topic), flags & DELIVER
+        for slot, worker in self._workers.items():
+            if slot == origin:
+                self._retained_to(worker, RETAINED, origin, topic, value, qos)
+            elif others & RETAINED:
+                self._retained_to(worker, others, origin, topic, body, qos)
+            elif others:
+                if worker.budget.fits(worker.channel, len(body), qos):
+                    self._send(worker, others, origin, body)
+                else:
+                    worker.budget.dropped(qos)
+
+    def _retained_to(self, worker, flags, origin, topic, body, qos):
+        """A retained value to ``worker`` now, or owed by topic when its channel is full
+        or already owes some (then a delivery it carried is dropped, and counted)."""
+        if worker.owed or not worker.budget.fits(worker.channel, len(body), 1):
+            worker.owed.pop(topic, None)
+            worker.owed[topic] = None
+            if flags & DELIVER:
+                worker.budget.dropped(qos)
+        else:
+            self._send(worker, flags, origin, body)
+
     def _send(self, worker, flags, origin, body):
         if worker.channel.forward(flags, (origin,), body):
             self._metrics.tree_forwarded += 1
@@ -183,9 +219,7 @@ class Relay:
         owed = worker.owed
         while owed and worker.channel.writable:
             topic = next(iter(owed))
-            body = self._retained.get(topic)
-            if body is None:
-                body = _cleared(topic)
+            body = self._retained.value(topic)
             if not worker.budget.fits(worker.channel, len(body), 1):
                 return
             del owed[topic]

@@ -10,8 +10,19 @@ whole encode or decode is one ``struct`` call and a few slices (about 1 us each 
     | u16 lengths of key, client id, username, topic (UTF-8)
     | key | client id | username | topic | payload (the rest)
 
-``peek`` reads the topic and whether the payload is empty without building a Message:
-the master keeps the retained set that way (``mqttd.tree.relay``).
+``peek`` reads the topic, the key and whether the payload is empty without building a
+Message: the master keeps and orders the retained set that way (``mqttd.tree.relay``).
+
+The flags say what the receiver does with it. From a worker to the master, RETAINED
+marks a retained set or clear, which the master puts in its order; from the master to
+a worker, RETAINED is the topic's retained value in the master's order, which the
+worker stores over whatever it holds (its own value applied when it routed the
+message is provisional: the master sends it back, or the value it kept instead). A
+retained body (its retain bit set) that comes with DELIVER alone is delivered and not
+stored: the master keeps a newer message of the same broker run for that topic.
+Mixed versions: a worker of this code under an older master (a worker restarted from an
+upgraded install before the master was) gets no echo and stores what it gets, as
+before; an older worker never runs under this master (it starts its own workers).
 """
 import struct
 
@@ -23,10 +34,11 @@ __all__ = ["DELIVER", "RETAINED", "MalformedBody", "decode", "encode", "frame_li
 DELIVER = 1
 """Flag: deliver it to the subscribers of the worker that gets it (a live publish)."""
 RETAINED = 2
-"""Flag: a retained publish (set or clear): it goes to every worker, whose retained store
-takes it, and the master keeps it for a worker that starts later. RETAINED alone (no
-DELIVER) is a retained value sent late, after a full channel or to a starting worker:
-stored, not delivered (it is not news to anyone's subscription any more)."""
+"""Flag: a retained publish (set or clear): the master orders it, keeps it for a worker
+that starts later, and sends it to every worker, the one it came from too, whose
+retained store takes it in the master's order. RETAINED alone (no DELIVER) is a
+retained value sent late (after a full channel, to a starting worker) or back to the
+worker it came from: stored, not delivered (it is not news to a subscription there)."""
 
 _new_tuple = tuple.__new__  # Message is a NamedTuple: skip its Python __new__ (per message)
 _HEAD = struct.Struct(">BBdHHHH")
@@ -73,10 +85,11 @@ def _fields(body):
 
 
 def peek(body):
-    """(topic, payload is empty) of a body, without decoding the rest."""
+    """(topic, key, payload is empty) of a body, without decoding the rest."""
     head, end = _fields(body)
     start = end - head[6]
-    return _text(body[start:end]), len(body) == end
+    key_end = _HEAD.size + head[3]
+    return _text(body[start:end]), _text(body[_HEAD.size:key_end]), len(body) == end
 
 
 def decode(body):

@@ -12,13 +12,13 @@ import os
 import queue
 import signal
 
-from mqttd.edge.balancer import Balancer
 from tests.integration.support.common import wait_for
 from tests.integration.support.testcase import BrokerTestCase
-from tests.integration.support.tree import owner, wait_for_children, wait_for_new_pid
+from tests.integration.support.tree import (
+    client_on, owner, wait_for_children, wait_for_new_pid,
+)
 
 NAMES = ("mqttd-worker-1", "mqttd-worker-2", "mqttd-ingest")
-_HOMES = Balancer((1, 2))
 
 
 class CrossWorkerCase(BrokerTestCase):
@@ -37,17 +37,7 @@ class CrossWorkerCase(BrokerTestCase):
 
     def on(self, slot, prefix="c", **kwargs):
         """A connected client whose connection worker ``slot`` holds (checked)."""
-        n = 0
-        while True:
-            n += 1
-            client_id = f"{prefix}-{slot}-{n}-{os.getpid() % 10000}"
-            if _HOMES.home(client_id) == slot:
-                break
-        client = self.client(client_id, **kwargs)
-        pids = [self.worker_pid(1), self.worker_pid(2)]
-        self.assertEqual(owner(client.client.socket(), pids), self.worker_pid(slot),
-                         f"{client_id} is not on worker {slot}")
-        return client
+        return client_on(self, slot, prefix, self.procs, **kwargs)
 
     def subscribed(self, topic_filter, probe):
         """(a subscriber of ``topic_filter`` on worker 2, a publisher on worker 1), once

@@ -87,6 +87,8 @@ class MiniTree:
         self.said.append((slot, kind, payload))
         if kind == "interest":
             self.relay.interest_from(slot, payload)
+        elif kind == "loaded":
+            self.relay.loaded(slot)
 
     def kill(self, slot):
         """The worker dies: the master forgets it, as ``Master._worker_gone`` does."""

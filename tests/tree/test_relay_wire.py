@@ -1,5 +1,5 @@
 """A stored message as a FORWARD frame's body: every field comes back (raw payload bytes,
-UTF-8 texts, no username), ``peek`` reads the topic and a clear without the rest, a
+UTF-8 texts, no username), ``peek`` reads the topic, the key and a clear without the rest, a
 malformed body is one MalformedBody, and the frame limit holds the biggest message."""
 from twisted.trial import unittest
 
@@ -23,9 +23,11 @@ class RoundTripTests(unittest.TestCase):
                   message(username="")):
             self.assertEqual(decode(encode(m)), m)
 
-    def test_peek_reads_the_topic_and_a_clear(self):
-        self.assertEqual(peek(encode(message(topic="r/x", retain=True))), ("r/x", False))
-        self.assertEqual(peek(encode(message(topic="r/x", payload=b""))), ("r/x", True))
+    def test_peek_reads_the_topic_the_key_and_a_clear(self):
+        kept = message(topic="r/x", retain=True)
+        self.assertEqual(peek(encode(kept)), ("r/x", kept.key, False))
+        cleared = message(topic="r/x", payload=b"")
+        self.assertEqual(peek(encode(cleared)), ("r/x", cleared.key, True))
 
     def test_malformed_bodies(self):
         body = encode(message())

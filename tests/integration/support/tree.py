@@ -3,6 +3,7 @@ which of them holds a given client's connection (from /proc, no help from mqttd)
 import os
 import time
 
+from mqttd.edge.balancer import Balancer
 from tests.integration.support.common import DEFAULT_TIMEOUT
 
 
@@ -100,3 +101,21 @@ def _owner(inodes, pids):
             except OSError:
                 continue
     return None
+
+
+def client_on(case, slot, prefix, procs, slots=(1, 2), **kwargs):
+    """A connected client of ``case`` (a BrokerTestCase) whose connection the worker in
+    ``slot`` holds: its client id chosen with the balancer's hash, where it landed
+    checked from /proc. ``procs``: {name: pid} of the tree's children."""
+    homes = Balancer(slots)
+    n = 0
+    while True:
+        n += 1
+        client_id = f"{prefix}-{slot}-{n}-{os.getpid() % 10000}"
+        if homes.home(client_id) == slot:
+            break
+    client = case.client(client_id, **kwargs)
+    pids = [procs[f"mqttd-worker-{s}"] for s in slots]
+    case.assertEqual(owner(client.client.socket(), pids), procs[f"mqttd-worker-{slot}"],
+                     f"{client_id} is not on worker {slot}")
+    return client

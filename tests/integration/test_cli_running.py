@@ -6,23 +6,13 @@ appliance goes on storing and acknowledging as before.
 with it.)
 """
 import json
-import os
-import subprocess
-import sys
 
 from twisted.trial import unittest
 
+from tests.integration.support.cli import mqttd_cli
 from tests.integration.support.database import stored_messages
 from tests.integration.support.mosquitto_clients import mosquitto_pub
 from tests.integration.support.process import requires_mqttd, start_broker
-
-
-def mqttd_cli(data_dir, *argv):
-    """The installed ``mqttd`` console script; CompletedProcess (status checked by the
-    caller)."""
-    script = os.path.join(os.path.dirname(sys.executable), "mqttd")
-    return subprocess.run([script, *argv, "--data-dir", data_dir], capture_output=True,
-                          text=True, timeout=60, env=dict(os.environ, MQTTD_CONFIG=""))
 
 
 @requires_mqttd("mqttd's own database and command")

@@ -21,6 +21,9 @@ setup(
         # them every batch to an https webhook would fail at request time.
         "pyOpenSSL==26.4.0",
         "service-identity==26.1.0",
+        # /metrics (mqttd.manage.exposition): the text format written by Prometheus's own
+        # client, and read back by its parser in the tests.
+        "prometheus_client==0.26.0",
     ],
     # The operator's command (accounts, tokens, bans). The Debian package's /usr/bin/mqttd
     # is a wrapper that hands these commands to it and runs `twistd mqttd` otherwise.

@@ -8,7 +8,7 @@ with every tier, and the loader does not.
 import attrs
 
 __all__ = ["AuthConfig", "BrokerConfig", "Config", "FlappingDetectConfig", "IngestConfig",
-           "LimitsConfig", "ServerConfig", "User", "WebhookConfig"]
+           "LimitsConfig", "ManageConfig", "ServerConfig", "User", "WebhookConfig"]
 
 
 def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=False):
@@ -202,6 +202,16 @@ class WebhookConfig:
 
 
 @attrs.frozen
+class ManageConfig:
+    """The operator's side (``mqttd.manage``). ``http_listen``: Prometheus ``/metrics``
+    (the whole tree's figures) and ``/healthz`` on a Twisted endpoint, loopback only
+    unless ``http_allow_remote``; "" turns it off."""
+
+    http_listen: str = _setting("tcp:9883:interface=127.0.0.1", str)
+    http_allow_remote: bool = _setting(False, bool)
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
@@ -210,3 +220,4 @@ class Config:
     flapping_detect: FlappingDetectConfig = attrs.field(factory=FlappingDetectConfig)
     ingest: IngestConfig = attrs.field(factory=IngestConfig)
     webhook: WebhookConfig = attrs.field(factory=WebhookConfig)
+    manage: ManageConfig = attrs.field(factory=ManageConfig)

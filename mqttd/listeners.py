@@ -7,8 +7,14 @@ on many machines, so this is the start-up error operators meet first.
 
 MQTT listeners also get an accept queue sized for reconnect storms (``with_backlog``).
 """
+import ipaddress
+
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+
+from mqttd.errors import ConfigError
 
 LISTEN_BACKLOG = 1024
 """The accept queue of an MQTT listener unless its endpoint string sets ``backlog=``.
@@ -49,6 +55,31 @@ def endpoint_fields(description):
     return fields
 
 
+def server_endpoint(reactor, key, description):
+    """The server endpoint ``description`` names; ConfigError naming ``key`` if none."""
+    try:
+        return serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        # OSError: ssl: reads its key and certificate files while parsing.
+        raise ConfigError(f"{key}: bad endpoint {description!r}: {e}") from None
+    except Exception as e:  # e.g. OpenSSL.crypto.Error: a file that is not a PEM key
+        raise ConfigError(f"{key}: bad endpoint {description!r}: "
+                          f"{type(e).__module__}.{type(e).__qualname__}: {e}") from None
+
+
+def loopback_refusal(address, why, allow_key):
+    """Why a loopback-only listener must not be bound to ``address``, or None (loopback,
+    a unix socket, whose file's permissions decide who connects). ``why`` says what it
+    would expose; ``allow_key`` is the config key that allows it anyway."""
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return None
+    host = address.host.split("%")[0]  # an IPv6 scope id
+    if ipaddress.ip_address(host).is_loopback:
+        return None
+    return (f"listens on {host}, not on a loopback address; {why}: use "
+            f"interface=127.0.0.1, or set {allow_key} = true to face the network")
+
+
 class KeyedListener(StreamServerEndpointService):
     """Binds in ``privilegedStartService`` and raises at once if it cannot.
 
@@ -84,6 +115,10 @@ class KeyedListener(StreamServerEndpointService):
             self._waitingForPort.addCallback(self._judge)
             if self._refusal is not None:  # every endpoint here binds synchronously
                 raise SystemExit(f"mqttd: configuration error: {self.key}: {self._refusal}")
+
+    def on_bound(self, callback):
+        """Call ``callback(port)`` once bound (``port`` None if refused); it returns the port."""
+        self._waitingForPort.addCallback(callback)
 
     def _judge(self, port):
         self._refusal = self._refuse(port.getHost())

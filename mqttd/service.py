@@ -11,10 +11,11 @@ MQTT listeners first (no new clients), then the broker's clean stop (``BrokerSto
 what was read is committed and acknowledged), then the ingest tier (every batch it
 accepted is committed before the database closes).
 """
+import functools
 import os
 
 from twisted.application.service import Service
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
 from mqttd.broker.broker import Broker
@@ -29,23 +30,13 @@ from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, exit_failed, prepare_database
-from mqttd.listeners import KeyedListener, with_backlog
+from mqttd.listeners import KeyedListener, server_endpoint as _endpoint, with_backlog
+from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.metrics import Metrics
 from mqttd.stopping import BrokerStop, SequentialStop
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
-
-
-def _endpoint(reactor, key, description):
-    try:
-        return serverFromString(reactor, description)
-    except (ValueError, KeyError, TypeError, OSError) as e:
-        # OSError: ssl: reads its key and certificate files while parsing.
-        raise ConfigError(f"{key}: bad endpoint {description!r}: {e}") from None
-    except Exception as e:  # e.g. OpenSSL.crypto.Error: a file that is not a PEM key
-        raise ConfigError(f"{key}: bad endpoint {description!r}: "
-                          f"{type(e).__module__}.{type(e).__qualname__}: {e}") from None
 
 
 def _built_in_ingest_endpoint(reactor, description):
@@ -109,13 +100,19 @@ class PersistenceService(Service):
         self._reactor = reactor
         self.broker = broker
         self._on_loaded = on_loaded  # called once loaded (the tree's Crossing waits for it)
+        self.loaded = None  # True once loaded, False if the load failed (/healthz)
 
     def startService(self):
         super().startService()
         loading = self.broker.start()
+        loading.addCallback(self._mark_loaded)
         if self._on_loaded is not None:
             loading.addCallback(self._loaded)
         loading.addErrback(self._failed)
+
+    def _mark_loaded(self, result):
+        self.loaded = True
+        return result
 
     def _loaded(self, result):
         self._on_loaded()
@@ -124,6 +121,7 @@ class PersistenceService(Service):
     def _failed(self, failure):
         if not self.running:
             return  # stopped before its load finished: the load was abandoned, not failed
+        self.loaded = False
         log.failure("loading retained messages and sessions failed; stopping mqttd", failure)
         self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self._reactor.stop()
@@ -166,7 +164,8 @@ def build_service(config, reactor):
     gate.set_kick(broker.kick)
     # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
     # then; stops after the broker's clean stop, which it saves.
-    PersistenceService(reactor, broker).setServiceParent(root)
+    persistence = PersistenceService(reactor, broker)
+    persistence.setServiceParent(root)
     broker_stop(reactor, config, broker, store, pool).setServiceParent(root)  # before the tier
     factory = MQTTServerFactory(broker, reactor)
     # Every MQTT socket meets the door at accept, before a byte is read; its refusals
@@ -185,8 +184,20 @@ def build_service(config, reactor):
     root.broker = broker
     root.door = door
     root.gate = gate
+    # What manage.http_listen serves (mqttd.manage.http): this process is the whole tree.
+    root.tree_metrics = TreeMetrics(reactor, metrics, "mqttd")
+    root.health = functools.partial(_loaded_health, persistence)
     root.webhook = store
     return root
+
+
+def _loaded_health(persistence):
+    """/healthz of the single process: it serves once the broker has loaded what it kept."""
+    if persistence.loaded:
+        return True, "ok"
+    if persistence.loaded is None:
+        return False, "loading retained messages and sessions"
+    return False, "loading retained messages and sessions failed"
 
 
 def make_data_dir(config):

@@ -1,9 +1,10 @@
 """Command line of `twistd mqttd`: the stable interface for operators, tests and packaging.
 
     twistd -n mqttd [--config FILE] [--listen ENDPOINT ...] [--data-dir DIR]
+                    [--http-listen ENDPOINT]
 
-``--listen`` (repeatable) and ``--data-dir`` override ``server.listen`` and
-``server.data_dir`` from the file. The configuration is loaded and validated here, in
+``--listen`` (repeatable), ``--data-dir`` and ``--http-listen`` override ``server.listen``,
+``server.data_dir`` and ``manage.http_listen`` from the file. The configuration is loaded and validated here, in
 ``postOptions``, so a bad file stops twistd with one line naming the key, before any
 service starts.
 """
@@ -16,7 +17,8 @@ from mqttd.errors import ConfigError
 
 
 class Options(usage.Options):
-    synopsis = "[--config FILE] [--listen ENDPOINT ...] [--data-dir DIR]"
+    synopsis = ("[--config FILE] [--listen ENDPOINT ...] [--data-dir DIR] "
+                "[--http-listen ENDPOINT]")
     longdesc = (
         "Runs the mqttd MQTT broker. ENDPOINT is a Twisted server endpoint string, "
         "e.g. tcp:1883:interface=127.0.0.1 (the default) or ssl:8883:privateKey=key.pem."
@@ -24,6 +26,8 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "TOML configuration file (default: built-in defaults)."],
         ["data-dir", "d", None, "Directory for the database and other state (default ./var)."],
+        ["http-listen", None, None,
+         "Endpoint of /metrics and /healthz (replaces manage.http_listen; \"\" turns it off)."],
     ]
 
     def __init__(self):
@@ -42,6 +46,8 @@ class Options(usage.Options):
             overrides["server.listen"] = list(self["listen"])
         if self["data-dir"] is not None:
             overrides["server.data_dir"] = self["data-dir"]
+        if self["http-listen"] is not None:
+            overrides["manage.http_listen"] = self["http-listen"]
         self["overrides"] = overrides
         try:
             self["config_obj"] = load_config(self["config"], overrides)
@@ -76,6 +82,10 @@ def makeService(options):
             service = Master(reactor, config)
         else:
             service = build_service(config, reactor)
+        if config.manage.http_listen:
+            from mqttd.manage.http import ManageHTTP
+            ManageHTTP(reactor, config.manage, service.tree_metrics.families,
+                       service.health).setServiceParent(service)
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
     from mqttd.reload import Reloader

@@ -12,7 +12,6 @@ Start-up order matters for the promise and for clear errors:
 * On stop the listener closes first, then the writer drains (every batch it accepted
   is committed or failed), then the store closes its connection and thread.
 """
-import ipaddress
 import os
 import sys
 
@@ -26,7 +25,7 @@ from mqttd.errors import ConfigError
 from mqttd.ingest.resource import build_ingest_site
 from mqttd.ingest.wire import PATH
 from mqttd.ingest.writer import BatchWriter
-from mqttd.listeners import KeyedListener
+from mqttd.listeners import KeyedListener, loopback_refusal
 from mqttd.store.schema import SchemaError, migrate, refuse_too_new
 from mqttd.store.sqlite import SqliteStore, create_private
 
@@ -59,14 +58,8 @@ def not_loopback(address):
     The webhook writes straight into the database; its secret guards it, but it faces
     the network only when ``ingest.allow_remote`` says so.
     """
-    if not isinstance(address, (IPv4Address, IPv6Address)):
-        return None  # a unix socket: its file's permissions decide who connects
-    host = address.host.split("%")[0]  # an IPv6 scope id
-    if ipaddress.ip_address(host).is_loopback:
-        return None
-    return (f"listens on {host}, not on a loopback address; the webhook writes straight "
-            f"into the database: use interface=127.0.0.1, or set ingest.allow_remote = true "
-            f"to face the network")
+    return loopback_refusal(address, "the webhook writes straight into the database",
+                            "ingest.allow_remote")
 
 
 def warn_if_readable_by_others(path):

@@ -14,6 +14,7 @@ from twisted.internet.defer import succeed
 
 from mqttd.metrics import Metrics
 from mqttd.service import add_ingest, make_data_dir
+from mqttd.tree.ingest_link import MasterLink
 
 
 class AdoptedPort:
@@ -37,4 +38,6 @@ def build_ingest(config, reactor, brief):
     family = socket.AF_INET6 if brief["listen_family"] == "inet6" else socket.AF_INET
     endpoint = AdoptedPort(reactor, brief["listen_fd"], family)
     root.ingest = add_ingest(root, config, reactor, metrics, endpoint, config.ingest.secret)
+    if "channel_fd" in brief:  # after the tier: "ready" once it has started
+        MasterLink(reactor, brief["channel_fd"], metrics).setServiceParent(root)
     return root

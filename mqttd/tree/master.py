@@ -45,8 +45,11 @@ from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
+from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.service import make_data_dir, persists_locally
 from mqttd.store.sqlite import DB_FILENAME
+from mqttd.tree.health import tree_health
+from mqttd.tree.ingest_link import IngestLink
 from mqttd.tree.proctitle import child_argv, process_name, set_process_name
 from mqttd.tree.relay import Relay
 from mqttd.tree.relay_wire import frame_limit
@@ -67,6 +70,9 @@ class Master(MultiService):
         self._reactor = reactor
         self._config = config
         self.metrics = metrics = Metrics()
+        # Every process's registry, summed: the children report theirs every second.
+        self.tree_metrics = TreeMetrics(reactor, metrics, process_name("master"))
+        self._ingest_link = None
         # Refusals log through a per-address budget of lines, so a flood cannot flood the log.
         log_rate = LogRateLimit(reactor, config.broker.log_lines_per_ip,
                                 config.broker.log_lines_window, metrics=metrics)
@@ -162,7 +168,10 @@ class Master(MultiService):
         self._ingest_socket = sock
         self._ingest_url = _url(sock.getsockname())
         log.info("ingest webhook listening on {url}", url=self._ingest_url)
-        self.ingest_supervisor.add(process_name("ingest"), self._ingest_starter())
+        self._ingest_link = link = IngestLink(self._reactor, self.tree_metrics,
+                                              process_name("ingest"))
+        self.ingest_supervisor.add(process_name("ingest"), self._ingest_starter(),
+                                   on_exit=lambda name, reason: link.gone())
 
     def startService(self):
         set_process_name(process_name("master"))
@@ -213,6 +222,7 @@ class Master(MultiService):
     def _worker_starter(self, slot):
         def start(protocol):
             ours, theirs = channel_socketpair()
+            self.tree_metrics.started(process_name("worker", slot))
             brief = {"role": "worker", "slot": slot, "name": process_name("worker", slot),
                      "config": self._document, "ingest_url": self._ingest_url,
                      "channel_fd": 3}
@@ -240,9 +250,13 @@ class Master(MultiService):
         def start(protocol):
             sock = self._ingest_socket
             brief = {"role": "ingest", "name": process_name("ingest"), "config": self._document,
-                     "listen_fd": 3,
+                     "listen_fd": 3, "channel_fd": 4,
                      "listen_family": "inet6" if sock.family == socket.AF_INET6 else "inet"}
-            return self._spawn(protocol, brief, {3: sock.fileno()})
+            theirs = self._ingest_link.open()
+            try:
+                return self._spawn(protocol, brief, {3: sock.fileno(), 4: theirs.fileno()})
+            finally:
+                theirs.close()
         return start
 
     def _worker_said(self, slot, kind, payload):
@@ -258,6 +272,8 @@ class Master(MultiService):
             self.relay.interest_from(slot, payload)
         elif kind == "loaded":  # its retained set read back: the master's order over it
             self.relay.loaded(slot)
+        elif kind == "metrics":
+            self.tree_metrics.report(process_name("worker", slot), payload)
         else:
             log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
 
@@ -269,12 +285,18 @@ class Master(MultiService):
         """A worker died or its channel broke: none of its connections lives on."""
         self.balancer.down(slot)
         self.relay.detach(slot)
+        self.tree_metrics.gone(process_name("worker", slot))
         channel = self._channels.pop(slot, None)
         if channel is not None:
             channel.close()
         for conn_id, (owner, *_) in list(self._connections.items()):
             if owner == slot:
                 self._release(conn_id)
+
+    def health(self):
+        """(healthy, reason) for /healthz: every worker ready, the ingest child up."""
+        return tree_health(self._config.server.workers, self.balancer, self.tree_metrics,
+                           self._ingest_link)
 
     # -- one connection ---------------------------------------------------------------
 

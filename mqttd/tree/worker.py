@@ -16,6 +16,7 @@ from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
+from mqttd.manage.reporter import MetricsReporter
 from mqttd.metrics import Metrics
 from mqttd.service import PersistenceService, broker_persistence, broker_stop, webhook_sink
 from mqttd.stopping import SequentialStop
@@ -125,8 +126,13 @@ def build_worker(config, reactor, brief):
         crossing = Crossing(broker, brief["slot"], metrics, config.server.max_forward_bytes,
                             holding=True)
     # Stopped last: the clean stop's "closed" reports still reach the master.
-    _Channel(reactor, brief["channel_fd"], factory, crossing,
-             frame_limit(config.broker.max_packet_size)).setServiceParent(root)
+    link = _Channel(reactor, brief["channel_fd"], factory, crossing,
+                    frame_limit(config.broker.max_packet_size))
+    link.setServiceParent(root)
+    # Its registry to the master every second (after "ready"); a last one after the
+    # clean stop, which is stopped before it.
+    MetricsReporter(reactor, metrics, lambda payload: link.channel is not None
+                    and link.channel.send("metrics", payload)).setServiceParent(root)
     on_loaded = None if crossing is None else crossing.loaded
     # Saved after the clean stop.
     PersistenceService(reactor, broker, on_loaded=on_loaded).setServiceParent(root)

@@ -82,11 +82,16 @@ class BrokerProcess:
             config_path = os.path.join(self.workdir, "mqttd.toml")
             with open(config_path, "w") as f:
                 f.write(self.config)
+            # /metrics on a port of its own (tests run side by side), unless the test
+            # configures it: metrics_url says where.
+            http = [] if "http_listen" in self.config else [
+                "--http-listen", f"tcp:0:interface={HOST}"]
             return [
                 twistd_path(), "-n", "--pidfile=", "mqttd",
                 "--config", config_path,
                 "--listen", f"tcp:{port}:interface={HOST}",
                 "--data-dir", os.path.join(self.workdir, "data"),
+                *http,
             ]
         config_path = os.path.join(self.workdir, "mosquitto.conf")
         with open(config_path, "w") as f:
@@ -190,6 +195,13 @@ class BrokerProcess:
                 )
             time.sleep(0.05)
 
+    @property
+    def metrics_url(self):
+        """``http://HOST:PORT/metrics`` of mqttd's manage.http_listen, from its log (None
+        while it has said nothing of it); /healthz is beside it."""
+        match = _METRICS.search(self.output())
+        return match.group(1) if match else None
+
     def alive(self):
         return self.process is not None and self.process.poll() is None
 
@@ -288,6 +300,9 @@ class _PortCollision(Exception):
 _LISTENING = re.compile(r"mqttd listening on tcp:0:\S* \([^)]*:(\d+)\)")
 
 
+_METRICS = re.compile(r"metrics and health listening on (http://\S+/metrics)")
+
+
 def _mqttd_listening_port(output):
     """The MQTT port mqttd reports in its log once its tcp:0 listener is bound, or None."""
     match = _LISTENING.search(output)
@@ -311,10 +326,13 @@ def start_broker(testcase, config=ANONYMOUS, kind=None):
     return broker
 
 
-def run_twistd_mqttd(args, cwd, timeout=15.0):
-    """Run ``twistd -n mqttd ARGS`` to completion (for start-up failures); returns CompletedProcess."""
+def run_twistd_mqttd(args, cwd, timeout=15.0, http_listen=f"tcp:0:interface={HOST}"):
+    """Run ``twistd -n mqttd ARGS`` to completion (for start-up failures); returns
+    CompletedProcess. ``http_listen`` (None: the config's own) keeps /metrics off the
+    default port, which tests running side by side would share."""
+    http = [] if http_listen is None else ["--http-listen", http_listen]
     return subprocess.run(
-        [twistd_path(), "-n", "--pidfile=", "mqttd", *args],
+        [twistd_path(), "-n", "--pidfile=", "mqttd", *http, *args],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         capture_output=True,

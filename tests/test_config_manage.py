@@ -1,0 +1,64 @@
+"""[manage]: where /metrics and /healthz listen, and whether it may face the network."""
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from mqttd.config import ConfigError, parse_config
+from mqttd.manage.http import ManageHTTP
+from mqttd.manage.tree_metrics import TreeMetrics
+from mqttd.metrics import Metrics
+
+
+def _manage(**keys):
+    return parse_config({"manage": keys}).manage
+
+
+def _http(config):
+    tree = TreeMetrics(Clock(), Metrics(), "mqttd")
+    return ManageHTTP(reactor, config, tree.families, lambda: (True, "ok"))
+
+
+class ManageConfigTests(unittest.TestCase):
+    def test_default_is_a_fixed_loopback_port(self):
+        config = parse_config({}).manage
+        self.assertEqual(config.http_listen, "tcp:9883:interface=127.0.0.1")
+        self.assertFalse(config.http_allow_remote)
+
+    def test_empty_turns_it_off_and_types_are_checked(self):
+        self.assertEqual(_manage(http_listen="").http_listen, "")
+        with self.assertRaises(ConfigError) as caught:
+            _manage(http_listen=9883)
+        self.assertEqual(str(caught.exception), "manage.http_listen: must be a string, got 9883")
+        with self.assertRaises(ConfigError) as caught:
+            _manage(http_allow_remote="yes")
+        self.assertIn("manage.http_allow_remote: must be true or false", str(caught.exception))
+
+    def test_a_bad_endpoint_names_the_key(self):
+        with self.assertRaises(ConfigError) as caught:
+            _http(_manage(http_listen="nonsense:1"))
+        self.assertIn("manage.http_listen: bad endpoint 'nonsense:1'", str(caught.exception))
+
+    def test_a_non_loopback_address_stops_start_up_unless_allowed(self):
+        service = _http(_manage(http_listen="tcp:0:interface=0.0.0.0"))
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        self.assertIn("manage.http_listen: listens on 0.0.0.0, not on a loopback address",
+                      str(caught.exception))
+        self.assertIn("manage.http_allow_remote = true", str(caught.exception))
+
+    def test_allowed_it_binds_anywhere(self):
+        service = _http(_manage(http_listen="tcp:0:interface=0.0.0.0", http_allow_remote=True))
+        service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(service.port.getHost().host, "0.0.0.0")
+
+    def test_loopback_binds_and_says_where(self):
+        service = _http(_manage(http_listen="tcp:0:interface=127.0.0.1"))
+        service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        address = service.port.getHost()
+        with socket.create_connection((address.host, address.port), timeout=2):
+            pass

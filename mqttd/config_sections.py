@@ -7,7 +7,7 @@ with every tier, and the loader does not.
 """
 import attrs
 
-__all__ = ["AuthConfig", "BrokerConfig", "Config", "IngestConfig", "LimitsConfig",
+__all__ = ["AclRule", "AuthConfig", "BrokerConfig", "Config", "IngestConfig", "LimitsConfig",
            "ServerConfig", "User", "WebhookConfig"]
 
 
@@ -26,10 +26,27 @@ def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=Fa
 
 @attrs.frozen
 class User:
-    """A static username/password pair (until accounts arrive with the edge)."""
+    """A static username/password pair, optionally in an account (its topic namespace,
+    ``mqttd.namespace``; "" for none)."""
 
     username: str = _setting("", str)
     password: str = _setting("", str, secret=True)
+    account: str = _setting("", str)
+
+
+@attrs.frozen
+class AclRule:
+    """One ``[[auth.acl]]`` rule (``mqttd.broker.acl``): for exactly one of a user, an
+    account, anonymous clients or all; a topic filter in the client's own view (``%c``
+    and ``%u`` substituted); publish, subscribe or all; allow or deny."""
+
+    user: str = _setting("", str)
+    account: str = _setting("", str)
+    anonymous: bool = _setting(False, bool)
+    all: bool = _setting(False, bool)
+    topic: str = _setting("", str)
+    action: str = _setting("all", str, choices=("publish", "subscribe", "all"))
+    permission: str = _setting("", str, choices=("allow", "deny"))
 
 
 @attrs.frozen
@@ -101,6 +118,9 @@ class LimitsConfig:
 class AuthConfig:
     allow_anonymous: bool = _setting(False, bool)
     users: tuple = _setting((), (User,))
+    # Static ACL rules, first match wins; what no rule matches is acl_no_match's.
+    acl: tuple = _setting((), (AclRule,))
+    acl_no_match: str = _setting("allow", str, choices=("allow", "deny"))
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 
+from mqttd.broker.acl import AclRules
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
@@ -100,6 +101,15 @@ def broker_persistence(reactor, config, slot):
     return MemoryPersistence()
 
 
+def build_broker(reactor, config, sink, metrics, slot):
+    """The broker of the single process (``slot`` 0) or of a tree's worker: the static
+    users (``auth.users``, their accounts), the static ACL compiled once (``auth.acl``),
+    and what it keeps across restarts."""
+    return Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
+                  persistence=broker_persistence(reactor, config, slot),
+                  acl=AclRules(config.auth.acl, config.auth.acl_no_match))
+
+
 class PersistenceService(Service):
     """Loads the broker's retained messages and sessions at start (CONNECTs wait for
     it), saves and closes at stop. A load that fails stops mqttd: it would forget."""
@@ -154,8 +164,7 @@ def build_service(config, reactor):
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
-    broker = Broker(reactor, config.broker, store, StaticAuthenticator(config.auth), metrics,
-                    persistence=broker_persistence(reactor, config, 0))
+    broker = build_broker(reactor, config, store, metrics, 0)
     # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
     # then; stops after the broker's clean stop, which it saves.
     PersistenceService(reactor, broker).setServiceParent(root)

@@ -10,13 +10,11 @@ publishes other workers want (``mqttd.tree.crossing``).
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from mqttd.broker.auth import StaticAuthenticator
-from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.metrics import Metrics
-from mqttd.service import PersistenceService, broker_persistence, broker_stop, webhook_sink
+from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
 from mqttd.stopping import SequentialStop
 from mqttd.tree.crossing import Crossing
 from mqttd.tree.relay_wire import frame_limit
@@ -83,7 +81,8 @@ class _Channel(Service):
 
     def _message(self, kind, payload):
         if kind == "taken":
-            self._factory.broker.taken_elsewhere(payload["client_id"])
+            # "account": the gate's, once the master has it (absent: no account).
+            self._factory.broker.taken_elsewhere(payload["client_id"], payload.get("account"))
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
         else:
@@ -104,8 +103,7 @@ def build_worker(config, reactor, brief):
     sink, pool = webhook_sink(config, reactor, metrics, url, secret)
     # Its persistent sessions in DATA_DIR/sessions-<slot>.db: the slot is stable across
     # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
-    broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
-                    persistence=broker_persistence(reactor, config, brief["slot"]))
+    broker = build_broker(reactor, config, sink, metrics, brief["slot"])
     factory = _WorkerFactory(broker, reactor)
     crossing = None
     if config.server.workers >= 2:

@@ -126,11 +126,15 @@ class Membership:
         if will is not None:
             topic = topics.publish(will.topic)
             if topic is None:
-                reason = broker.tenancy.refused(topics, self._transport, self.client_id,
-                                                "will", will.topic)
-                return CONNACK_NOT_AUTHORIZED, f"will denied by {reason}"
+                return CONNACK_NOT_AUTHORIZED, f"will denied by {self.refused('will', will.topic)}"
             self._will = will if topic is will.topic else attrs.evolve(will, topic=topic)
         return None
+
+    def refused(self, action, topic):
+        """Count and log that ``topics`` refused ``topic`` for ``action`` ("publish",
+        "subscribe", "will"); what refused it ("namespace" or "acl")."""
+        return self._broker.tenancy.refused(self.topics, self._transport, self.client_id,
+                                            action, topic)
 
     def _refuse(self, code, reason, refused):
         """Refuse an accepted CONNECT after all: its CONNACK, and the gate's seat back."""
@@ -207,8 +211,7 @@ class Membership:
         for topic_filter, qos in requested:
             mounted = topics.subscribe(topic_filter)
             if mounted is None:
-                self._broker.tenancy.refused(topics, self._transport, self.client_id,
-                                             "subscribe", topic_filter)
+                self.refused("subscribe", topic_filter)
                 codes.append(SUBACK_FAILURE)
             else:
                 granted.append((mounted, qos))

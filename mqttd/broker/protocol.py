@@ -286,10 +286,10 @@ class MQTTServerProtocol(FlowControl, Protocol):
         self.inbound = self._member.open_inbound(self)
         return self.inbound
 
-    def publish_denied(self, reason):
-        """Its inbound queue refused a PUBLISH's topic (``mqttd.broker.tenancy``, by
-        ``reason``): close without an ack, as MQTT 3.1.1 has no negative one."""
-        self._close("publish denied", detail=reason)
+    def publish_denied(self, topic):
+        """Its inbound queue refused a PUBLISH's ``topic`` (``mqttd.broker.tenancy``):
+        close without an ack, as MQTT 3.1.1 has no negative one."""
+        self._close("publish denied", detail=self._member.refused("publish", topic))
 
     def store_failed(self, failure):
         """The store did not take a message of ours: close without ack, so the client

@@ -33,8 +33,8 @@ class Session:
     """Subscriptions and QoS state of one client id, attached to at most one connection.
 
     ``client_id`` is the session's key: the client id, within its account's mount for
-    an account's client (``mqttd.namespace.session_key``). ``protocol`` is the live connection (anything with a ``transport``) or None while
-    the client is offline. ``inflight`` maps packet id -> ``(message, qos, retain)`` for
+    an account's client (``mqttd.namespace.session_key``). ``protocol`` is the live
+    connection (anything with a ``transport``) or None while the client is offline. ``inflight`` maps packet id -> ``(message, qos, retain)`` for
     PUBLISHes waiting for PUBACK/PUBREC, or -> ``PUBREL_PENDING`` once PUBREC arrived;
     dict order is send order, which redelivery on reconnect must keep [MQTT-4.4.0-1].
     """
@@ -116,8 +116,8 @@ class Session:
                     backlog = self.backlog = deque()
                 backlog.append((message, retain))
                 return
-            proto.transport.write(encode_publish(message.topic[self._mount:], message.payload,
-                                                 0, retain, False, None))
+            topic = message.topic[self._mount:] if self._mount else message.topic
+            proto.transport.write(encode_publish(topic, message.payload, 0, retain, False, None))
             broker.metrics.mqtt_delivered += 1
             return
         inflight = self.inflight
@@ -127,8 +127,8 @@ class Session:
                 and not proto.writes_blocked):
             pid = self._allocate_id(inflight)
             inflight[pid] = (message, qos, retain)
-            proto.transport.write(encode_publish(message.topic[self._mount:], message.payload,
-                                                 qos, retain, False, pid))
+            topic = message.topic[self._mount:] if self._mount else message.topic
+            proto.transport.write(encode_publish(topic, message.payload, qos, retain, False, pid))
             broker.metrics.mqtt_delivered += 1
             return
         self._enqueue(message, qos, retain)
@@ -191,8 +191,8 @@ class Session:
             self.queued_bytes -= len(message.payload) + len(message.topic)
             pid = self._allocate_id(inflight)
             inflight[pid] = (message, qos, retain)
-            write(encode_publish(message.topic[self._mount:], message.payload, qos, retain,
-                                 False, pid))
+            topic = message.topic[self._mount:] if self._mount else message.topic
+            write(encode_publish(topic, message.payload, qos, retain, False, pid))
             broker.metrics.mqtt_delivered += 1
         if self._dropping and len(queue) < broker.max_queued_messages:
             self._dropping = False  # burst over: the next drop is logged again
@@ -212,8 +212,8 @@ class Session:
             write = proto.transport.write
             while backlog and not proto.writes_blocked:
                 message, retain = backlog.popleft()
-                write(encode_publish(message.topic[self._mount:], message.payload, 0, retain,
-                                     False, None))
+                topic = message.topic[self._mount:] if self._mount else message.topic
+                write(encode_publish(topic, message.payload, 0, retain, False, None))
                 broker.metrics.mqtt_delivered += 1
         if self.queue:
             self.pump()
@@ -259,8 +259,8 @@ class Session:
                 write(encode_pubrel(pid))
             else:
                 message, qos, retain = entry
-                write(encode_publish(message.topic[self._mount:], message.payload, qos,
-                                     retain, True, pid))
+                topic = message.topic[self._mount:] if self._mount else message.topic
+                write(encode_publish(topic, message.payload, qos, retain, True, pid))
         if not resend:
             self._resend = None
 

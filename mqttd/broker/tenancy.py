@@ -33,12 +33,14 @@ class ClientTopics:
     ``publish`` and ``subscribe`` answer the topic as the broker holds it (mounted), or
     None if it is refused; ``refusal`` then says by what (NAMESPACE or ACL)."""
 
-    __slots__ = ("account", "_mount", "_acl")
+    __slots__ = ("account", "policed", "_mount", "_acl")
 
     def __init__(self, account, acl):
         self.account = account
         self._mount = mount_of(account)
         self._acl = acl
+        # False: a topic without a "$" is this client's as it is (no account, no rules).
+        self.policed = account is not None or acl is not None
 
     def _outside(self, topic):
         if self._mount:

@@ -22,7 +22,8 @@ class WireTests(ResourceTestCase):
         self.assertEqual(document["account"], ["acme", None])
         self.assertEqual(document["topic"], ["/v1.6/devices/x", "t/1"])
         rows = decode_batch(data)
-        self.assertEqual([(r[3], r[8]) for r in rows], [("/v1.6/devices/x", "acme"), ("t/1", None)])
+        self.assertEqual([(r[3], r[8]) for r in rows],
+                         [("/v1.6/devices/x", "acme"), ("t/1", None)])
         # The webhook client cuts batches by these bounds: they hold with the column.
         for messages in ([message("a", topic="$a/acme/t")],
                          [message("a", topic="$a/a/t"), message("b", topic="t")],

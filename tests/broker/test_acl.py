@@ -2,12 +2,14 @@
 and the two readings of a subscription (an allow rule must cover it, a deny rule only
 overlap it); then the rules in the broker: a denied publish closes without an ack, a
 denied subscription gets 0x80."""
+import json
+
 from twisted.trial.unittest import TestCase
 
 from mqttd.broker.acl import AclRules, covers, overlaps
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.codec import Puback, Suback, Subscribe
-from mqttd.config import AuthConfig, ConfigError, User, parse_config
+from mqttd.config import AuthConfig, ConfigError, User, config_document, parse_config
 from mqttd.config_sections import AclRule
 from tests.support.broker import Harness, pub, publishes
 
@@ -123,6 +125,9 @@ class ConfigTests(TestCase):
         self.assertEqual(config.auth.acl, (AclRule(user="alice", topic="a/#",
                                                    action="publish", permission="deny"),))
         self.assertEqual(config.auth.acl_no_match, "deny")
+        # As the master hands a child its configuration (JSON of the document):
+        self.assertEqual(parse_config(json.loads(json.dumps(config_document(config)))),
+                         config)
 
     def test_bad_rules_stop_start_up_naming_the_key(self):
         ok = {"all": True, "topic": "t", "permission": "allow"}
@@ -149,6 +154,7 @@ class ConfigTests(TestCase):
         config = parse_config({"auth": {"users": [
             {"username": "u", "password": "p", "account": "acme.eu-1"}]}})
         self.assertEqual(config.auth.users[0].account, "acme.eu-1")
+        self.assertEqual(parse_config(config_document(config)), config)
         for bad in ("", "-acme", "a/b", "x" * 65, "é"):
             if not bad:
                 continue  # "" is no account

@@ -7,6 +7,7 @@ as the gate's AuthResult(0, account=...) gives them."""
 from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 
+from mqttd.broker.admission import AuthResult
 from mqttd.broker.auth import StaticAuthenticator
 from mqttd.codec import Connack, Puback, Suback, Subscribe, Unsubscribe
 from mqttd.codec.packets import Will
@@ -247,3 +248,13 @@ class PersistentReplayTests(TestCase):
             c.send(Subscribe(1, (("#", 1),)))
             got = [(p.topic, p.payload) for p in publishes(c.received())]
             self.assertEqual(got, [] if want is None else [("status", want)])
+
+
+class StaticAccountTests(TestCase):
+    def test_a_static_user_with_an_account_is_admitted_as_the_accounts(self):
+        auth = authenticator()
+        self.assertEqual(self.successResultOf(auth.authenticate("c", "acme-1", b"pw")),
+                         AuthResult(0, account="acme"))
+        self.assertEqual(self.successResultOf(auth.authenticate("c", "plain", b"pw")), 0)
+        self.assertEqual(self.successResultOf(auth.authenticate("c", "acme-1", b"no")), 4)
+        self.assertEqual(self.successResultOf(auth.authenticate("c", None, None)), 0)

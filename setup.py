@@ -22,6 +22,9 @@ setup(
         "pyOpenSSL==26.4.0",
         "service-identity==26.1.0",
     ],
+    # The operator's command (accounts, tokens, bans). The Debian package's /usr/bin/mqttd
+    # is a wrapper that hands these commands to it and runs `twistd mqttd` otherwise.
+    entry_points={"console_scripts": ["mqttd = mqttd.manage.cli:main"]},
     extras_require={
         "test": [
             "hypothesis==6.170.15",

@@ -15,14 +15,14 @@ import attrs
 
 from mqttd.config_checks import MIN_INGEST_SECRET, check_cross, one_message_body
 from mqttd.config_sections import (
-    AuthConfig, BrokerConfig, Config, IngestConfig, LimitsConfig, ServerConfig, User,
-    WebhookConfig,
+    AuthConfig, BrokerConfig, Config, FlappingDetectConfig, IngestConfig, LimitsConfig,
+    ServerConfig, User, WebhookConfig,
 )
 from mqttd.errors import ConfigError
 
-__all__ = ["AuthConfig", "BrokerConfig", "Config", "ConfigError", "IngestConfig",
-           "LimitsConfig", "MIN_INGEST_SECRET", "ServerConfig", "User", "WebhookConfig",
-           "config_document", "load_config", "one_message_body", "parse_config"]
+__all__ = ["AuthConfig", "BrokerConfig", "Config", "ConfigError", "FlappingDetectConfig",
+           "IngestConfig", "LimitsConfig", "MIN_INGEST_SECRET", "ServerConfig", "User",
+           "WebhookConfig", "config_document", "load_config", "one_message_body", "parse_config"]
 
 _SECTIONS = {f.name: f.type for f in attrs.fields(Config)}
 

@@ -7,8 +7,8 @@ with every tier, and the loader does not.
 """
 import attrs
 
-__all__ = ["AclRule", "AuthConfig", "BrokerConfig", "Config", "IngestConfig", "LimitsConfig",
-           "ServerConfig", "User", "WebhookConfig"]
+__all__ = ["AclRule", "AuthConfig", "BrokerConfig", "Config", "FlappingDetectConfig",
+           "IngestConfig", "LimitsConfig", "ServerConfig", "User", "WebhookConfig"]
 
 
 def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=False):
@@ -116,11 +116,45 @@ class LimitsConfig:
 
 @attrs.frozen
 class AuthConfig:
+    """Who may connect: anonymous clients, static users, and device tokens (a username
+    that is not a static user is a token, looked up in the accounts tables by the gate,
+    ``mqttd.edge.gate``)."""
+
     allow_anonymous: bool = _setting(False, bool)
     users: tuple = _setting((), (User,))
+    # Ubidots' convention is the token as the username; true also wants it as the
+    # password ("same token in both fields").
+    require_password: bool = _setting(False, bool)
+    # CONNECT attempts a second per token, a token bucket holding rate_burst, checked
+    # before any lookup: the 5th attempt in one second is refused. 0: off.
+    rate_per_token: float = _setting(4.0, float, 0.0, 1_000_000.0)
+    rate_burst: int = _setting(4, int, 1, 1_000_000)
+    # Seconds an unknown token is answered from memory (a storm of bad tokens reaches
+    # the database once per token); 0: no negative cache. Cleared by every change.
+    negative_cache_ttl: float = _setting(10.0, float, 0.0, 86_400.0)
+    # Known tokens kept in memory (about 400 bytes each); 0: every CONNECT looks up.
+    token_cache_size: int = _setting(100_000, int, 0, 10_000_000)
+    # Seconds between the gate's looks at the store's change counter: accounts, tokens
+    # and bans changed by the CLI apply (and kick) within this time.
+    reload_interval: float = _setting(0.5, float, 0.01, 3600.0)
     # Static ACL rules, first match wins; what no rule matches is acl_no_match's.
     acl: tuple = _setting((), (AclRule,))
     acl_no_match: str = _setting("allow", str, choices=("allow", "deny"))
+
+
+@attrs.frozen
+class FlappingDetectConfig:
+    """EMQX's flapping_detect: a client that disconnects ``max_count`` times within
+    ``window_time`` seconds is banned for ``ban_time`` seconds (by client id; also by
+    username and by IP address when asked). ``dry_run`` logs "would ban" only."""
+
+    enable: bool = _setting(True, bool)
+    max_count: int = _setting(15, int, 1, 10_000)
+    window_time: float = _setting(60.0, float, 0.001, 86_400.0)
+    ban_time: float = _setting(300.0, float, 0.001, 315_360_000.0)
+    by_username: bool = _setting(False, bool)
+    by_ip: bool = _setting(False, bool)
+    dry_run: bool = _setting(False, bool)
 
 
 @attrs.frozen
@@ -193,5 +227,6 @@ class Config:
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     auth: AuthConfig = attrs.field(factory=AuthConfig)
+    flapping_detect: FlappingDetectConfig = attrs.field(factory=FlappingDetectConfig)
     ingest: IngestConfig = attrs.field(factory=IngestConfig)
     webhook: WebhookConfig = attrs.field(factory=WebhookConfig)

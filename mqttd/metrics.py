@@ -81,12 +81,40 @@ class Metrics:
     edge_admitted: int = _counter("sockets the door let in at accept")
     edge_refused: int = _counter(
         "sockets the door closed at accept, before a byte was read, by the key that "
-        "refused them: limits.banned, broker.max_connections, limits.max_conn_per_ip, "
-        "limits.max_conn_rate_per_ip", labels=("limit",))
+        "refused them: limits.banned, banned (the gate's bans), broker.max_connections, "
+        "limits.max_conn_per_ip, limits.max_conn_rate_per_ip", labels=("limit",))
     edge_connections_open: int = _gauge("sockets the door let in that are still open")
     edge_addresses_tracked: int = _gauge(
         "client addresses the door keeps state for (connections open, or a connect-rate "
         "bucket refilling)")
+
+    # -- the edge: the gate, at CONNECT (mqttd.edge.gate, ban_list, flapping) -----------
+    edge_gate_accepted: int = _counter(
+        "CONNECTs the gate accepted, by method: anonymous, user (auth.users), token",
+        labels=("method",))
+    edge_gate_refused: int = _counter(
+        "CONNECTs the gate refused, by reason: banned, not authorized, bad credentials, "
+        "auth rate, bad token, token revoked, account inactive, quota, auth unavailable",
+        labels=("reason",))
+    edge_gate_negative_hits: int = _counter(
+        "token CONNECTs answered from the negative cache of unknown tokens (no lookup)")
+    edge_gate_lookups: int = _counter("single-token lookups the gate asked the store for")
+    edge_gate_tickets_open: int = _gauge("connections the gate accepted that are still open")
+    edge_gate_kicked: int = _counter(
+        "live connections the gate asked to close after a change, by reason: banned, "
+        "bad token, token revoked, account inactive", labels=("reason",))
+    edge_gate_reloads: int = _counter("changes of accounts, tokens or bans the gate applied")
+    edge_gate_poll_failures: int = _counter("looks at the store's changes that failed (retried)")
+    edge_flapping_bans: int = _counter(
+        "timed bans the flapping detector made, by kind: clientid, username, ip",
+        labels=("kind",))
+    edge_flapping_would_ban: int = _counter(
+        "bans flapping_detect.dry_run held back, by kind", labels=("kind",))
+    edge_bans_active: int = _gauge("bans in force now (client ids, usernames, IPs and networks)")
+
+    # -- the gate: accounts and tokens (mqttd.store.gate_store) ---------------------------
+    gate_token_lookups: int = _counter(
+        "tokens the gate read from SQLite (its caches answer the rest)")
 
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(
@@ -115,6 +143,17 @@ class Metrics:
     ingest_rows_refused: int = _counter("rows refused before a commit (queue full, closed)")
     ingest_rows_conflicting: int = _counter(
         "rows of requests refused for a key stored with other contents (not stored)")
+
+    # -- the edge: TLS that mqttd terminates (mqttd.edge.tls_failures) -----------------
+    edge_tls_handshake_failed: int = _counter(
+        "TLS handshakes that failed, by reason: not_tls (plain bytes on a TLS listener), "
+        "timeout (not done within broker.idle_timeout), protocol (version, ciphers, "
+        "messages), certificate (refused by either side), closed (the peer closed "
+        "halfway), other", labels=("reason",))
+    edge_tls_relay_errors: int = _counter(
+        "relays of TLS clients in the master (server.workers >= 1) that broke after the "
+        "handshake: tls (a TLS error), close_timeout (a side not closed within its "
+        "grace), other", labels=("reason",))
 
     # -- the process tree: the supervisor in the master ---------------------------------
     tree_restarts: int = _counter(

@@ -18,13 +18,14 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, s
 from twisted.logger import Logger
 
 from mqttd.broker.acl import AclRules
-from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.broker import Broker
 from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
 from mqttd.edge.door import Door
-from mqttd.edge.guard import DoorFactory, closes_at_accept
+from mqttd.edge.guard import DoorFactory, closes_at_accept, is_tls
+from mqttd.edge.tls_failures import HandshakeWatch, TLSFailures
 from mqttd.errors import ConfigError
+from mqttd.gatekeeping import GateService
 from mqttd.ingest.client import WebhookSink
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
@@ -101,11 +102,11 @@ def broker_persistence(reactor, config, slot):
     return MemoryPersistence()
 
 
-def build_broker(reactor, config, sink, metrics, slot):
-    """The broker of the single process (``slot`` 0) or of a tree's worker: the static
-    users (``auth.users``, their accounts), the static ACL compiled once (``auth.acl``),
-    and what it keeps across restarts."""
-    return Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
+def build_broker(reactor, config, sink, metrics, slot, authenticator):
+    """The broker of the single process (``slot`` 0) or of a tree's worker: who may
+    connect (``authenticator``: the gate, or a worker's static users), the static ACL
+    compiled once (``auth.acl``), and what it keeps across restarts."""
+    return Broker(reactor, config.broker, sink, authenticator, metrics,
                   persistence=broker_persistence(reactor, config, slot),
                   acl=AclRules(config.auth.acl, config.auth.acl_no_match))
 
@@ -162,9 +163,16 @@ def build_service(config, reactor):
         else:
             on_address = store.set_url
             endpoint = _built_in_ingest_endpoint(reactor, config.ingest.listen)
+    # The gate (accounts, tokens, bans, quotas, flapping) answers every CONNECT: the
+    # first service to start, the last to stop (after the listeners and the broker).
+    # Its accounts live in mqttd.db, also when webhook.url stores the messages elsewhere.
+    gate = GateService(reactor, config, metrics)
+    gate.setServiceParent(root)
+    if config.ingest.enabled:
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
-    broker = build_broker(reactor, config, store, metrics, 0)
+    broker = build_broker(reactor, config, store, metrics, 0, gate)
+    gate.set_kick(broker.kick)
     # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
     # then; stops after the broker's clean stop, which it saves.
     PersistenceService(reactor, broker).setServiceParent(root)
@@ -173,13 +181,19 @@ def build_service(config, reactor):
     # Every MQTT socket meets the door at accept, before a byte is read; its refusals
     # share the broker's per-address budget of log lines.
     door = Door(reactor, config.limits, config.broker.max_connections, metrics,
-                broker.connection_log)
+                broker.connection_log, bans=gate.bans)
     for index, description in enumerate(config.server.listen):
-        endpoint = _endpoint(reactor, f"server.listen[{index}]", with_backlog(description))
-        guarded = DoorFactory(door, factory, closes_at_accept(endpoint))
-        _Listener(endpoint, guarded, f"server.listen[{index}]", description).setServiceParent(root)
+        key = f"server.listen[{index}]"
+        endpoint = _endpoint(reactor, key, with_backlog(description))
+        handshakes = None
+        if is_tls(endpoint):  # its failed handshakes: counted, logged within the budget
+            handshakes = HandshakeWatch(reactor, config.broker.idle_timeout,
+                                        TLSFailures(metrics, broker.connection_log, key))
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes)
+        _Listener(endpoint, guarded, key, description).setServiceParent(root)
     root.broker = broker
     root.door = door
+    root.gate = gate
     root.webhook = store
     return root
 

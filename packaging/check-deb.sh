@@ -10,7 +10,9 @@
 #   4. apt install it; check user, directories, permissions, plugin cache, unit file;
 #   5. add a user to /etc/mqttd/mqttd.toml, run the unit's ExecStart as the mqttd user
 #      (no systemd here) on a free loopback port, publish a QoS 1 message with
-#      mosquitto_pub and find its row in /var/lib/mqttd/mqttd.db; stop it;
+#      mosquitto_pub and find its row in /var/lib/mqttd/mqttd.db; as root, run
+#      `mqttd accounts add` and `mqttd tokens add` on it and check that every database
+#      file stays the mqttd user's; stop it;
 #   5b. set server.workers = 2 and do the same through the process tree: ps shows the
 #      named master, workers and ingest child as the mqttd user; all exit on SIGTERM;
 #   6. apt-get remove (state and conffiles stay), then apt-get purge, and check that
@@ -167,6 +169,7 @@ dpkg-deb --fsys-tarfile "$deb" | tar -tf - | sed -e 's|^\./|/|' -e 's|/$||' -e '
 has() { grep -qxF "$1" "$work/contents.txt"; }
 check "ships /usr/bin/mqttd" has /usr/bin/mqttd
 check "ships the venv's twistd" has /opt/venvs/mqttd/bin/twistd
+check "ships the venv's mqttd console script (the operator's commands)" has /opt/venvs/mqttd/bin/mqttd
 check "mqttd_plugin.py in the venv's site-packages/twisted/plugins/" \
     grep -qE '^/opt/venvs/mqttd/lib/python3[.0-9]+/site-packages/twisted/plugins/mqttd_plugin.py$' "$work/contents.txt"
 check "mqttd installed non-editable (package files in site-packages/mqttd/)" \
@@ -332,6 +335,28 @@ publish_and_find check-deb-pub
 check "a wrong password is refused" bash -c \
     "! timeout 30 mosquitto_pub -h 127.0.0.1 -p $port -i check-deb-bad -u check-deb -P wrong -q 1 -t check-deb/t1 -m x"
 check "/var/lib/mqttd/mqttd.db owned by mqttd" bash -c "[ \"\$(stat -c %U /var/lib/mqttd/mqttd.db)\" = mqttd ]"
+
+# The operator's commands, as root, on the running appliance's data dir (the default
+# config, /etc/mqttd/mqttd.toml, names it): the CLI becomes the data dir's owner before
+# it opens the database, so none of mqttd.db, -wal, -shm turns root's.
+cli_check() {
+    mqttd accounts add acme --max-connections 10 >"$work/cli.log" 2>&1 || { cat "$work/cli.log"; return 1; }
+    token=$(mqttd tokens add acme 2>>"$work/cli.log" | tail -n 1)
+    [[ "$token" =~ ^[A-Za-z0-9_-]{32}$ ]] || { echo "last line of tokens add is not a token: '$token'"; cat "$work/cli.log"; return 1; }
+    mqttd tokens list --account acme --json | python3 -c 'import json, sys
+tokens = json.load(sys.stdin)["tokens"]
+sys.exit(0 if [t["account"] for t in tokens] == ["acme"] else f"tokens list: {tokens}")'
+}
+check "as root: mqttd accounts add acme, mqttd tokens add acme (the token alone on its last line)" cli_check
+db_files_owned_by_mqttd() {
+    local f
+    for f in /var/lib/mqttd/mqttd.db*; do
+        [ "$(stat -c %U:%G "$f")" = mqttd:mqttd ] || { echo "$f is $(stat -c %U:%G "$f")"; return 1; }
+    done
+}
+check "every /var/lib/mqttd/mqttd.db* file is still mqttd:mqttd" db_files_owned_by_mqttd
+check "'mqttd accounts --help' lists the account commands" bash -c \
+    "mqttd accounts --help | grep -q disable"
 stop_and_check "$work/mqttd.log"
 
 # ------------------------------------------------------------------ 5b. the process tree

@@ -84,7 +84,10 @@ class WiringTests(unittest.TestCase):
         root.privilegedStartService()
         self.assertEqual(root.webhook.url, "http://10.0.0.1:9/v1/messages")
         self.assertEqual(len(self.reactor.tcpServers), 1)  # no built-in ingest
-        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "mqttd.db")))
+        # mqttd.db holds the gate's accounts, tokens and bans all the same.
+        db = sqlite3.connect(os.path.join(self.data_dir, "mqttd.db"))
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT count(*) FROM accounts").fetchone(), (0,))
 
     def test_database_from_a_newer_mqttd_stops_start_up(self):
         os.makedirs(self.data_dir)

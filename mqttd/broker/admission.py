@@ -55,6 +55,7 @@ class AuthResult:
     account: str | None = None
     ticket: object = None
     reason: str | None = None
+    client_id: str | None = None  # the master's id for an empty one (``admit(decided=)``)
 
 
 @attrs.frozen
@@ -87,16 +88,24 @@ class Admission:
         self._authenticator = authenticator
         self._generate_client_id = generate_client_id
 
-    def admit(self, connect, peer):
+    def admit(self, connect, peer, decided=None):
         """A Deferred ``Admitted`` or ``Refused`` for ``connect`` (a parsed Connect)
-        from ``peer`` (an IAddress; for the gate's per-address rules)."""
+        from ``peer`` (an IAddress; for the gate's per-address rules).
+
+        ``decided``: an AuthResult the master's gate already gave this connection (a
+        worker of the tree): the client id rules still hold, the authenticator is not
+        asked again (the worker has no accounts to ask), and an empty client id takes
+        the one the master generated, ``decided_client_id``."""
         client_id = connect.client_id
         if len(client_id) > self._max_clientid_len:
             return succeed(Refused(CONNACK_IDENTIFIER_REJECTED, "client id too long"))
         if not client_id:
             if not self._allow_zero_length_clientid or not connect.clean_session:
                 return succeed(Refused(CONNACK_IDENTIFIER_REJECTED, "empty client id"))
-            client_id = self._generate_client_id()  # [MQTT-3.1.3-6]
+            client_id = ((decided is not None and decided.client_id)
+                         or self._generate_client_id())  # [MQTT-3.1.3-6]
+        if decided is not None:
+            return succeed(_decided(decided, client_id))
         d = maybeDeferred(self._authenticator.authenticate, client_id, connect.username,
                           connect.password, peer)
         d.addCallbacks(_decided, _auth_error, callbackArgs=(client_id,),
@@ -147,17 +156,19 @@ class AfterLoad:
     def _end(self, loaded):
         self._loaded = loaded
         waiting, self._waiting = self._waiting, []
-        for d, connect, peer in waiting:
-            self._answer(connect, peer).chainDeferred(d)
+        for d, connect, peer, decided in waiting:
+            self._answer(connect, peer, decided).chainDeferred(d)
 
-    def _answer(self, connect, peer):
+    def _answer(self, connect, peer, decided):
         if self._loaded:
-            return self._admission.admit(connect, peer)
+            return self._admission.admit(connect, peer, decided)
+        if decided is not None and decided.ticket is not None:
+            decided.ticket.release()
         return succeed(Refused(CONNACK_SERVER_UNAVAILABLE, "not loaded", connect.client_id))
 
-    def admit(self, connect, peer):
+    def admit(self, connect, peer, decided=None):
         if self._loaded is not None:
-            return self._answer(connect, peer)
+            return self._answer(connect, peer, decided)
         d = Deferred()
-        self._waiting.append((d, connect, peer))
+        self._waiting.append((d, connect, peer, decided))
         return d

@@ -45,6 +45,11 @@ class StaticAuthenticator:
             return succeed(self._accounts[username])
         return succeed(code)
 
+    def account_of(self, username):
+        """The account of static user ``username`` (None: none, or not a user)."""
+        result = self._accounts.get(username)
+        return None if result is None else result.account
+
     def check(self, username, password):
         """The synchronous decision behind ``authenticate``."""
         if username is None:

@@ -236,6 +236,17 @@ class Broker:
             return True
         return False
 
+    def kick(self, client_id, reason, account=None):
+        """The gate refuses ``client_id`` of ``account`` now (banned, its token
+        revoked, its account disabled): close its live connection, as the server closing
+        it [MQTT-3.1.2-8] (its will goes out, inside its own namespace). True if there
+        was one."""
+        session = self.sessions.get(session_key(account, client_id))
+        if session is not None and session.protocol is not None:
+            session.protocol.kicked(reason)
+            return True
+        return False
+
     def detach(self, session, protocol):
         """The connection of ``session`` ended; a clean session ends with it, a
         persistent one starts its ``session_expiry``."""

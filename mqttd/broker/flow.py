@@ -2,12 +2,12 @@
 
 ``MQTTServerProtocol`` (``mqttd.broker.protocol``) takes these from ``FlowControl``, a
 slotted mixin holding no state of its own: the calls that resume reading (the sink
-drained, the inbound window opened, the client's socket drained) and the pause when the
-client's socket is full (IPushProducer). Why it is not reading is the connection's
-``ReadPause`` (``mqttd.broker.reading``); apart, so that the protocol keeps to bytes,
-packets, timers and closing.
+drained, the inbound window opened, the client's socket drained), the pauses when the
+client's socket is full (IPushProducer) and when the broker stops. Why it is not
+reading is the connection's ``ReadPause`` (``mqttd.broker.reading``); apart, so that
+the protocol keeps to bytes, packets, timers and closing.
 """
-from mqttd.broker.reading import INFLIGHT, PRESSURE, WRITES
+from mqttd.broker.reading import INFLIGHT, PRESSURE, STOPPING, WRITES
 
 __all__ = ["FlowControl"]
 
@@ -25,6 +25,12 @@ class FlowControl:
     and calls its ``_process``)."""
 
     __slots__ = ()
+
+    def stop_reading(self):
+        """The broker is stopping: read nothing more, so that what was read can be
+        committed and acknowledged before the connection closes."""
+        if self._state < _CLOSED:
+            self._reading.pause(STOPPING)
 
     def sink_drained(self):
         """The sink that paused us has drained (``mqttd.broker.pressure``): read again,

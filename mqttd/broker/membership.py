@@ -66,14 +66,15 @@ class Membership:
         self.topics = None  # its ClientTopics, from the decision on
         self.session = None
 
-    def join(self, connection, connect, accepted, refused):
+    def join(self, connection, connect, accepted, refused, decided=None):
         """Ask the broker's admission about ``connect`` from ``connection``. Once it
         answers (now or later), send the CONNACK and call ``accepted(keepalive)`` or
-        ``refused(reason)``; neither if the connection left while it waited."""
+        ``refused(reason)``; neither if the connection left while it waited.
+        ``decided``: the master gate's AuthResult for it (``Admission.admit``)."""
         self.client_id = connect.client_id  # until the decision: the final one comes with it
         self.username = connect.username
         self._connect = connect
-        d = self._broker.admission.admit(connect, self._transport.getPeer())
+        d = self._broker.admission.admit(connect, self._transport.getPeer(), decided)
         d.addCallback(self._decided, connection, accepted, refused)
 
     def _decided(self, decision, connection, accepted, refused):
@@ -126,7 +127,8 @@ class Membership:
         if will is not None:
             topic = topics.publish(will.topic)
             if topic is None:
-                return CONNACK_NOT_AUTHORIZED, f"will denied by {self.refused('will', will.topic)}"
+                reason = self.refused("will", will.topic)
+                return CONNACK_NOT_AUTHORIZED, f"will denied by {reason}"
             self._will = will if topic is will.topic else attrs.evolve(will, topic=topic)
         return None
 

@@ -24,7 +24,7 @@ from mqttd.broker.flow import (_AUTHENTICATING, _AWAIT_CONNECT, _CLOSED, _CONNEC
                                _REFUSED, FlowControl)
 from mqttd.broker.liveness import Liveness
 from mqttd.broker.membership import SESSION_PACKETS, Membership
-from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, STOPPING, SUBSCRIBE, ReadPause
+from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, SUBSCRIBE, ReadPause
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
 from mqttd.codec.packets import Connack, Connect, Disconnect, Pingreq, Publish, Pubrel, Subscribe
 
@@ -65,6 +65,7 @@ class MQTTServerProtocol(FlowControl, Protocol):
         "_backlog",
         "writes_blocked",
         "_producer_registered",
+        "decided",
     )
 
     def __init__(self, broker, clock):
@@ -83,6 +84,9 @@ class MQTTServerProtocol(FlowControl, Protocol):
         self._backlog = None
         self.writes_blocked = False
         self._producer_registered = False
+        # The master gate's AuthResult, set by the worker that adopted this socket
+        # before its CONNECT is read (Admission.admit's ``decided``); None: ask here.
+        self.decided = None
 
     # -- Twisted protocol interface ----------------------------------------------------
 
@@ -197,7 +201,7 @@ class MQTTServerProtocol(FlowControl, Protocol):
 
     def _on_connect(self, packet):
         self._state = _AUTHENTICATING
-        self._member.join(self, packet, self._accepted, self._close)
+        self._member.join(self, packet, self._accepted, self._close, self.decided)
         if self._state == _AUTHENTICATING:
             # Pending: stop reading; packets already parsed wait in _backlog.
             self._reading.pause(AUTH)
@@ -221,12 +225,6 @@ class MQTTServerProtocol(FlowControl, Protocol):
     def client_id(self):
         """The client id this connection is (or, before CONNACK, asks to be) known as."""
         return self._member.client_id
-
-    def stop_reading(self):
-        """The broker is stopping: read nothing more, so that what was read can be
-        committed and acknowledged before the connection closes."""
-        if self._state < _CLOSED:
-            self._reading.pause(STOPPING)
 
     def server_stopping(self):
         """Close for the broker's stop, after its acknowledgements: no will, since the
@@ -252,6 +250,10 @@ class MQTTServerProtocol(FlowControl, Protocol):
     def take_over(self):
         """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
         self._close("takeover")
+
+    def kicked(self, reason):
+        """The gate refuses this client now (``Broker.kick``); close abnormally."""
+        self._close("kicked", detail=reason)
 
     # -- keepalive and idle timeout ----------------------------------------------------
 

@@ -34,8 +34,8 @@ class Session:
 
     ``client_id`` is the session's key: the client id, within its account's mount for
     an account's client (``mqttd.namespace.session_key``). ``protocol`` is the live
-    connection (anything with a ``transport``) or None while the client is offline. ``inflight`` maps packet id -> ``(message, qos, retain)`` for
-    PUBLISHes waiting for PUBACK/PUBREC, or -> ``PUBREL_PENDING`` once PUBREC arrived;
+    connection (anything with a ``transport``) or None while the client is offline.
+    ``inflight`` maps packet id -> ``(message, qos, retain)`` for PUBLISHes waiting for PUBACK/PUBREC, or -> ``PUBREL_PENDING`` once PUBREC arrived;
     dict order is send order, which redelivery on reconnect must keep [MQTT-4.4.0-1].
     """
 

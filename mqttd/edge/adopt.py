@@ -37,11 +37,11 @@ class _Capture(protocol.Factory):
         return self.built
 
 
-def adopt_into(reactor, factory, fd, preread, peer=None):
+def adopt_into(reactor, factory, fd, preread, peer=None, prepare=None):
     """Give the client socket ``fd`` (TCP over IPv4 or IPv6, or UNIX stream: the family
     is read from the fd) to a protocol of ``factory``, feed it ``preread``, close ``fd``.
     ``peer``, a ``(host, port)``, is the address its transport reports (the socket's
-    own if None).
+    own if None). ``prepare(protocol)`` is called before the protocol reads a byte.
 
     Returns the protocol. Raises AdoptionFailed or OSError if there is none (not a
     stream socket, the client reset it, the factory refused, connectionMade raised);
@@ -61,6 +61,8 @@ def adopt_into(reactor, factory, fd, preread, peer=None):
         if built is None or (peer is not None and built.wrappedProtocol is None):
             raise AdoptionFailed("the factory built no protocol")
         protocol = built if peer is None else built.wrappedProtocol
+        if prepare is not None:
+            prepare(protocol)
         if preread and not built.transport.disconnecting:
             try:
                 protocol.dataReceived(preread)

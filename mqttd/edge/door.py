@@ -3,7 +3,9 @@
 It is the cheapest place to refuse: no protocol object, no timer, no byte read. The
 checks, in order (the first that says no is the ``Refusal``):
 
-1. ``limits.banned``: addresses and networks (v4, v6) never let in;
+1. ``limits.banned``: addresses and networks (v4, v6) never let in; then the gate's
+   bans of addresses and networks (the ``bans`` table, flapping bans: ``bans``, a
+   ``BanList``, whose ``ip_banned(host)`` says), refused as "banned";
 2. ``broker.max_connections``: connections open at once, every address together;
 3. ``limits.allowlist``: addresses and networks exempt from the two per-address limits
    below (a NATed fleet, a proxy in front), not from the ones above;
@@ -41,6 +43,7 @@ MAX_IDLE_ADDRESSES = 65536
 """Addresses with no connection open whose connect-rate state is kept (see the module)."""
 
 BANNED = "limits.banned"
+BANS = "banned"
 MAX_CONNECTIONS = "broker.max_connections"
 MAX_CONN_PER_IP = "limits.max_conn_per_ip"
 MAX_CONN_RATE_PER_IP = "limits.max_conn_rate_per_ip"
@@ -84,12 +87,14 @@ class Door:
     ``max_conn_per_ip``, ``max_conn_rate_per_ip``, ``conn_rate_burst``, ``allowlist``,
     ``banned``); ``max_connections`` the global cap (``broker.max_connections``);
     ``metrics`` the process's Metrics; ``log_rate`` a ``LogRateLimit`` (the broker's own
-    ``connection_log`` in one process, so an address has one budget of lines).
+    ``connection_log`` in one process, so an address has one budget of lines);
+    ``bans`` the gate's ``BanList`` (anything with ``ip_banned(host)``), or None.
     """
 
     def __init__(self, clock, limits, max_connections, metrics, log_rate,
-                 max_idle_addresses=MAX_IDLE_ADDRESSES):
+                 max_idle_addresses=MAX_IDLE_ADDRESSES, bans=None):
         self._clock = clock
+        self._bans = bans
         self._metrics = metrics
         self._log_rate = log_rate
         self._max_idle = max_idle_addresses
@@ -119,6 +124,7 @@ class Door:
         self._buckets = buckets
         self._refusals = {
             BANNED: Refusal(BANNED, "banned address"),
+            BANS: Refusal(BANS, "banned address (bans)"),
             MAX_CONNECTIONS: Refusal(MAX_CONNECTIONS, f"{max_connections} connections open"),
             MAX_CONN_PER_IP: Refusal(
                 MAX_CONN_PER_IP, f"{limits.max_conn_per_ip} connections open from it"),
@@ -141,6 +147,8 @@ class Door:
                 number = peer_number(key)
                 if number in self._banned:
                     return self._refuse(BANNED, key)
+            if self._bans is not None and self._bans.ip_banned(key):
+                return self._refuse(BANS, key)
         if self._open >= self._max_connections:
             return self._refuse(MAX_CONNECTIONS, key)
         if key is not None:

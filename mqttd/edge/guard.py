@@ -17,18 +17,23 @@ so its writes, producer calls, pauses and aborts go straight to it; only
 ``makeConnection``, each read (``dataReceived``: one Python call more per read, not per
 byte) and ``connectionLost`` pass through. The protocol must not need more of its
 transport's side of IProtocol (a half-closeable one would not see ``readConnectionLost``).
+
+Behind TLS (``is_tls(endpoint)``), ``_Released`` also hears when the handshake ends
+(IHandshakeListener), and a connection lost before that is told to the listener's
+``edge.tls_failures.HandshakeWatch``, which counts and logs the failure.
 """
 from twisted.internet.endpoints import (
     AdoptedStreamServerEndpoint,
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
+    SSL4ServerEndpoint,
     UNIXServerEndpoint,
 )
-from twisted.internet.interfaces import ILoggingContext, IProtocol
+from twisted.internet.interfaces import IHandshakeListener, ILoggingContext, IProtocol
 from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
-__all__ = ["DoorFactory", "closes_at_accept"]
+__all__ = ["DoorFactory", "closes_at_accept", "is_tls"]
 
 # Endpoints whose port calls the factory it is given with each accepted socket.
 _PORT_CALLS_US = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint,
@@ -38,6 +43,11 @@ _PORT_CALLS_US = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint,
 def closes_at_accept(endpoint):
     """Whether ``endpoint``'s port calls our factory itself, so a None closes the socket."""
     return isinstance(endpoint, _PORT_CALLS_US)
+
+
+def is_tls(endpoint):
+    """Whether ``endpoint``'s port runs Twisted's TLS around our factory's protocols."""
+    return isinstance(endpoint, SSL4ServerEndpoint)
 
 
 @implementer(IProtocol, ILoggingContext)
@@ -71,6 +81,33 @@ class _Released:
         return prefix() if prefix is not None else type(self._protocol).__name__
 
 
+@implementer(IHandshakeListener)
+class _ReleasedTLS(_Released):
+    """``_Released`` behind TLS: a connection lost before its handshake ended is told to
+    the ``HandshakeWatch``."""
+
+    __slots__ = ("_watch", "_accepted_at", "_handshake_done")
+
+    def __init__(self, protocol, door, host, watch):
+        super().__init__(protocol, door, host)
+        self._watch = watch
+        self._accepted_at = watch.accepted()
+        self._handshake_done = False
+
+    def handshakeCompleted(self):
+        self._handshake_done = True
+        if IHandshakeListener.providedBy(self._protocol):
+            self._protocol.handshakeCompleted()
+
+    def connectionLost(self, reason):
+        try:
+            if not self._handshake_done:
+                self._handshake_done = True  # told once
+                self._watch.lost(self._host, self._accepted_at, reason)
+        finally:
+            super().connectionLost(reason)
+
+
 class _Aborted(Protocol):
     """A refused socket behind a wrapping factory: closed before its first read."""
 
@@ -83,14 +120,16 @@ class DoorFactory(ServerFactory):
 
     ``close_at_accept``: the port calls this factory itself (``closes_at_accept``), so a
     refused socket is closed by returning None; else it gets an aborting protocol.
+    ``handshakes``: behind TLS, the listener's ``HandshakeWatch`` (see the module).
     """
 
     noisy = False
 
-    def __init__(self, door, factory, close_at_accept=True):
+    def __init__(self, door, factory, close_at_accept=True, handshakes=None):
         self.door = door
         self.factory = factory
         self._close_at_accept = close_at_accept
+        self._handshakes = handshakes
 
     def doStart(self):
         self.factory.doStart()
@@ -115,4 +154,6 @@ class DoorFactory(ServerFactory):
         if protocol is None:
             self.door.release(host)
             return None
+        if self._handshakes is not None:
+            return _ReleasedTLS(protocol, self.door, host, self._handshakes)
         return _Released(protocol, self.door, host)

@@ -1,7 +1,7 @@
 """The hand-off channel's wire format: length-prefixed frames, no I/O.
 
 One UNIX stream socket joins the master and a worker. Everything on it is a frame:
-a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Five types:
+a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Six types:
 
 - ``HANDOFF`` (master -> worker): conn id (u64) + the bytes the master already read
   from the client. The client's fd rides (SCM_RIGHTS) on some byte of the stream no
@@ -11,6 +11,11 @@ a 5-byte header (body length, big-endian u32; frame type, u8) and its body. Five
   socket but the master's relay of it (TLS, terminated in the master), so it names the
   client's address: conn id (u64) + port (u16) + host length (u8) + host (ASCII) + the
   bytes read. Paired with an fd exactly as ``HANDOFF``.
+- ``HANDOFF_AS`` (master -> worker): a hand-off the master's gate judged: conn id (u64)
+  + port (u16) + host length (u8; 0: no relay, the fd's own peer) + host + account
+  length (u8; 0: none) + account (UTF-8) + client id length (u16; 0: the client's own)
+  + the client id the master generated for an empty one (UTF-8) + the bytes read. The
+  worker does not authenticate that client again. Paired with an fd as ``HANDOFF``.
 - ``ACK`` (worker -> master): conn id (u64) + 1 if adopted, 0 if not + a UTF-8 reason.
 - ``MESSAGE`` (both ways): kind length (u8) + kind (UTF-8) + JSON object. JSON because
   the payloads (a closed conn id, subscription interest) change as
@@ -31,12 +36,12 @@ import struct
 import attrs
 
 __all__ = [
-    "ACK", "FORWARD", "HANDOFF", "HANDOFF_FROM", "MAX_BODY", "MAX_PAYLOAD", "MESSAGE",
+    "ACK", "FORWARD", "HANDOFF", "HANDOFF_AS", "HANDOFF_FROM", "MAX_BODY", "MAX_PAYLOAD", "MESSAGE",
     "Ack", "ChannelProtocolError", "Forward", "FrameReader", "Handoff", "Message",
     "decode", "encode_ack", "encode_forward", "encode_handoff", "encode_message",
 ]
 
-HANDOFF, ACK, MESSAGE, HANDOFF_FROM, FORWARD = 1, 2, 3, 4, 5
+HANDOFF, ACK, MESSAGE, HANDOFF_FROM, FORWARD, HANDOFF_AS = 1, 2, 3, 4, 5, 6
 
 MAX_PAYLOAD = 4 * 1024 * 1024
 """The largest preread, JSON payload or reason a frame carries."""
@@ -59,7 +64,11 @@ _FORWARD_HEAD = struct.Struct(">IBBH")  # header + flags + slot count
 _FORWARD_FIXED = _FORWARD_HEAD.size - HEADER.size
 _MAX_SLOT = 0xFFFF
 _NAMES = {HANDOFF: "hand-off", ACK: "ack", MESSAGE: "message", HANDOFF_FROM: "hand-off",
-          FORWARD: "forward"}
+          FORWARD: "forward", HANDOFF_AS: "hand-off"}
+_AS_HEAD = struct.Struct(">IBQHB")  # header + conn id + port + host length
+_AS = struct.Struct(">QHB")
+_MAX_ACCOUNT = 255  # bytes of an account name (its length is one byte; names are <= 64)
+_MAX_CLIENT_ID = 0xFFFF
 
 
 class ChannelProtocolError(Exception):
@@ -71,6 +80,7 @@ class Handoff:
     conn_id: int
     preread: bytes
     peer: tuple | None = None  # (host, port) of a relayed client
+    decided: tuple | None = None  # HANDOFF_AS: (account or None, client id or None)
 
 
 @attrs.frozen(slots=True)
@@ -102,11 +112,14 @@ def _check_conn_id(conn_id):
         raise ValueError(f"conn id {conn_id!r} is not an unsigned 64-bit integer")
 
 
-def encode_handoff(conn_id, preread, peer=None):
-    """A HANDOFF frame, or a HANDOFF_FROM one if ``peer`` (host, port) is given."""
+def encode_handoff(conn_id, preread, peer=None, decided=None):
+    """A HANDOFF frame, or a HANDOFF_FROM one if ``peer`` (host, port) is given, or a
+    HANDOFF_AS one if ``decided`` (account or None, client id or None) is."""
     _check_conn_id(conn_id)
     if len(preread) > MAX_PAYLOAD:
         raise ValueError(f"preread of {len(preread)} bytes exceeds {MAX_PAYLOAD}")
+    if decided is not None:
+        return _encode_handoff_as(conn_id, preread, peer, decided)
     if peer is None:
         return _HANDOFF_HEAD.pack(_CONN.size + len(preread), HANDOFF, conn_id) + preread
     host, port = peer
@@ -115,6 +128,50 @@ def encode_handoff(conn_id, preread, peer=None):
         raise ValueError(f"peer {peer!r} is not a host of 1..{MAX_HOST} bytes and a port")
     size = _FROM.size + len(name) + len(preread)
     return _FROM_HEAD.pack(size, HANDOFF_FROM, conn_id, port, len(name)) + name + preread
+
+
+def _encode_handoff_as(conn_id, preread, peer, decided):
+    host, port = peer if peer is not None else ("", 0)
+    name = host.encode("ascii")
+    account = (decided[0] or "").encode("utf-8")
+    client_id = (decided[1] or "").encode("utf-8")
+    if (len(name) > MAX_HOST or not 0 <= port <= 0xFFFF or len(account) > _MAX_ACCOUNT
+            or len(client_id) > _MAX_CLIENT_ID):
+        raise ValueError(f"hand-off as {decided!r} from {peer!r}: a field is too long")
+    size = (_AS.size + len(name) + 1 + len(account) + 2 + len(client_id) + len(preread))
+    return b"".join((_AS_HEAD.pack(size, HANDOFF_AS, conn_id, port, len(name)), name,
+                     bytes((len(account),)), account, len(client_id).to_bytes(2, "big"),
+                     client_id, preread))
+
+
+def _decode_handoff_as(body):
+    if len(body) < _AS.size:
+        raise ChannelProtocolError(f"hand-off frame of {len(body)} bytes is too short")
+    conn_id, port, size = _AS.unpack_from(body)
+    at = _AS.size
+    host = _field(body, at, size, "peer host", "ascii")
+    at += size
+    size = body[at] if len(body) > at else None
+    if size is None:
+        raise ChannelProtocolError("hand-off frame has no account length")
+    account = _field(body, at + 1, size, "account", "utf-8")
+    at += 1 + size
+    if len(body) < at + 2:
+        raise ChannelProtocolError("hand-off frame has no client id length")
+    size = int.from_bytes(body[at:at + 2], "big")
+    client_id = _field(body, at + 2, size, "client id", "utf-8")
+    at += 2 + size
+    return Handoff(conn_id, body[at:], (host, port) if host else None,
+                   (account or None, client_id or None))
+
+
+def _field(body, start, size, what, encoding):
+    if len(body) < start + size:
+        raise ChannelProtocolError(f"hand-off frame ends inside its {what}")
+    try:
+        return body[start:start + size].decode(encoding)
+    except UnicodeDecodeError:
+        raise ChannelProtocolError(f"hand-off {what} is not {encoding}") from None
 
 
 def encode_ack(conn_id, adopted, reason=""):
@@ -169,6 +226,8 @@ def decode(frame_type, body):
         except UnicodeDecodeError:
             raise ChannelProtocolError("hand-off peer host is not ASCII") from None
         return Handoff(conn_id, body[end:], (host, port))
+    if frame_type == HANDOFF_AS:
+        return _decode_handoff_as(body)
     if frame_type == ACK:
         if len(body) < _ACK.size:
             raise ChannelProtocolError(f"ack frame of {len(body)} bytes is too short")

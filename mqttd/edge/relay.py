@@ -12,6 +12,10 @@ When one side goes, the relay closes the other after what it has to write: loseC
 (TLS: close_notify), then abort if it is not gone within ``close_grace`` (a peer that never
 reads its last bytes or never answers close_notify must not keep its socket). A half-close
 is a close: neither MQTT nor the broker has a use for one.
+
+Its owner hears of each side's end once, ``when_lost(side, reason)``: ``reason`` is the
+side's connectionLost's Failure, to judge whether the relay broke (``edge.tls_failures``),
+or None when the relay aborted the side because it had not closed within the grace.
 """
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
@@ -56,6 +60,7 @@ class _Side(Protocol):
         self.other = None
         self.open = False
         self.gone = False
+        self.aborted = False  # by the relay, past the close grace
 
     def connectionMade(self):
         self.open = True
@@ -69,7 +74,7 @@ class _Side(Protocol):
     def connectionLost(self, reason=None):
         self.open = False
         self.gone = True
-        self._relay._lost(self)
+        self._relay._lost(self, reason)
 
 
 class Relay:
@@ -78,13 +83,15 @@ class Relay:
     Connect each to its transport (``makeConnection``, or as the protocol of a factory);
     bytes flow once both are connected, and a side that sends before that gets its bytes
     to the other side only if that one is already connected (the master connects the
-    worker's side first). ``when_done`` is called once, when both sides are gone.
+    worker's side first). ``when_done`` is called once, when both sides are gone;
+    ``when_lost(side, reason)`` as the module says.
     """
 
-    def __init__(self, clock, close_grace=CLOSE_GRACE, when_done=None):
+    def __init__(self, clock, close_grace=CLOSE_GRACE, when_done=None, when_lost=None):
         self._clock = clock
         self._close_grace = close_grace
         self._when_done = when_done
+        self._when_lost = when_lost
         self._timer = None
         self._throttled = False  # each transport has the other's throttle as producer
         self.first = _Side(self)
@@ -104,7 +111,9 @@ class Relay:
             other.transport.registerProducer(_Throttle(side.transport), True)
             self._throttled = True
 
-    def _lost(self, side):
+    def _lost(self, side, reason):
+        if self._when_lost is not None and not side.aborted:
+            self._when_lost(side, reason)
         other = side.other
         if other.gone:
             if self._timer is not None and self._timer.active():
@@ -123,4 +132,12 @@ class Relay:
             transport.unregisterProducer()  # one with a producer never finishes closing
         transport.resumeProducing()  # it may be paused for the side that is gone: read its close
         transport.loseConnection()
-        self._timer = self._clock.callLater(self._close_grace, transport.abortConnection)
+        self._timer = self._clock.callLater(self._close_grace, self._overdue, side)
+
+    def _overdue(self, side):
+        """``side`` has not closed within the grace: abort it, and say so."""
+        self._timer = None
+        side.aborted = True
+        if self._when_lost is not None:
+            self._when_lost(side, None)
+        side.transport.abortConnection()

@@ -16,33 +16,42 @@ side lives.
 closed once handed off, never shut down) and ``pending.preread``; before it,
 ``on_closed(pending, reason)`` says the client is gone and the door counts it free.
 The handshake counts against ``idle_timeout``, counted from the accept.
+
+A handshake that fails (plain MQTT on the TLS port, a version or certificate refused,
+a peer that closes halfway, or one still unfinished at ``idle_timeout``) and a relay
+that breaks after it are counted and logged by ``failures`` (``edge.tls_failures``).
 """
 import socket
 
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from mqttd.codec import ProtocolError, encode_connack
 
 from .adopt import AdoptionFailed, adopt_into
 from .connect_reader import ConnectBuffer
 from .relay import CLOSE_GRACE, Relay
+from .tls_failures import CLOSE_TIMEOUT, TIMEOUT, handshake_failure, relay_failure
 
 __all__ = ["PendingTLSConnect"]
 
 _READING, _RELAYING, _CLOSED = range(3)
 
 
+@implementer(IHandshakeListener)
 class PendingTLSConnect(Protocol):
     """One TLS client, from accept (``start``) to the relay of its plaintext.
 
     The protocol inside the TLS transport; ``context`` is the listener's
     CertificateOptions (``edge.tls_context``), ``limits`` has ``idle_timeout``,
-    ``max_connect_size`` and ``max_packet_size``.
+    ``max_connect_size`` and ``max_packet_size``; ``failures`` the listener's
+    ``TLSFailures`` (None: nothing counted).
     """
 
     def __init__(self, reactor, context, sock, host, limits, on_connect, on_closed,
-                 budget=None):
+                 budget=None, failures=None):
         self._reactor = reactor
         self._context = context
         self._accepted = sock
@@ -57,12 +66,13 @@ class PendingTLSConnect(Protocol):
         self._state = _READING
         self._timer = None
         self._relay = None
+        self._failures = failures
+        self._handshake_done = False
 
     def start(self):
         """Run TLS on the accepted socket (which this now owns)."""
         sock, self._accepted = self._accepted, None
-        self._timer = self._reactor.callLater(self._idle_timeout, self._close,
-                                              "no CONNECT in time")
+        self._timer = self._reactor.callLater(self._idle_timeout, self._overdue)
         try:
             self.peer = tuple(sock.getpeername()[:2])
             tls = TLSMemoryBIOFactory(self._context, False, Factory.forProtocol(lambda: self),
@@ -71,6 +81,19 @@ class PendingTLSConnect(Protocol):
         except (AdoptionFailed, OSError) as e:
             sock.close()
             self._close(f"cannot start TLS: {e}")
+
+    def handshakeCompleted(self):
+        self._handshake_done = True
+
+    def _overdue(self):
+        """``idle_timeout`` since the accept, and no CONNECT: maybe no handshake yet."""
+        if not self._handshake_done:
+            self._handshake_failed(TIMEOUT, f"not done within {self._idle_timeout:g} s")
+        self._close("no CONNECT in time")
+
+    def _handshake_failed(self, reason, detail):
+        if self._failures is not None:
+            self._failures.handshake_failed(self.host, reason, detail)
 
     def abandon(self):
         """Close it now (the master is stopping); the door hears of it as usual."""
@@ -107,7 +130,7 @@ class PendingTLSConnect(Protocol):
     def _relay_to_worker(self, connect):
         self._cancel_timer()
         self._release_budget()
-        relay = Relay(self._reactor)
+        relay = Relay(self._reactor, when_lost=self._relay_lost)
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         except OSError as e:  # out of file descriptors
@@ -137,8 +160,25 @@ class PendingTLSConnect(Protocol):
             return
         self._cancel_timer()  # a flushing close's grace
         if self._state == _READING:
+            if not self._handshake_done:
+                failed = handshake_failure(reason)
+                if failed is not None:
+                    self._handshake_failed(*failed)
             why = reason.getErrorMessage() if reason is not None else "connection lost"
             self._closed(f"lost before CONNECT: {why}")
+
+    def _relay_lost(self, side, reason):
+        """A side of the relay ended: count it if it broke (``edge.tls_failures``)."""
+        if self._failures is None:
+            return
+        if reason is None:
+            broken = CLOSE_TIMEOUT, f"not closed within {CLOSE_GRACE:g} s"
+        else:
+            broken = relay_failure(reason)
+        if broken is not None:
+            relay = self._relay  # None: only the worker's side has connected yet
+            which = "client" if relay is not None and side is relay.first else "worker"
+            self._failures.relay_broken(self.host, which, *broken)
 
     def _close(self, reason, flush=False):
         """Before the CONNECT: close the client's connection and tell the master."""

@@ -15,6 +15,7 @@ docs/ingest-webhook.md). It is STRICT so a wrong type (a text payload, say) fail
 commit instead of being stored quietly, and ``key`` is NOT NULL explicitly because a
 non-STRICT TEXT PRIMARY KEY would accept NULL.
 """
+import sqlite3
 from contextlib import contextmanager
 
 
@@ -194,8 +195,11 @@ def immediate(db):
     inside the transaction: it is rolled back too. Left open, every later BEGIN failed
     ("cannot start a transaction within a transaction") and the webhook answered 500
     for ever.
+
+    ``db`` is a sqlite_utils.Database or a plain sqlite3 connection (the gate's tables,
+    ``mqttd.store.accounts``), either in autocommit mode.
     """
-    conn = db.conn
+    conn = db if isinstance(db, sqlite3.Connection) else db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield db

@@ -24,16 +24,13 @@ import os
 import sqlite3
 
 import attrs
-from twisted.internet.defer import fail, succeed
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 
 from mqttd.namespace import MOUNT_ROOT, mounted
-from mqttd.store.pool import closed_on, opened_on
+from mqttd.store.pool import OnOwnPool
 from mqttd.store.retained import load_retained
 from mqttd.store.schema import migrate, refuse_too_new
 from mqttd.store.sink import Message, row_message
-from mqttd.store.sqlite import StoreClosed, create_private
+from mqttd.store.sqlite import create_private
 
 __all__ = ["SessionsDb", "SessionSave", "InflightRow", "StoredSession", "Loaded",
            "sessions_filename"]
@@ -121,7 +118,7 @@ class Loaded:
     expired: int
 
 
-class SessionsDb:
+class SessionsDb(OnOwnPool):
     """The sessions file of one broker, and a read-only view of mqttd.db beside it.
 
     ``messages_path`` is mqttd.db, which must exist (prepared by the ingest tier); None:
@@ -129,36 +126,11 @@ class SessionsDb:
     """
 
     def __init__(self, reactor, path, messages_path=None, threadpool=None, busy_timeout=5.0):
-        self._reactor = reactor
-        self.path = str(path)
+        super().__init__(reactor, path, threadpool, "mqttd-sessions")
         self.messages_path = messages_path
-        self._pool = threadpool if threadpool is not None else ThreadPool(
-            1, 1, name="mqttd-sessions")
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._conn = None  # on the pool's thread only
         self._messages = None
-        self._running = False
-
-    def start(self):
-        if self._running:
-            return succeed(None)
-        self._running = True
-        return opened_on(self._pool, lambda: self._run(self._open), self._stopped)
-
-    def _stopped(self):
-        self._running = False
-
-    def close(self):
-        if not self._running:
-            return succeed(None)
-        d = self._run(self._close)
-        self._running = False
-        return closed_on(self._pool, d)
-
-    def _run(self, fn, *args):
-        if not self._running:
-            return fail(StoreClosed(f"{self.path}: not running"))
-        return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     # -- on the pool's thread ---------------------------------------------------------
 

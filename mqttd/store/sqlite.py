@@ -57,7 +57,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from mqttd.store.sink import ROW, message_row, row_message  # noqa: F401 (message_row: theirs)
-from mqttd.store.pool import closed_on, opened_on
+from mqttd.store.pool import StoreClosed, closed_on, opened_on
 from mqttd.store.retained import (already_stored, apply_retained, has_retained,
                                   has_retained_table, retained_rows)
 from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate, refuse_too_new
@@ -145,8 +145,6 @@ def _only_count(outcomes):
     return outcome
 
 
-class StoreClosed(Exception):
-    """The store is not running (not started yet, or closed)."""
 
 
 class KeyConflict(Exception):

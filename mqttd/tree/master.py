@@ -10,8 +10,9 @@ inside it, hands the worker one end of a socketpair and relays the plaintext.
 
 Its children, under the supervisor: ``server.workers`` broker workers and one ingest
 child, whose listening socket the master binds (``ingest.listen``) so that the workers'
-URL is fixed before any child starts. The gate of accounts and bans (issue 13) goes
-between the CONNECT and the balancer: ``_on_connect``. Publishes cross between workers
+URL is fixed before any child starts. The gate (``mqttd.gatekeeping``: bans, tokens,
+quotas, flapping) judges each CONNECT before the balancer (``_on_connect``); the worker
+trusts its answer, carried in the hand-off with the client's account. Publishes cross between workers
 through the master, which passes on their subscription interest (``mqttd.tree.relay``).
 """
 import functools
@@ -28,7 +29,7 @@ from twisted.logger import Logger
 
 from mqttd.broker.budget import PartialInput
 from mqttd.broker.lograte import LogRateLimit
-from mqttd.codec import CONNACK_SERVER_UNAVAILABLE, encode_connack
+from mqttd.codec import CONNACK_ACCEPTED, CONNACK_SERVER_UNAVAILABLE, encode_connack
 from mqttd.config import config_document
 from mqttd.edge.acceptor import RawAcceptor
 from mqttd.edge.balancer import Balancer
@@ -38,10 +39,13 @@ from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
 from mqttd.edge.tls_connect import PendingTLSConnect
 from mqttd.edge.tls_context import tls_options
+from mqttd.gatekeeping import GateService
+from mqttd.edge.tls_failures import TLSFailures
 from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
+from mqttd.namespace import session_key
 from mqttd.service import make_data_dir, persists_locally
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.proctitle import child_argv, process_name, set_process_name
@@ -67,8 +71,11 @@ class Master(MultiService):
         # Refusals log through a per-address budget of lines, so a flood cannot flood the log.
         log_rate = LogRateLimit(reactor, config.broker.log_lines_per_ip,
                                 config.broker.log_lines_window, metrics=metrics)
+        make_data_dir(config)
+        # Every CONNECT is judged here; the gate kicks through the worker holding it.
+        self.gate = GateService(reactor, config, metrics, kick=self._kick)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
-                         log_rate)
+                         log_rate, bans=self.gate.bans)
         # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
         # complete within broker.packet_timeout (and idle_timeout of its accept).
         self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
@@ -85,17 +92,20 @@ class Master(MultiService):
         self.relay = Relay(metrics, config.server.max_forward_bytes,
                            retained_at_start=not persists_locally(config))
         self._ids = itertools.count(1)
-        self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
-        self._where = {}  # client id -> (slot, conn_id) of its newest connection
+        self._boot_id = os.urandom(8).hex()  # for the ids of clients that sent none
+        self._connections = {}  # conn_id -> (slot, host, client id, ticket): handed off
+        # Session key (client id within its account, mqttd.namespace.session_key) ->
+        # (slot, conn_id) of its newest connection: two accounts' "dev-1" are two.
+        self._where = {}
         self._starting = True  # until every worker has come up once
         self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
-        self._waiting = {}  # PendingConnect -> (Connect, timer): read, no worker up yet
+        self._judging = set()  # PendingConnect: CONNECT read, the gate not answered yet
+        self._waiting = {}  # PendingConnect -> (Connect, _Let, timer): no worker up yet
         self._acceptors = []
         self._ingest_socket = None
         self._ingest_url = None
-        make_data_dir(config)
         if config.ingest.enabled:
             # ingest.secret, or one made now for the tree: both ends learn it from their
             # brief on stdin.
@@ -107,6 +117,10 @@ class Master(MultiService):
         # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
         self._tls = [tls_options(f"server.listen[{index}]", description)
                      for index, description in enumerate(config.server.listen)]
+        # Their failed handshakes and broken relays: counted, logged within the budget.
+        self._tls_failures = [
+            None if tls is None else TLSFailures(metrics, log_rate, f"server.listen[{index}]")
+            for index, tls in enumerate(self._tls)]
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -118,8 +132,8 @@ class Master(MultiService):
             key = f"server.listen[{index}]"
             sock = bind_listener(key, description)
             tls = self._tls[index]
-            on_admitted = (self._admitted if tls is None
-                           else functools.partial(self._tls_admitted, tls))
+            on_admitted = (self._admitted if tls is None else functools.partial(
+                self._tls_admitted, tls, self._tls_failures[index]))
             acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
@@ -156,6 +170,7 @@ class Master(MultiService):
     def startService(self):
         set_process_name(process_name("master"))
         super().startService()
+        self.gate.startService()
         self.ingest_supervisor.startService()
         self.supervisor.startService()
         self._start_timer = self._reactor.callLater(self._config.broker.idle_timeout,
@@ -172,14 +187,18 @@ class Master(MultiService):
             acceptor.stop()
         for pending in list(self._pending):
             pending.abandon()
-        for pending, (_, timer) in list(self._waiting.items()):
+        judging, self._judging = self._judging, set()
+        for pending in judging:
+            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE)
+        for pending, (_, let, timer) in list(self._waiting.items()):
             timer.cancel()
-            self._unavailable(pending)
+            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, let.ticket)
         self._waiting.clear()
         if self._start_timer is not None and self._start_timer.active():
             self._start_timer.cancel()
         yield self.supervisor.stopService()
         yield self.ingest_supervisor.stopService()
+        yield self.gate.stopService()
 
     # -- children ---------------------------------------------------------------------
 
@@ -254,7 +273,7 @@ class Master(MultiService):
         channel = self._channels.pop(slot, None)
         if channel is not None:
             channel.close()
-        for conn_id, (owner, _, _) in list(self._connections.items()):
+        for conn_id, (owner, *_) in list(self._connections.items()):
             if owner == slot:
                 self._release(conn_id)
 
@@ -265,11 +284,11 @@ class Master(MultiService):
                                          self._on_connect, self._not_connected,
                                          self._partial_input))
 
-    def _tls_admitted(self, tls, sock, host):
+    def _tls_admitted(self, tls, failures, sock, host):
         # TLS ends here: the master relays the plaintext for the connection's life.
         pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
                                     self._on_connect, self._not_connected,
-                                    self._partial_input)
+                                    self._partial_input, failures)
         self._pending.add(pending)
         pending.start()
 
@@ -278,14 +297,32 @@ class Master(MultiService):
         self.door.release(pending.host)
 
     def _on_connect(self, pending, connect):
+        """The CONNECT is read: the gate judges it (under the id the connection will
+        have: one made here for an empty one, so quotas and kicks can name it)."""
         self._pending.discard(pending)
+        self._judging.add(pending)
+        client_id = connect.client_id or f"mqttd-{self._boot_id}-{next(self._ids)}"
+        d = self.gate.authenticate(client_id, connect.username, connect.password,
+                                   pending.host)
+        d.addCallback(self._judged, pending, connect, client_id)
+
+    def _judged(self, result, pending, connect, client_id):
+        if pending not in self._judging:  # stopping: its socket is closed already
+            if result.ticket is not None:
+                result.ticket.release()
+            return
+        self._judging.discard(pending)
+        if result.code != CONNACK_ACCEPTED:  # counted and logged by the gate
+            self._refuse(pending, result.code)
+            return
+        let = _Let(client_id, result.account, result.ticket, not connect.client_id)
         slot = self._route(connect)
         if slot is None:
             timer = self._reactor.callLater(self._config.broker.idle_timeout,
                                             self._waited, pending)
-            self._waiting[pending] = (connect, timer)
+            self._waiting[pending] = (connect, let, timer)
             return
-        self._hand_off(pending, connect, slot)
+        self._hand_off(pending, connect, let, slot)
 
     def _route(self, connect, waited=False):
         """The worker to hand ``connect`` to now, or None to make it wait.
@@ -305,28 +342,31 @@ class Master(MultiService):
         return balancer.pick(connect.client_id)
 
     def _waited(self, pending):
-        connect, _ = self._waiting.pop(pending)
+        connect, let, _ = self._waiting.pop(pending)
         slot = self._route(connect, waited=True)
         if slot is None:
-            self._unavailable(pending)
+            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, let.ticket)
         else:
-            self._hand_off(pending, connect, slot)
+            self._hand_off(pending, connect, let, slot)
 
-    def _unavailable(self, pending):
+    def _refuse(self, pending, code, ticket=None):
+        """Answer ``pending``'s CONNECT with CONNACK ``code`` and close it, here."""
+        if ticket is not None:
+            ticket.release()
         try:
-            pending.sock.send(encode_connack(False, CONNACK_SERVER_UNAVAILABLE))
+            pending.sock.send(encode_connack(False, code))
         except OSError:
             pass
         pending.sock.close()
         self.door.release(pending.host)
 
     def _dispatch_waiting(self):
-        for pending, (connect, timer) in list(self._waiting.items()):
+        for pending, (connect, let, timer) in list(self._waiting.items()):
             slot = self._route(connect)
             if slot is not None:
                 del self._waiting[pending]
                 timer.cancel()
-                self._hand_off(pending, connect, slot)
+                self._hand_off(pending, connect, let, slot)
 
     def _started(self):
         """Every worker has come up once, or the wait for them is over."""
@@ -336,23 +376,25 @@ class Master(MultiService):
                 self._start_timer.cancel()
             self._dispatch_waiting()
 
-    def _hand_off(self, pending, connect, slot):
+    def _hand_off(self, pending, connect, let, slot):
         conn_id = next(self._ids)
-        client_id = connect.client_id
-        self._connections[conn_id] = (slot, pending.host, client_id)
+        client_id = let.client_id
+        key = session_key(let.account, client_id)
+        self._connections[conn_id] = (slot, pending.host, key, let.ticket)
         self.balancer.opened(slot)
-        if client_id:
-            previous = self._where.get(client_id)
+        if not let.generated:
+            previous = self._where.get(key)
             if previous is not None and previous[0] != slot:
                 # It lives on another worker (it went there while this one restarted):
                 # that one closes it, as a takeover on one worker would.
                 channel = self._channels.get(previous[0])
                 if channel is not None:
-                    channel.send("taken", {"client_id": client_id})
-            self._where[client_id] = (slot, conn_id)
+                    channel.send("taken", {"client_id": client_id, "account": let.account})
+        self._where[key] = (slot, conn_id)
         sock = pending.sock
+        decided = (let.account, client_id if let.generated else None)
         d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id,
-                                          pending.peer)
+                                          pending.peer, decided)
         # Closed here only once the worker holds its own copy (or never will): never
         # shutdown(), which would end the worker's connection too.
         d.addBoth(lambda result: (sock.close(), result)[1])
@@ -362,9 +404,31 @@ class Master(MultiService):
         entry = self._connections.pop(conn_id, None)
         if entry is None:
             return
-        slot, host, client_id = entry
-        if client_id and self._where.get(client_id, (None, None))[1] == conn_id:
-            del self._where[client_id]
+        slot, host, key, ticket = entry
+        if self._where.get(key, (None, None))[1] == conn_id:
+            del self._where[key]
+        if ticket is not None:
+            ticket.release()
         self.balancer.closed(slot)
         self.door.release(host)
+
+    def _kick(self, client_id, reason, account=None):
+        """The gate refuses ``client_id`` of ``account`` now: its worker closes its
+        connection."""
+        where = self._where.get(session_key(account, client_id))
+        channel = None if where is None else self._channels.get(where[0])
+        if channel is not None:
+            channel.send("kick", {"client_id": client_id, "reason": reason,
+                                  "account": account})
+
+
+@attrs.frozen
+class _Let:
+    """What the gate said of a connection it let in: the client id it has (``generated``
+    here for an empty one), its account and the gate's ticket."""
+
+    client_id: str
+    account: str | None
+    ticket: object
+    generated: bool
 

@@ -10,6 +10,8 @@ publishes other workers want (``mqttd.tree.crossing``).
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from mqttd.broker.admission import AuthResult
+from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
@@ -67,11 +69,19 @@ class _Channel(Service):
             crossing.open(self.channel)
         self.channel.send("ready", {})
 
-    def _adopt(self, fd, preread, conn_id, peer=None):
+    def _adopt(self, fd, preread, conn_id, peer=None, decided=None):
         # Returns before any "closed" for this connection can be sent: the master reads
         # its adoption ack first (a close is reported from a later reactor turn).
-        # ``peer``: the client's address when the master relays it (TLS).
-        protocol = adopt_into(self._reactor, self._factory, fd, preread, peer)
+        # ``peer``: the client's address when the master relays it (TLS). ``decided``:
+        # (account, client id made for an empty one) from the master's gate, which this
+        # worker trusts: it has no accounts to ask.
+        prepare = None
+        if decided is not None:
+            verdict = AuthResult(0, account=decided[0], client_id=decided[1])
+
+            def prepare(protocol):
+                protocol.decided = verdict
+        protocol = adopt_into(self._reactor, self._factory, fd, preread, peer, prepare)
         protocol.conn_id = conn_id
         protocol.on_gone = self._gone
 
@@ -81,8 +91,11 @@ class _Channel(Service):
 
     def _message(self, kind, payload):
         if kind == "taken":
-            # "account": the gate's, once the master has it (absent: no account).
+            # "account": the client's (the gate's answer; absent: none).
             self._factory.broker.taken_elsewhere(payload["client_id"], payload.get("account"))
+        elif kind == "kick":
+            self._factory.broker.kick(payload["client_id"], payload.get("reason", "kicked"),
+                                      payload.get("account"))
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
         else:
@@ -103,7 +116,8 @@ def build_worker(config, reactor, brief):
     sink, pool = webhook_sink(config, reactor, metrics, url, secret)
     # Its persistent sessions in DATA_DIR/sessions-<slot>.db: the slot is stable across
     # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
-    broker = build_broker(reactor, config, sink, metrics, brief["slot"])
+    broker = build_broker(reactor, config, sink, metrics, brief["slot"],
+                          StaticAuthenticator(config.auth))
     factory = _WorkerFactory(broker, reactor)
     crossing = None
     if config.server.workers >= 2:

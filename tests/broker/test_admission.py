@@ -120,7 +120,7 @@ class Gate:
     def __init__(self):
         self.asked = []
 
-    def admit(self, connect, peer):
+    def admit(self, connect, peer, decided=None):
         d = Deferred()
         self.asked.append((connect, peer, d))
         return d
@@ -169,3 +169,45 @@ class ProtocolAsksAdmissionTests(unittest.TestCase):
         self.gate.asked[0][2].callback(Admitted("dev", "acme", ticket))
         self.assertEqual(ticket.released, 1)
         self.assertEqual(self.h.broker.sessions, {})
+
+
+class DecidedByTheMasterTests(unittest.TestCase):
+    """A worker of the tree: the master's gate decided; the worker does not ask again."""
+
+    def decide(self, admit, connect, decided):
+        decisions = []
+        admit.admit(connect, PEER, decided).addCallback(decisions.append)
+        self.assertEqual(len(decisions), 1)
+        return decisions[0]
+
+    def test_the_authenticator_is_not_asked_and_the_account_comes_along(self):
+        auth = Recording(4)
+        self.assertEqual(
+            self.decide(admission(auth), Connect("dev", True, 0, "tok", None),
+                        AuthResult(0, "acme")),
+            Admitted("dev", "acme"))
+        self.assertEqual(auth.asked, [])
+
+    def test_an_empty_client_id_takes_the_masters(self):
+        self.assertEqual(
+            self.decide(admission(Recording(0)), Connect("", True, 0),
+                        AuthResult(0, client_id="mqttd-m-7")),
+            Admitted("mqttd-m-7"))
+
+    def test_the_client_id_rules_still_hold(self):
+        self.assertEqual(
+            self.decide(admission(Recording(0), max_clientid_len=3), Connect("four", True, 0),
+                        AuthResult(0)),
+            Refused(0x02, "client id too long"))
+
+
+class KickTests(unittest.TestCase):
+    def test_a_kick_closes_the_live_connection_of_that_client_id_only(self):
+        h = Harness()
+        kicked, other = Client(h), Client(h)
+        kicked.connect("dev-1")
+        other.connect("dev-2")
+        self.assertTrue(h.broker.kick("dev-1", "token revoked"))
+        self.assertTrue(kicked.closed)
+        self.assertFalse(other.closed)
+        self.assertFalse(h.broker.kick("nobody", "banned"))

@@ -258,3 +258,15 @@ class StaticAccountTests(TestCase):
         self.assertEqual(self.successResultOf(auth.authenticate("c", "plain", b"pw")), 0)
         self.assertEqual(self.successResultOf(auth.authenticate("c", "acme-1", b"no")), 4)
         self.assertEqual(self.successResultOf(auth.authenticate("c", None, None)), 0)
+
+
+class KickTests(TestCase):
+    def test_a_kick_closes_that_accounts_client_only(self):
+        h = Harness(authenticator=authenticator())
+        acme, _ = connect(h, "dev-1", "acme-1")
+        globex, _ = connect(h, "dev-1", "globex-1")
+        plain, _ = connect(h, "dev-1", "plain")
+        self.assertTrue(h.broker.kick("dev-1", "banned", "globex"))
+        self.assertEqual([c.closed for c in (acme, globex, plain)], [False, True, False])
+        self.assertTrue(h.broker.taken_elsewhere("dev-1", "acme"))
+        self.assertEqual([c.closed for c in (acme, plain)], [True, False])

@@ -8,8 +8,6 @@ import os
 import socket
 import time
 
-import attrs
-import twisted.test
 from twisted.internet import defer, protocol, reactor, ssl
 from twisted.trial import unittest
 
@@ -19,17 +17,10 @@ from mqttd.edge.tls_connect import PendingTLSConnect
 from mqttd.edge.tls_context import tls_options
 from tests.support.channels import WAIT, Recorder
 from tests.support.loopback import until, within
+from tests.support.tls import PEM, Greeter as _Greeter, ConnectLimits as Limits
 
-PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 CONNECT = encode(Connect(client_id="tls-dev", keepalive=30))
 PUBLISH = encode(Publish(topic="t", payload=b"p" * 20, qos=0))
-
-
-@attrs.frozen
-class Limits:
-    max_connect_size: int = 1024
-    max_packet_size: int = 65536
-    idle_timeout: float = 0.5
 
 
 class _OpenDoor:
@@ -43,18 +34,6 @@ class _OpenDoor:
 
     def release(self, host):
         self.open -= 1
-
-
-class _Greeter(Recorder):
-    """A TLS client that sends ``greeting`` as soon as it is connected."""
-
-    def __init__(self, greeting):
-        super().__init__()
-        self.greeting = greeting
-
-    def connectionMade(self):
-        if self.greeting:
-            self.transport.write(self.greeting)
 
 
 class TLSConnectTests(unittest.TestCase):

@@ -1,0 +1,164 @@
+"""The gate follows the store: bans loaded at start, every change applied within one
+reload_interval (caches dropped, bans reloaded, live tokens looked up again) and the
+live connections now refused or banned kicked; one poll at a time; a failing poll is
+logged once and retried."""
+from twisted.internet.defer import Deferred
+
+from mqttd.codec.packets import CONNACK_ACCEPTED
+from mqttd.edge.gate_sync import GateSync
+from mqttd.store.gate_records import BanRecord
+from tests.support.gate import TOKEN, GateCase
+
+OTHER = "tok-" + "b" * 40
+
+
+class SyncCase(GateCase):
+    def setUp(self):
+        super().setUp()
+        self.gate_ = self.gate(allow_anonymous=True)
+        self.sync = GateSync(self.clock, self.store, self.gate_, self.metrics, 0.5)
+        self.addCleanup(self.sync.stop)
+
+    def start(self):
+        self.successResultOf(self.sync.start())
+
+    def ban(self, kind, value, until=None):
+        return BanRecord(kind, value, "operator", "test", self.clock.seconds(), until)
+
+
+class StartTests(SyncCase):
+    def test_bans_are_loaded_at_start(self):
+        self.store.put_ban(self.ban("clientid", "bad"))
+        self.start()
+        self.assertEqual(self.connect(self.gate_, client_id="bad", username=None).reason,
+                         "banned")
+        self.assertEqual(self.sync.version, self.store.counter)
+        self.assertEqual(self.metrics.edge_bans_active, 1)
+
+    def test_polls_every_interval_and_reloads_only_on_a_change(self):
+        self.start()
+        self.assertEqual((self.store.calls["version"], self.store.calls["bans"]), (1, 1))
+        self.clock.advance(0.5)
+        self.clock.advance(0.5)
+        self.assertEqual((self.store.calls["version"], self.store.calls["bans"]), (3, 1))
+        self.store.put_ban(self.ban("clientid", "bad"))
+        self.clock.advance(0.5)
+        self.assertEqual((self.store.calls["version"], self.store.calls["bans"]), (4, 2))
+        self.assertEqual(self.metrics.edge_gate_reloads, 2)
+
+
+class KickTests(SyncCase):
+    def setUp(self):
+        super().setUp()
+        self.store.put_token(TOKEN, account="acme")
+        self.store.put_token(OTHER, account="other")
+        self.start()
+        self.dev1 = self.connect(self.gate_, client_id="dev-1", username=TOKEN).ticket
+        self.dev2 = self.connect(self.gate_, client_id="dev-2", username=OTHER).ticket
+
+    def test_a_revoked_token_is_refused_at_once_and_its_connection_kicked(self):
+        self.store.revoke(TOKEN)
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("dev-1", "token revoked")])
+        self.assertEqual(self.store.calls["lookup_tokens"], 1)
+        self.clock.advance(1.0)  # refused now (not from a stale cache)
+        self.assertEqual(self.connect(self.gate_, client_id="dev-1").reason, "token revoked")
+        self.assertEqual(self.metrics.value("edge_gate_kicked", reason="token revoked"), 1)
+
+    def test_an_inactive_account_kicks_its_connections_only(self):
+        self.store.disable_account("other")
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("dev-2", "account inactive")])
+
+    def test_a_deleted_token_kicks(self):
+        del self.store.tokens[TOKEN]
+        self.store.counter += 1
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("dev-1", "bad token")])
+
+    def test_a_new_ban_of_a_client_id_kicks_it(self):
+        self.store.put_ban(self.ban("clientid", "dev-2"))
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("dev-2", "banned")])
+
+    def test_a_new_ban_of_an_address_kicks_every_client_from_it(self):
+        anon = self.connect(self.gate_, client_id="anon", username=None, host="10.0.0.9")
+        self.assertEqual(anon.code, CONNACK_ACCEPTED)
+        self.store.put_ban(self.ban("ip", "10.0.0.8/31"))
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("anon", "banned")])
+
+    def test_a_kicked_connection_is_kicked_once_and_a_released_one_never(self):
+        self.store.revoke(TOKEN)
+        self.clock.advance(0.5)
+        self.store.put_ban(self.ban("username", "whatever"))  # another change
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("dev-1", "token revoked")])
+        self.dev2.release()
+        self.store.disable_account("other")
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.kicks), 1)
+
+    def test_nothing_changed_nothing_kicked(self):
+        for _ in range(10):
+            self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [])
+        self.assertEqual(self.store.calls["lookup_tokens"], 0)
+
+
+class OnePollTests(SyncCase):
+    def test_a_slow_poll_is_never_doubled(self):
+        slow = Deferred()
+        self.store.version = lambda: slow
+        d = self.sync.start()
+        self.clock.advance(5.0)
+        self.assertNoResult(d)
+        slow.callback(7)
+        self.successResultOf(d)
+        self.assertEqual(self.sync.version, 7)
+        calls = []
+        self.store.version = lambda: calls.append(Deferred()) or calls[-1]
+        self.clock.advance(0.5)
+        self.clock.advance(5.0)
+        self.assertEqual(len(calls), 1)
+        calls[0].callback(7)
+
+
+class FailureTests(SyncCase):
+    def test_a_failing_poll_is_logged_once_and_retried(self):
+        self.store.fail.add("version")
+        self.successResultOf(self.sync.start())
+        for _ in range(4):
+            self.clock.advance(0.5)
+        self.assertEqual(self.metrics.edge_gate_poll_failures, 5)
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+        self.store.fail.clear()
+        self.store.put_ban(self.ban("clientid", "bad"))
+        self.clock.advance(0.5)
+        self.assertEqual(self.sync.version, self.store.counter)
+        self.assertEqual(len(self.logged("after {count} failed polls")), 1)
+        self.assertEqual(self.connect(self.gate_, client_id="bad", username=None).reason,
+                         "banned")
+
+    def test_a_failed_reload_is_made_again_next_tick(self):
+        self.start()
+        self.store.fail.add("bans")
+        self.store.put_ban(self.ban("clientid", "bad"))
+        self.clock.advance(0.5)
+        self.assertNotEqual(self.sync.version, self.store.counter)
+        self.store.fail.clear()
+        self.clock.advance(0.5)
+        self.assertEqual(self.sync.version, self.store.counter)
+        self.assertEqual(self.connect(self.gate_, client_id="bad", username=None).reason,
+                         "banned")
+        self.flushLoggedErrors()
+
+    def test_stop_waits_for_the_poll_in_flight_and_schedules_no_more(self):
+        slow = Deferred()
+        self.store.version = lambda: slow
+        self.sync.start()
+        stopped = self.sync.stop()
+        self.assertNoResult(stopped)
+        slow.callback(3)
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

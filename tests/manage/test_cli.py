@@ -1,0 +1,261 @@
+"""The ``mqttd`` operator command (issue 13, point 2), run in-process on a temp data dir,
+and once as the installed console script."""
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial import unittest
+
+from mqttd.manage.cli import config_path, main
+from mqttd.store.accounts import get_account
+from mqttd.store.bans import add_ban, list_bans
+from mqttd.store.gate_records import BanRecord, TokenRecord
+from mqttd.store.tokens import lookup_token
+
+
+class Run:
+    """One run of main(): its status and what it wrote."""
+
+    def __init__(self, argv, environ):
+        out, err = io.StringIO(), io.StringIO()
+        self.status = main(argv, stdout=out, stderr=err, environ=environ)
+        self.out, self.err = out.getvalue(), err.getvalue()
+
+    @property
+    def last_line(self):
+        return self.out.splitlines()[-1]
+
+    def json(self):
+        return json.loads(self.out)
+
+
+class CliTestCase(unittest.TestCase):
+    def setUp(self):
+        self.data_dir = os.path.join(self.mktemp(), "var")
+        self.environ = {}
+
+    def mqttd(self, *argv, data_dir=True):
+        argv = list(argv) + (["--data-dir", self.data_dir] if data_dir else [])
+        return Run(argv, self.environ)
+
+    def ok(self, *argv, **kwargs):
+        run = self.mqttd(*argv, **kwargs)
+        self.assertEqual((run.status, run.err), (0, ""), run.out)
+        return run
+
+    def fails(self, *argv, status=1):
+        run = self.mqttd(*argv)
+        self.assertEqual(run.status, status, run.out + run.err)
+        self.assertEqual(run.out, "")
+        self.assertEqual(len(run.err.splitlines()), 1, run.err)
+        return run.err
+
+    def db(self, data_dir=None):
+        conn = sqlite3.connect(os.path.join(data_dir or self.data_dir, "mqttd.db"),
+                               isolation_level=None)
+        self.addCleanup(conn.close)
+        return conn
+
+
+class TokenCommandTests(CliTestCase):
+    def test_tokens_add_prints_the_token_alone_last_and_it_looks_up(self):
+        self.ok("accounts", "add", "acme", "--max-connections", "5")
+        run = self.ok("tokens", "add", "acme")
+        token = run.last_line
+        self.assertRegex(token, r"\A[A-Za-z0-9_-]{32}\Z")
+        self.assertEqual(lookup_token(self.db(), token),
+                         TokenRecord(token[:6], "acme", True, True, 5))
+
+    def test_json_gives_the_token_and_list_never_shows_it(self):
+        self.ok("accounts", "add", "acme")
+        made = self.ok("tokens", "add", "acme", "--json").json()
+        self.assertEqual((made["account"], made["prefix"]), ("acme", made["token"][:6]))
+        listed = self.ok("tokens", "list", "--json")
+        self.assertNotIn(made["token"], listed.out)
+        self.assertEqual([(t["prefix"], t["account"], t["active"]) for t in listed.json()["tokens"]],
+                         [(made["prefix"], "acme", True)])
+        self.assertNotIn(made["token"], self.ok("tokens", "list").out)
+        self.assertNotIn(made["token"], self.ok("accounts", "show", "acme").out)
+
+    def test_revoke_by_prefix_then_the_token_is_refused(self):
+        self.ok("accounts", "add", "acme")
+        token = self.ok("tokens", "add", "acme").last_line
+        run = self.ok("tokens", "revoke", token[:6])
+        self.assertIn(f"revoked token {token[:6]} of account acme", run.out)
+        self.assertFalse(lookup_token(self.db(), token).token_active)
+        self.assertIn("already revoked", self.fails("tokens", "revoke", token))
+
+    def test_list_of_one_account(self):
+        for name in ("acme", "beta"):
+            self.ok("accounts", "add", name)
+            self.ok("tokens", "add", name)
+        listed = self.ok("tokens", "list", "--account", "beta", "--json").json()["tokens"]
+        self.assertEqual([t["account"] for t in listed], ["beta"])
+        self.assertIn("no account named 'ghost'", self.fails("tokens", "list", "--account", "ghost"))
+
+
+class AccountCommandTests(CliTestCase):
+    def test_add_show_set_disable_enable(self):
+        added = self.ok("accounts", "add", "acme", "--max-connections", "4", "--devices", "3",
+                        "--licence", "gold", "--json").json()
+        self.assertEqual({k: added[k] for k in ("name", "active", "max_connections", "devices",
+                                                "licence")},
+                         {"name": "acme", "active": True, "max_connections": 4, "devices": 3,
+                          "licence": "gold"})
+        self.ok("tokens", "add", "acme")
+        shown = self.ok("accounts", "show", "acme", "--json").json()
+        self.assertEqual(len(shown["tokens"]), 1)
+        changed = self.ok("accounts", "set", "acme", "--max-connections", "none",
+                          "--json").json()
+        self.assertEqual((changed["max_connections"], changed["devices"]), (None, 3))
+        self.assertGreaterEqual(changed["updated"], added["updated"])
+        self.ok("accounts", "disable", "acme")
+        self.assertFalse(get_account(self.db(), "acme").active)
+        self.ok("accounts", "enable", "acme")
+        self.assertTrue(get_account(self.db(), "acme").active)
+
+    def test_inactive_and_list(self):
+        self.ok("accounts", "add", "idle", "--inactive")
+        self.ok("accounts", "add", "acme")
+        listed = self.ok("accounts", "list", "--json").json()["accounts"]
+        self.assertEqual([(a["name"], a["active"]) for a in listed],
+                         [("acme", True), ("idle", False)])
+        text = self.ok("accounts", "list").out.splitlines()
+        self.assertEqual(text[0].split()[:2], ["NAME", "ACTIVE"])
+        self.assertEqual([line.split()[:2] for line in text[1:]], [["acme", "yes"], ["idle", "no"]])
+
+    def test_errors_are_one_line_and_status_1(self):
+        self.assertIn("bad account name 'a/b'", self.fails("accounts", "add", "a/b"))
+        self.ok("accounts", "add", "acme")
+        self.assertIn("exists already", self.fails("accounts", "add", "acme"))
+        self.assertIn("no account named 'ghost'", self.fails("tokens", "add", "ghost"))
+        self.assertIn("no account named 'ghost'", self.fails("accounts", "disable", "ghost"))
+        self.assertIn("nothing to set", self.fails("accounts", "set", "acme"))
+
+    def test_usage_errors_are_one_line_and_status_2(self):
+        for argv in (["accounts", "add"], ["accounts", "set", "acme", "--max-connections", "x"],
+                     ["accounts", "add", "acme", "--devices", "-1"], ["accounts"],
+                     ["tokens", "frobnicate"], ["bans", "add", "port", "1883"],
+                     ["bans", "add", "ip", "192.0.2.1", "--for", "0"]):
+            err = self.fails(*argv, status=2)
+            self.assertTrue(err.startswith("mqttd"), err)
+        self.assertFalse(os.path.exists(self.data_dir))  # nothing was opened
+
+
+class BanCommandTests(CliTestCase):
+    def test_add_timed_and_for_ever_list_and_rm(self):
+        timed = self.ok("bans", "add", "clientid", "flappy", "--for", "60", "--reason", "flaps",
+                        "--who", "alice", "--json").json()
+        self.assertEqual(timed["until"], timed["at"] + 60)
+        self.assertEqual((timed["who"], timed["reason"]), ("alice", "flaps"))
+        self.environ["SUDO_USER"] = "bob"
+        ip = self.ok("bans", "add", "ip", "2001:DB8::/32", "--json").json()
+        self.assertEqual((ip["value"], ip["until"], ip["who"]), ("2001:db8::/32", None, "bob"))
+        listed = self.ok("bans", "list", "--json").json()["bans"]
+        self.assertEqual([(b["kind"], b["value"]) for b in listed],
+                         [("clientid", "flappy"), ("ip", "2001:db8::/32")])
+        self.ok("bans", "rm", "ip", "2001:db8::/32")
+        self.assertEqual([b.value for b in list_bans(self.db())], ["flappy"])
+        self.assertIn("no ip ban of '2001:db8::/32'", self.fails("bans", "rm", "ip", "2001:db8::/32"))
+
+    def test_list_shows_lapsed_bans_only_with_all(self):
+        self.ok("bans", "list")  # makes the database
+        add_ban(self.db(), BanRecord("username", "old", "op", "lapsed", 10.0, 20.0))
+        self.assertEqual(self.ok("bans", "list", "--json").json(), {"bans": []})
+        every = self.ok("bans", "list", "--all", "--json").json()["bans"]
+        self.assertEqual([(b["value"], b["until"]) for b in every], [("old", 20.0)])
+
+    def test_a_bad_ip_is_one_line(self):
+        err = self.fails("bans", "add", "ip", "10.1.2.3/8")
+        self.assertIn("has bits set past its prefix (the network is 10.0.0.0/8)", err)
+
+
+class ConfigTests(CliTestCase):
+    def write_config(self, data_dir):
+        path = os.path.join(self.mktemp() + ".toml")
+        with open(path, "w") as f:
+            f.write(f'[server]\ndata_dir = "{data_dir}"\n')
+        return path
+
+    def test_config_names_the_data_dir_and_data_dir_overrides_it(self):
+        configured = os.path.join(self.mktemp(), "configured")
+        config = self.write_config(configured)
+        self.ok("accounts", "add", "acme", "--config", config, data_dir=False)
+        self.assertEqual(get_account(self.db(configured), "acme").name, "acme")
+        self.ok("accounts", "add", "beta", "--config", config)  # --data-dir wins
+        self.assertEqual([row[0] for row in self.db().execute("SELECT name FROM accounts")],
+                         ["beta"])
+
+    def test_mqttd_config_from_the_environment(self):
+        configured = os.path.join(self.mktemp(), "from-env")
+        self.environ["MQTTD_CONFIG"] = self.write_config(configured)
+        self.ok("accounts", "add", "acme", data_dir=False)
+        self.assertTrue(os.path.exists(os.path.join(configured, "mqttd.db")))
+
+    def test_a_bad_config_is_one_line_naming_the_key(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[server]\nworkers = -1\n")
+        err = self.fails("accounts", "list", "--config", path)
+        self.assertIn("configuration error: server.workers", err)
+        self.assertIn("cannot read config", self.fails("accounts", "list", "--config",
+                                                        path + ".missing"))
+
+    def test_which_config_file(self):
+        system = self.mktemp()
+        self.assertEqual(config_path("given.toml", {"MQTTD_CONFIG": "env.toml"}, system),
+                         "given.toml")
+        self.assertEqual(config_path(None, {"MQTTD_CONFIG": "env.toml"}, system), "env.toml")
+        self.assertIsNone(config_path(None, {"MQTTD_CONFIG": ""}, system))
+        open(system, "w").close()
+        self.assertEqual(config_path(None, {}, system), system)
+
+    def test_a_database_from_a_newer_mqttd_is_left_alone(self):
+        os.makedirs(self.data_dir)
+        conn = self.db()
+        conn.execute("PRAGMA user_version = 99")
+        self.assertIn("newer than this mqttd knows", self.fails("accounts", "list"))
+
+
+class ConsoleScriptTests(unittest.TestCase):
+    def test_the_installed_script_as_the_owner_of_the_data_dir(self):
+        """The console script the package installs; run as root on a data dir another
+        user owns (the .deb's mqttd), it becomes that user, so every database file is
+        theirs."""
+        script = os.path.join(os.path.dirname(sys.executable), "mqttd")
+        # Under /tmp: the data dir's owner must be able to reach it (trial's own
+        # temporary folders are root's alone).
+        top = tempfile.mkdtemp(prefix="mqttd-cli-")
+        self.addCleanup(shutil.rmtree, top)
+        os.chmod(top, 0o755)
+        data_dir = os.path.join(top, "var")
+        os.makedirs(data_dir)
+        owner = os.getuid()
+        if owner == 0:
+            owner = 65534  # nobody
+            os.chown(data_dir, owner, owner)
+
+        def mqttd(*argv):
+            return subprocess.run([script, *argv, "--data-dir", data_dir],
+                                  capture_output=True, text=True, timeout=60,
+                                  env=dict(os.environ, MQTTD_CONFIG=""))
+
+        added = mqttd("accounts", "add", "acme")
+        self.assertEqual(added.returncode, 0, added.stderr)
+        made = mqttd("tokens", "add", "acme")
+        self.assertEqual(made.returncode, 0, made.stderr)
+        token = made.stdout.splitlines()[-1]
+        names = os.listdir(data_dir)
+        self.assertIn("mqttd.db", names)
+        self.assertEqual({name: os.stat(os.path.join(data_dir, name)).st_uid for name in names},
+                         {name: owner for name in names})
+        conn = sqlite3.connect(os.path.join(data_dir, "mqttd.db"))
+        self.addCleanup(conn.close)
+        self.assertEqual(lookup_token(conn, token).account, "acme")
+        usage = mqttd("tokens")
+        self.assertEqual((usage.returncode, len(usage.stderr.splitlines())), (2, 1))

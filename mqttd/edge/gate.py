@@ -172,12 +172,7 @@ class Gate:
             log.warn("ban of {kind} {value} not put in force: over, or too many live bans",
                      kind=record.kind, value=record.value)
             return
-        if record.kind == "clientid":
-            ticket = self.tickets.get(record.value)
-            if ticket is not None:
-                self._kick(ticket, "banned")
-        else:
-            self._kick_banned()
+        self._kick_banned()  # (a client id: in every account that has one)
         d = maybeDeferred(self._store.add_ban, record)
         d.addCallbacks(lambda _: self.bans.confirmed(record), self._not_stored,
                        errbackArgs=(record,))

@@ -23,3 +23,14 @@ class StaticAccountTests(GateCase):
         self.connect(gate, client_id="dev-1", username="alice", password=b"secret")
         gate.ban(BanRecord("username", "alice", "operator", "test", 0.0, None))
         self.assertEqual(kicked, [("dev-1", "acme")])
+
+    def test_two_tenants_clients_of_one_id_are_two_live_tickets(self):
+        kicked = []
+        gate = self.gate(users=(User("alice", "secret", "acme"), User("bob", "pw", "globex")))
+        gate.kick = lambda client_id, reason, account: kicked.append((client_id, account))
+        self.connect(gate, client_id="dev-1", username="alice", password=b"secret")
+        self.connect(gate, client_id="dev-1", username="bob", password=b"pw")
+        self.assertEqual(len(gate.tickets), 2)
+        self.assertEqual(gate.tickets.get("dev-1", "globex").username, "bob")
+        gate.ban(BanRecord("clientid", "dev-1", "operator", "test", 0.0, None))
+        self.assertEqual(sorted(kicked), [("dev-1", "acme"), ("dev-1", "globex")])

@@ -24,7 +24,7 @@ class AuthenticatorTests(GateInBrokerCase):
     def test_a_token_device_connects_and_its_ticket_is_released_at_the_end(self):
         c, connack = self.device("dev-1")
         self.assertEqual(connack, Connack(False, 0))
-        ticket = self.gate_.tickets.get("dev-1")
+        ticket = self.gate_.tickets.get("dev-1", "acme")
         self.assertEqual((ticket.account, ticket.host), ("acme", "192.0.2.7"))
         c.disconnect()
         self.assertTrue(ticket.released)

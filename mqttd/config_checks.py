@@ -5,6 +5,7 @@ ConfigError naming the key an operator has to change.
 """
 import ipaddress
 
+from mqttd.config_auth import check_auth
 from mqttd.errors import ConfigError
 from mqttd.urls import webhook_uri
 
@@ -24,6 +25,7 @@ def check_cross(config):
             raise ConfigError(f"auth.users[{i}].password: must not be empty "
                               f"(user {user.username!r})")
     _check_credentials(config)
+    check_auth(config.auth)
     _check_networks(config.limits)
     if config.broker.max_partial_bytes < config.broker.max_packet_size:
         # One packet of the largest size must always be readable.

@@ -7,8 +7,9 @@ with every tier, and the loader does not.
 """
 import attrs
 
-__all__ = ["AuthConfig", "BrokerConfig", "Config", "FlappingDetectConfig", "IngestConfig",
-           "LimitsConfig", "ManageConfig", "ServerConfig", "User", "WebhookConfig"]
+__all__ = ["AclRule", "AuthConfig", "BrokerConfig", "Config", "FlappingDetectConfig",
+           "IngestConfig", "LimitsConfig", "ManageConfig", "ServerConfig", "User",
+           "WebhookConfig"]
 
 
 def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=False):
@@ -26,10 +27,27 @@ def _setting(default, kind, low=None, high=None, doc="", choices=None, secret=Fa
 
 @attrs.frozen
 class User:
-    """A static username/password pair (until accounts arrive with the edge)."""
+    """A static username/password pair, optionally in an account (its topic namespace,
+    ``mqttd.namespace``; "" for none)."""
 
     username: str = _setting("", str)
     password: str = _setting("", str, secret=True)
+    account: str = _setting("", str)
+
+
+@attrs.frozen
+class AclRule:
+    """One ``[[auth.acl]]`` rule (``mqttd.broker.acl``): for exactly one of a user, an
+    account, anonymous clients or all; a topic filter in the client's own view (``%c``
+    and ``%u`` substituted); publish, subscribe or all; allow or deny."""
+
+    user: str = _setting("", str)
+    account: str = _setting("", str)
+    anonymous: bool = _setting(False, bool)
+    all: bool = _setting(False, bool)
+    topic: str = _setting("", str)
+    action: str = _setting("all", str, choices=("publish", "subscribe", "all"))
+    permission: str = _setting("", str, choices=("allow", "deny"))
 
 
 @attrs.frozen
@@ -120,6 +138,9 @@ class AuthConfig:
     # Seconds between the gate's looks at the store's change counter: accounts, tokens
     # and bans changed by the CLI apply (and kick) within this time.
     reload_interval: float = _setting(0.5, float, 0.01, 3600.0)
+    # Static ACL rules, first match wins; what no rule matches is acl_no_match's.
+    acl: tuple = _setting((), (AclRule,))
+    acl_no_match: str = _setting("allow", str, choices=("allow", "deny"))
 
 
 @attrs.frozen

@@ -31,8 +31,8 @@ log = Logger()
 
 
 class GateService(Service):
-    """``kick(client_id, reason)`` closes a live connection the gate now refuses; it may
-    be set later (``set_kick``), once the thing that can kick exists."""
+    """``kick(client_id, reason, account)`` closes a live connection the gate now
+    refuses; it may be set later (``set_kick``), once the thing that can kick exists."""
 
     def __init__(self, reactor, config, metrics, kick=None):
         self._reactor = reactor

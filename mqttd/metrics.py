@@ -66,6 +66,17 @@ class Metrics:
     mqtt_sessions_refused: int = _counter(
         "persistent sessions refused: broker.max_sessions reached, every one online")
 
+    mqtt_namespace_denied: int = _counter(
+        "publishes, subscriptions and wills refused outside the client's namespace: a "
+        "$ topic for an account's client, the mounts ($a/) for one without an account "
+        "(mqttd.broker.tenancy)", labels=("action",))
+    mqtt_acl_denied: int = _counter(
+        "publishes, subscriptions and wills refused by the auth.acl rules",
+        labels=("action",))
+    mqtt_client_ids_refused: int = _counter(
+        "CONNECTs refused: a client without an account named a client id under $a/ "
+        "(the sessions of accounts' clients)")
+
     # -- the edge: the door, at accept (mqttd.edge.door) ----------------------------------
     edge_admitted: int = _counter("sockets the door let in at accept")
     edge_refused: int = _counter(

@@ -18,6 +18,7 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
+from mqttd.broker.acl import AclRules
 from mqttd.broker.broker import Broker
 from mqttd.broker.persistence import MemoryPersistence, SqlitePersistence
 from mqttd.broker.protocol import MQTTServerFactory
@@ -92,6 +93,15 @@ def broker_persistence(reactor, config, slot):
     return MemoryPersistence()
 
 
+def build_broker(reactor, config, sink, metrics, slot, authenticator):
+    """The broker of the single process (``slot`` 0) or of a tree's worker: who may
+    connect (``authenticator``: the gate, or a worker's static users), the static ACL
+    compiled once (``auth.acl``), and what it keeps across restarts."""
+    return Broker(reactor, config.broker, sink, authenticator, metrics,
+                  persistence=broker_persistence(reactor, config, slot),
+                  acl=AclRules(config.auth.acl, config.auth.acl_no_match))
+
+
 class PersistenceService(Service):
     """Loads the broker's retained messages and sessions at start (CONNECTs wait for
     it), saves and closes at stop. A load that fails stops mqttd: it would forget."""
@@ -159,8 +169,7 @@ def build_service(config, reactor):
     if config.ingest.enabled:
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
-    broker = Broker(reactor, config.broker, store, gate, metrics,
-                    persistence=broker_persistence(reactor, config, 0))
+    broker = build_broker(reactor, config, store, metrics, 0, gate)
     gate.set_kick(broker.kick)
     # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
     # then; stops after the broker's clean stop, which it saves.

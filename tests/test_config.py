@@ -34,10 +34,10 @@ class DefaultsTests(unittest.TestCase):
         unset = [f"{section.name}.{field.name}" for section in attrs.fields(Config)
                  for field in attrs.fields(section.type)
                  if field.name not in document.get(section.name, {})]
-        # auth.users is an example in comments: "no users" has no [[auth.users]] spelling.
+        # auth.users and auth.acl are examples in comments: "none" has no [[...]] spelling.
         # webhook.max_body_size, when not set, follows ingest.max_body_size (set, it
         # would stay put when an operator lowers that one and stop the start).
-        self.assertEqual(unset, ["auth.users", "webhook.max_body_size"])
+        self.assertEqual(unset, ["auth.users", "auth.acl", "webhook.max_body_size"])
         self.assertEqual(parse_config(document), Config())
         self.assertEqual(Config().auth.users, ())
 

@@ -44,7 +44,8 @@ def _imports(relative, root=_ROOT, top="mqttd"):
     return {module for module in found if module.split(".")[0] == top}
 
 
-_CONFIG_MODULES = ("config.py", "config_sections.py", "config_checks.py")
+_CONFIG_MODULES = ("config.py", "config_sections.py", "config_checks.py",
+                   "config_auth.py")
 
 
 def _under(modules, *packages):

@@ -8,6 +8,7 @@ import hmac
 
 from twisted.internet.defer import succeed
 
+from mqttd.broker.admission import AuthResult
 from mqttd.codec.packets import (
     CONNACK_ACCEPTED,
     CONNACK_BAD_CREDENTIALS,
@@ -22,20 +23,32 @@ class StaticAuthenticator:
 
     No username: accepted only when ``allow_anonymous``. A username must come with the
     configured password; passwords are compared in constant time so response timing does
-    not reveal how much of a guess was right.
+    not reveal how much of a guess was right. A user with an ``account`` is let in as
+    that account's (``AuthResult.account``: its topic namespace).
     """
 
-    __slots__ = ("_allow_anonymous", "_passwords")
+    __slots__ = ("_allow_anonymous", "_passwords", "_accounts")
 
     def __init__(self, auth_config):
         self._allow_anonymous = auth_config.allow_anonymous
         self._passwords = {
             u.username: u.password.encode("utf-8") for u in auth_config.users
         }
+        self._accounts = {u.username: AuthResult(CONNACK_ACCEPTED, account=u.account)
+                          for u in auth_config.users if getattr(u, "account", "")}
 
     def authenticate(self, client_id, username, password, peer=None):
-        """Return a Deferred firing with the CONNACK return code for this CONNECT."""
-        return succeed(self.check(username, password))
+        """A Deferred of the CONNACK return code for this CONNECT, or of an AuthResult
+        naming the account of a user that has one."""
+        code = self.check(username, password)
+        if code == CONNACK_ACCEPTED and username in self._accounts:
+            return succeed(self._accounts[username])
+        return succeed(code)
+
+    def account_of(self, username):
+        """The account of static user ``username`` (None: none, or not a user)."""
+        result = self._accounts.get(username)
+        return None if result is None else result.account
 
     def check(self, username, password):
         """The synchronous decision behind ``authenticate``."""

@@ -23,8 +23,10 @@ from mqttd.broker.pressure import PublisherThrottle
 from mqttd.broker.retained import RetainedStore
 from mqttd.broker.persistence import MemoryPersistence
 from mqttd.broker.session import PUBREL_PENDING, Session
+from mqttd.broker.tenancy import Tenancy
 from mqttd.broker.topics import SubscriptionTrie
 from mqttd.metrics import Metrics
+from mqttd.namespace import session_key
 from mqttd.store.sink import Message, submitter
 
 __all__ = ["Broker"]
@@ -49,10 +51,13 @@ class Broker:
     ``mqttd.store.sink``): connections hand their publishes over through it.
     ``persistence`` keeps retained messages and persistent sessions across restarts
     (``mqttd.broker.persistence``; default: nothing is kept); ``start()`` loads them,
-    and a CONNECT waits for that load.
+    and a CONNECT waits for that load. ``acl`` is the static ACL (``mqttd.broker.acl``
+    AclRules) or None; with the accounts' namespaces it is ``tenancy``
+    (``mqttd.broker.tenancy``).
     """
 
-    def __init__(self, clock, config, sink, authenticator, metrics=None, persistence=None):
+    def __init__(self, clock, config, sink, authenticator, metrics=None, persistence=None,
+                 acl=None):
         self.clock = clock
         # The process's one counter registry (mqttd.metrics): every count lives there.
         self.metrics = metrics = Metrics() if metrics is None else metrics
@@ -83,6 +88,8 @@ class Broker:
         # Per-connection log lines, per client address (connect, refused, disconnect).
         self.connection_log = LogRateLimit(clock, config.log_lines_per_ip,
                                            config.log_lines_window, metrics=metrics)
+        # What each connection may name, mounted into its account's namespace.
+        self.tenancy = Tenancy(acl, metrics, self.connection_log)
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # What survives a restart (mqttd.broker.persistence): nothing by default.
@@ -219,20 +226,22 @@ class Broker:
             self.persistence.changed(session)
         return session, False
 
-    def taken_elsewhere(self, client_id):
-        """Another broker process now holds a connection of ``client_id`` (the master
-        says so): close ours as a takeover would [MQTT-3.1.4-2], will published."""
-        session = self.sessions.get(client_id)
+    def taken_elsewhere(self, client_id, account=None):
+        """Another broker process now holds a connection of ``client_id`` in
+        ``account`` (the master says so): close ours as a takeover would
+        [MQTT-3.1.4-2], will published. Sessions are per account (``session_key``)."""
+        session = self.sessions.get(session_key(account, client_id))
         if session is not None and session.protocol is not None:
             session.protocol.take_over()
             return True
         return False
 
-    def kick(self, client_id, reason):
-        """The gate refuses ``client_id`` now (banned, its token revoked, its account
-        disabled): close its live connection, as the server closing it [MQTT-3.1.2-8]
-        (its will goes out, inside its own namespace). True if there was one."""
-        session = self.sessions.get(client_id)
+    def kick(self, client_id, reason, account=None):
+        """The gate refuses ``client_id`` of ``account`` now (banned, its token
+        revoked, its account disabled): close its live connection, as the server closing
+        it [MQTT-3.1.2-8] (its will goes out, inside its own namespace). True if there
+        was one."""
+        session = self.sessions.get(session_key(account, client_id))
         if session is not None and session.protocol is not None:
             session.protocol.kicked(reason)
             return True

@@ -64,10 +64,10 @@ def make_entry(ack, message, settled, qos2_id):
 class InboundQueue:
     """One connection's inbound FIFO, from its first PUBLISH until all is routed.
 
-    ``owner`` is the connection: ``owner.store_failed(failure)`` (log, close without
-    ack) while it is open, and ``owner.window_open()`` when the FIFO has gone below
-    ``max_inflight`` again after ``publish`` said it was full. Acks are written to
-    ``transport``.
+    ``owner`` is the connection: ``owner.store_failed(failure)`` or, for a topic
+    ``topics`` (a ClientTopics) refused, ``owner.publish_denied(topic)`` (both close
+    without ack) while it is open, and ``owner.window_open()`` when the FIFO has gone
+    below ``max_inflight`` again after ``publish`` said it was full. Acks: ``transport``.
     Once ``close`` is called nothing is written; what settles later is only routed.
     """
 
@@ -79,6 +79,7 @@ class InboundQueue:
         "_client_id",
         "_username",
         "_session",
+        "_topics",
         "_entries",
         "_open",
         "_full",
@@ -88,7 +89,8 @@ class InboundQueue:
         "_acking",
     )
 
-    def __init__(self, queues, owner, transport, client_id, username, session, open=True):
+    def __init__(self, queues, owner, transport, client_id, username, session, open=True,
+                 topics=None):
         self._queues = queues
         self._broker = queues.broker
         self._owner = owner
@@ -96,6 +98,7 @@ class InboundQueue:
         self._client_id = client_id
         self._username = username
         self._session = session
+        self._topics = topics
         self._entries = None  # deque of InboundEntry, created on first use
         self._open = open
         self._full = False
@@ -124,7 +127,13 @@ class InboundQueue:
         """Queue a PUBLISH and submit it; True if the FIFO is now full (stop reading).
 
         ``received_at`` is the time of the read that carried it (one clock call per
-        read, not per message)."""
+        read, not per message). A topic ``topics`` refuses is neither counted nor kept."""
+        topic = packet.topic
+        if "$" in topic or self._topics.policed:  # (a plain client: two cheap tests)
+            topic = self._topics.publish(topic)
+            if topic is None:
+                self._owner.publish_denied(packet.topic)
+                return False
         broker = self._broker
         broker.metrics.mqtt_publish_received += 1
         qos = packet.qos
@@ -146,7 +155,7 @@ class InboundQueue:
             ids.add(qos2_id)
         else:
             ack = None
-        message = broker.make_message(self._client_id, self._username, packet.topic,
+        message = broker.make_message(self._client_id, self._username, topic,
                                       packet.payload, qos, packet.retain, received_at)
         # Queued BEFORE submitting: the sink may settle it at once (the in-memory store
         # always does; a refusal may), and close() must see it to release a QoS 2 id.

@@ -44,9 +44,11 @@ class InboundQueues:
     def __repr__(self):
         return f"<InboundQueues unrouted={self.unrouted!r}>"
 
-    def open(self, owner, transport, client_id, username, session):
-        """The queue of a connection that was accepted as ``client_id``."""
-        return InboundQueue(self, owner, transport, client_id, username, session)
+    def open(self, owner, transport, client_id, username, session, topics):
+        """The queue of a connection that was accepted as ``client_id``, whose
+        publishes ``topics`` (a ClientTopics) mounts and judges."""
+        return InboundQueue(self, owner, transport, client_id, username, session,
+                            topics=topics)
 
     def anchor(self, client_id):
         """The queue at whose end what ``client_id``'s open connection routes goes

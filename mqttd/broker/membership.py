@@ -9,15 +9,24 @@ session, the will held from CONNACK to the drop, and the CONNECT still being dec
 Kept here, that state is what ``MQTTServerProtocol`` asks about and never rewrites, so
 the protocol is left with bytes, packets, timers and flow control; and the CONNECT's
 decision (``Admission``, later the master's gate) has one caller.
+
+The account the decision names is the connection's topic namespace (``topics``, a
+``mqttd.broker.tenancy.ClientTopics``): its will, subscriptions and publishes are
+mounted and judged there, and its session is the account's (``session_key``).
 """
 from functools import partial
+
+import attrs
 
 from mqttd.broker import connection_log
 from mqttd.broker.admission import Refused
 from mqttd.codec import encode
 from mqttd.codec.packets import (
     CONNACK_ACCEPTED,
+    CONNACK_IDENTIFIER_REJECTED,
+    CONNACK_NOT_AUTHORIZED,
     CONNACK_SERVER_UNAVAILABLE,
+    SUBACK_FAILURE,
     Connack,
     Puback,
     Pubcomp,
@@ -26,6 +35,7 @@ from mqttd.codec.packets import (
     Unsuback,
     Unsubscribe,
 )
+from mqttd.namespace import reserved, session_key
 
 __all__ = ["Membership", "SESSION_PACKETS"]
 
@@ -41,7 +51,7 @@ class Membership:
     """
 
     __slots__ = ("_broker", "_clock", "_transport", "_connect", "_will", "_ticket",
-                 "client_id", "username", "account", "session")
+                 "client_id", "username", "account", "topics", "session")
 
     def __init__(self, broker, clock, transport):
         self._broker = broker
@@ -53,6 +63,7 @@ class Membership:
         self.client_id = None
         self.username = None
         self.account = None  # the client's account (its topic namespace), if it has one
+        self.topics = None  # its ClientTopics, from the decision on
         self.session = None
 
     def join(self, connection, connect, accepted, refused, decided=None):
@@ -85,18 +96,56 @@ class Membership:
             return
         self.account = decision.account
         self._ticket = decision.ticket
-        session, present = broker.attach(connection, self.client_id,
-                                         connect.clean_session)
+        refusal = self._out_of_bounds(connect)
+        if refusal is not None:
+            self._refuse(*refusal, refused)
+            return
+        session, present = broker.attach(
+            connection, session_key(self.account, self.client_id), connect.clean_session)
         if session is None:  # max_sessions, and none offline to evict
-            transport.write(encode(Connack(False, CONNACK_SERVER_UNAVAILABLE)))
-            refused("max sessions")
+            self._refuse(CONNACK_SERVER_UNAVAILABLE, "max sessions", refused)
             return
         self.session = session
-        self._will = connect.will
         transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
         connection_log.connected(broker.connection_log, transport, self.client_id,
                                  connect, present)
         accepted(connect.keepalive)
+
+    def _out_of_bounds(self, connect):
+        """(CONNACK code, reason) if the accepted CONNECT names what its namespace
+        does not hold: a will topic outside it or denied by the ACL (mosquitto refuses
+        such a CONNECT too), or, without an account, a client id under the mounts,
+        where accounts' sessions are (it would take one over). Else None; the will is
+        kept mounted."""
+        broker = self._broker
+        if self.account is None and reserved(self.client_id):
+            broker.metrics.mqtt_client_ids_refused += 1
+            return CONNACK_IDENTIFIER_REJECTED, "client id reserved"
+        topics = self.topics = broker.tenancy.for_client(self.client_id, connect.username,
+                                                         self.account)
+        will = connect.will
+        if will is not None:
+            topic = topics.publish(will.topic)
+            if topic is None:
+                reason = self.refused("will", will.topic)
+                return CONNACK_NOT_AUTHORIZED, f"will denied by {reason}"
+            self._will = will if topic is will.topic else attrs.evolve(will, topic=topic)
+        return None
+
+    def refused(self, action, topic):
+        """Count and log that ``topics`` refused ``topic`` for ``action`` ("publish",
+        "subscribe", "will"); what refused it ("namespace" or "acl")."""
+        return self._broker.tenancy.refused(self.topics, self._transport, self.client_id,
+                                            action, topic)
+
+    def _refuse(self, code, reason, refused):
+        """Refuse an accepted CONNECT after all: its CONNACK, and the gate's seat back."""
+        self._will = None
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            ticket.release()
+        self._transport.write(encode(Connack(False, code)))
+        refused(reason)
 
     def leave(self, connection, inbound, reason, detail, will=True):
         """``connection`` is closing for ``reason`` (once): detach the session, publish
@@ -121,7 +170,7 @@ class Membership:
     def open_inbound(self, owner):
         """The InboundQueue of ``owner`` (the connection), for its first PUBLISH or PUBREL."""
         return self._broker.inbound.open(owner, self._transport, self.client_id,
-                                         self.username, self.session)
+                                         self.username, self.session, self.topics)
 
     # -- the session's packets (SESSION_PACKETS), once connected -----------------------
 
@@ -135,7 +184,8 @@ class Membership:
         self.session.pubcomp(packet.packet_id)
 
     def unsubscribe(self, packet):
-        self._broker.unsubscribe(self.session, packet.topics)
+        mounted = self.topics.unsubscribe
+        self._broker.unsubscribe(self.session, [mounted(f) for f in packet.topics])
         self._transport.write(encode(Unsuback(packet.packet_id)))
 
     def subscribe(self, packet):
@@ -145,17 +195,34 @@ class Membership:
         connection may be gone by then: its caller decides)."""
         broker = self._broker
         session = self.session
-        codes = broker.subscribe(session, packet.topics)
+        granted, codes = self._judge(packet.topics)
+        broker.subscribe(session, granted)
         saved = broker.subscription_saved(session)
-        suback = partial(self._suback, session, packet, codes)
+        suback = partial(self._suback, session, packet, codes, granted)
         if saved is None:
             suback()
             return None
         return saved.addCallback(lambda _: suback)
 
-    def _suback(self, session, packet, codes):
+    def _judge(self, requested):
+        """((mounted filter, qos) granted, SUBACK codes): 0x80 for a filter outside the
+        namespace or denied by the ACL [MQTT-3.9.3-1 allows the failure per filter]."""
+        topics = self.topics
+        granted = []
+        codes = []
+        for topic_filter, qos in requested:
+            mounted = topics.subscribe(topic_filter)
+            if mounted is None:
+                self.refused("subscribe", topic_filter)
+                codes.append(SUBACK_FAILURE)
+            else:
+                granted.append((mounted, qos))
+                codes.append(qos)
+        return granted, codes
+
+    def _suback(self, session, packet, codes, granted):
         self._transport.write(encode(Suback(packet.packet_id, tuple(codes))))
-        self._broker.send_retained(session, packet.topics)
+        self._broker.send_retained(session, granted)
 
     def forget_session(self):
         """The connection is gone: drop the reference (the broker keeps what it keeps)."""

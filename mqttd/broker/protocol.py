@@ -11,7 +11,8 @@ live in ``Broker``.
 A connection whose inbound FIFO holds ``max_inflight`` entries stops reading from its
 socket (backpressure, not drops), and so does one that publishes while the message sink
 is full, until it drains (``mqttd.broker.pressure``); why it is not reading is its
-``ReadPause`` (``mqttd.broker.reading``), and its one timer (connect deadline,
+``ReadPause`` (``mqttd.broker.reading``), what reads again its ``FlowControl``
+(``mqttd.broker.flow``), and its one timer (connect deadline,
 keepalive, close grace) is its ``Liveness`` (``mqttd.broker.liveness``), which does not
 count our own silence against the client. A store failure sends no ack and closes the
 connection, so the device retransmits. What it logs is ``mqttd.broker.connection_log``.
@@ -19,21 +20,15 @@ connection, so the device retransmits. What it logs is ``mqttd.broker.connection
 from twisted.internet.protocol import Protocol, ServerFactory
 
 from mqttd.broker import connection_log
+from mqttd.broker.flow import (_AUTHENTICATING, _AWAIT_CONNECT, _CLOSED, _CONNECTED,
+                               _REFUSED, FlowControl)
 from mqttd.broker.liveness import Liveness
 from mqttd.broker.membership import SESSION_PACKETS, Membership
-from mqttd.broker.reading import (AUTH, INFLIGHT, PRESSURE, STOPPING, SUBSCRIBE, WRITES,
-                                  ReadPause)
+from mqttd.broker.reading import AUTH, INFLIGHT, PRESSURE, SUBSCRIBE, ReadPause
 from mqttd.codec import PINGRESP_BYTES, Parser, ProtocolError, encode
 from mqttd.codec.packets import Connack, Connect, Disconnect, Pingreq, Publish, Pubrel, Subscribe
 
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
-
-# Connection states, in the order a connection goes through them.
-_AWAIT_CONNECT = 0
-_AUTHENTICATING = 1
-_CONNECTED = 2
-_CLOSED = 3
-_REFUSED = 4  # over max_connections: never counted, nothing to clean up
 
 _CLOSE_GRACE = 10.0
 """Seconds a connection mqttd closes may take to finish closing before it is aborted: a
@@ -46,7 +41,7 @@ def _has_disconnect(backlog):
     return bool(backlog) and any(type(packet) is Disconnect for packet in backlog)
 
 
-class MQTTServerProtocol(Protocol):
+class MQTTServerProtocol(FlowControl, Protocol):
     """One MQTT 3.1.1 client connection.
 
     Slotted (the Twisted base classes still allow a ``__dict__``, which stays unused) so
@@ -231,12 +226,6 @@ class MQTTServerProtocol(Protocol):
         """The client id this connection is (or, before CONNACK, asks to be) known as."""
         return self._member.client_id
 
-    def stop_reading(self):
-        """The broker is stopping: read nothing more, so that what was read can be
-        committed and acknowledged before the connection closes."""
-        if self._state < _CLOSED:
-            self._reading.pause(STOPPING)
-
     def server_stopping(self):
         """Close for the broker's stop, after its acknowledgements: no will, since the
         client did nothing wrong and the sink takes nothing more.
@@ -299,22 +288,10 @@ class MQTTServerProtocol(Protocol):
         self.inbound = self._member.open_inbound(self)
         return self.inbound
 
-    def sink_drained(self):
-        """The sink that paused us has drained (``mqttd.broker.pressure``): read again,
-        starting with what the read that paused us still held."""
-        if PRESSURE not in self._reading or self._state != _CONNECTED:
-            return
-        self._liveness.saw()  # keepalive counts from when we read again
-        backlog, self._backlog = self._backlog, None
-        self._reading.resume(PRESSURE)
-        if backlog:
-            self._process(backlog)
-
-    def window_open(self):
-        """The inbound FIFO is below max_inflight again: read again."""
-        if INFLIGHT in self._reading:
-            self._liveness.saw()  # keepalive counts from when we read again
-            self._reading.resume(INFLIGHT)
+    def publish_denied(self, topic):
+        """Its inbound queue refused a PUBLISH's ``topic`` (``mqttd.broker.tenancy``):
+        close without an ack, as MQTT 3.1.1 has no negative one."""
+        self._close("publish denied", detail=self._member.refused("publish", topic))
 
     def store_failed(self, failure):
         """The store did not take a message of ours: close without ack, so the client
@@ -360,33 +337,7 @@ class MQTTServerProtocol(Protocol):
     def _on_disconnect(self, packet):
         self._close("client disconnect", will=False)  # [MQTT-3.1.2-10]
 
-    # -- IPushProducer: the transport's write buffer is full / drained -----------------
-    #
-    # Registered with the transport once connected, so a client that reads slower than
-    # we write cannot grow our memory: while its buffer is over the transport's limit,
-    # QoS 0 messages to it are dropped (Session.deliver counts them), QoS 1/2 stay
-    # bounded by max_inflight, and we stop reading from it, so a publisher that never
-    # reads its PUBACKs stops being served instead of piling them up.
-
-    def pauseProducing(self):
-        self.writes_blocked = True
-        self._reading.pause(WRITES)
-
-    def resumeProducing(self):
-        self.writes_blocked = False
-        # The client drained its socket: it is alive and reading. Its packets wait unread
-        # while we do not read, so keepalive counts from here.
-        self._liveness.saw()
-        session = self._member.session
-        if session is not None:
-            session.drained()  # may fill the socket again: then stay paused
-        if not self.writes_blocked:
-            self._reading.resume(WRITES)
-
-    def stopProducing(self):
-        self.writes_blocked = True
-
-    # -- flow control and closing ------------------------------------------------------
+    # -- closing -----------------------------------------------------------------------
 
     def _close(self, reason, abort=False, will=True, detail=None):
         """Close this connection (and only this one) for ``reason``, once."""

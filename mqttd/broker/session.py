@@ -16,6 +16,7 @@ from collections import deque
 from twisted.logger import Logger
 
 from mqttd.codec import encode_publish, encode_pubrel
+from mqttd.namespace import mount_length
 
 __all__ = ["Session"]
 
@@ -31,9 +32,10 @@ _GONE = object()  # not in ``inflight``
 class Session:
     """Subscriptions and QoS state of one client id, attached to at most one connection.
 
-    ``protocol`` is the live connection (anything with a ``transport``) or None while
-    the client is offline. ``inflight`` maps packet id -> ``(message, qos, retain)`` for
-    PUBLISHes waiting for PUBACK/PUBREC, or -> ``PUBREL_PENDING`` once PUBREC arrived;
+    ``client_id`` is the session's key: the client id, within its account's mount for
+    an account's client (``mqttd.namespace.session_key``). ``protocol`` is the live
+    connection (anything with a ``transport``) or None while the client is offline.
+    ``inflight`` maps packet id -> ``(message, qos, retain)`` for PUBLISHes waiting for PUBACK/PUBREC, or -> ``PUBREL_PENDING`` once PUBREC arrived;
     dict order is send order, which redelivery on reconnect must keep [MQTT-4.4.0-1].
     """
 
@@ -52,6 +54,7 @@ class Session:
         "_resend",
         "_next_id",
         "_dropping",
+        "_mount",
     )
 
     def __init__(self, broker, client_id, clean):
@@ -71,6 +74,9 @@ class Session:
         self._resend = None  # deque of (packet id, inflight entry) a reconnect still owes
         self._next_id = 0
         self._dropping = False
+        # An account's session (``mqttd.namespace.session_key``): the length of the
+        # mount its deliveries' topics lose, so the client sees its own topics.
+        self._mount = mount_length(client_id)
 
     def __repr__(self):
         return f"<Session {self.client_id!r} clean={self.clean}>"
@@ -110,8 +116,8 @@ class Session:
                     backlog = self.backlog = deque()
                 backlog.append((message, retain))
                 return
-            proto.transport.write(
-                encode_publish(message.topic, message.payload, 0, retain, False, None))
+            topic = message.topic[self._mount:] if self._mount else message.topic
+            proto.transport.write(encode_publish(topic, message.payload, 0, retain, False, None))
             broker.metrics.mqtt_delivered += 1
             return
         inflight = self.inflight
@@ -121,8 +127,8 @@ class Session:
                 and not proto.writes_blocked):
             pid = self._allocate_id(inflight)
             inflight[pid] = (message, qos, retain)
-            proto.transport.write(
-                encode_publish(message.topic, message.payload, qos, retain, False, pid))
+            topic = message.topic[self._mount:] if self._mount else message.topic
+            proto.transport.write(encode_publish(topic, message.payload, qos, retain, False, pid))
             broker.metrics.mqtt_delivered += 1
             return
         self._enqueue(message, qos, retain)
@@ -185,7 +191,8 @@ class Session:
             self.queued_bytes -= len(message.payload) + len(message.topic)
             pid = self._allocate_id(inflight)
             inflight[pid] = (message, qos, retain)
-            write(encode_publish(message.topic, message.payload, qos, retain, False, pid))
+            topic = message.topic[self._mount:] if self._mount else message.topic
+            write(encode_publish(topic, message.payload, qos, retain, False, pid))
             broker.metrics.mqtt_delivered += 1
         if self._dropping and len(queue) < broker.max_queued_messages:
             self._dropping = False  # burst over: the next drop is logged again
@@ -205,7 +212,8 @@ class Session:
             write = proto.transport.write
             while backlog and not proto.writes_blocked:
                 message, retain = backlog.popleft()
-                write(encode_publish(message.topic, message.payload, 0, retain, False, None))
+                topic = message.topic[self._mount:] if self._mount else message.topic
+                write(encode_publish(topic, message.payload, 0, retain, False, None))
                 broker.metrics.mqtt_delivered += 1
         if self.queue:
             self.pump()
@@ -251,7 +259,8 @@ class Session:
                 write(encode_pubrel(pid))
             else:
                 message, qos, retain = entry
-                write(encode_publish(message.topic, message.payload, qos, retain, True, pid))
+                topic = message.topic[self._mount:] if self._mount else message.topic
+                write(encode_publish(topic, message.payload, qos, retain, True, pid))
         if not resend:
             self._resend = None
 

@@ -21,8 +21,8 @@ Every refusal is counted in ``edge_gate_refused`` by its reason and logged (with
 peer's ``LogRateLimit`` budget) with the client id, the peer, the token's prefix (never
 the token) and the limit. The ticket's release feeds the flapping detector, whose bans
 go into force here at once, to the store, and kick the live connections they match
-(``kick(client_id, reason)``, given by the owner). ``GateSync`` applies the store's
-changes (``reloading``, ``reload_bans``, ``recheck``).
+(``kick(client_id, reason, account)``, given by the owner). ``GateSync`` applies the
+store's changes (``reloading``, ``reload_bans``, ``recheck``).
 """
 import hmac
 
@@ -60,8 +60,8 @@ class Gate:
     """``auth_config`` is ``[auth]``, ``flapping_config`` ``[flapping_detect]`` (both
     duck-typed); ``store`` a GateStore (``lookup_token``, ``add_ban``; ``GateSync`` uses
     the rest); ``log_rate`` the process's per-address ``LogRateLimit``; ``kick`` a
-    callable ``kick(client_id, reason)`` that closes that client's live connection
-    (None: nothing is kicked)."""
+    callable ``kick(client_id, reason, account)`` that closes that client's live
+    connection (None: nothing is kicked)."""
 
     def __init__(self, clock, auth_config, flapping_config, store, metrics, log_rate,
                  kick=None):
@@ -122,7 +122,9 @@ class Gate:
         if code != CONNACK_ACCEPTED:
             return self._refuse(code, reason, client_id, host,
                                 _who(username, self._static_users), limit)
-        return self._accept(method, self.tickets.issue(client_id, username, host))
+        account = self._static.account_of(username)  # auth.users' account, if any
+        return self._accept(method, self.tickets.issue(client_id, username, host, account),
+                            account)
 
     def _judge(self, record, client_id, token, key, prefix, password, host):
         refused = self._banned(client_id, token, host)  # a ban made while we looked
@@ -170,12 +172,7 @@ class Gate:
             log.warn("ban of {kind} {value} not put in force: over, or too many live bans",
                      kind=record.kind, value=record.value)
             return
-        if record.kind == "clientid":
-            ticket = self.tickets.get(record.value)
-            if ticket is not None:
-                self._kick(ticket, "banned")
-        else:
-            self._kick_banned()
+        self._kick_banned()  # (a client id: in every account that has one)
         d = maybeDeferred(self._store.add_ban, record)
         d.addCallbacks(lambda _: self.bans.confirmed(record), self._not_stored,
                        errbackArgs=(record,))
@@ -199,7 +196,7 @@ class Gate:
             log.info("kicking {client_id} from {peer}: {reason} ({who})",
                      client_id=ticket.client_id, peer=peer, reason=reason,
                      who=_who(ticket.username, self._static_users))
-        self.kick(ticket.client_id, reason)
+        self.kick(ticket.client_id, reason, ticket.account)
 
     def _released(self, ticket):
         username_key = ticket.token_hash if ticket.token is not None else ticket.username

@@ -6,8 +6,9 @@ gate can look it up again when accounts change and kick the connection if it is 
 refused. The connection releases its ticket once when it ends (``release()`` is
 idempotent): that frees its quota seat and tells the flapping detector.
 
-``LiveTickets`` keeps the tickets of live connections by client id (the newest one per
-id: an older one is being taken over) and the quota seats: per account, the distinct
+``LiveTickets`` keeps the tickets of live connections by client id within its account
+(``mqttd.namespace.session_key``: two tenants' "dev-1" are two; the newest one per id:
+an older one is being taken over) and the quota seats: per account, the distinct
 client ids connected. A takeover by the same client id holds one seat however many
 connections of that id overlap, so the count is exact: the (N+1)-th distinct client id
 is refused, and admitted again once one of the N releases. Everything here is on the
@@ -16,6 +17,8 @@ reactor thread and synchronous, so a check and the seat it takes are one step.
 Memory: one ticket per open connection (bounded by ``broker.max_connections``; its
 token is part of a CONNECT already read, at most ``broker.max_connect_size``).
 """
+
+from mqttd.namespace import session_key
 
 __all__ = ["LiveTickets", "Ticket"]
 
@@ -59,7 +62,7 @@ class LiveTickets:
     def __init__(self, metrics, on_released):
         self._metrics = metrics
         self._on_released = on_released
-        self._by_client = {}  # client id -> its newest live Ticket
+        self._by_client = {}  # session key -> its newest live Ticket
         self._seats = {}  # account -> {client id: live tickets of that id}
 
     def issue(self, client_id, username, host, account=None, token=None, token_hash=None,
@@ -78,13 +81,13 @@ class LiveTickets:
             seats[client_id] = seats.get(client_id, 0) + 1
         ticket = Ticket(client_id, username, host, account, token, token_hash, prefix,
                         self._release)
-        self._by_client[client_id] = ticket
+        self._by_client[session_key(account, client_id)] = ticket
         self._metrics.edge_gate_tickets_open += 1
         return ticket
 
-    def get(self, client_id):
-        """The live ticket of ``client_id``, or None."""
-        return self._by_client.get(client_id)
+    def get(self, client_id, account=None):
+        """The live ticket of ``client_id`` in ``account``, or None."""
+        return self._by_client.get(session_key(account, client_id))
 
     def __iter__(self):
         """The newest live ticket of every client id (a copy: kicks may release)."""
@@ -112,7 +115,8 @@ class LiveTickets:
                 del seats[ticket.client_id]
                 if not seats:
                     del self._seats[account]
-        if self._by_client.get(ticket.client_id) is ticket:
-            del self._by_client[ticket.client_id]
+        key = session_key(account, ticket.client_id)
+        if self._by_client.get(key) is ticket:
+            del self._by_client[key]
         self._metrics.edge_gate_tickets_open -= 1
         self._on_released(ticket)

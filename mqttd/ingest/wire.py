@@ -9,9 +9,13 @@ value per message, in the same order::
      "payload_len": [2, 0], "payload": "AP8="}
 
 ``payload`` is every message's exact bytes concatenated in order, as ONE standard padded
-base64 string (RFC 4648); ``payload_len`` splits it. The object has exactly these nine
-keys: an unknown key is refused rather than dropped, so a newer client can never believe
-a field was stored when it was not. The answer to a committed batch is
+base64 string (RFC 4648); ``payload_len`` splits it. ``topic`` is the device's own topic
+and a tenth key, ``account``, names each message's account (a string, or null without
+one; ``mqttd.namespace``): it is written only when some message of the batch has one,
+so a body of messages without accounts is the same as before it existed, and a body
+without it stores NULL. The object has exactly these nine keys, or ten with ``account``:
+an unknown key is refused rather than dropped, so a newer client can never believe a
+field was stored when it was not (an older webhook refuses ``account`` with a 400). The answer to a committed batch is
 ``{"received": n, "inserted": k, "duplicates": n - k}``; an error is ``{"error": reason}``.
 
 Why columns: with one object per message, decoding was ``json.loads`` plus a Python pass
@@ -35,9 +39,12 @@ import binascii
 import json
 import math
 from io import BytesIO
+from itertools import repeat
 from operator import itemgetter
 
 import attrs
+
+from mqttd.namespace import MOUNT_ROOT, unmount, valid_account
 
 CONTENT_TYPE = "application/json"
 PATH = b"/v1/messages"
@@ -46,14 +53,19 @@ COLUMNS = ("key", "client_id", "username", "topic", "qos", "retain", "received_a
 """The array keys of a body; ``payload`` (one base64 string) is the ninth key."""
 FIELDS = COLUMNS + ("payload",)
 _FIELD_SET = frozenset(FIELDS)
+ACCOUNT = "account"
+"""The optional tenth key: one account (or null) per message."""
+_FIELD_SET_ACCOUNTS = _FIELD_SET | {ACCOUNT}
 
 _NONE = type(None)
 _STR_OR_NONE = frozenset({str, _NONE})
+_STR = frozenset({str})
 _INT = frozenset({int})
 _BOOL = frozenset({bool})
 _NUMBER = frozenset({int, float})
 _FLOAT = {float}
 _QOS = frozenset({0, 1, 2})
+_MOUNTED = MOUNT_ROOT  # what a mounted topic starts with (also found at a join's \x00)
 
 
 class WireError(ValueError):
@@ -105,16 +117,18 @@ def encode_batch(messages):
     if type(messages) is not list:
         messages = list(messages)
     payloads = [m.payload for m in messages]
-    columns = _ENCODER.encode(
-        {
-            "key": [m.key for m in messages],
-            "client_id": [m.client_id for m in messages],
-            "username": [m.username for m in messages],
-            "topic": [m.topic for m in messages],
-            "qos": [m.qos for m in messages],
-            "retain": [True if m.retain else False for m in messages],
-        }
-    )
+    topics = [m.topic for m in messages]
+    document = {
+        "key": [m.key for m in messages],
+        "client_id": [m.client_id for m in messages],
+        "username": [m.username for m in messages],
+        "topic": topics,
+        "qos": [m.qos for m in messages],
+        "retain": [True if m.retain else False for m in messages],
+    }
+    if _MOUNTED in "\x00".join(topics):  # some are an account's: mounted (one C scan)
+        document[ACCOUNT], document["topic"] = _split_mounts(topics)
+    columns = _ENCODER.encode(document)
     # received_at is written by _numbers_text, and the base64 alphabet needs no JSON
     # escaping, so the (biggest) payload string is appended as is instead of being
     # scanned by the JSON encoder.
@@ -130,15 +144,23 @@ def encode_batch(messages):
     ))
 
 
-BODY_FRAME = len(encode_batch([]))
-"""The bytes of a body around its values: the nine keys, brackets and quotes."""
+def _split_mounts(topics):
+    """(accounts, the devices' own topics) of the broker's ``topics``."""
+    accounts, own = zip(*map(unmount, topics))
+    return list(accounts), list(own)
+
+
+BODY_FRAME = len(encode_batch([])) + len(',"account":[]')
+"""The bytes of a body around its values: the ten keys, brackets and quotes."""
 
 # What size_bound counts for one message besides its texts and its payload: a comma in
 # each of 8 columns; the quotes of key, client_id, topic and username (or its "null");
 # qos (0, 1 or 2); "false"; received_at (a float's repr is at most 24 characters:
 # -2.2250738585072014e-308); payload_len (at most 10 digits: a payload is less than
-# broker.max_packet_size's bound, 268435460).
-_PER_MESSAGE = 8 + 2 + 2 + 2 + 4 + 1 + 5 + 24 + 10
+# broker.max_packet_size's bound, 268435460); "null" and a comma in the account column
+# (an account's name is in its mounted topic: split, its quotes and the mount's 4
+# characters even out).
+_PER_MESSAGE = 8 + 2 + 2 + 2 + 4 + 1 + 5 + 24 + 10 + 5
 
 
 def size_bound(message):
@@ -213,7 +235,7 @@ def decode_result(body, expected=None):
         raise WireError(f"result: not a batch result: a JSON {type(document).__name__}")
     if document.keys() != set(_RESULT_KEYS):
         raise WireError(f"result: must hold exactly received, inserted and duplicates "
-                        f"({_describe_keys(document, _RESULT_KEYS)})")
+                        f"({_describe_keys(document, _RESULT_KEYS, ())})")
     received, inserted, duplicates = map(document.__getitem__, _RESULT_KEYS)
     if not (type(received) is type(inserted) is type(duplicates) is int
             and 0 <= inserted <= received and duplicates == received - inserted):
@@ -246,9 +268,9 @@ def _no_constant(name):
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # json.loads builds one per call
 
 
-def _describe_keys(document, fields=FIELDS):
+def _describe_keys(document, fields=FIELDS, optional=(ACCOUNT,)):
     missing = [f for f in fields if f not in document]
-    unknown = sorted(k for k in document if k not in fields)
+    unknown = sorted(k for k in document if k not in fields and k not in optional)
     parts = []
     if missing:
         parts.append(f"missing {', '.join(missing)}")
@@ -343,7 +365,8 @@ def decode_batch(body):
         raise WireError(f"body: invalid JSON: {str(e).split(';')[0]}") from None
     if type(document) is not dict:
         raise WireError("body: must be a JSON object with one array per column")
-    if document.keys() != _FIELD_SET:
+    keys = document.keys()
+    if keys != _FIELD_SET and keys != _FIELD_SET_ACCOUNTS:
         raise WireError(f"body: {_describe_keys(document)}")
 
     columns = _columns(document)
@@ -382,9 +405,25 @@ def decode_batch(body):
     total = sum(payload_len)
     if total != len(data):
         raise WireError(f"payload_len: sums to {total}, but payload decodes to {len(data)} bytes")
+    accounts = _accounts(document.get(ACCOUNT), n)
     # Every length is an int >= 0 and they sum to len(data): the reads split it exactly.
     payloads = map(BytesIO(data).read, payload_len)
-    return list(zip(key, client_id, username, topic, payloads, qos, retain, received_at))
+    return list(zip(key, client_id, username, topic, payloads, qos, retain, received_at,
+                    accounts))
+
+
+def _accounts(column, n):
+    """The account column (None: the body has none, every account is NULL): names by
+    ``mqttd.namespace.ACCOUNT_NAME``, or null."""
+    if column is None:
+        return repeat(None, n)
+    if type(column) is not list or len(column) != n:
+        raise WireError(f"account: must be an array of {n} values (one per message)")
+    names = [name for name in column if name is not None]
+    if not set(map(type, names)) <= _STR or not all(map(valid_account, set(names))):
+        raise _bad("account", column, lambda v: v is not None and not valid_account(v),
+                   "must be an account name or null")
+    return column
 
 
 def _not_a_double(value):

@@ -10,11 +10,11 @@ running appliance notices.
 An account's name becomes a topic level of its namespace (its mount point), so it may
 hold no ``/``, ``+``, ``#``, ``$`` or space: the rule is ``NAME_RULE``.
 """
-import re
 import time
 
 import attrs
 
+from mqttd.namespace import valid_account
 from mqttd.store.schema import immediate
 
 __all__ = ["KEEP", "NAME_RULE", "AccountRecord", "AccountsError", "add_account",
@@ -22,7 +22,6 @@ __all__ = ["KEEP", "NAME_RULE", "AccountRecord", "AccountsError", "add_account",
            "get_account", "list_accounts", "set_account", "wall_clock"]
 
 NAME_RULE = "1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_COUNT = 2 ** 62  # SQLite's INTEGER is 64-bit signed; nothing real comes near
 
 
@@ -70,7 +69,7 @@ def _account(row):
 
 def check_name(name):
     """``name`` if it is a valid account name, else AccountsError saying why."""
-    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+    if not valid_account(name):  # the one rule (mqttd.namespace.ACCOUNT_NAME)
         raise AccountsError(f"bad account name {name!r}: must be {NAME_RULE} "
                             f"(it becomes a topic level of the account's namespace)")
     return name

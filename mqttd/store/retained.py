@@ -19,6 +19,8 @@ routes a client's messages in receive order, so memory and disk agree on the val
 """
 from operator import itemgetter
 
+from mqttd.namespace import mounted
+
 __all__ = ["BOOT_PREFIX", "already_stored", "newer_of_run", "apply_retained", "has_retained",
            "has_retained_table", "load_retained",
            "retained_rows"]
@@ -38,6 +40,7 @@ _TOPIC = 3
 _PAYLOAD = 4
 _QOS = 5
 _RETAIN = itemgetter(6)
+_ACCOUNT = 8
 _STORED = "SELECT key FROM messages WHERE key IN ({})"
 _UPSERT = (
     "INSERT INTO retained (topic, payload, qos, key, updated_at) VALUES (?, ?, ?, ?, ?) "
@@ -79,11 +82,13 @@ def already_stored(conn, rows):
 def apply_retained(conn, rows, skip, now):
     """Apply ``rows`` (retain=1, commit order) to ``retained``, but not those whose key
     is in ``skip`` (stored before this transaction). Runs inside the writer's
-    transaction."""
+    transaction. Keyed by the broker's topic, mounted in the row's account (what the
+    broker's retained set holds: two accounts' topics are two)."""
     for row in rows:
         if row[_KEY] in skip:
             continue
-        conn.execute(_UPSERT, (row[_TOPIC], row[_PAYLOAD], row[_QOS], row[_KEY], now))
+        conn.execute(_UPSERT, (mounted(row[_ACCOUNT], row[_TOPIC]), row[_PAYLOAD], row[_QOS],
+                               row[_KEY], now))
 
 
 def has_retained_table(conn):

@@ -25,10 +25,11 @@ import sqlite3
 
 import attrs
 
+from mqttd.namespace import MOUNT_ROOT, mounted
 from mqttd.store.pool import OnOwnPool
 from mqttd.store.retained import load_retained
 from mqttd.store.schema import migrate, refuse_too_new
-from mqttd.store.sink import Message
+from mqttd.store.sink import Message, row_message
 from mqttd.store.sqlite import create_private
 
 __all__ = ["SessionsDb", "SessionSave", "InflightRow", "StoredSession", "Loaded",
@@ -272,8 +273,8 @@ class SessionsDb(OnOwnPool):
             by_key = self._messages_by("key", list(keys))
             cursors = {cid: cursor for cid, cursor, _ in live}
             match = make_matcher([(cid, tuple(subs)) for cid, subs in subscriptions.items()])
-            self._scan_owed(messages, cursors, inflight, match, owed, dropped,
-                            max_queued, max_bytes)
+            self._scan_owed(messages, _account_column(messages), cursors, inflight, match,
+                            owed, dropped, max_queued, max_bytes)
         by_rowid = self._messages_by("rowid", [r for rows_ in owed.values() for r, _ in rows_])
         sessions = []
         for cid, _, since in sorted(live, key=lambda item: item[2]):
@@ -286,18 +287,25 @@ class SessionsDb(OnOwnPool):
         return Loaded(retained, tuple(sessions), len(expired))
 
     @staticmethod
-    def _scan_owed(messages, cursors, inflight, match, owed, dropped, max_queued, max_bytes):
+    def _scan_owed(messages, account, cursors, inflight, match, owed, dropped, max_queued,
+                   max_bytes):
         """Walk ``messages`` after the lowest cursor once, for every session at once,
         and note (rowid, delivered qos) of what each is owed, bounded like a live queue
-        (the NEWEST owed messages are the ones dropped, as live queues drop)."""
+        (the NEWEST owed messages are the ones dropped, as live queues drop). A row is
+        matched as the broker routed it: its topic mounted in its ``account`` (the
+        column's expression), which the sizes count too, as the broker's queues do."""
         if not cursors:
             return
         skip = {cid: {row.key for row in rows} for cid, rows in inflight.items()}
         sizes = dict.fromkeys(cursors, 0)
         start = min(cursors.values())
-        for rowid, key, topic, qos, size in messages.execute(
-                "SELECT rowid, key, topic, qos, length(payload) + length(topic) "
-                "FROM messages WHERE rowid > ? AND qos > 0 ORDER BY rowid", (start,)):
+        for rowid, key, topic, qos, size, owner in messages.execute(
+                "SELECT rowid, key, topic, qos, length(payload) + length(topic), "
+                f"{account} FROM messages WHERE rowid > ? AND qos > 0 ORDER BY rowid",
+                (start,)):
+            if owner is not None:
+                topic = mounted(owner, topic)
+                size += len(MOUNT_ROOT) + len(owner) + 1
             for cid, granted in match(topic).items():
                 if not granted or rowid <= cursors[cid] or key in skip[cid]:
                     continue
@@ -313,18 +321,25 @@ class SessionsDb(OnOwnPool):
         found = {}
         if self._messages is None:
             return found
+        account = _account_column(self._messages)
         for chunk in _chunks(values):
             for row in self._messages.execute(
                     f"SELECT {column}, key, client_id, username, topic, payload, qos, retain, "
-                    f"received_at FROM messages WHERE {column} IN ({_marks(chunk)})", chunk):
-                key, client_id, username, topic, payload, qos, retain, received_at = row[1:]
-                found[row[0]] = Message(key, client_id, username, topic, bytes(payload), qos,
-                                        bool(retain), received_at)
+                    f"received_at, {account} FROM messages WHERE {column} IN "
+                    f"({_marks(chunk)})", chunk):
+                found[row[0]] = row_message(*row[1:])
         return found
 
     def read(self, sql, *params):
         """Deferred rows of a read of the sessions file (tests, tooling)."""
         return self._run(lambda: self._conn.execute(sql, params).fetchall())
+
+
+def _account_column(messages):
+    """``account``, or NULL for a ``messages`` table from before schema step 4 (read
+    here before the ingest tier migrated it: every row of it has no account)."""
+    columns = {name for _, name, *_ in messages.execute("PRAGMA table_info(messages)")}
+    return "account" if "account" in columns else "NULL"
 
 
 def _delete(conn, client_id):

@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 from zope.interface import Interface
 
+from mqttd.namespace import mounted, unmount
+
 
 class Message(NamedTuple):
     """One inbound application message, as it will be stored.
@@ -60,10 +62,29 @@ class Message(NamedTuple):
     __hash__ = tuple.__hash__
 
 
-ROW = Message._fields
+ROW = Message._fields + ("account",)
 """The one row layout: what a stored message holds, in order. A row tuple (what
-``mqttd.ingest.wire.decode_batch`` builds and ``mqttd.store.sqlite`` inserts) and a
-Message are the same values in the same order."""
+``mqttd.ingest.wire.decode_batch`` builds and ``mqttd.store.sqlite`` inserts) holds a
+Message's values in the same order, then its account; its topic is the device's own.
+
+A Message's topic is the broker's, mounted in its account's namespace
+(``mqttd.namespace``: ``$a/ACCOUNT/`` + the device's topic); a row splits it into the
+device's topic and the account (NULL without one), so that users query (account,
+topic) and never see the mount. ``message_row`` and ``row_message`` go each way."""
+
+
+def message_row(message):
+    """A Message value as a row tuple (``ROW`` order)."""
+    account, topic = unmount(message.topic)
+    return (message.key, message.client_id, message.username, topic, message.payload,
+            message.qos, message.retain, message.received_at, account)
+
+
+def row_message(key, client_id, username, topic, payload, qos, retain, received_at,
+                account):
+    """The Message of a row's values (read back from ``messages``: bytes, a bool)."""
+    return Message(key, client_id, username, mounted(account, topic), bytes(payload), qos,
+                   bool(retain), received_at)
 
 
 class StoreRejected(Exception):

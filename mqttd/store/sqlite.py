@@ -56,7 +56,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from mqttd.store.sink import ROW, Message
+from mqttd.store.sink import ROW, message_row, row_message  # noqa: F401 (message_row: theirs)
 from mqttd.store.pool import StoreClosed, closed_on, opened_on
 from mqttd.store.retained import (already_stored, apply_retained, has_retained,
                                   has_retained_table, retained_rows)
@@ -117,7 +117,7 @@ def _insert_rows(conn, rows, stamp):
 
 
 _READ = (
-    "SELECT key, client_id, username, topic, payload, qos, retain, received_at "
+    "SELECT key, client_id, username, topic, payload, qos, retain, received_at, account "
     "FROM messages WHERE client_id = ? ORDER BY received_at DESC LIMIT ?"
 )
 
@@ -145,10 +145,6 @@ def _only_count(outcomes):
     return outcome
 
 
-def message_row(message):
-    """A Message value as a row tuple (``ROW`` order)."""
-    return (message.key, message.client_id, message.username, message.topic, message.payload,
-            message.qos, message.retain, message.received_at)
 
 
 class KeyConflict(Exception):
@@ -375,11 +371,7 @@ class SqliteStore:
 
     @staticmethod
     def _recent(db, client_id, limit):
-        return [
-            Message(key, cid, username, topic, bytes(payload), qos, bool(retain), received_at)
-            for key, cid, username, topic, payload, qos, retain, received_at
-            in db.execute(_READ, (client_id, limit)).fetchall()
-        ]
+        return [row_message(*row) for row in db.execute(_READ, (client_id, limit)).fetchall()]
 
     def count(self):
         """How many messages are stored."""

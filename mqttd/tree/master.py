@@ -46,6 +46,7 @@ from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
 from mqttd.manage.tree_metrics import TreeMetrics
+from mqttd.namespace import session_key
 from mqttd.service import make_data_dir, persists_locally
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.health import tree_health
@@ -99,7 +100,9 @@ class Master(MultiService):
         self._ids = itertools.count(1)
         self._boot_id = os.urandom(8).hex()  # for the ids of clients that sent none
         self._connections = {}  # conn_id -> (slot, host, client id, ticket): handed off
-        self._where = {}  # client id -> (slot, conn_id) of its newest connection
+        # Session key (client id within its account, mqttd.namespace.session_key) ->
+        # (slot, conn_id) of its newest connection: two accounts' "dev-1" are two.
+        self._where = {}
         self._starting = True  # until every worker has come up once
         self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
@@ -400,17 +403,18 @@ class Master(MultiService):
     def _hand_off(self, pending, connect, let, slot):
         conn_id = next(self._ids)
         client_id = let.client_id
-        self._connections[conn_id] = (slot, pending.host, client_id, let.ticket)
+        key = session_key(let.account, client_id)
+        self._connections[conn_id] = (slot, pending.host, key, let.ticket)
         self.balancer.opened(slot)
         if not let.generated:
-            previous = self._where.get(client_id)
+            previous = self._where.get(key)
             if previous is not None and previous[0] != slot:
                 # It lives on another worker (it went there while this one restarted):
                 # that one closes it, as a takeover on one worker would.
                 channel = self._channels.get(previous[0])
                 if channel is not None:
-                    channel.send("taken", {"client_id": client_id})
-        self._where[client_id] = (slot, conn_id)
+                    channel.send("taken", {"client_id": client_id, "account": let.account})
+        self._where[key] = (slot, conn_id)
         sock = pending.sock
         decided = (let.account, client_id if let.generated else None)
         d = self._channels[slot].hand_off(sock.fileno(), pending.preread, conn_id,
@@ -424,20 +428,22 @@ class Master(MultiService):
         entry = self._connections.pop(conn_id, None)
         if entry is None:
             return
-        slot, host, client_id, ticket = entry
-        if self._where.get(client_id, (None, None))[1] == conn_id:
-            del self._where[client_id]
+        slot, host, key, ticket = entry
+        if self._where.get(key, (None, None))[1] == conn_id:
+            del self._where[key]
         if ticket is not None:
             ticket.release()
         self.balancer.closed(slot)
         self.door.release(host)
 
-    def _kick(self, client_id, reason):
-        """The gate refuses ``client_id`` now: its worker closes its connection."""
-        where = self._where.get(client_id)
+    def _kick(self, client_id, reason, account=None):
+        """The gate refuses ``client_id`` of ``account`` now: its worker closes its
+        connection."""
+        where = self._where.get(session_key(account, client_id))
         channel = None if where is None else self._channels.get(where[0])
         if channel is not None:
-            channel.send("kick", {"client_id": client_id, "reason": reason})
+            channel.send("kick", {"client_id": client_id, "reason": reason,
+                                  "account": account})
 
 
 @attrs.frozen

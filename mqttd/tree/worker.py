@@ -12,13 +12,12 @@ from twisted.logger import Logger
 
 from mqttd.broker.admission import AuthResult
 from mqttd.broker.auth import StaticAuthenticator
-from mqttd.broker.broker import Broker
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.manage.reporter import MetricsReporter
 from mqttd.metrics import Metrics
-from mqttd.service import PersistenceService, broker_persistence, broker_stop, webhook_sink
+from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
 from mqttd.stopping import SequentialStop
 from mqttd.tree.crossing import Crossing
 from mqttd.tree.relay_wire import frame_limit
@@ -93,9 +92,11 @@ class _Channel(Service):
 
     def _message(self, kind, payload):
         if kind == "taken":
-            self._factory.broker.taken_elsewhere(payload["client_id"])
+            # "account": the client's (the gate's answer; absent: none).
+            self._factory.broker.taken_elsewhere(payload["client_id"], payload.get("account"))
         elif kind == "kick":
-            self._factory.broker.kick(payload["client_id"], payload.get("reason", "kicked"))
+            self._factory.broker.kick(payload["client_id"], payload.get("reason", "kicked"),
+                                      payload.get("account"))
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
         else:
@@ -116,8 +117,8 @@ def build_worker(config, reactor, brief):
     sink, pool = webhook_sink(config, reactor, metrics, url, secret)
     # Its persistent sessions in DATA_DIR/sessions-<slot>.db: the slot is stable across
     # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
-    broker = Broker(reactor, config.broker, sink, StaticAuthenticator(config.auth), metrics,
-                    persistence=broker_persistence(reactor, config, brief["slot"]))
+    broker = build_broker(reactor, config, sink, metrics, brief["slot"],
+                          StaticAuthenticator(config.auth))
     factory = _WorkerFactory(broker, reactor)
     crossing = None
     if config.server.workers >= 2:

@@ -24,7 +24,7 @@ class AuthenticatorTests(GateInBrokerCase):
     def test_a_token_device_connects_and_its_ticket_is_released_at_the_end(self):
         c, connack = self.device("dev-1")
         self.assertEqual(connack, Connack(False, 0))
-        ticket = self.gate_.tickets.get("dev-1")
+        ticket = self.gate_.tickets.get("dev-1", "acme")
         self.assertEqual((ticket.account, ticket.host), ("acme", "192.0.2.7"))
         c.disconnect()
         self.assertTrue(ticket.released)
@@ -67,7 +67,8 @@ class AuthenticatorTests(GateInBrokerCase):
 
 class KickTests(GateInBrokerCase):
     def test_a_revoked_token_kicks_the_live_connection(self):
-        self.gate_.kick = lambda client_id, reason: self.h.broker.taken_elsewhere(client_id)
+        self.gate_.kick = lambda client_id, reason, account=None: (
+            self.h.broker.taken_elsewhere(client_id, account))
         sync = GateSync(self.clock, self.store, self.gate_, self.metrics, 0.5)
         self.successResultOf(sync.start())
         self.addCleanup(sync.stop)

@@ -44,7 +44,7 @@ class QuotaTests(GateCase):
         self.assertEqual(self.admit("dev-9").reason, "quota")
         again.ticket.release()
         self.assertEqual(self.admit("dev-9").code, CONNACK_ACCEPTED)
-        self.assertEqual(self.gate_.tickets.get("dev-9").client_id, "dev-9")
+        self.assertEqual(self.gate_.tickets.get("dev-9", "acme").client_id, "dev-9")
 
     def test_release_is_idempotent(self):
         tickets = [self.admit(f"dev-{i}").ticket for i in range(3)]

@@ -389,7 +389,7 @@ class WireTests(unittest.TestCase):
         m = message("k1", client_id="c", username="u", topic="t", payload=b"p", qos=2,
                     retain=True, received_at=1767225600.5)
         (row,) = decode_batch(encode_batch([m]))
-        self.assertEqual(dict(zip(ROW, row)), m._asdict())
+        self.assertEqual(dict(zip(ROW, row)), dict(m._asdict(), account=None))
         self.assertIs(sqlite.ROW, ROW)
 
     def test_empty_batch(self):
@@ -434,7 +434,8 @@ class WireTests(unittest.TestCase):
         with contextlib.redirect_stdout(out):
             exec(snippet, {})
         self.assertEqual(decode_batch(out.getvalue().encode()),
-                         [("demo-3", "dev-1", None, "t/1", b"\x01\x02", 1, False, 1767225600.75)])
+                         [("demo-3", "dev-1", None, "t/1", b"\x01\x02", 1, False, 1767225600.75,
+                           None)])
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -463,7 +464,8 @@ class WirePropertyTests(unittest.TestCase):
             rows = decode_batch(damaged)
         except WireError:
             return
-        for key, client_id, username, topic, payload, qos, retain, received_at in rows:
+        for key, client_id, username, topic, payload, qos, retain, received_at, account in rows:
+            self.assertTrue(account is None or type(account) is str)
             self.assertTrue(key and type(key) is str)
             key.encode("utf-8")
             self.assertIs(type(client_id), str)

@@ -140,9 +140,12 @@ class SchemaTests(StoreTestCase):
         must meet are what they were in v1."""
         store = self.open_store(migrations=MIGRATIONS[:1])
         yield store.start()
-        yield store.insert_batch([row(f"k{i}", client_id=f"dev-{i % 3}", payload=bytes([i]),
-                                      qos=i % 3, retain=i % 2, received_at=float(i))
-                                  for i in range(50)])
+        # Rows as the v1 mqttd wrote them (this store writes step 4's account too).
+        conn = self.raw(store)
+        with conn:
+            conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, 9.0)", [
+                row(f"k{i}", client_id=f"dev-{i % 3}", payload=bytes([i]), qos=i % 3,
+                    retain=i % 2, received_at=float(i))[:-1] for i in range(50)])
         before = self.raw(store).execute("SELECT * FROM messages ORDER BY key").fetchall()
         yield store.close()
 
@@ -423,15 +426,15 @@ class WriteTests(StoreTestCase):
         """A row is bound as it is, value i into column ROW[i] (then committed_at)."""
         m = message("k", client_id="c", username="u", topic="t", payload=b"x", qos=2,
                     retain=True, received_at=3.5)
-        self.assertEqual(message_row(m), ("k", "c", "u", "t", b"x", 2, True, 3.5))
+        self.assertEqual(message_row(m), ("k", "c", "u", "t", b"x", 2, True, 3.5, None))
         self.assertEqual(ROW, ("key", "client_id", "username", "topic", "payload", "qos",
-                               "retain", "received_at"))
+                               "retain", "received_at", "account"))
         store, clock, _ = inline_store(self)
         clock.advance(9.0)
         fired(store.insert_batch([message_row(m)]))
         stored = fired(store.run(lambda db: db.execute(
             f"SELECT {', '.join(ROW)}, committed_at FROM messages").fetchone()))
-        self.assertEqual(stored, ("k", "c", "u", "t", b"x", 2, 1, 3.5, 9.0))
+        self.assertEqual(stored, ("k", "c", "u", "t", b"x", 2, 1, 3.5, None, 9.0))
 
     @defer.inlineCallbacks
     def test_recent_reads_one_device_newest_first_through_the_index(self):

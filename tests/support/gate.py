@@ -41,7 +41,7 @@ class GateCase(unittest.TestCase):
     def gate(self, **auth):
         config = AuthConfig(**{"users": (User("alice", "secret"),), **auth})
         return Gate(self.clock, config, self.flapping, self.store, self.metrics,
-                    self.log_rate, kick=lambda client_id, reason: self.kicks.append(
+                    self.log_rate, kick=lambda client_id, reason, account=None: self.kicks.append(
                         (client_id, reason)))
 
     def flapping_config(self, **changes):

@@ -38,7 +38,8 @@ class Appliance(Harness):
     started (loaded) unless ``start=False``. ``clock`` may be shared between runs so
     time goes on across a restart."""
 
-    def __init__(self, testcase, data_dir, slot=0, clock=None, start=True, **config):
+    def __init__(self, testcase, data_dir, slot=0, clock=None, start=True,
+                 authenticator=None, **config):
         self.clock = clock if clock is not None else InlineReactor()
         self.pool = InlinePool()
         self.store = SqliteStore.in_data_dir(self.clock, data_dir, threadpool=InlinePool())
@@ -52,7 +53,8 @@ class Appliance(Harness):
         self.persistence = SqlitePersistence(self.clock, self.db)
         self.config = attrs.evolve(BrokerConfig(), **config)
         self.broker = Broker(self.clock, self.config, CommittingSink(self.store),
-                             StaticAuthenticator(AuthConfig(allow_anonymous=True)),
+                             authenticator or StaticAuthenticator(
+                                 AuthConfig(allow_anonymous=True)),
                              persistence=self.persistence)
         self.factory = MQTTServerFactory(self.broker, self.clock)
         self.loading = None

@@ -1,0 +1,36 @@
+"""The gate and accounts' namespaces: a static user with an ``account`` is admitted as
+that account's (its AuthResult and its ticket name it), and a kick names the account,
+so that the broker closes that tenant's client and not another's of the same id."""
+from mqttd.codec.packets import CONNACK_ACCEPTED
+from mqttd.config import User
+from mqttd.store.gate_records import BanRecord
+from tests.support.gate import GateCase
+
+
+class StaticAccountTests(GateCase):
+    def test_a_static_user_with_an_account_is_admitted_as_the_accounts(self):
+        gate = self.gate(users=(User("alice", "secret", "acme"), User("bob", "pw")))
+        alice = self.connect(gate, client_id="dev-1", username="alice", password=b"secret")
+        self.assertEqual((alice.code, alice.account, alice.ticket.account),
+                         (CONNACK_ACCEPTED, "acme", "acme"))
+        bob = self.connect(gate, client_id="dev-2", username="bob", password=b"pw")
+        self.assertEqual((bob.code, bob.account), (CONNACK_ACCEPTED, None))
+
+    def test_a_kick_names_the_account(self):
+        kicked = []
+        gate = self.gate(users=(User("alice", "secret", "acme"),))
+        gate.kick = lambda client_id, reason, account: kicked.append((client_id, account))
+        self.connect(gate, client_id="dev-1", username="alice", password=b"secret")
+        gate.ban(BanRecord("username", "alice", "operator", "test", 0.0, None))
+        self.assertEqual(kicked, [("dev-1", "acme")])
+
+    def test_two_tenants_clients_of_one_id_are_two_live_tickets(self):
+        kicked = []
+        gate = self.gate(users=(User("alice", "secret", "acme"), User("bob", "pw", "globex")))
+        gate.kick = lambda client_id, reason, account: kicked.append((client_id, account))
+        self.connect(gate, client_id="dev-1", username="alice", password=b"secret")
+        self.connect(gate, client_id="dev-1", username="bob", password=b"pw")
+        self.assertEqual(len(gate.tickets), 2)
+        self.assertEqual(gate.tickets.get("dev-1", "globex").username, "bob")
+        gate.ban(BanRecord("clientid", "dev-1", "operator", "test", 0.0, None))
+        self.assertEqual(sorted(kicked), [("dev-1", "acme"), ("dev-1", "globex")])

@@ -332,6 +332,14 @@ class Master(MultiService):
         """Every worker has come up once, or the wait for them is over."""
         if self._starting:
             self._starting = False
+            # Said once, so an operator (and the integration tests) can tell the tree
+            # serves every client id from here on, not only that the master listens.
+            up, workers = len(self.balancer.live), self._config.server.workers
+            if up == workers:
+                log.info("mqttd tree ready: {workers} workers up", workers=workers)
+            else:
+                log.warn("mqttd tree: {up} of {workers} workers up after broker.idle_timeout;"
+                         " the others' clients go to those meanwhile", up=up, workers=workers)
             if self._start_timer is not None and self._start_timer.active():
                 self._start_timer.cancel()
             self._dispatch_waiting()

@@ -12,6 +12,7 @@ what was read is committed and acknowledged), then the ingest tier (every batch 
 accepted is committed before the database closes).
 """
 import os
+import sqlite3
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
@@ -31,6 +32,8 @@ from mqttd.ingest.service import IngestService, exit_failed, prepare_database
 from mqttd.listeners import KeyedListener, with_backlog
 from mqttd.metrics import Metrics
 from mqttd.stopping import BrokerStop, SequentialStop
+from mqttd.store.rehome import rehome_sessions
+from mqttd.store.schema import SchemaError
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
@@ -81,6 +84,23 @@ class _Listener(KeyedListener):
     def privilegedStartService(self):
         super().privilegedStartService()
         self._waitingForPort.addCallback(_log_port, self.description)
+
+
+def rehome_persistent_sessions(config, home):
+    """Before any broker opens its sessions file: move each persistent session to the
+    file of the broker its client id now reaches (``home``: client id -> slot), as
+    ``server.workers`` may have changed since they were saved (mqttd.store.rehome)."""
+    if not persists_locally(config):
+        return
+    data_dir = config.server.data_dir
+    try:
+        moved = rehome_sessions(data_dir, home)
+    except (SchemaError, OSError, sqlite3.DatabaseError) as e:
+        raise ConfigError(f"server.data_dir: sessions files in {data_dir}: {e}") from None
+    if moved:
+        log.info("moved {moved} persistent session(s) to the broker their client ids now "
+                 "reach (server.workers = {workers})", moved=moved,
+                 workers=config.server.workers)
 
 
 def persists_locally(config):
@@ -143,6 +163,9 @@ def build_service(config, reactor):
     # (the broker's own client gets it here; it is never logged). The client sends it
     # only to the built-in tier: to webhook.url it sends webhook.secret, if any.
     tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
+    # One broker, slot 0: every session is its own (the tree's workers may have left
+    # theirs in sessions-1.db ... when server.workers was N).
+    rehome_persistent_sessions(config, lambda client_id: 0)
     store, pool = webhook_sink(config, reactor, metrics, config.webhook.url or None,
                                  config.webhook.secret if config.webhook.url else tier_secret)
     if config.ingest.enabled:

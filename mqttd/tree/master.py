@@ -42,7 +42,7 @@ from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
-from mqttd.service import make_data_dir, persists_locally
+from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.proctitle import child_argv, process_name, set_process_name
 from mqttd.tree.relay import Relay
@@ -103,6 +103,9 @@ class Master(MultiService):
             self._config = config = attrs.evolve(
                 config, ingest=attrs.evolve(config.ingest, secret=secret))
             prepare_database(os.path.join(config.server.data_dir, DB_FILENAME))
+        # Each persistent session in the file of the worker its client id reaches now
+        # (server.workers, the host's cores by default, may have changed since).
+        rehome_persistent_sessions(config, self.balancer.home)
         self._document = config_document(config)
         # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
         self._tls = [tls_options(f"server.listen[{index}]", description)

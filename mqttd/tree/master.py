@@ -88,6 +88,7 @@ class Master(MultiService):
         self._connections = {}  # conn_id -> (slot, host, client id): handed off, open
         self._where = {}  # client id -> (slot, conn_id) of its newest connection
         self._starting = True  # until every worker has come up once
+        self._said_ready = False  # "mqttd tree ready" is logged once
         self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
@@ -237,6 +238,13 @@ class Master(MultiService):
             self.balancer.up(slot)
             log.info("worker {slot} ready", slot=slot)
             if len(self.balancer.live) == self._config.server.workers:
+                if not self._said_ready:
+                    # Said once, when every worker is first up (even past the start's
+                    # wait), so an operator and the integration tests can tell the tree
+                    # serves every client id at home, not only that the master listens.
+                    self._said_ready = True
+                    log.info("mqttd tree ready: {workers} workers up",
+                             workers=self._config.server.workers)
                 self._started()
             self._dispatch_waiting()
         elif kind == "closed":
@@ -335,12 +343,8 @@ class Master(MultiService):
         """Every worker has come up once, or the wait for them is over."""
         if self._starting:
             self._starting = False
-            # Said once, so an operator (and the integration tests) can tell the tree
-            # serves every client id from here on, not only that the master listens.
             up, workers = len(self.balancer.live), self._config.server.workers
-            if up == workers:
-                log.info("mqttd tree ready: {workers} workers up", workers=workers)
-            else:
+            if up < workers:
                 log.warn("mqttd tree: {up} of {workers} workers up after broker.idle_timeout;"
                          " the others' clients go to those meanwhile", up=up, workers=workers)
             if self._start_timer is not None and self._start_timer.active():

@@ -109,8 +109,10 @@ def parse_set(item):
 # -- brokers ----------------------------------------------------------------------------
 
 class Broker:
-    def __init__(self, name, kind, argv, port, log, cwd, db=None, overrides=None, env=None):
+    def __init__(self, name, kind, argv, port, log, cwd, db=None, overrides=None, env=None,
+                 workers=None):
         self.env = env  # None: compare.py's own environment
+        self.workers = workers  # mqttd's server.workers as configured (None: mosquitto)
         self.name = name  # target name: "mosquitto", "mqttd", "mqttd-fi0", ...
         self.kind = kind  # "mosquitto" or "mqttd"
         self.argv = argv
@@ -121,6 +123,15 @@ class Broker:
         self.overrides = overrides or {}
         self.proc = None
         self.dead = None  # why it is unusable, once it is
+
+    def mode(self):
+        """How it runs, for the run's header: one process or a tree of N workers."""
+        if self.workers is None:
+            return self.kind
+        if self.workers == 0:
+            return "%s, server.workers = 0: one process" % self.kind
+        return "%s, server.workers = %d: master, %d workers, ingest" % (
+            self.kind, self.workers, self.workers)
 
     def start(self):
         out = open(os.path.join(self.cwd, "broker.stdout"), "wb")
@@ -246,9 +257,17 @@ def make_mosquitto(tmp, args, name="mosquitto", tag="", overrides=None):
                   overrides=overrides)
 
 
+#: The harness's mqttd is one process (server.workers = 0), whatever the appliance's
+#: default (one worker per core): the stand-ins (core_broker.py, nodisk_mqttd.py,
+#: nohttp_mqttd.py) patch pieces of that one process, which a tree would leave to
+#: unpatched children, and profile_mqttd.py samples one pid. The tree runs as its own
+#: targets, mqttd-wN (--with-workers N); --mqttd-set server.workers=N changes every mqttd.
+ONE_PROCESS = {"server": {"workers": 0}}
+
+
 def mqttd_config(args, overrides=None):
     """The generated mqttd config: harness base, then --mqttd-extra-toml, --mqttd-set, variant."""
-    doc = {"auth": {"allow_anonymous": True},
+    doc = {**ONE_PROCESS, "auth": {"allow_anonymous": True},
            "broker": {"max_inflight": args.mqttd_max_inflight}}
     if args.mqttd_extra_toml:
         with open(args.mqttd_extra_toml, "rb") as f:
@@ -271,25 +290,29 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, noh
     port = free_port()
     log = os.path.join(d, "mqttd.log")
     cfg = os.path.join(d, "mqttd.toml")
+    doc = mqttd_config(args, overrides)
     with open(cfg, "w") as f:
-        f.write(dump_toml(mqttd_config(args, overrides)))
+        f.write(dump_toml(doc))
+    workers = doc.get("server", {}).get("workers")
     if getattr(args, "core", False):
         # The broker core alone, in-memory store: no durability check possible.
         argv = [sys.executable, os.path.join(HERE, "core_broker.py"), "--port", str(port),
                 "--config", cfg]
-        return Broker(name, "mqttd-core", argv, port, log, d, overrides=overrides)
+        return Broker(name, "mqttd-core", argv, port, log, d, overrides=overrides,
+                      workers=workers)
     argv = [args.twistd, "-n", "--pidfile", os.path.join(d, "twistd.pid"),
             "--logfile", log, "mqttd", "--config", cfg,
             "--listen", "tcp:%d:interface=127.0.0.1" % port, "--data-dir", data]
     if nodisk if nodisk is not None else getattr(args, "nodisk", False):
         # The whole appliance with the SQLite write taken out: no durability check.
         argv = [sys.executable, os.path.join(HERE, "nodisk_mqttd.py")] + argv[1:]
-        return Broker(name, "mqttd-nodisk", argv, port, log, d, overrides=overrides)
+        return Broker(name, "mqttd-nodisk", argv, port, log, d, overrides=overrides,
+                      workers=workers)
     if nohttp:
         # Durable (real commit before PUBACK), the webhook's HTTP request taken out.
         argv = [sys.executable, os.path.join(HERE, "nohttp_mqttd.py")] + argv[1:]
         return Broker(name, "mqttd-nohttp", argv, port, log, d,
-                      db=os.path.join(data, "mqttd.db"), overrides=overrides)
+                      db=os.path.join(data, "mqttd.db"), overrides=overrides, workers=workers)
     env = None
     if source is not None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -302,7 +325,7 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, noh
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [
             os.path.join(HERE, "metrics_site"), env.get("PYTHONPATH")]))
     broker = Broker(name, "mqttd", argv, port, log, d, db=os.path.join(data, "mqttd.db"),
-                    overrides=overrides, env=env)
+                    overrides=overrides, env=env, workers=workers)
     broker.metrics_dir = metrics_dir
     return broker
 

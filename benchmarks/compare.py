@@ -5,7 +5,9 @@ Starts the brokers on ephemeral loopback ports (generated configs in a temp dir,
 RLIMIT_NOFILE raised to the hard limit): mosquitto as Debian installs it, with
 persistence off (QoS 1 acked from memory) and anonymous access on loopback, and mqttd
 with its defaults, i.e. DURABLE (PUBACK only after the SQLite COMMIT holding the
-message, synchronous=FULL). Runs every selected scenario against
+message, synchronous=FULL) as one process (``server.workers = 0``, brokers.ONE_PROCESS;
+the appliance's own default, one worker per core, runs as ``--with-workers N``; the
+header line names each broker's mode). Runs every selected scenario against
 each broker in turn, --rounds times, the order rotating every round so machine noise
 hits all; prints a table of medians and kills every broker at the end whatever happens.
 
@@ -293,8 +295,8 @@ def main(argv=None):
             except RuntimeError as e:
                 b.dead = str(e)
                 print("%s: %s\n--- log tail ---\n%s" % (b.name, e, b.output_tail()), file=sys.stderr)
-        print("; ".join("%s pid %d port %d" % (b.name, b.pid, b.port) for b in brokers.values())
-              + "; tmp " + tmp, file=sys.stderr)
+        print("; ".join("%s (%s) pid %d port %d" % (b.name, b.mode(), b.pid, b.port)
+                        for b in brokers.values()) + "; tmp " + tmp, file=sys.stderr)
         for rnd in range(args.rounds):
             for name in args.scenario:
                 sc = SCENARIOS[name]

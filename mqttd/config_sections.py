@@ -7,6 +7,8 @@ with every tier, and the loader does not.
 """
 import attrs
 
+from mqttd.cores import MAX_WORKERS, usable_cores
+
 __all__ = ["AclRule", "AuthConfig", "BrokerConfig", "Config", "FlappingDetectConfig",
            "IngestConfig", "LimitsConfig", "ManageConfig", "ServerConfig", "User",
            "WebhookConfig"]
@@ -54,9 +56,11 @@ class AclRule:
 class ServerConfig:
     listen: tuple = _setting(("tcp:1883:interface=127.0.0.1",), (str,))
     data_dir: str = _setting("./var", str)
-    # Broker worker processes under one master (mqttd.tree); 0 runs everything in this
-    # one process, as small hosts and most tests want.
-    workers: int = _setting(0, int, 0, 256)
+    # Broker worker processes under one master (mqttd.tree): by default one per core this
+    # process may run on (mqttd.cores), so the appliance uses the host it is given; 0
+    # runs everything in this one process, as tiny hosts and in-process tests want. No
+    # "auto" spelling: leaving the key out is that, and a number is what children get.
+    workers: int = _setting(attrs.Factory(usable_cores), int, 0, MAX_WORKERS)
     # Bytes of publishes forwarded between workers one channel may hold past its 64 KiB
     # while its reader is slow (the master's to each worker, each worker's to the master):
     # past half, forwarded QoS 0 is dropped; past all of it, QoS 1 and 2 too (counted;

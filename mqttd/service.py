@@ -13,6 +13,7 @@ accepted is committed before the database closes).
 """
 import functools
 import os
+import sqlite3
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -35,6 +36,8 @@ from mqttd.listeners import KeyedListener, server_endpoint as _endpoint, with_ba
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.metrics import Metrics
 from mqttd.stopping import BrokerStop, SequentialStop
+from mqttd.store.rehome import rehome_sessions
+from mqttd.store.schema import SchemaError
 from mqttd.store.sqlite import DB_FILENAME
 
 log = Logger()
@@ -74,6 +77,23 @@ class _Listener(KeyedListener):
     def privilegedStartService(self):
         super().privilegedStartService()
         self._waitingForPort.addCallback(_log_port, self.description)
+
+
+def rehome_persistent_sessions(config, home):
+    """Before any broker opens its sessions file: move each persistent session to the
+    file of the broker its client id now reaches (``home``: client id -> slot), as
+    ``server.workers`` may have changed since they were saved (mqttd.store.rehome)."""
+    if not persists_locally(config):
+        return
+    data_dir = config.server.data_dir
+    try:
+        moved = rehome_sessions(data_dir, home)
+    except (SchemaError, OSError, sqlite3.DatabaseError) as e:
+        raise ConfigError(f"server.data_dir: sessions files in {data_dir}: {e}") from None
+    if moved:
+        log.info("moved {moved} persistent session(s) to the broker their client ids now "
+                 "reach (server.workers = {workers})", moved=moved,
+                 workers=config.server.workers)
 
 
 def persists_locally(config):
@@ -152,6 +172,9 @@ def build_service(config, reactor):
     # (the broker's own client gets it here; it is never logged). The client sends it
     # only to the built-in tier: to webhook.url it sends webhook.secret, if any.
     tier_secret = (config.ingest.secret or new_secret()) if config.ingest.enabled else None
+    # One broker, slot 0: every session is its own (the tree's workers may have left
+    # theirs in sessions-1.db ... when server.workers was N).
+    rehome_persistent_sessions(config, lambda client_id: 0)
     store, pool = webhook_sink(config, reactor, metrics, config.webhook.url or None,
                                  config.webhook.secret if config.webhook.url else tier_secret)
     if config.ingest.enabled:

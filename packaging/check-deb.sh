@@ -12,9 +12,11 @@
 #      (no systemd here) on a free loopback port, publish a QoS 1 message with
 #      mosquitto_pub and find its row in /var/lib/mqttd/mqttd.db; as root, run
 #      `mqttd accounts add` and `mqttd tokens add` on it and check that every database
-#      file stays the mqttd user's; stop it;
-#   5b. set server.workers = 2 and do the same through the process tree: ps shows the
-#      named master, workers and ingest child as the mqttd user; all exit on SIGTERM;
+#      file stays the mqttd user's; stop it.
+#      That is the process tree (server.workers defaults to one worker per usable
+#      core): ps shows the named master, its N workers and ingest child as the mqttd
+#      user; all exit on SIGTERM;
+#   5b. set server.workers = 0 and do the same in one process (no children);
 #   6. apt-get remove (state and conffiles stay), then apt-get purge, and check that
 #      nothing is left: package files, /opt/venvs/mqttd, /etc/mqttd, /var/lib/mqttd,
 #      /var/log/mqttd, the mqttd user and group, files owned by them.
@@ -326,11 +328,31 @@ stop_and_check() {
     fi
 }
 
+# children_named WANT: the names of twistd's children as user mqttd (sorted, each
+# followed by a space) become WANT within 10s.
+children_named() {
+    for _ in $(seq 100); do
+        names=$(ps -o user=,comm= --ppid "$twistd_pid" | awk '$1 == "mqttd" {print $2}' | sort | tr '\n' ' ')
+        [ "$names" = "$1" ] && return 0
+        sleep 0.1
+    done
+    echo "children of $twistd_pid as user mqttd: '$names', want '$1'"
+    return 1
+}
+
+# The packaged default: the process tree, one worker per core the service may use.
+check "the packaged mqttd.toml leaves server.workers unset (default: one per usable core)" \
+    bash -c "! grep -qE '^workers *=' /etc/mqttd/mqttd.toml"
+cores=$(python3 -c 'import os; print(min(256, len(os.sched_getaffinity(0))))')
+want_tree="mqttd-ingest $(for n in $(seq "$cores"); do echo "mqttd-worker-$n"; done | sort | tr '\n' ' ')"
 start_broker "$work/mqttd.log"
 if [ -n "$twistd_pid" ]; then
     check "its open-files limit is $nofile (LimitNOFILE=262144 capped by this machine's hard limit $hard)" \
         bash -c "grep -qE '^Max open files +$nofile +$nofile ' /proc/$twistd_pid/limits"
 fi
+check "ps shows $cores worker(s) (this machine's usable cores) and mqttd-ingest under the master, as mqttd" \
+    children_named "$want_tree"
+check "the master is named mqttd-master" bash -c "[ \"\$(cat /proc/$twistd_pid/comm)\" = mqttd-master ]"
 publish_and_find check-deb-pub
 check "a wrong password is refused" bash -c \
     "! timeout 30 mosquitto_pub -h 127.0.0.1 -p $port -i check-deb-bad -u check-deb -P wrong -q 1 -t check-deb/t1 -m x"
@@ -358,26 +380,17 @@ check "every /var/lib/mqttd/mqttd.db* file is still mqttd:mqttd" db_files_owned_
 check "'mqttd accounts --help' lists the account commands" bash -c \
     "mqttd accounts --help | grep -q disable"
 stop_and_check "$work/mqttd.log"
-
-# ------------------------------------------------------------------ 5b. the process tree
-section "the process tree: server.workers = 2 in /etc/mqttd/mqttd.toml"
-sed -i 's/^workers = 0$/workers = 2/' /etc/mqttd/mqttd.toml
-check "the packaged mqttd.toml has server.workers (now 2)" grep -qx 'workers = 2' /etc/mqttd/mqttd.toml
-start_broker "$work/mqttd-tree.log"
-tree_names() {
-    for _ in $(seq 100); do
-        names=$(ps -o user=,comm= --ppid "$twistd_pid" | awk '$1 == "mqttd" {print $2}' | sort | tr '\n' ' ')
-        [ "$names" = "mqttd-ingest mqttd-worker-1 mqttd-worker-2 " ] && return 0
-        sleep 0.1
-    done
-    echo "children of $twistd_pid as user mqttd: '$names'"
-    return 1
-}
-check "ps shows mqttd-worker-1, mqttd-worker-2 and mqttd-ingest under the master, as mqttd" tree_names
-check "the master is named mqttd-master" bash -c "[ \"\$(cat /proc/$twistd_pid/comm)\" = mqttd-master ]"
-publish_and_find check-deb-tree-pub
-stop_and_check "$work/mqttd-tree.log"
 check "no process of the tree is left" bash -c "! pgrep -u mqttd -f mqttd.tree.child"
+
+# ------------------------------------------------------------------ 5b. one process
+section "one process: server.workers = 0 in /etc/mqttd/mqttd.toml"
+sed -i '/^\[server\]$/a workers = 0' /etc/mqttd/mqttd.toml
+check "server.workers = 0 set in [server]" bash -c \
+    "/opt/venvs/mqttd/bin/python -I -c 'import sys; from mqttd.config import load_config; sys.exit(load_config(sys.argv[1]).server.workers)' /etc/mqttd/mqttd.toml"
+start_broker "$work/mqttd-single.log"
+check "twistd has no child process" children_named ""
+publish_and_find check-deb-single-pub
+stop_and_check "$work/mqttd-single.log"
 
 # ------------------------------------------------------------------ 6. remove, purge
 # leftovers STAGE: paths of the package (dpkg -L) that did not exist before the install

@@ -20,7 +20,8 @@ PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 class ListenBacklogTests(unittest.TestCase):
     def listen(self, *descriptions):
         reactor = MemoryReactorOnInterfaces()
-        config = parse_config({"server": {"data_dir": self.mktemp(),
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.mktemp(),
                                           "listen": list(descriptions)}})
         root = build_service(config, reactor)
         root.privilegedStartService()

@@ -60,7 +60,8 @@ class OneRegistryPerProcessTests(unittest.TestCase):
         from mqttd.config import parse_config
         from mqttd.service import build_service
 
-        config = parse_config({"server": {"data_dir": self.mktemp()}})
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.mktemp()}})
         root = build_service(config, MemoryReactorClock())
         registry = root.metrics
         self.assertIs(root.broker.metrics, registry)

@@ -16,7 +16,8 @@ from tests.support.service import MemoryReactorOnInterfaces
 
 
 def config_for(data_dir, **sections):
-    document = {"server": {"data_dir": data_dir, "listen": ["tcp:1883:interface=127.0.0.1"]}}
+    # workers = 0: build_service builds the one process (the default is the tree).
+    document = {"server": {"workers": 0, "data_dir": data_dir, "listen": ["tcp:1883:interface=127.0.0.1"]}}
     document.update(sections)
     return parse_config(document)
 
@@ -35,7 +36,8 @@ class WiringTests(unittest.TestCase):
         """The ingest tier binds an ephemeral loopback port; the broker's client learns it."""
         from twisted.internet import reactor
 
-        config = parse_config({"server": {"data_dir": self.data_dir,
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.data_dir,
                                           "listen": ["tcp:0:interface=127.0.0.1"]}})
         root = build_service(config, reactor)
         self.assertIsNone(root.webhook.url)
@@ -60,7 +62,8 @@ class WiringTests(unittest.TestCase):
         short = tempfile.mkdtemp(prefix="mqttd-t")  # AF_UNIX paths are short (108 bytes)
         self.addCleanup(shutil.rmtree, short)
         path = os.path.join(short, "ingest.sock")
-        config = parse_config({"server": {"data_dir": self.data_dir,
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.data_dir,
                                           "listen": ["tcp:0:interface=127.0.0.1"]},
                                "ingest": {"listen": f"unix:{path}"},
                                "webhook": {"url": "http://127.0.0.1:9/v1/messages"}})
@@ -119,7 +122,8 @@ class WiringTests(unittest.TestCase):
             build_service(config_for(self.data_dir, ingest={"listen": "nonsense:1"}), self.reactor)
         self.assertTrue(str(caught.exception).startswith("ingest.listen: bad endpoint"))
         with self.assertRaises(ConfigError) as caught:
-            build_service(parse_config({"server": {"data_dir": self.data_dir, "listen": ["tcp:x"]}}),
+            # workers = 0: build_service builds the one process (the default is the tree).
+            build_service(parse_config({"server": {"workers": 0, "data_dir": self.data_dir, "listen": ["tcp:x"]}}),
                           self.reactor)
         self.assertTrue(str(caught.exception).startswith("server.listen[0]: bad endpoint"))
 
@@ -144,7 +148,8 @@ class WiringTests(unittest.TestCase):
     def test_unreadable_tls_key_is_a_config_error(self):
         missing = os.path.abspath(self.mktemp())
         with self.assertRaises(ConfigError) as caught:
-            build_service(parse_config({"server": {"data_dir": self.data_dir, "listen": [
+            # workers = 0: build_service builds the one process (the default is the tree).
+            build_service(parse_config({"server": {"workers": 0, "data_dir": self.data_dir, "listen": [
                 f"ssl:8883:privateKey={missing}"]}}), self.reactor)
         self.assertTrue(str(caught.exception).startswith("server.listen[0]: bad endpoint"))
         self.assertIn("No such file", str(caught.exception))
@@ -246,8 +251,10 @@ class IngestStopTests(unittest.TestCase):
         from tests.support.store import row
 
         data_dir = self.mktemp()
+        # workers = 0: build_service builds the one process (the default is the tree).
         root = build_service(parse_config({
-            "server": {"data_dir": data_dir, "listen": ["tcp:0:interface=127.0.0.1"]},
+            "server": {"workers": 0, "data_dir": data_dir,
+                       "listen": ["tcp:0:interface=127.0.0.1"]},
             "ingest": {"flush_interval": 4000.0}}), reactor)
         ingest = root.ingest
         ingest.privilegedStartService()

@@ -33,13 +33,33 @@ from mqttd.store.sink import Message, row_message
 from mqttd.store.sqlite import create_private
 
 __all__ = ["SessionsDb", "SessionSave", "InflightRow", "StoredSession", "Loaded",
-           "sessions_filename"]
+           "connect_sessions", "sessions_filename"]
 
 _CHUNK = 500  # values per IN (...)
 
 
 def sessions_filename(slot):
     return f"sessions-{int(slot)}.db"
+
+
+def connect_sessions(path, busy_timeout_ms=5000):
+    """A sqlite3 connection (autocommit) to the sessions file at ``path``, created 0600
+    if missing and brought to the current schema (SchemaTooNew, untouched, if newer)."""
+    from sqlite_utils import Database
+    create_private(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        db = Database(conn, execute_plugins=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        refuse_too_new(db, MIGRATIONS, name=path)
+        db.enable_wal()
+        # FULL: a SUBACK waits for this commit, as a PUBACK waits for mqttd.db's.
+        conn.execute("PRAGMA synchronous = FULL")
+        migrate(db, MIGRATIONS, name=path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _v1_sessions(db):
@@ -135,21 +155,7 @@ class SessionsDb(OnOwnPool):
     # -- on the pool's thread ---------------------------------------------------------
 
     def _open(self):
-        from sqlite_utils import Database
-        create_private(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            db = Database(conn, execute_plugins=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            refuse_too_new(db, MIGRATIONS, name=self.path)
-            db.enable_wal()
-            # FULL: a SUBACK waits for this commit, as a PUBACK waits for mqttd.db's.
-            conn.execute("PRAGMA synchronous = FULL")
-            migrate(db, MIGRATIONS, name=self.path)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn = conn = connect_sessions(self.path, self._busy_timeout_ms)
         path = self.messages_path
         if path is not None:
             if not os.path.exists(path):

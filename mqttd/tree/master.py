@@ -47,7 +47,7 @@ from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.namespace import session_key
-from mqttd.service import make_data_dir, persists_locally
+from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.health import tree_health
 from mqttd.tree.ingest_link import IngestLink
@@ -104,6 +104,7 @@ class Master(MultiService):
         # (slot, conn_id) of its newest connection: two accounts' "dev-1" are two.
         self._where = {}
         self._starting = True  # until every worker has come up once
+        self._said_ready = False  # "mqttd tree ready" is logged once
         self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
@@ -119,6 +120,9 @@ class Master(MultiService):
             self._config = config = attrs.evolve(
                 config, ingest=attrs.evolve(config.ingest, secret=secret))
             prepare_database(os.path.join(config.server.data_dir, DB_FILENAME))
+        # Each persistent session in the file of the worker its client id reaches now
+        # (server.workers, the host's cores by default, may have changed since).
+        rehome_persistent_sessions(config, self.balancer.home)
         self._document = config_document(config)
         # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
         self._tls = [tls_options(f"server.listen[{index}]", description)
@@ -267,6 +271,13 @@ class Master(MultiService):
             self.balancer.up(slot)
             log.info("worker {slot} ready", slot=slot)
             if len(self.balancer.live) == self._config.server.workers:
+                if not self._said_ready:
+                    # Said once, when every worker is first up (even past the start's
+                    # wait), so an operator and the integration tests can tell the tree
+                    # serves every client id at home, not only that the master listens.
+                    self._said_ready = True
+                    log.info("mqttd tree ready: {workers} workers up",
+                             workers=self._config.server.workers)
                 self._started()
             self._dispatch_waiting()
         elif kind == "closed":
@@ -396,6 +407,10 @@ class Master(MultiService):
         """Every worker has come up once, or the wait for them is over."""
         if self._starting:
             self._starting = False
+            up, workers = len(self.balancer.live), self._config.server.workers
+            if up < workers:
+                log.warn("mqttd tree: {up} of {workers} workers up after broker.idle_timeout;"
+                         " the others' clients go to those meanwhile", up=up, workers=workers)
             if self._start_timer is not None and self._start_timer.active():
                 self._start_timer.cancel()
             self._dispatch_waiting()

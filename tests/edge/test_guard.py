@@ -215,7 +215,8 @@ class ServiceWiringTests(unittest.TestCase):
     def test_every_mqtt_listener_is_behind_one_door(self):
         sock = os.path.abspath(self.mktemp())
         reactor = MemoryReactorOnInterfaces()
-        config = parse_config({"server": {"data_dir": self.mktemp(), "listen": [
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.mktemp(), "listen": [
             "tcp:1883:interface=127.0.0.1", f"ssl:8883:privateKey={PEM}", f"unix:{sock}"]},
             "limits": {"banned": ["10.0.0.0/8"]}})
         root = build_service(config, reactor)

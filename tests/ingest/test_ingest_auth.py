@@ -106,7 +106,8 @@ class BuiltInTierTests(unittest.TestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         data_dir = self.mktemp()
-        config = parse_config({"server": {"data_dir": data_dir,
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": data_dir,
                                           "listen": ["tcp:0:interface=127.0.0.1"]}})
         root = build_service(config, reactor)
         ingest = root.ingest
@@ -132,7 +133,8 @@ class BuiltInTierTests(unittest.TestCase):
         self.assertNotIn(secret, repr(config))
 
     def test_ingest_secret_is_the_tiers(self):
-        config = parse_config({"server": {"data_dir": self.mktemp()},
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.mktemp()},
                                "ingest": {"secret": "x" * 16}})
         self.assertNotIn("x" * 16, repr(config))
         root = build_service(config, reactor)

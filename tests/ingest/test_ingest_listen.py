@@ -12,7 +12,8 @@ from mqttd.service import build_service
 
 class LoopbackOnlyTests(unittest.TestCase):
     def build(self, **ingest):
-        config = parse_config({"server": {"data_dir": self.mktemp(),
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.mktemp(),
                                           "listen": ["tcp:0:interface=127.0.0.1"]},
                                "ingest": ingest})
         return build_service(config, reactor)

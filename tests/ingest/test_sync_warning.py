@@ -12,7 +12,8 @@ class SynchronousWarningTests(unittest.TestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        config = parse_config({"server": {"data_dir": self.mktemp()},
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": self.mktemp()},
                                "ingest": {"synchronous": synchronous}})
         ingest = build_service(config, reactor).ingest
         ingest.startService()

@@ -2,8 +2,8 @@
 the broker read was committed AND acknowledged (no row in SQLite that its client never
 got a PUBACK for), the process ends as a clean twistd stop does, and nothing is logged as an error.
 
-Run on the single process and on the tree (SIGTERM to the master alone, as systemd's
-KillMode=mixed does; the master stops its workers, then the ingest child)."""
+Run on the tree, the default (SIGTERM to the master alone, as systemd's KillMode=mixed
+does; the master stops its workers, then the ingest child), and on the single process."""
 import signal
 import time
 
@@ -40,8 +40,13 @@ class CleanStopTests(DurabilityTestCase):
             self.assertNotIn(marker, out)
 
 
-class TreeCleanStopTests(CleanStopTests):
-    appliance = "[server]\nworkers = 2\n"
+class OneProcessCleanStopTests(CleanStopTests):
+    appliance = "[server]\nworkers = 0\n"
+
+
+@requires_mqttd("the process tree's stop order")
+class TreeStopOrderTests(DurabilityTestCase):
+    appliance = "[server]\nworkers = 2\n"  # two named workers, whatever this host's cores
 
     def test_workers_stop_before_the_ingest_child(self):
         self.start_appliance(proxied=False)

@@ -182,3 +182,10 @@ class KillTests(DurabilityTestCase):
                  context=self.context)
         self.finish_all(after)
         self.assertAckedStoredOnce(pubs + after, exact=False)
+
+
+class OneProcessKillTests(KillTests):
+    """The same kill -9 of ``server.workers = 0``, still supported for tiny hosts: the
+    default (the class above) is the process tree now."""
+
+    appliance = "[server]\nworkers = 0\n"

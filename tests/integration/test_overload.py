@@ -18,19 +18,24 @@ MAX_PENDING = 100
 
 @requires_mqttd("the durable ingest tier")
 class OverloadTests(DurabilityTestCase):
-    def overload(self, clients, window, ack_timeout):
+    def overload(self, clients, window, ack_timeout, per_worker=False):
         """Start the appliance (max_pending 100), load it, hang the webhook; returns
-        (publishers, when the hang began)."""
+        (publishers, when the hang began). ``per_worker``: ``clients`` for each worker."""
         self.start_appliance(webhook={"max_pending": str(MAX_PENDING),
                                       "ack_timeout": str(ack_timeout)})
+        if per_worker:
+            clients *= max(1, self.broker.workers)
         pubs = self.publishers(clients, "over-", window=window)
         self.wait_progress(pubs, 50)
         start = self.proxy.set_mode(faultproxy.HANG)
         return pubs, start
 
     def test_publishers_wait_out_a_stall_instead_of_being_closed(self):
-        """16 clients x window 10 = 160 in flight > 100: paused for 3 s, none closed."""
-        pubs, start = self.overload(clients=16, window=10, ack_timeout=10.0)
+        """16 clients x window 10 = 160 in flight > 100 per broker: paused for 3 s, none
+        closed. webhook.max_pending bounds each broker process, and in the tree (the
+        default) the clients spread over the workers by client id: 16 per worker puts
+        16 or more on one of them (pigeonhole), whichever way the ids hash."""
+        pubs, start = self.overload(clients=16, window=10, ack_timeout=10.0, per_worker=True)
         time.sleep(3.0)
         end = time.monotonic()
         self.assertTrue(all(p.closed_at is None for p in pubs),

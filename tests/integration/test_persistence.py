@@ -1,5 +1,6 @@
 """Nothing lost across a crash: retained messages and persistent sessions survive a
 ``kill -9`` of the real ``twistd mqttd`` and its restart on the same data directory."""
+import glob
 import os
 import sqlite3
 import time
@@ -16,8 +17,10 @@ class CrashTests(BrokerTestCase):
         self.broker.start()
         self.port = self.broker.port
 
-    def sessions_db(self):
-        return os.path.join(self.broker.data_dir, "sessions-0.db")
+    def sessions_dbs(self):
+        """Every broker's sessions file: sessions-0.db of the one process, or one per
+        worker of the tree (the default), sessions-1.db ... sessions-N.db."""
+        return sorted(glob.glob(os.path.join(self.broker.data_dir, "sessions-*.db")))
 
     def test_retained_message_survives_kill_9(self):
         pub = self.client()
@@ -101,9 +104,13 @@ class CrashTests(BrokerTestCase):
         sub.disconnect()
         self.crash_and_restart()
 
-        with sqlite3.connect(f"file:{self.sessions_db()}?mode=ro", uri=True) as db:
-            for table in ("sessions", "subscriptions", "inflight"):
-                self.assertEqual(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0], 0,
-                                 table)
+        paths = self.sessions_dbs()
+        self.assertTrue(paths, "no sessions file in the data directory")
+        for path in paths:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                for table in ("sessions", "subscriptions", "inflight"):
+                    self.assertEqual(
+                        db.execute(f"SELECT count(*) FROM {table}").fetchone()[0], 0,
+                        f"{os.path.basename(path)}: {table}")
         again = self.client(cid, connect=False, clean_session=False)
         self.assertFalse(again.connect()[1], "a clean session came back after the crash")

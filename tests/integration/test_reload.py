@@ -1,5 +1,6 @@
 """SIGHUP rereads the config file: new limits apply to new connections and no connection
-is dropped; a broken file changes nothing. On the single process and on the tree."""
+is dropped; a broken file changes nothing. On the tree (the default) and on the single
+process."""
 import os
 import signal
 
@@ -61,8 +62,8 @@ class ReloadTests(BrokerTestCase):
         self.refused("127.0.0.5")
 
 
-class TreeReloadTests(ReloadTests):
-    config = ReloadTests.config + "[server]\nworkers = 2\n"
+class OneProcessReloadTests(ReloadTests):
+    config = ReloadTests.config + "[server]\nworkers = 0\n"
 
     def rewrite(self, text):
-        super().rewrite(text + "[server]\nworkers = 2\n")
+        super().rewrite(text + "[server]\nworkers = 0\n")

@@ -29,7 +29,8 @@ class FileModeTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_data_dir_and_database_files_are_private(self):
         data_dir = os.path.join(self.mktemp(), "var")
-        config = parse_config({"server": {"data_dir": data_dir,
+        # workers = 0: build_service builds the one process (the default is the tree).
+        config = parse_config({"server": {"workers": 0, "data_dir": data_dir,
                                           "listen": ["tcp:0:interface=127.0.0.1"]}})
         root = build_service(config, reactor)
         self.assertEqual(mode(data_dir), 0o700)
@@ -57,7 +58,8 @@ class FileModeTests(unittest.TestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        root = build_service(parse_config({"server": {"data_dir": data_dir}}), reactor)
+        # workers = 0: build_service builds the one process (the default is the tree).
+        root = build_service(parse_config({"server": {"workers": 0, "data_dir": data_dir}}), reactor)
         root.ingest.startService()
         self.addCleanup(root.ingest.stopService)
         self.assertEqual(mode(path), 0o644)

@@ -13,6 +13,7 @@ import tempfile
 import time
 import tomllib
 
+from mqttd.cores import usable_cores
 from tests.integration.support.common import HOST, STDBUF, STOP_TIMEOUT, free_port
 
 #: Which broker the integration tests run against: "mqttd" (default) or "mosquitto".
@@ -176,8 +177,9 @@ class BrokerProcess:
                     f"{self.kind} exited with status {rc} before listening on port {port}\n{self.tail()}"
                 )
             if self.kind == "mqttd":
-                bound = _mqttd_listening_port(self.output())
-                if bound is not None:
+                out = self.output()
+                bound = _mqttd_listening_port(out)
+                if bound is not None and (_TREE_MASTER not in out or _TREE_STARTED.search(out)):
                     self.port = bound
                     return
             elif _port_open(port):
@@ -204,6 +206,14 @@ class BrokerProcess:
 
     def alive(self):
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def workers(self):
+        """mqttd's server.workers: as the config sets it, else the default, this host's
+        usable cores (0: one process; mosquitto counts as one process)."""
+        if self.kind != "mqttd":
+            return 0
+        return tomllib.loads(self.config).get("server", {}).get("workers", usable_cores())
 
     @property
     def data_dir(self):
@@ -298,6 +308,12 @@ class _PortCollision(Exception):
 
 
 _LISTENING = re.compile(r"mqttd listening on tcp:0:\S* \([^)]*:(\d+)\)")
+# The process tree (the default, server.workers >= 1): its master listens before its
+# workers are up, and holds CONNECTs meanwhile, up to broker.idle_timeout (then a client
+# whose worker is not up gets CONNACK 3). A test's own timeouts start once the tree says
+# every worker is up, as an operator would wait for it.
+_TREE_MASTER = "[mqttd.tree.master#"
+_TREE_STARTED = re.compile(r"mqttd tree ready:")
 
 
 _METRICS = re.compile(r"metrics and health listening on (http://\S+/metrics)")

@@ -8,12 +8,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.integration.support.common import wait_for
 from tests.integration.support.database import stored_messages
 from tests.integration.support.metrics import health, scrape_families, series, wait_for_series
-from tests.integration.support.process import requires_mqttd, run_twistd_mqttd
+from tests.integration.support.process import ANONYMOUS, requires_mqttd, run_twistd_mqttd
 from tests.integration.support.testcase import BrokerTestCase
 
 
 @requires_mqttd("mqttd's /metrics")
 class SingleProcessMetricsTests(BrokerTestCase):
+    # The single process on purpose: the default is the tree (test_metrics_tree).
+    config = ANONYMOUS + "[server]\nworkers = 0\n"
+
     def test_counters_add_up_against_sqlite_after_a_qos1_load(self):
         url = wait_for(lambda: self.broker.metrics_url, message="metrics URL",
                        context=self.context)

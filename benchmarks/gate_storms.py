@@ -14,7 +14,9 @@ and Debian's mosquitto (brokers.py: anonymous on loopback, persistence false).
   100 x 20 = 2,000 tokens: at 5,000 connects/s that is 2.5 attempts/s per token, under
   the default ``auth.rate_per_token`` 4/s with burst 4, which stays as it is unless
   ``--rate-per-token``); each account's ``max_connections`` is ``--quota`` (1,000).
-  mosquitto takes the same storm anonymously. Rounds A B A B (the order rotates),
+  mosquitto takes the same storm anonymously (and with ``--with-anonymous`` the same
+  tree with ``auth.allow_anonymous = true``, no usernames; with ``--with-baseline DIR``
+  the anonymous tree of another checkout, e.g. main before the gate). Rounds A B A B (the order rotates),
   medians, the ratio to mosquitto, the generator's CPU (``!``: generator-bound) and the
   broker's CPU per connect by process.
 * ``mixed``: 50 good clients (loadgen.py, QoS 1, window 1, paced at 20/s each, one
@@ -53,6 +55,8 @@ CONNECT_TARGET = 5000.0
 P99_TARGET = 2.0
 BAD_SOURCE, FLAP_SOURCE = "127.0.0.50", "127.0.0.60"
 GATE = "mqttd-gate"
+ANON = "mqttd-anon"
+BASE = "mqttd-base"
 
 
 # -- accounts and tokens, with the operator's command ----------------------------------------
@@ -93,13 +97,26 @@ def provision(data_dir, tmp, args):
     return files
 
 
+GATE_COUNTERS = ("edge_gate_lookups", "gate_token_lookups", "edge_gate_negative_hits",
+                 "edge_flapping_bans{kind=clientid}", "edge_gate_kicked{reason=banned}")
+
+
+def counter_deltas(before, after, names):
+    """{name: growth between two read_metrics() dumps, summed over the processes}: how
+    often the storm reached SQLite (token lookups), the negative cache, the bans."""
+    if before is None or after is None:
+        return None
+    return {n: sum(series.get(n, 0) - before.get(proc, {}).get(n, 0)
+                   for proc, series in after.items()) for n in names}
+
+
 # -- runs -------------------------------------------------------------------------------------
 
 def run_connect(broker, rnd, args, files):
     prefix = "%s-connect-r%d" % (broker.name, rnd)
     extra = ["--duration", str(args.duration), "--concurrency", str(args.concurrency),
              "--source-ips", str(args.source_ips), "--broker-pid", str(broker.pid)]
-    if broker.kind == "mqttd":
+    if broker.name == GATE:
         extra += ["--username-file", files["connect"]]
     res = run_tool(storm_argv(broker.port, args, prefix, extra), args.duration + 120)
     return {"connacks_per_s": res["connacks_per_s"], "p50_ms": res["latency_ms"]["p50"],
@@ -152,17 +169,20 @@ def run_mixed(broker, rnd, phase, args, files):
             "connected": res["connected"], "errors": res["errors"],
             "gen_cores": res["loadgen_cores"], "storm_clients": clients,
             "gate_refused": refused_by_limit(before, after, "edge_gate_refused", "reason"),
+            "gate_counters": counter_deltas(before, after, GATE_COUNTERS),
             "durability": {k: d.get(k) for k in ("ok", "acked", "rows", "missing",
                                                  "duplicated", "foreign", "text")}}
 
 
-def run_all(mosq, gate, args, files):
+def run_all(connectors, gate, args, files):
+    """``connectors``: the brokers of the connect storm (mosquitto, the gate, the
+    anonymous tree), in an order that rotates every round (A B, B A)."""
     records = []
     for rnd in range(args.rounds):
         jobs = []
         if "connect" in args.scenario:
-            pair = [gate, mosq] if rnd % 2 else [mosq, gate]  # A B, then B A
-            jobs += [("connect", b, "connect") for b in pair]
+            k = rnd % len(connectors)
+            jobs += [("connect", b, "connect") for b in connectors[k:] + connectors[:k]]
         if "mixed" in args.scenario:
             jobs += [("mixed", gate, ph) for ph in (
                 ["calm", "storm"] if rnd % 2 == 0 else ["storm", "calm"])]
@@ -201,6 +221,7 @@ def summarize(records):
         s["outcomes"] = add_counts(r.get("outcomes") for r in ok)
         if any("gate_refused" in r for r in ok):
             s["gate_refused"] = add_counts(r.get("gate_refused") for r in ok)
+            s["gate_counters"] = add_counts(r.get("gate_counters") for r in ok)
         for name in ("bad", "flap"):
             runs = [r["storm_clients"][name] for r in ok if name in r.get("storm_clients", {})]
             if runs:
@@ -224,6 +245,11 @@ def verdicts(summary):
         if mosq and mosq["connacks_per_s"] and rate:
             rows.append(("  ratio to mosquitto (plain accept)", "%.2fx" % (
                 rate / mosq["connacks_per_s"]), "(figure)", ""))
+        for other, what in ((ANON, "the anonymous tree"), (BASE, "the tree before the gate")):
+            o = summary.get(("connect", other, "connect"))
+            if o and o["connacks_per_s"] and rate:
+                rows.append(("  ratio to " + what, "%.2fx" % (rate / o["connacks_per_s"]),
+                             "(figure)", ""))
     storm, calm = summary.get(("mixed", GATE, "storm")), summary.get(("mixed", GATE, "calm"))
     if storm and calm:
         r = storm["p99_ms"] / calm["p99_ms"] if storm["p99_ms"] and calm["p99_ms"] else None
@@ -249,7 +275,7 @@ def print_report(summary, rows, args, out=sys.stdout):
               fmt(args.rate_per_token, "{:g}") if args.rate_per_token else "4 (default)"))
         w("  %-11s %10s %14s %9s  %s\n" % ("broker", "connects/s", "p50/p99 ms", "gen cores",
                                            "broker CPU us per connect, by process"))
-        for b in ("mosquitto", GATE):
+        for b in ("mosquitto", BASE, ANON, GATE):
             s = summary.get(("connect", b, "connect"))
             if not s:
                 continue
@@ -286,6 +312,7 @@ def print_report(summary, rows, args, out=sys.stdout):
             if "gate_refused" in s:
                 w("  %-6s gate refused by reason (edge_gate_refused): %s\n" % (
                     "", json.dumps(s["gate_refused"])))
+                w("  %-6s gate counters: %s\n" % ("", json.dumps(s["gate_counters"])))
     w("\ntargets (issue 13, medians of %d rounds)\n" % args.rounds)
     for r in rows:
         w("  %-40s %-44s %-9s %s\n" % r)
@@ -315,6 +342,12 @@ def parse_args(argv=None):
     p.add_argument("--storm-nice", type=int, default=0)
     p.add_argument("--storm-lead", type=float, default=1.0)
     p.add_argument("--pause", type=float, default=1.0)
+    p.add_argument("--with-anonymous", action="store_true",
+                   help="also the same tree with auth.allow_anonymous = true, storming "
+                        "without usernames: what the token path costs, same run")
+    p.add_argument("--with-baseline", metavar="CHECKOUT",
+                   help="also the anonymous tree of another checkout (e.g. main before the "
+                        "gate was wired: git worktree add --detach /tmp/base 43fdda5^)")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--keep-tmp", action="store_true")
     p.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
@@ -340,18 +373,24 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="mqttd-gate-")
     mosq = make_mosquitto(tmp, args, tag="-gate")
     gate = make_mqttd(tmp, args, GATE, overrides=gate_overrides(args), metrics=True)
+    anon = [make_mqttd(tmp, args, ANON, overrides=tree_overrides(args.workers))] if (
+        args.with_anonymous) else []
+    if args.with_baseline:
+        anon.append(make_mqttd(tmp, args, BASE, overrides=tree_overrides(args.workers),
+                               source=args.with_baseline))
     files = provision(os.path.dirname(gate.db), tmp, args)
+    every = [mosq, gate] + anon
     load = os.getloadavg()
     t0 = time.monotonic()
     try:
-        for b in (mosq, gate):
+        for b in every:
             b.start()
-        for b in (mosq, gate):
+        for b in every:
             b.wait_port()
-        time.sleep(2.0)  # the tree's workers and ingest child up
-        records = run_all(mosq, gate, args, files)
+        time.sleep(2.0)  # the trees' workers and ingest child up
+        records = run_all([mosq] + anon + [gate], gate, args, files)
     finally:
-        for b in (mosq, gate):
+        for b in every:
             b.stop()
     summary = summarize(records)
     rows = verdicts(summary)

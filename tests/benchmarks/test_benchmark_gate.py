@@ -103,6 +103,14 @@ class GateReportTests(unittest.TestCase):
         self.assertEqual(storms.refused_by_limit(before, after, "edge_gate_refused", "reason"),
                          {"bad token": 7, "auth rate": 4})
 
+    def test_counter_growth_over_every_process(self):
+        before = {"mqttd-master": {"gate_token_lookups": 5}}
+        after = {"mqttd-master": {"gate_token_lookups": 7}, "mqttd-worker-0": {}}
+        self.assertEqual(gate_storms.counter_deltas(before, after, ("gate_token_lookups",
+                                                                    "edge_gate_lookups")),
+                         {"gate_token_lookups": 2, "edge_gate_lookups": 0})
+        self.assertIsNone(gate_storms.counter_deltas(None, after, ("x",)))
+
     def test_verdicts(self):
         def connect(rate, gen):
             return {"connacks_per_s": rate, "gen_cores": gen}

@@ -41,6 +41,12 @@ def mqtt_str(value):
     return struct.pack("!H", len(value)) + value
 
 
+def read_lines(path):
+    """The non-empty lines of a file, stripped (usernames, tokens)."""
+    with open(path) as f:
+        return [ln.strip() for ln in f if ln.strip()]
+
+
 def connect_packet(client_id, keepalive=0, clean=True, username=None, password=None):
     flags = 0x02 if clean else 0
     payload = mqtt_str(client_id)

@@ -3,7 +3,8 @@
 
 Keeps ``--concurrency`` handshakes in flight from the source addresses given
 (``--source-ips N``: 127.0.0.FIRST..FIRST+N-1, or ``--source ADDR``, repeatable), each
-with a fresh client id; on its CONNACK a connection is kept ``--hold`` seconds (0: closed
+with a fresh client id (or one of ``--client-ids N`` in turn: a flapping client), with
+the usernames of ``--username-file`` in turn (tokens, for the gate); on its CONNACK a connection is kept ``--hold`` seconds (0: closed
 at once) and then closed, with a DISCONNECT first (``--close disconnect``) or a reset
 (``--close rst``, SO_LINGER 0: no TIME_WAIT). It stops starting connects after
 ``--duration`` s (or ``--connects``) and waits ``--connack-timeout`` s for the last.
@@ -76,6 +77,7 @@ class Storm:
         self.started = 0
         self.last_connack = None
         self.open_peak = 0
+        self.usernames = common.read_lines(args.username_file) if args.username_file else None
 
     def _end(self, att, outcome):
         self.outcomes[outcome] += 1
@@ -138,9 +140,12 @@ class Storm:
                 return self._end(att, "refused_reset")  # accepted, then closed at once
             if rc:
                 return self._end(att, "connect:" + errno.errorcode.get(rc, str(rc)))
-            cid = "%s-%d" % (self.args.client_prefix, att.index)
+            cid = "%s-%d" % (self.args.client_prefix, att.index % self.args.client_ids
+                             if self.args.client_ids else att.index)
+            user = self.usernames[att.index % len(self.usernames)] if self.usernames else None
             try:
-                s.send(common.connect_packet(cid, keepalive=self.args.keepalive))
+                s.send(common.connect_packet(cid, keepalive=self.args.keepalive, username=user,
+                                             password=user if self.args.password_same else None))
             except OSError as e:
                 return self._end(att, self._refusal(e))
             att.state = "connack"
@@ -257,6 +262,12 @@ def parse_args(argv=None):
     p.add_argument("--keepalive", type=int, default=0)
     p.add_argument("--connack-timeout", type=float, default=5.0)
     p.add_argument("--client-prefix", default="storm-%d" % os.getpid())
+    p.add_argument("--client-ids", type=int, default=0,
+                   help="reuse this many client ids in turn (0: a fresh one every attempt)")
+    p.add_argument("--username-file", metavar="FILE",
+                   help="usernames (e.g. tokens), one a line, used in turn by the attempts")
+    p.add_argument("--password-same", action="store_true",
+                   help="send each username as the password too")
     p.add_argument("--broker-pid", type=int, default=None,
                    help="report this process tree's CPU over the storm, by process")
     a = p.parse_args(argv)

@@ -502,10 +502,13 @@ class Worker:
 
 def make_conns(args, indices):
     conns = []
+    names = common.read_lines(args.username_file) if args.username_file else None
     for i in indices:
         cid = "%s-%d" % (args.client_prefix, i)
-        pkt = common.connect_packet(cid, keepalive=args.keepalive, username=args.username,
-                                    password=args.password)
+        user = names[i % len(names)] if names else args.username
+        pkt = common.connect_packet(cid, keepalive=args.keepalive, username=user,
+                                    password=user if names and args.password_same
+                                    else args.password)
         c = common.Conn(i, cid, pkt)
         c.quota = float("inf")
         c.sent = c.acked = c.outstanding = c.pub_pos = c.ack_pos = 0
@@ -730,6 +733,10 @@ def parse_args(argv=None):
     p.add_argument("--topic", default="bench/loadgen")
     p.add_argument("--username")
     p.add_argument("--password")
+    p.add_argument("--username-file", metavar="FILE",
+                   help="connection i's username is line i (mod the lines), e.g. one token each")
+    p.add_argument("--password-same", action="store_true",
+                   help="with --username-file: each username as the password too")
     p.add_argument("--client-prefix", default="loadgen-%d" % os.getpid())
     p.add_argument("--keepalive", type=int, default=0, help="CONNECT keepalive seconds (0 = off)")
     p.add_argument("--source-ips", type=int, default=None,

@@ -68,15 +68,16 @@ def log_refusals(text, peer):
     return out, held
 
 
-def refused_by_limit(before, after):
+def refused_by_limit(before, after, counter="edge_refused", label="limit"):
     """{limit: refusals} between two read_metrics() dumps ({process: {series: value}}),
-    over every process (only the one with the door counts them)."""
+    over every process (only the one with the door counts them); ``counter`` and
+    ``label`` name another labelled counter (the gate's ``edge_gate_refused``, reason)."""
     if before is None or after is None:
         return None
     out = {}
     for name, series in after.items():
         for key, value in series.items():
-            m = re.fullmatch(r"edge_refused\{limit=(.+)\}", key)
+            m = re.fullmatch(r"%s\{%s=(.+)\}" % (counter, label), key)
             delta = value - before.get(name, {}).get(key, 0)
             if m and delta:
                 out[m.group(1)] = out.get(m.group(1), 0) + delta
@@ -253,27 +254,38 @@ def run_all(brokers, args):
     return records
 
 
-def summarize(records):
-    """{(scenario, broker, phase): medians}."""
+def grouped(records):
+    """{(scenario, broker, phase): [run records]}."""
     out = {}
     for rec in records:
-        key = (rec["scenario"], rec["broker"], rec["phase"])
-        out.setdefault(key, []).append(rec)
+        out.setdefault((rec["scenario"], rec["broker"], rec["phase"]), []).append(rec)
+    return out
+
+
+def medians(recs):
+    """(the runs that did not fail, their medians: rates, latency, generator cores, CPU
+    per connect by process, durability summed)."""
+    ok = [r for r in recs if "error" not in r]
+    s = {"runs": len(recs), "failed": len(recs) - len(ok)}
+    for field in ("connacks_per_s", "p50_ms", "p99_ms", "gen_cores", "msgs_per_s"):
+        s[field] = med([r.get(field) for r in ok])
+    cpus = [r["cpu_us_per_connect"] for r in ok if r.get("cpu_us_per_connect")]
+    if cpus:
+        s["cpu_us_per_connect"] = {k: med([c.get(k) for c in cpus])
+                                   for k in sorted({k for c in cpus for k in c})}
+    durs = [r["durability"] for r in ok if "durability" in r]
+    if durs:
+        s["durability"] = {"ok": sum(1 for d in durs if d["ok"]), "runs": len(durs),
+                           **{k: sum(d.get(k) or 0 for d in durs)
+                              for k in ("acked", "rows", "missing", "duplicated", "foreign")}}
+    return ok, s
+
+
+def summarize(records):
+    """{(scenario, broker, phase): medians}."""
     summary = {}
-    for key, recs in out.items():
-        ok = [r for r in recs if "error" not in r]
-        s = {"runs": len(recs), "failed": len(recs) - len(ok)}
-        for field in ("connacks_per_s", "p50_ms", "p99_ms", "gen_cores", "msgs_per_s"):
-            s[field] = med([r.get(field) for r in ok])
-        cpus = [r["cpu_us_per_connect"] for r in ok if r.get("cpu_us_per_connect")]
-        if cpus:
-            s["cpu_us_per_connect"] = {k: med([c.get(k) for c in cpus])
-                                       for k in sorted({k for c in cpus for k in c})}
-        durs = [r["durability"] for r in ok if "durability" in r]
-        if durs:
-            s["durability"] = {"ok": sum(1 for d in durs if d["ok"]), "runs": len(durs),
-                               **{k: sum(d[k] or 0 for d in durs)
-                                  for k in ("acked", "missing", "duplicated", "foreign")}}
+    for key, recs in grouped(records).items():
+        ok, s = medians(recs)
         floods = [r["flood"] for r in ok if r.get("flood")]
         if floods:
             s["flood_attempts_per_s"] = med([f["attempts_per_s"] for f in floods])
@@ -456,10 +468,14 @@ def main(argv=None):
             b.stop()
     summary = summarize(records)
     rows = verdicts(summary, args)
-    print("%s; load average at start %.2f %.2f %.2f, at end %.2f %.2f %.2f; RLIMIT_NOFILE %d/%d; "
-          "wall %.0f s" % (time.strftime("%Y-%m-%d %H:%M:%S"), *load, *os.getloadavg(),
-                           soft, hard, time.monotonic() - t0))
+    print(header(load, t0, soft, hard))
     print_report(summary, rows, args)
+    return finish(records, summary, rows, args, tmp)
+
+
+def finish(records, summary, rows, args, tmp):
+    """After the report: the JSON file, the temp dir gone; the exit status (2: something
+    acknowledged was lost)."""
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"summary": {"|".join(k): v for k, v in summary.items()},
@@ -468,6 +484,13 @@ def main(argv=None):
         shutil.rmtree(tmp, ignore_errors=True)
     lost = [r for r in records if (r.get("durability") or {}).get("ok") is False]
     return 2 if lost else 0
+
+
+def header(load, t0, soft, hard):
+    """The run's first line: when, the load average at its start and end, the fd limit."""
+    return ("%s; load average at start %.2f %.2f %.2f, at end %.2f %.2f %.2f; RLIMIT_NOFILE "
+            "%d/%d; wall %.0f s" % (time.strftime("%Y-%m-%d %H:%M:%S"), *load, *os.getloadavg(),
+                                    soft, hard, time.monotonic() - t0))
 
 
 if __name__ == "__main__":

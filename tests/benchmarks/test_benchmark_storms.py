@@ -10,15 +10,14 @@ import io
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
-import threading
 import time
 
 from twisted.trial import unittest
 
 from mqttd.metrics import Metrics
+from tests.support.accept_server import serve
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "benchmarks")
 if BENCHMARKS not in sys.path:
@@ -29,29 +28,6 @@ import loadgen  # noqa: E402
 import metrics_mqttd  # noqa: E402
 import proctree  # noqa: E402
 import storms  # noqa: E402
-
-
-def serve(test, answer):
-    """A listening socket on 127.0.0.1 whose thread calls ``answer(sock)`` per accept."""
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(128)
-    stop = threading.Event()
-
-    def loop():
-        lsock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = lsock.accept()
-            except socket.timeout:
-                continue
-            conn.settimeout(2)
-            answer(conn)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    test.addCleanup(lambda: (stop.set(), thread.join(), lsock.close()))
-    return lsock.getsockname()[1]
 
 
 def connack(conn):

@@ -3,6 +3,7 @@
 (the master's GateStore counts its reads: ``gate_token_lookups``); the per-token rate
 refuses most of them before any lookup, the negative cache the rest. A good client is
 let in throughout."""
+from tests.integration.support.common import wait_for
 from tests.integration.support.metrics import scrape, series, wait_for_series
 from tests.integration.support.testcase import BrokerTestCase
 
@@ -12,7 +13,8 @@ TOKENS = [f"bad-token-{n:02d}-{'x' * 20}" for n in range(20)]
 
 class _StormCases:
     def test_bad_tokens_are_read_from_sqlite_once_each(self):
-        url = self.broker.metrics_url
+        url = wait_for(lambda: self.broker.metrics_url, message="metrics URL",
+                       context=self.context)
         before = scrape(url).get(series("gate_token_lookups_total"), 0)
         for round_ in range(100):
             for token in TOKENS:

@@ -48,7 +48,7 @@ import common  # noqa: E402
 from brokers import make_mosquitto, make_mqttd, tree_overrides  # noqa: E402
 from durability import check_run  # noqa: E402
 from report import GENERATOR_BOUND, fmt, med  # noqa: E402
-from storms import (finish, grouped, header, medians, per_connect,  # noqa: E402
+from storms import (connect_row, finish, grouped, header, medians, per_connect,  # noqa: E402
                     refused_by_limit, run_tool, storm_argv)
 
 CONNECT_TARGET = 5000.0
@@ -279,13 +279,7 @@ def print_report(summary, rows, args, out=sys.stdout):
             s = summary.get(("connect", b, "connect"))
             if not s:
                 continue
-            w("  %-11s %10s %14s %7s%-2s  %s\n" % (
-                b, fmt(s["connacks_per_s"]), "%s/%s" % (fmt(s["p50_ms"], "{:.2f}"),
-                                                       fmt(s["p99_ms"], "{:.2f}")),
-                fmt(s["gen_cores"], "{:.2f}"),
-                " !" if (s["gen_cores"] or 0) > GENERATOR_BOUND else "",
-                ", ".join("%s %s" % (k, fmt(v, "{:.1f}"))
-                          for k, v in (s.get("cpu_us_per_connect") or {}).items())))
+            connect_row(w, b, s, width=11)
             w("  %-11s outcomes: %s\n" % ("", json.dumps(s["outcomes"])))
     if "mixed" in args.scenario:
         w("\nmixed storm (%d good clients QoS 1 window 1 at %g/s each, %g s; storm: %d unknown "

@@ -359,17 +359,22 @@ def print_report(summary, rows, args, out=sys.stdout):
     _isolation_rows(w, summary, rows, args)
 
 
+def connect_row(w, broker, s, width=10):
+    """One broker's line of a connect summary: rate, p50/p99, the generator's cores
+    (flagged "!" when generator-bound) and CPU per connect by process."""
+    w("  %-*s %10s %14s %7s%-2s  %s\n" % (
+        width, broker, fmt(s["connacks_per_s"]),
+        "%s/%s" % (fmt(s["p50_ms"], "{:.2f}"), fmt(s["p99_ms"], "{:.2f}")),
+        fmt(s["gen_cores"], "{:.2f}"),
+        " !" if (s["gen_cores"] or 0) > GENERATOR_BOUND else "",
+        ", ".join("%s %s" % (k, fmt(v, "{:.1f}"))
+                  for k, v in (s.get("cpu_us_per_connect") or {}).items())))
+
+
 def _connect_rows(w, summary, name):
     for (scenario, broker, phase), s in summary.items():
-        if scenario != name:
-            continue
-        w("  %-10s %10s %14s %7s%-2s  %s\n" % (
-            broker, fmt(s["connacks_per_s"]), "%s/%s" % (fmt(s["p50_ms"], "{:.2f}"),
-                                                        fmt(s["p99_ms"], "{:.2f}")),
-            fmt(s["gen_cores"], "{:.2f}"),
-            " !" if (s["gen_cores"] or 0) > GENERATOR_BOUND else "",
-            ", ".join("%s %s" % (k, fmt(v, "{:.1f}"))
-                      for k, v in (s.get("cpu_us_per_connect") or {}).items())))
+        if scenario == name:
+            connect_row(w, broker, s)
 
 
 def _isolation_rows(w, summary, rows, args):

@@ -127,6 +127,16 @@ class PahoClient:
                 f"publish to {topic!r} qos {qos} not acknowledged within {timeout}s\n{self._ctx()}")
         return info
 
+    def publish_refused(self, topic, payload, qos=1, timeout=DEFAULT_TIMEOUT):
+        """Publish a message the broker must refuse by closing the connection: wait for
+        the close, then raise unless the message went unacknowledged. paho may mark the
+        message failed (the close raced its own send) or just never published; both
+        mean no PUBACK came."""
+        info = self.client.publish(topic, payload, qos)
+        self.wait_disconnected(timeout)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():
+            raise AssertionError(f"publish to {topic!r} was acknowledged\n{self._ctx()}")
+
     def get_message(self, timeout=DEFAULT_TIMEOUT):
         try:
             return self.messages.get(timeout=timeout)

@@ -21,7 +21,10 @@ Saves are batched: the first change arms a timer of ``save_interval`` (100 ms), 
 every session changed meanwhile is saved in one transaction; a SUBSCRIBE saves at once
 (with whatever else is waiting). Deliveries do not mark a session changed: what is
 delivered and not yet saved is after the cursor (``mqttd.store.sessions``) and owed
-again after a crash, so a crash can redeliver (QoS 1: at least once), never lose.
+again after a crash, so a crash can redeliver (QoS 1: at least once), never lose. A
+message queued for an OFFLINE session does: it may have been routed after a save whose
+cursor passed its row (forwarded from another worker), and only a save brings the
+cursor back before it.
 """
 import os
 
@@ -181,11 +184,11 @@ class SqlitePersistence:
         self._saving = True
         # The newest rowid is read BEFORE the snapshot: what commits after it is after
         # every cursor this save writes.
+        waiters, self._waiters = self._waiters, []  # before the chain: it may run at once
         d = self._db.last_rowid()
         d.addCallback(self._write)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(self._waiters,),
-                       errbackArgs=(self._waiters,))
-        self._waiters = []
+        d.addCallbacks(self._written, self._failed, callbackArgs=(waiters,),
+                       errbackArgs=(waiters,))
         d.addErrback(lambda f: log.failure("sessions: finishing a save failed", f))
 
     def _write(self, last_rowid):

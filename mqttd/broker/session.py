@@ -159,6 +159,11 @@ class Session:
             return
         queue.append((message, qos, retain))
         self.queued_bytes += size
+        if self.protocol is None and not self.clean:
+            # A message can reach an offline session after a save whose cursor passed
+            # its row (routed late: forwarded by another worker, or its commit's answer
+            # slow). The next save puts the cursor back before it; a clean stop saves.
+            broker.persistence.changed(self)
 
     def _allocate_id(self, inflight):
         """Next packet id in 1..65535 not used by an unacknowledged message.

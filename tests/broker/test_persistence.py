@@ -6,9 +6,11 @@ never stopped: whatever it had not saved is gone, as after ``kill -9``."""
 from twisted.trial.unittest import TestCase
 
 from mqttd.codec import Connack, Connect, Puback, Pubcomp, Pubrec, Pubrel, Suback, Subscribe
+from mqttd.store.sink import Message
+from mqttd.store.sqlite import message_row
 from tests.support.broker import pub, publishes
 from tests.support.persistence import Appliance
-from tests.support.store import make_dir
+from tests.support.store import fired, make_dir
 
 
 class PersistenceTestCase(TestCase):
@@ -201,3 +203,24 @@ class DeliveredNotSavedTests(PersistenceTestCase):
         back = second.client()
         back.connect("sub", clean=False)
         self.assertEqual([p.payload for p in publishes(back.received())], [b"one"])
+
+
+class RoutedLateTests(PersistenceTestCase):
+    def test_a_message_routed_after_the_save_that_passed_it_is_still_owed(self):
+        """The tree: another worker commits a message for this worker's subscriber, the
+        subscriber goes offline and its save reads a cursor past that row, THEN the
+        forwarded message arrives. Queueing it marks the session changed, so the next
+        save (here the clean stop's) puts the cursor back before it."""
+        first = self.run_()
+        sub = self.persistent_subscriber(first)
+        late = Message("late-1", "elsewhere", None, "t/late", b"owed", 1, False, 1.0)
+        fired(first.store.insert_batch([message_row(late)]))  # committed on the other worker
+        sub.lose()
+        first.saved()  # the offline save: its cursor is past the row of ``late``
+        first.broker.route(late, forward=False)  # the forward arrives after it
+        fired(first.persistence.stop())
+
+        second = self.run_()
+        back = second.client()
+        self.assertEqual(back.connect("sub", clean=False), Connack(True, 0))
+        self.assertEqual([p.payload for p in publishes(back.received())], [b"owed"])

@@ -257,6 +257,7 @@ class Broker:
                 self.discard(session)
             elif self.sessions.get(session.client_id) is session:
                 self.stored_sessions.went_offline(session)
+                self.persistence.went_offline(session)
                 self.persistence.changed(session)
 
     def discard(self, session):

@@ -11,7 +11,7 @@ Two implementations, with the same methods:
 
 The broker calls, on the reactor thread: ``load(broker)`` once before it admits a
 client; ``changed(session)`` when a persistent session's state changed (created, came
-or went offline, an ack); ``subscribed(session)`` after a SUBSCRIBE, which returns a
+or went offline, an ack); ``went_offline(session)`` first when its connection ended; ``subscribed(session)`` after a SUBSCRIBE, which returns a
 Deferred fired once the subscription is committed (the SUBACK waits for it, as a
 PUBACK waits for its message's commit) or None; ``removed(session)`` when it ends;
 ``released(session, packet_id, key)`` when a QoS 2 delivery got its PUBREC (the
@@ -55,6 +55,9 @@ class MemoryPersistence:
     def changed(self, session):
         pass
 
+    def went_offline(self, session):
+        pass
+
     def subscribed(self, session):
         return None
 
@@ -93,6 +96,7 @@ class SqlitePersistence:
         self._dirty = set()  # persistent sessions to save
         self._removed = set()  # client ids to delete
         self._released = {}  # session -> {packet id: key} of PUBREC'd QoS 2 deliveries
+        self._floors = {}  # offline session -> the rowid its cursor stays at or below
         self._waiters = []  # Deferreds of SUBSCRIBEs, fired by the save that holds them
         self._timer = None
         self._saving = False
@@ -114,9 +118,11 @@ class SqlitePersistence:
 
     def _restore(self, loaded):
         broker = self._broker
+        cursors = {stored.client_id: stored.cursor for stored in loaded.sessions}
         for session, released in broker.restore(loaded):
             if released:
                 self._released[session] = released
+            self._floors[session] = cursors[session.client_id]
         log.info("restored {retained} retained messages and {sessions} persistent sessions "
                  "({queued} queued messages) from {path}; {expired} expired",
                  retained=len(loaded.retained), sessions=len(loaded.sessions),
@@ -129,6 +135,19 @@ class SqlitePersistence:
         self._dirty.add(session)
         self._schedule(self._interval)
 
+    def went_offline(self, session):
+        """Read the newest rowid now: while ``session`` stays offline its cursor never
+        passes it. Its saves read rowids later, of messages maybe still on their way to
+        it (from another worker, or behind a slow ingest answer); nothing committed
+        after it went offline was delivered to it, so nothing is owed twice."""
+        d = self._db.last_rowid()
+        d.addCallback(self._floor, session)
+        d.addErrback(lambda f: log.failure("sessions: reading the newest rowid failed", f))
+
+    def _floor(self, rowid, session):
+        if session.protocol is None and self._broker.sessions.get(session.client_id) is session:
+            self._floors[session] = rowid
+
     def subscribed(self, session):
         self._dirty.add(session)
         d = Deferred()
@@ -139,6 +158,7 @@ class SqlitePersistence:
     def removed(self, session):
         self._dirty.discard(session)
         self._released.pop(session, None)
+        self._floors.pop(session, None)
         self._removed.add(session.client_id)
         self._schedule(self._interval)
 
@@ -230,6 +250,11 @@ class SqlitePersistence:
         subscriptions = session.subscriptions
         queue = session.queue
         released = self._released.get(session)
+        floor = None
+        if session.protocol is None:
+            floor = self._floors.get(session)
+        else:
+            self._floors.pop(session, None)  # online again: its cursor follows its acks
         rows = []
         inflight = session.inflight
         if inflight:
@@ -250,7 +275,7 @@ class SqlitePersistence:
             self._broker.stored_sessions.offline_since(session),
             tuple(subscriptions.items()) if subscriptions else (),
             tuple(m.key for m, _, retain in queue if not retain) if queue else (),
-            tuple(rows))
+            tuple(rows), floor)
 
 
 def _matcher(subscriptions):

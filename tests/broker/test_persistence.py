@@ -224,3 +224,38 @@ class RoutedLateTests(PersistenceTestCase):
         back = second.client()
         self.assertEqual(back.connect("sub", clean=False), Connack(True, 0))
         self.assertEqual([p.payload for p in publishes(back.received())], [b"owed"])
+
+    def test_a_message_committed_after_going_offline_and_never_routed_here_is_owed(self):
+        """The forward is cut off (the tree stopped): the message never reaches this
+        broker, but it committed after the session went offline, so its cursor, held
+        at a rowid read then, stays before it."""
+        first = self.run_()
+        sub = self.persistent_subscriber(first)
+        sub.lose()  # went offline: the newest rowid is read now
+        late = Message("late-2", "elsewhere", None, "t/late", b"owed", 1, False, 1.0)
+        fired(first.store.insert_batch([message_row(late)]))  # committed on another worker
+        first.saved()  # the offline save reads a rowid past it
+        fired(first.persistence.stop())  # and the forward never arrives
+
+        second = self.run_()
+        back = second.client()
+        self.assertEqual(back.connect("sub", clean=False), Connack(True, 0))
+        self.assertEqual([p.payload for p in publishes(back.received())], [b"owed"])
+
+    def test_an_offline_session_owes_nothing_twice_after_a_restart(self):
+        """What it acked while online stays behind its cursor (held at the rowid read
+        when it went offline), and each restart keeps it there."""
+        first = self.run_()
+        sub = self.persistent_subscriber(first)
+        self.publish(first, ("t/1", b"one"))
+        sub.send(*[Puback(p.packet_id) for p in publishes(sub.received())])
+        sub.lose()
+        self.publish(first, ("t/2", b"two"))
+        first.saved()
+        fired(first.persistence.stop())
+        second = self.run_()
+        fired(second.persistence.stop())  # restored, offline, nothing changed
+        third = self.run_()
+        back = third.client()
+        self.assertEqual(back.connect("sub", clean=False), Connack(True, 0))
+        self.assertEqual([p.payload for p in publishes(back.received())], [b"two"])

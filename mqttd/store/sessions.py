@@ -193,7 +193,8 @@ class SessionsDb(OnOwnPool):
 
     def save(self, last_rowid, saves, removed, now):
         """Write ``saves`` (SessionSave) and delete the ``removed`` client ids, in ONE
-        transaction; Deferred fired once it is committed."""
+        transaction; Deferred fired with the cursors written (one per save) once it is
+        committed."""
         return self._run(self._save, last_rowid, saves, removed, now)
 
     def _save(self, last_rowid, saves, removed, now):
@@ -219,6 +220,7 @@ class SessionsDb(OnOwnPool):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return cursors
 
     def _cursor(self, last_rowid, queued_keys, floor=None):
         """An offline session's cursor never passes ``floor``, a rowid read just after

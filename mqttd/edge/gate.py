@@ -22,7 +22,7 @@ peer's ``LogRateLimit`` budget) with the client id, the peer, the token's prefix
 the token) and the limit. The ticket's release feeds the flapping detector, whose bans
 go into force here at once, to the store, and kick the live connections they match
 (``kick(client_id, reason, account)``, given by the owner). ``GateSync`` applies the
-store's changes (``reloading``, ``reload_bans``, ``recheck``).
+store's changes (``forget_tokens``, ``reloading_bans``, ``reload_bans``, ``recheck``).
 """
 import hmac
 
@@ -204,10 +204,12 @@ class Gate:
 
     # -- the store's changes (GateSync) --------------------------------------------------
 
-    def reloading(self):
-        """Accounts, tokens or bans changed: forget the tokens; the mark for
-        ``reload_bans``."""
+    def forget_tokens(self):
+        """Accounts or tokens changed: forget the cached tokens, known and unknown."""
         self._tokens.clear()
+
+    def reloading_bans(self):
+        """Bans changed: the mark for ``reload_bans`` (read the store's after it)."""
         return self.bans.loading()
 
     def reload_bans(self, records, mark):
@@ -219,7 +221,8 @@ class Gate:
 
     def recheck(self, records):
         """Kick every live connection now refused: banned, or its token (``records``:
-        {token: TokenRecord or None}) gone, revoked or its account inactive."""
+        {token: TokenRecord or None}, looked up again after accounts or tokens
+        changed; empty after bans alone changed) gone, revoked or its account inactive."""
         for ticket in self.tickets:
             if self.bans.match(ticket.client_id, ticket.username, ticket.host) is not None:
                 self._kick(ticket, "banned")

@@ -73,6 +73,8 @@ class Metrics:
     mqtt_acl_denied: int = _counter(
         "publishes, subscriptions and wills refused by the auth.acl rules",
         labels=("action",))
+    mqtt_acl_reloads: int = _counter(
+        "new auth.acl rules a broker put in force for its live connections (SIGHUP)")
     mqtt_client_ids_refused: int = _counter(
         "CONNECTs refused: a client without an account named a client id under $a/ "
         "(the sessions of accounts' clients)")

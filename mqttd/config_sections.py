@@ -135,7 +135,8 @@ class AuthConfig:
     rate_per_token: float = _setting(4.0, float, 0.0, 1_000_000.0)
     rate_burst: int = _setting(4, int, 1, 1_000_000)
     # Seconds an unknown token is answered from memory (a storm of bad tokens reaches
-    # the database once per token); 0: no negative cache. Cleared by every change.
+    # the database once per token); 0: no negative cache. Cleared by every change of
+    # accounts or tokens (not of bans).
     negative_cache_ttl: float = _setting(10.0, float, 0.0, 86_400.0)
     # Known tokens kept in memory (about 400 bytes each); 0: every CONNECT looks up.
     token_cache_size: int = _setting(100_000, int, 0, 10_000_000)

@@ -57,6 +57,11 @@ class GateService(Service):
     def set_kick(self, kick):
         self.gate.kick = kick
 
+    def reloading(self, old, new):
+        """SIGHUP's part (``mqttd.reload``): ``new``'s ``[auth]`` and ``[flapping_detect]``
+        made ready for the gate; the answer puts them in force."""
+        return self.gate.reloading(new.auth, new.flapping_detect)
+
     def startService(self):
         super().startService()
         d = self.store.start()

@@ -73,6 +73,8 @@ class Metrics:
     mqtt_acl_denied: int = _counter(
         "publishes, subscriptions and wills refused by the auth.acl rules",
         labels=("action",))
+    mqtt_acl_reloads: int = _counter(
+        "new auth.acl rules a broker put in force for its live connections (SIGHUP)")
     mqtt_client_ids_refused: int = _counter(
         "CONNECTs refused: a client without an account named a client id under $a/ "
         "(the sessions of accounts' clients)")
@@ -103,7 +105,9 @@ class Metrics:
     edge_gate_kicked: int = _counter(
         "live connections the gate asked to close after a change, by reason: banned, "
         "bad token, token revoked, account inactive", labels=("reason",))
-    edge_gate_reloads: int = _counter("changes of accounts, tokens or bans the gate applied")
+    edge_gate_reloads: int = _counter(
+        "store changes the gate applied, by what: tokens (accounts or tokens changed: the "
+        "token caches cleared), bans (the bans reloaded)", labels=("what",))
     edge_gate_poll_failures: int = _counter("looks at the store's changes that failed (retried)")
     edge_flapping_bans: int = _counter(
         "timed bans the flapping detector made, by kind: clientid, username, ip",

@@ -89,7 +89,7 @@ def makeService(options):
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
     from mqttd.reload import Reloader
-    Reloader(reactor, options["config"], options["overrides"], config,
-             service.door).setServiceParent(service)
+    Reloader(reactor, options["config"], options["overrides"], config, service.door,
+             service.reload_parts).setServiceParent(service)
     tune_gc(reactor)
     return service

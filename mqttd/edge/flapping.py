@@ -15,6 +15,11 @@ Memory is bounded in bytes: a key holds at most ``max_count`` timestamps, and at
 ``MAX_TRACKED_BYTES / (KEY_COST + 32 * max_count)`` keys are tracked (about 46,000 at
 the default 15), the least recently seen first out; a key whose newest disconnect is
 older than the window is as good as new and goes first.
+
+SIGHUP may bring a new ``[flapping_detect]`` (``reconfigure``): it applies from the next
+disconnect on. The keys of a kind no longer counted are forgotten (all of them when
+disabled); a new ``max_count`` keeps each key's newest disconnects (up to it). Bans already made stay until they lift (``mqttd
+bans rm`` lifts one early).
 """
 from collections import OrderedDict, deque
 
@@ -39,12 +44,27 @@ class FlappingDetector:
     def __init__(self, clock, config, on_ban, metrics, log_rate,
                  max_tracked_bytes=MAX_TRACKED_BYTES):
         self._clock = clock
-        self._config = config
         self._on_ban = on_ban
         self._metrics = metrics
         self._log_rate = log_rate
-        self._max_keys = max(1, max_tracked_bytes // (KEY_COST + 32 * config.max_count))
+        self._max_tracked_bytes = max_tracked_bytes
         self._windows = OrderedDict()  # (kind, value) -> deque of times, least recent first
+        self.reconfigure(config)
+
+    def reconfigure(self, config):
+        """Count by ``config`` (``[flapping_detect]``) from the next disconnect on."""
+        windows = self._windows
+        counted = {"clientid": config.enable, "username": config.enable and config.by_username,
+                   "ip": config.enable and config.by_ip}
+        for key in list(windows):  # (a key's deque holds max_count times at most)
+            if not counted[key[0]]:
+                del windows[key]
+            elif windows[key].maxlen != config.max_count:
+                windows[key] = deque(windows[key], maxlen=config.max_count)
+        self._config = config
+        self._max_keys = max(1, self._max_tracked_bytes // (KEY_COST + 32 * config.max_count))
+        while len(windows) > self._max_keys:
+            windows.popitem(last=False)
 
     def __len__(self):
         """Keys tracked now."""

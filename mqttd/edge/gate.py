@@ -22,7 +22,15 @@ peer's ``LogRateLimit`` budget) with the client id, the peer, the token's prefix
 the token) and the limit. The ticket's release feeds the flapping detector, whose bans
 go into force here at once, to the store, and kick the live connections they match
 (``kick(client_id, reason, account)``, given by the owner). ``GateSync`` applies the
-store's changes (``reloading``, ``reload_bans``, ``recheck``).
+store's changes (``forget_tokens``, ``reloading_bans``, ``reload_bans``, ``recheck``).
+
+SIGHUP brings new ``[auth]`` and ``[flapping_detect]`` (``reloading``): the next CONNECT
+meets the new static users, anonymous rule, ``require_password`` and rate, the next
+disconnect the new flapping rules. Live connections stay, but for those the new rules
+no longer let in, which are kicked as mosquitto's reload does: an anonymous client once
+``allow_anonymous`` is off ("anonymous off"), a static user removed or whose password
+or account changed ("user changed"). A token user's password is not kept, so a new
+``require_password`` applies from its next CONNECT.
 """
 import hmac
 
@@ -70,7 +78,8 @@ class Gate:
         self._log_rate = log_rate
         self.kick = kick
         self._static = StaticAuthenticator(auth_config)
-        self._static_users = frozenset(user.username for user in auth_config.users)
+        self._users = _users(auth_config)  # username -> User, to tell which changed
+        self._static_users = frozenset(self._users)
         self._require_password = auth_config.require_password
         self.bans = BanList(clock, metrics)
         self.tickets = LiveTickets(metrics, self._released)
@@ -195,19 +204,51 @@ class Gate:
         if self._log_rate.allow(peer):
             log.info("kicking {client_id} from {peer}: {reason} ({who})",
                      client_id=ticket.client_id, peer=peer, reason=reason,
-                     who=_who(ticket.username, self._static_users))
+                     who=_ticket_who(ticket))
         self.kick(ticket.client_id, reason, ticket.account)
 
     def _released(self, ticket):
         username_key = ticket.token_hash if ticket.token is not None else ticket.username
         self._flapping.disconnected(ticket.client_id, username_key, ticket.host)
 
+    # -- SIGHUP ----------------------------------------------------------------------------
+
+    def reloading(self, auth_config, flapping_config):
+        """New ``[auth]`` and ``[flapping_detect]`` (as ``load_config`` checked them), the
+        static users built now and nothing changed yet; call the answer to put them in
+        force (see the module)."""
+        static = StaticAuthenticator(auth_config)
+        users = _users(auth_config)
+
+        def apply():
+            before = self._users
+            self._static, self._users = static, users
+            self._static_users = frozenset(users)
+            self._require_password = auth_config.require_password
+            self._rate.reconfigure(auth_config.rate_per_token, auth_config.rate_burst)
+            self._flapping.reconfigure(flapping_config)
+            self._kick_static(before, auth_config.allow_anonymous)
+        return apply
+
+    def _kick_static(self, before, allow_anonymous):
+        """Kick the anonymous clients and static users the new rules refuse."""
+        for ticket in self.tickets:
+            if ticket.token is not None:
+                continue
+            if ticket.username is None:
+                if not allow_anonymous:
+                    self._kick(ticket, "anonymous off")
+            elif self._users.get(ticket.username) != before.get(ticket.username):
+                self._kick(ticket, "user changed")
+
     # -- the store's changes (GateSync) --------------------------------------------------
 
-    def reloading(self):
-        """Accounts, tokens or bans changed: forget the tokens; the mark for
-        ``reload_bans``."""
+    def forget_tokens(self):
+        """Accounts or tokens changed: forget the cached tokens, known and unknown."""
         self._tokens.clear()
+
+    def reloading_bans(self):
+        """Bans changed: the mark for ``reload_bans`` (read the store's after it)."""
         return self.bans.loading()
 
     def reload_bans(self, records, mark):
@@ -219,7 +260,8 @@ class Gate:
 
     def recheck(self, records):
         """Kick every live connection now refused: banned, or its token (``records``:
-        {token: TokenRecord or None}) gone, revoked or its account inactive."""
+        {token: TokenRecord or None}, looked up again after accounts or tokens
+        changed; empty after bans alone changed) gone, revoked or its account inactive."""
         for ticket in self.tickets:
             if self.bans.match(ticket.client_id, ticket.username, ticket.host) is not None:
                 self._kick(ticket, "banned")
@@ -231,6 +273,10 @@ class Gate:
     def prune(self):
         """Drop the bans that lifted (the gauge follows)."""
         self.bans.prune()
+
+
+def _users(auth_config):
+    return {user.username: user for user in auth_config.users}
 
 
 def _refusal(record):
@@ -251,6 +297,14 @@ def _same_token(password, token):
     if isinstance(password, str):
         password = password.encode("utf-8")
     return hmac.compare_digest(password, token.encode("utf-8"))
+
+
+def _ticket_who(ticket):
+    """``_who`` for a live connection, by what it authenticated as (the static users
+    may have changed since)."""
+    if ticket.token is not None:
+        return f"token {ticket.prefix}"
+    return "anonymous" if ticket.username is None else f"user {ticket.username}"
 
 
 def _who(username, static_users):

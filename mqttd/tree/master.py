@@ -47,6 +47,7 @@ from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.namespace import session_key
+from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.health import tree_health
@@ -131,6 +132,22 @@ class Master(MultiService):
         self._tls_failures = [
             None if tls is None else TLSFailures(metrics, log_rate, f"server.listen[{index}]")
             for index, tls in enumerate(self._tls)]
+        # What SIGHUP reloads besides the door (mqttd.reload): the gate, the workers' ACL.
+        self.reload_parts = (self.gate.reloading, self._reloading_workers)
+
+    def _reloading_workers(self, old, new):
+        """SIGHUP's new ``[auth]`` and ``[flapping_detect]`` in the brief of every worker
+        started from then on; new ACL rules, which the workers hold, sent to the live ones."""
+        payload = acl_payload(new.auth) if acl_changed(old, new) else None
+
+        def apply():
+            self._config = attrs.evolve(self._config, auth=new.auth,
+                                        flapping_detect=new.flapping_detect)
+            self._document = config_document(self._config)
+            if payload is not None:
+                for channel in self._channels.values():
+                    channel.send(ACL_MESSAGE, payload)
+        return apply
 
     # -- start and stop ---------------------------------------------------------------
 

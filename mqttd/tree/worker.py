@@ -17,6 +17,7 @@ from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.manage.reporter import MetricsReporter
 from mqttd.metrics import Metrics
+from mqttd.reload import ACL_MESSAGE, acl_from_payload
 from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
 from mqttd.stopping import SequentialStop
 from mqttd.tree.crossing import Crossing
@@ -99,6 +100,14 @@ class _Channel(Service):
                                       payload.get("account"))
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
+        elif kind == ACL_MESSAGE:  # SIGHUP's new auth.acl, for the live connections too
+            try:
+                rules = acl_from_payload(payload)
+            except (KeyError, TypeError, ValueError) as e:
+                log.error("worker: ACL not reloaded, a bad message from the master: "
+                          "{error!r}", error=e)
+                return
+            self._factory.broker.tenancy.reload(rules)
         else:
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 

@@ -1,10 +1,7 @@
 """SIGHUP rereads the config file: new limits apply to new connections and no connection
 is dropped; a broken file changes nothing. On the tree (the default) and on the single
 process."""
-import os
-import signal
-
-from tests.integration.support.common import wait_for
+from tests.integration.support.reload import hup, rewrite_config
 from tests.integration.support.testcase import BrokerTestCase
 
 BASE = "[auth]\nallow_anonymous = true\n"
@@ -15,14 +12,10 @@ class ReloadTests(BrokerTestCase):
     config = BASE + LIMITS.format(cap=2)
 
     def rewrite(self, text):
-        with open(os.path.join(self.broker.workdir, "mqttd.toml"), "w") as f:
-            f.write(text)
+        rewrite_config(self.broker, text)
 
     def hup(self, expect):
-        seen = self.broker.output().count(expect)
-        self.broker.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: self.broker.output().count(expect) > seen, 5.0,
-                 message=f"log line {expect!r}", context=self.broker.tail)
+        hup(self.broker, expect)
 
     def connected(self, source, n):
         clients = []

@@ -8,7 +8,7 @@ from mqttd.store.accounts import (KEEP, AccountsError, add_account, disable_acco
                                   set_account)
 from mqttd.store.bans import add_ban, ban_version, canonical_ban_value, list_bans, remove_ban
 from mqttd.store.gate_records import BanRecord, TokenRecord, token_hash
-from mqttd.store.tokens import (TokenInfo, add_token, list_tokens, lookup_token, lookup_tokens,
+from mqttd.store.tokens import (TokenInfo, add_token, new_token, list_tokens, lookup_token, lookup_tokens,
                                 revoke_token)
 from tests.support.accounts import gate_db, put_token
 
@@ -136,6 +136,12 @@ class TokenTests(unittest.TestCase):
         dump = "\n".join(self.conn.iterdump())
         self.assertNotIn(first, dump)
         self.assertNotIn(second, dump)
+
+    def test_a_new_token_never_starts_with_a_dash(self):
+        # token_urlsafe starts one in 64 with "-", which a shell command reads as an option.
+        tokens = [new_token() for _ in range(2000)]
+        self.assertEqual([t for t in tokens if t.startswith("-")], [])
+        self.assertEqual(len(set(tokens)), 2000)
 
     def test_a_token_needs_an_account(self):
         with self.assertRaisesRegex(AccountsError, "no account named 'ghost'"):

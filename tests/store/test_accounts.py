@@ -8,8 +8,8 @@ from mqttd.store.accounts import (KEEP, AccountsError, add_account, disable_acco
                                   set_account)
 from mqttd.store.bans import add_ban, ban_version, canonical_ban_value, list_bans, remove_ban
 from mqttd.store.gate_records import BanRecord, TokenRecord, token_hash
-from mqttd.store.tokens import (TokenInfo, add_token, new_token, list_tokens, lookup_token, lookup_tokens,
-                                revoke_token)
+from mqttd.store.tokens import (TokenInfo, add_token, list_tokens, lookup_token, lookup_tokens,
+                                new_token, revoke_token)
 from tests.support.accounts import gate_db, put_token
 
 

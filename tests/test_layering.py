@@ -45,7 +45,7 @@ def _imports(relative, root=_ROOT, top="mqttd"):
 
 
 _CONFIG_MODULES = ("config.py", "config_sections.py", "config_checks.py",
-                   "config_auth.py")
+                   "config_auth.py", "config_cluster.py")
 
 
 def _under(modules, *packages):

@@ -137,20 +137,22 @@ class SharedBans:
             if self._known.get(field) != record and (
                     previous is None or previous.get(field) != record):
                 self._removals.pop(field, None)
-                self._send_add(field, record)
+                self._send_add(field, record, change=previous is not None)
         for field, record in (previous or {}).items():
             if field not in table and record.active(now):
                 self._removals[field] = now
                 self._send_remove(field)
 
-    def _ready(self):
+    def _ready(self, change=True):
+        """Whether a change can go out now; else it waits (counted, if a change)."""
         if self._link.up and self._synced:
             return True
-        self._metrics.cluster_fallbacks["bans"] += 1
+        if change:
+            self._metrics.cluster_fallbacks["bans"] += 1
         return False
 
-    def _send_add(self, field, record):
-        if not self._ready():
+    def _send_add(self, field, record, change=True):
+        if not self._ready(change):
             return  # the merge after the reconnect sends it
         d = self._link.script(BAN_ADD, self._keys,
                               [field, ban_to_json(record), self._node.field, self._max_log,
@@ -298,4 +300,4 @@ class SharedBans:
         for field, record in table.items():
             theirs = cluster.get(field)
             if theirs is None or (theirs != record and record.at > theirs.at):
-                self._send_add(field, record)
+                self._send_add(field, record, change=False)

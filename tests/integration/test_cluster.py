@@ -28,7 +28,8 @@ def _config(workers, node, redis_url):
             "[auth]\nallow_anonymous = true\nreload_interval = 0.2\n"
             "[flapping_detect]\nmax_count = 4\nwindow_time = 30.0\nban_time = 3.0\n"
             f"[cluster]\nredis_url = \"{redis_url}\"\nnode_name = \"{node}\"\n"
-            "poll_interval = 0.1\nreconnect_initial = 0.1\nreconnect_max = 0.5\n")
+            "poll_interval = 0.1\nreconnect_initial = 0.1\nreconnect_max = 0.5\n"
+            "node_ttl = 2.0\n")
 
 
 class ClusterTests(SynchronousTestCase):
@@ -117,6 +118,15 @@ class ClusterTests(SynchronousTestCase):
             self.addCleanup(raw.close)
         self.assertEqual(sorted(codes.values()), [ACCEPTED] * 3 + [NOT_AUTHORIZED] * 9,
                          self.context())
+
+    def test_a_dead_nodes_seats_are_given_back_once_its_heartbeat_lapsed(self):
+        token = self.shared_account("acme", 2)
+        held = [self.connack(self.a, f"q-{n}", token)[0] for n in range(2)]
+        self.assertEqual(held, [ACCEPTED, ACCEPTED])
+        self.a.sigkill()  # no clean stop: its seats stay in Redis until node_ttl (2 s)
+        self.assertEqual(self.connack(self.b, "q-b", token)[0], NOT_AUTHORIZED)
+        wait_for(lambda: self.connack(self.b, "q-b", token)[0] == ACCEPTED, timeout=10,
+                 interval=0.2, message="A's seats given back", context=self.context)
 
     # -- bans ----------------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ class SharedBans:
         self._max_log = max_log
         self._removed_ttl = removed_ttl
         self._keys = [node.key("bans"), node.key("unbans"), node.key("banlog"),
-                      node.key("banseq")]
+                      node.key("banseq"), node.key("banexp")]
         self._gate = self._store = None
         self._table = None  # field -> BanRecord: the local table, as last read
         self._known = {}  # field -> BanRecord: what Redis has, as far as this node knows
@@ -156,7 +156,9 @@ class SharedBans:
             return  # the merge after the reconnect sends it
         d = self._link.script(BAN_ADD, self._keys,
                               [field, ban_to_json(record), self._node.field, self._max_log,
-                               repr(record.at)])
+                               repr(record.at),
+                               "" if record.until is None else repr(record.until),
+                               repr(self._clock.seconds())])
         d.addCallbacks(self._added, self._not_sent, callbackArgs=(field, record),
                        errbackArgs=("add", field))
 

@@ -14,7 +14,8 @@ is a script: Redis runs one script at a time. Keys, under ``cluster.key_prefix``
   ``max_count`` of them, expiring with the window: ``FLAP`` counts one and says when
   the key flapped (its set then starts again from nothing, as in memory).
 - ``bans`` a hash, field json([kind, value]) -> the ban as JSON; ``unbans`` a sorted
-  set of removed fields by when (kept ``cluster.removed_ban_ttl``); ``banlog`` a stream
+  set of removed fields by when (kept ``cluster.removed_ban_ttl``); ``banexp`` the
+  timed bans by their end (dropped once lapsed, at the next add); ``banlog`` a stream
   of every change (at most about ``cluster.max_ban_log``) numbered by ``banseq``, which
   the nodes read from where they were (``mqttd.cluster.bans``).
 
@@ -108,10 +109,16 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'seq', seq, 'op', OP,
            'field', ARGV[1], 'ban', BAN, 'origin', ARGV[3])
 """
 
-# KEYS: bans, unbans, banlog, banseq; ARGV: field, ban JSON, origin, log length, at.
-# 1: stored and logged; 2: already so; 0: removed after it was made (stale: the
-# node that asked removes its copy).
+# KEYS: bans, unbans, banlog, banseq, banexp; ARGV: field, ban JSON, origin, log
+# length, at, until ("" for none), now. 1: stored and logged; 2: already so; 0:
+# removed after it was made (stale: the node that asked removes its copy). Up to 100
+# bans that lapsed leave the hash on the way (each node lets them lapse by itself).
 BAN_ADD = Script("ban_add", """
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[7], 'LIMIT', 0, 100)
+for i = 1, #lapsed do
+  redis.call('HDEL', KEYS[1], lapsed[i])
+  redis.call('ZREM', KEYS[5], lapsed[i])
+end
 local removed = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if removed and tonumber(removed) >= tonumber(ARGV[5]) then
   return 0
@@ -121,14 +128,21 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[6] == '' then
+  redis.call('ZREM', KEYS[5], ARGV[1])
+else
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
+end
 """ + _LOG.replace("OP", "'add'").replace("BAN", "ARGV[2]") + """
 return 1
 """)
 
-# KEYS: bans, unbans, banlog, banseq; ARGV: field, now, origin, log length, how long
-# removals are remembered. 1: removed and logged; 0: there was none (remembered still).
+# KEYS: bans, unbans, banlog, banseq, banexp; ARGV: field, now, origin, log length,
+# how long removals are remembered. 1: removed and logged; 0: there was none
+# (remembered still).
 BAN_REMOVE = Script("ban_remove", """
 local now = tonumber(ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%.17g', now - tonumber(ARGV[5])))
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then

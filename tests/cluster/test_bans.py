@@ -71,8 +71,9 @@ class OutTests(BansCase):
         self.bans.observed([])
         self.bans.observed([EVIL])
         (add,) = self.link.named("ban_add")
-        self.assertEqual(add.keys, ["p:bans", "p:unbans", "p:banlog", "p:banseq"])
-        self.assertEqual(add.args, [FIELD, ban_to_json(EVIL), "n1/b", 1000, repr(EVIL.at)])
+        self.assertEqual(add.keys, ["p:bans", "p:unbans", "p:banlog", "p:banseq", "p:banexp"])
+        self.assertEqual(add.args, [FIELD, ban_to_json(EVIL), "n1/b", 1000, repr(EVIL.at),
+                                    "", repr(NOW)])
         add.deferred.callback(1)
         self.assertEqual(self.metrics.cluster_bans_sent, 1)
         self.bans.observed([EVIL])  # read again, unchanged: nothing more

@@ -68,6 +68,13 @@ class LayeringTests(unittest.TestCase):
         for tier in ("codec", "store"):
             self.assertEqual(_under(_imports(tier), "mqttd.broker", "mqttd.ingest"), [], tier)
 
+    def test_the_cluster_wraps_the_edge_and_reads_no_config(self):
+        # mqttd.cluster implements the edge's interfaces: the edge never knows of it.
+        for tier in ("edge", "broker", "store", "codec", "ingest"):
+            self.assertEqual(_under(_imports(tier), "mqttd.cluster"), [], tier)
+        config = [f"mqttd.{name[:-3]}" for name in _CONFIG_MODULES]
+        self.assertEqual(_under(_imports("cluster"), *config), [])
+
     def test_broker_sees_only_the_sink_seam(self):
         self.assertEqual(_under(_imports("broker"), "mqttd.ingest"), [])
 

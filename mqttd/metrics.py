@@ -120,6 +120,24 @@ class Metrics:
     gate_token_lookups: int = _counter(
         "tokens the gate read from SQLite (its caches answer the rest)")
 
+    # -- the cluster: the gate's state shared in Redis (mqttd.cluster) -------------------
+    cluster_redis_up: int = _gauge(
+        "1 while this node's link to Redis (cluster.redis_url) is usable, else 0 (also "
+        "0 when no Redis is configured)")
+    cluster_redis_connects: int = _counter(
+        "connections to Redis made usable (the first, and each after a loss)")
+    cluster_redis_lost: int = _counter(
+        "connections to Redis lost or given up (timeouts, resets, refused logins)")
+    cluster_fallbacks: int = _counter(
+        "gate decisions made from this node's own state because Redis did not answer, "
+        "by job: quota, flapping, bans", labels=("job",))
+    cluster_bans_sent: int = _counter("ban changes this node wrote to the cluster's ban log")
+    cluster_bans_received: int = _counter(
+        "ban changes of other nodes this node applied (put in force, or removed)")
+    cluster_resyncs: int = _counter(
+        "times this node wrote its seats again and compared the ban list whole (after "
+        "a reconnect, a lost heartbeat, or a ban log that ran past it)")
+
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(
         "messages handed to the webhook client "

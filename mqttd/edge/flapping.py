@@ -73,19 +73,25 @@ class FlappingDetector:
     def disconnected(self, client_id, username_key=None, host=None):
         """One connection ended: count it for its client id, and for its username
         (``username_key``: a token user's token hash) and peer address when enabled."""
+        now = self._clock.seconds()
+        for key in self.keys(client_id, username_key, host):
+            self.count(key, now, client_id, host)
+
+    def keys(self, client_id, username_key=None, host=None):
+        """The (kind, value) keys one disconnect counts for (none while disabled): the
+        cluster's detector counts the same keys in Redis."""
         config = self._config
         if not config.enable:
-            return
+            return []
         keys = [("clientid", client_id)]
         if config.by_username and username_key is not None:
             keys.append(("username", username_key))
         if config.by_ip and host:
             keys.append(("ip", host))
-        now = self._clock.seconds()
-        for key in keys:
-            self._count(key, now, client_id, host)
+        return keys
 
-    def _count(self, key, now, client_id, host):
+    def count(self, key, now, client_id, host):
+        """Count one disconnect of ``key`` at ``now`` here; ``flapped`` at the threshold."""
         config = self._config
         windows = self._windows
         times = windows.get(key)
@@ -98,6 +104,12 @@ class FlappingDetector:
         if len(times) < config.max_count or now - times[0] > config.window_time:
             return
         del windows[key]
+        self.flapped(key, now, client_id, host)
+
+    def flapped(self, key, now, client_id, host):
+        """``key`` reached ``max_count`` disconnects within the window: ban it (or, with
+        ``dry_run``, say it would), counted and logged."""
+        config = self._config
         kind, value = key
         reason = (f"{config.max_count} disconnects within {config.window_time:g} s "
                   "(flapping_detect)")

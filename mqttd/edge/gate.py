@@ -14,7 +14,8 @@ Deferred ``AuthResult`` and never fails. In order, the first that says no is the
    revoked", "account inactive"; with ``auth.require_password`` the password must be
    the token too → else 0x04 "bad credentials"; a store that fails → 0x03 "auth
    unavailable" (logged with its traceback);
-5. the account's quota (``LiveTickets``: distinct client ids) → 0x05 "quota";
+5. the account's quota (``LiveTickets``: distinct client ids; across nodes, Redis'
+   count, ``mqttd.cluster.seats``) → 0x05 "quota";
 6. accepted: ``AuthResult(0, account, ticket)``.
 
 Every refusal is counted in ``edge_gate_refused`` by its reason and logged (within the
@@ -34,7 +35,7 @@ or account changed ("user changed"). A token user's password is not kept, so a n
 """
 import hmac
 
-from twisted.internet.defer import maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from mqttd.broker.admission import AuthResult
@@ -69,10 +70,13 @@ class Gate:
     duck-typed); ``store`` a GateStore (``lookup_token``, ``add_ban``; ``GateSync`` uses
     the rest); ``log_rate`` the process's per-address ``LogRateLimit``; ``kick`` a
     callable ``kick(client_id, reason, account)`` that closes that client's live
-    connection (None: nothing is kicked)."""
+    connection (None: nothing is kicked). ``shared`` makes the tickets and the flapping
+    detector when several nodes share them (``mqttd.cluster.state.ClusterState``:
+    ``tickets(metrics, on_released)``, ``flapping(clock, config, on_ban, metrics,
+    log_rate)``); None: this node's memory alone."""
 
     def __init__(self, clock, auth_config, flapping_config, store, metrics, log_rate,
-                 kick=None):
+                 kick=None, shared=None):
         self._store = store
         self._metrics = metrics
         self._log_rate = log_rate
@@ -82,11 +86,17 @@ class Gate:
         self._static_users = frozenset(self._users)
         self._require_password = auth_config.require_password
         self.bans = BanList(clock, metrics)
-        self.tickets = LiveTickets(metrics, self._released)
         self._tokens = TokenCache(clock, store, metrics, auth_config.token_cache_size,
                                   auth_config.negative_cache_ttl)
         self._rate = TokenRate(clock, auth_config.rate_per_token, auth_config.rate_burst)
-        self._flapping = FlappingDetector(clock, flapping_config, self.ban, metrics, log_rate)
+        if shared is None:
+            self.tickets = LiveTickets(metrics, self._released)
+            self._flapping = FlappingDetector(clock, flapping_config, self.ban, metrics,
+                                              log_rate)
+        else:
+            self.tickets = shared.tickets(metrics, self._released)
+            self._flapping = shared.flapping(clock, flapping_config, self.ban, metrics,
+                                             log_rate)
 
     # -- the question ----------------------------------------------------------------------
 
@@ -99,7 +109,7 @@ class Gate:
         if refused is not None:
             return succeed(refused)
         if username is None or username in self._static_users:
-            return succeed(self._static_check(client_id, username, password, host))
+            return maybeDeferred(self._static_check, client_id, username, password, host)
         key = token_hash(username)
         prefix = token_prefix(username)
         who = f"token {prefix}"
@@ -132,8 +142,10 @@ class Gate:
             return self._refuse(code, reason, client_id, host,
                                 _who(username, self._static_users), limit)
         account = self._static.account_of(username)  # auth.users' account, if any
-        return self._accept(method, self.tickets.issue(client_id, username, host, account),
-                            account)
+        ticket = self.tickets.issue(client_id, username, host, account)
+        if isinstance(ticket, Deferred):  # its id's seat asked for in the cluster: after it
+            return ticket.addCallback(lambda issued: self._accept(method, issued, account))
+        return self._accept(method, ticket, account)
 
     def _judge(self, record, client_id, token, key, prefix, password, host):
         refused = self._banned(client_id, token, host)  # a ban made while we looked
@@ -149,6 +161,11 @@ class Gate:
                                 who, "auth.require_password")
         ticket = self.tickets.issue(client_id, token, host, record.account, token, key,
                                     prefix, record.max_connections)
+        if isinstance(ticket, Deferred):  # the cluster's count asked (mqttd.cluster)
+            return ticket.addCallback(self._seated, record, client_id, host, who)
+        return self._seated(ticket, record, client_id, host, who)
+
+    def _seated(self, ticket, record, client_id, host, who):
         if ticket is None:
             return self._refuse(CONNACK_NOT_AUTHORIZED, "quota", client_id, host, who,
                                 f"max_connections {record.max_connections} of account "

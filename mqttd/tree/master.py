@@ -283,21 +283,9 @@ class Master(MultiService):
         self._hand_off(pending, connect, let, slot)
 
     def _route(self, connect, waited=False):
-        """The worker to hand ``connect`` to now, or None to make it wait.
-
-        A client goes home (the rendezvous choice among every worker) when home is up.
-        While the tree starts, everyone waits for their home. A persistent session
-        waits for its home while it restarts: its session lives there. A clean one
-        takes the best live worker at once, and is taken over from there if it comes
-        back home before it goes. Past idle_timeout of waiting, any live worker.
-        """
-        balancer = self.balancer
-        home = balancer.home(connect.client_id)
-        if home is not None and balancer.is_live(home):
-            return home
-        if not waited and (self._starting or (home is not None and not connect.clean_session)):
-            return None
-        return balancer.pick(connect.client_id)
+        """The worker to hand ``connect`` to now, or None to make it wait (``Balancer.route``)."""
+        return self.balancer.route(connect.client_id, connect.clean_session, self._starting,
+                                   waited)
 
     def _waited(self, pending):
         connect, let, _ = self._waiting.pop(pending)

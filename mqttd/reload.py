@@ -5,6 +5,13 @@ The door's limits (``[limits]``: caps, rates, bans, allowlist; and
 dropped. Any other key that changed is named in the log as needing a restart, and a
 file that does not validate changes nothing (the error is logged, the appliance runs
 on). Both the single process and the master reload this way.
+
+Where they apply is the service's ``apply_reload(new)``: the single process's door and
+broker (``mqttd.service.apply_reload``), or the master's door and, by a message on each
+channel, every worker's broker (``mqttd.tree.master``). ``broker.max_connections`` is
+checked in both places, the door's count and each broker's own; a lowered cap keeps
+the connections open and refuses new ones until fewer are open, as a raised one lets
+them in, in both. ``[limits]`` is the door's alone (no worker has a door).
 """
 import signal
 
@@ -31,19 +38,27 @@ def changed_keys(old, new):
     return keys
 
 
+def reloaded(config, new):
+    """``config`` with what a reload applies taken from ``new`` (RELOADABLE)."""
+    return attrs.evolve(config, limits=new.limits, broker=attrs.evolve(
+        config.broker, max_connections=new.broker.max_connections))
+
+
 def _reloadable(key):
     return any(key == r or key.startswith(r + ".") for r in RELOADABLE)
 
 
 class Reloader(Service):
-    """Reloads ``path`` (with the command line's ``overrides``) into ``door`` on SIGHUP."""
+    """Reloads ``path`` (with the command line's ``overrides``) on SIGHUP: ``apply(new)``
+    applies what RELOADABLE names of the new Config, or raises ValueError having
+    changed nothing."""
 
-    def __init__(self, reactor, path, overrides, config, door, load=load_config):
+    def __init__(self, reactor, path, overrides, config, apply, load=load_config):
         self._reactor = reactor
         self._path = path
         self._overrides = overrides
         self.config = config
-        self._door = door
+        self._apply = apply
         self._load = load
         self._previous = None
 
@@ -71,13 +86,12 @@ class Reloader(Service):
         keys = changed_keys(self.config, new)
         later = [key for key in keys if not _reloadable(key)]
         try:
-            self._door.reload(new.limits, new.broker.max_connections)
+            self._apply(new)
         except ValueError as e:  # load_config checked the networks already; defensive
             log.error("SIGHUP: limits not reloaded: {error}", error=str(e))
             return None
         applied = [key for key in keys if _reloadable(key)]
-        self.config = attrs.evolve(self.config, limits=new.limits, broker=attrs.evolve(
-            self.config.broker, max_connections=new.broker.max_connections))
+        self.config = reloaded(self.config, new)
         log.info("SIGHUP: configuration reloaded; applied: {applied}",
                  applied=", ".join(applied) or "nothing changed")
         if later:

@@ -215,12 +215,21 @@ def build_service(config, reactor):
         _Listener(endpoint, guarded, key, description).setServiceParent(root)
     root.broker = broker
     root.door = door
+    root.apply_reload = functools.partial(apply_reload, door, broker)  # SIGHUP: mqttd.reload
     root.gate = gate
     # What manage.http_listen serves (mqttd.manage.http): this process is the whole tree.
     root.tree_metrics = TreeMetrics(reactor, metrics, "mqttd")
     root.health = functools.partial(_loaded_health, persistence)
     root.webhook = store
     return root
+
+
+def apply_reload(door, broker, new):
+    """SIGHUP in the single process (``mqttd.reload``, ``new`` the reread Config): the
+    door's limits, and ``broker.max_connections`` in the door and the broker, which
+    both check it. ValueError, nothing changed, if the door refuses them."""
+    door.reload(new.limits, new.broker.max_connections)
+    broker.reload_max_connections(new.broker.max_connections)
 
 
 def _loaded_health(persistence):

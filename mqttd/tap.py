@@ -90,6 +90,6 @@ def makeService(options):
         raise SystemExit(f"mqttd: configuration error: {e}") from None
     from mqttd.reload import Reloader
     Reloader(reactor, options["config"], options["overrides"], config,
-             service.door).setServiceParent(service)
+             service.apply_reload).setServiceParent(service)
     tune_gc(reactor)
     return service

@@ -27,7 +27,6 @@ from twisted.logger import Logger
 from mqttd.broker.budget import PartialInput
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import CONNACK_ACCEPTED, CONNACK_SERVER_UNAVAILABLE, encode_connack
-from mqttd.config import config_document
 from mqttd.edge.acceptor import RawAcceptor
 from mqttd.edge.balancer import Balancer
 from mqttd.edge.connect_reader import PendingConnect
@@ -42,6 +41,7 @@ from mqttd.metrics import Metrics
 from mqttd.ingest.service import prepare_database
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.namespace import session_key
+from mqttd.reload import reloaded
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.health import tree_health
@@ -110,8 +110,8 @@ class Master(MultiService):
         # (server.workers, the host's cores by default, may have changed since).
         rehome_persistent_sessions(config, self.balancer.home)
         # Builds and starts the children (argv, brief on stdin, fds): mqttd.tree.spawning.
-        self._spawner = Spawner(reactor, config_document(config), self.tree_metrics,
-                                self.relay, config.broker.max_packet_size)
+        self._spawner = Spawner(reactor, config, self.tree_metrics, self.relay,
+                                config.broker.max_packet_size)
         # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
         self._tls = [tls_options(f"server.listen[{index}]", description)
                      for index, description in enumerate(config.server.listen)]
@@ -229,6 +229,17 @@ class Master(MultiService):
         for conn_id, (owner, *_) in list(self._connections.items()):
             if owner == slot:
                 self._release(conn_id)
+
+    def apply_reload(self, new):
+        """SIGHUP (``mqttd.reload``, ``new`` the reread Config): the door's limits here;
+        ``broker.max_connections`` also in every worker's broker, which checks it too:
+        now (a "max_connections" message) and in the brief of those started later."""
+        max_connections = new.broker.max_connections
+        self.door.reload(new.limits, max_connections)  # ValueError: nothing changed
+        self._config = reloaded(self._config, new)
+        self._spawner.reconfigure(self._config)
+        for channel in self._channels.values():
+            channel.send("max_connections", {"max_connections": max_connections})
 
     def health(self):
         """(healthy, reason) for /healthz: every worker ready, the ingest child up."""

@@ -19,6 +19,7 @@ import socket
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
+from mqttd.config import config_document
 from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
 from mqttd.ingest.service import not_loopback
@@ -65,15 +66,21 @@ class Spawner:
     """Starters for the supervisor: each ``start(protocol)`` spawns one run of a child
     and returns its process transport.
 
-    ``document`` is the configuration every child is briefed with; ``relay`` carries
-    the publishes that cross between workers; ``max_packet_size`` bounds a forward."""
+    ``config`` is the configuration every child is briefed with (``reconfigure``
+    changes it for the runs started later); ``relay`` carries the publishes that cross
+    between workers; ``max_packet_size`` bounds a forward."""
 
-    def __init__(self, reactor, document, tree_metrics, relay, max_packet_size):
+    def __init__(self, reactor, config, tree_metrics, relay, max_packet_size):
         self._reactor = reactor
-        self._document = document
+        self._document = config_document(config)
         self._tree_metrics = tree_metrics
         self._relay = relay
         self._max_forward_body = frame_limit(max_packet_size)
+
+    def reconfigure(self, config):
+        """Brief the children started from now on with ``config`` (a SIGHUP's reload
+        applied), so a worker restarted later starts with it too."""
+        self._document = config_document(config)
 
     def spawn(self, protocol, brief, fds):
         argv = child_argv(brief["name"])

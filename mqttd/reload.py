@@ -2,7 +2,10 @@
 
 The door's limits (``[limits]``: caps, rates, bans, allowlist; and
 ``broker.max_connections``) apply to connections from then on; no connection is
-dropped. The gate's ``[auth]`` keys (static users, ``allow_anonymous``,
+dropped; ``broker.max_connections`` is checked by each broker too (the single
+process's; in the tree each worker's, sent a "max_connections" message by the master,
+and briefed with it when started later), where a lowered cap keeps the connections
+open and refuses new ones until fewer are open. The gate's ``[auth]`` keys (static users, ``allow_anonymous``,
 ``require_password``, ``rate_per_token`` and its burst) and ``[flapping_detect]`` apply
 from the next CONNECT and disconnect (``Gate.reloading``: it kicks the live clients the
 new users or anonymous rule refuse); the ``[[auth.acl]]`` rules and ``acl_no_match``
@@ -65,6 +68,18 @@ def running_config(old, new):
 
 def _nothing():
     pass
+
+
+def max_connections_part(apply_cap):
+    """The part of a broker's ``max_connections`` (the door checks it too, and the
+    Reloader reloads the door): ``apply_cap(n)`` once it changed. A lowered cap keeps
+    the connections open and refuses new ones until fewer are open."""
+    def prepare(old, new):
+        cap = new.broker.max_connections
+        if cap == old.broker.max_connections:
+            return _nothing
+        return lambda: apply_cap(cap)
+    return prepare
 
 
 def acl_changed(old, new):

@@ -1,6 +1,7 @@
 """SIGHUP's reload: the door's limits change for new connections, the parts (the gate,
-the ACL) get the new [auth] and [flapping_detect], a bad file or a part that cannot be
-made ready changes nothing at all, and a key that needs a restart is named."""
+the ACL, a broker's max_connections) get the new [auth] and [flapping_detect], a bad
+file or a part that cannot be made ready changes nothing at all, and a key that needs a
+restart is named."""
 import os
 import signal
 from types import SimpleNamespace
@@ -9,11 +10,13 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mqttd.broker.lograte import LogRateLimit
+from mqttd.codec import Connack
 from mqttd.config import load_config
 from mqttd.edge.door import Door
 from mqttd.metrics import Metrics
 from mqttd.reload import (Reloader, acl_from_payload, acl_part, acl_payload, changed_keys,
-                          running_config)
+                          max_connections_part, running_config)
+from tests.support.broker import Client, Harness
 from tests.support.logs import capture_logs
 
 
@@ -27,8 +30,10 @@ class ReloadTests(unittest.TestCase):
                          Metrics(), LogRateLimit(self.clock, 10, 60.0))
         self.prepared = []  # (old, new) each part was asked to make ready
         self.applied = []  # the new configs put in force, in order
+        self.harness = Harness(max_connections=self.config.broker.max_connections)
         self.reloader = Reloader(self.clock, self.path, {}, self.config, self.door,
-                                 [self.part])
+                                 [self.part, max_connections_part(
+                                     self.harness.broker.reload_max_connections)])
 
     def part(self, old, new):
         self.prepared.append((old, new))
@@ -79,6 +84,38 @@ class ReloadTests(unittest.TestCase):
         reloader.startService()
         reloader.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
+    def test_max_connections_reaches_the_broker_too(self):
+        """Both check it: raised, the door and the broker let the sockets past the old
+        cap in; lowered, both keep the open ones and refuse new ones."""
+        self.write("[limits]\nmax_conn_per_ip = 100\nallowlist = []\n[broker]\n"
+                   "max_connections = 2\n")
+        self.assertEqual(self.reloader.reload(), ["broker.max_connections",
+                                                  "limits.max_conn_per_ip"])
+        h = self.harness
+        clients = [self.admitted(h) for _ in range(2)]
+        self.assertEqual(self.door.admit("10.0.0.1").limit, "broker.max_connections")
+        self.assertTrue(Client(h).closed)
+        self.write("[limits]\nmax_conn_per_ip = 100\nallowlist = []\n[broker]\n"
+                   "max_connections = 4\n")
+        self.assertEqual(self.reloader.reload(), ["broker.max_connections"])
+        clients += [self.admitted(h) for _ in range(2)]
+        self.assertEqual(self.door.admit("10.0.0.1").limit, "broker.max_connections")
+        self.write("[limits]\nmax_conn_per_ip = 100\nallowlist = []\n[broker]\n"
+                   "max_connections = 1\n")
+        self.assertEqual(self.reloader.reload(), ["broker.max_connections"])
+        self.assertFalse(any(c.closed for c in clients))
+        self.assertEqual(self.door.admit("10.0.0.1").limit, "broker.max_connections")
+        self.assertTrue(Client(h).closed)
+        self.assertEqual(self.reloader.config.broker.max_connections, 1)
+
+    def admitted(self, harness):
+        """One socket through the door (from 10.0.0.1) and into the broker."""
+        self.assertIsNone(self.door.admit("10.0.0.1"))
+        client = Client(harness)
+        self.assertEqual(client.connect(f"c{harness.broker.metrics.mqtt_connections_open}"),
+                         Connack(False, 0))
+        return client
 
     def test_changed_keys(self):
         a = load_config(None)

@@ -98,6 +98,8 @@ class _Channel(Service):
         elif kind == "kick":
             self._factory.broker.kick(payload["client_id"], payload.get("reason", "kicked"),
                                       payload.get("account"))
+        elif kind == "max_connections":  # a SIGHUP the master applied (mqttd.reload)
+            self._factory.broker.reload_max_connections(payload["max_connections"])
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
         elif kind == ACL_MESSAGE:  # SIGHUP's new auth.acl, for the live connections too

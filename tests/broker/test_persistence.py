@@ -3,12 +3,14 @@ mqttd.db, persistent sessions from sessions-<slot>.db, on real files, determinis
 
 A "crash" is a second ``Appliance`` on the same data directory while the first was
 never stopped: whatever it had not saved is gone, as after ``kill -9``."""
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from mqttd.codec import Connack, Connect, Puback, Pubcomp, Pubrec, Pubrel, Suback, Subscribe
 from mqttd.store.sink import Message
 from mqttd.store.sqlite import message_row
 from tests.support.broker import pub, publishes
+from tests.support.logs import capture_logs, disconnect_reasons
 from tests.support.persistence import Appliance
 from tests.support.store import fired, make_dir
 
@@ -97,6 +99,24 @@ class SessionTests(PersistenceTestCase):
         self.assertEqual(packets[0], Suback(1, (1,)))
         self.assertIn(Puback(9), packets)
         self.assertEqual(app.rows("SELECT filter, qos FROM subscriptions"), [("t/#", 1)])
+
+    def test_subscription_not_saved_closes_without_suback(self):
+        """A SUBACK promises the subscription survives a crash: when its save fails the
+        connection closes without one (the client subscribes again), said in the log."""
+        app = self.run_()
+        events = capture_logs(self)
+        c = app.client("sub", clean=False)
+        app.sessions_pool.hold = True
+        c.send(Subscribe(1, (("t/#", 1),)))
+        app.clock.advance(0)
+        on_result, *_ = app.sessions_pool.jobs.popleft()  # the save's first read fails
+        on_result(False, Failure(OSError("disk full")))
+        self.assertEqual(c.received(), [])
+        self.assertTrue(c.closed)
+        self.assertIn("subscription not saved", disconnect_reasons(events))
+        self.assertTrue(any(e.get("client_id") == "sub" and "not saved" in e["log_format"]
+                            for e in events if "log_failure" in e))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)  # the save's, ours
 
     def test_clean_session_suback_does_not_wait_and_nothing_is_saved(self):
         app = self.run_()

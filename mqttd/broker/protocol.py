@@ -226,6 +226,16 @@ class MQTTServerProtocol(FlowControl, Protocol):
         """The client id this connection is (or, before CONNACK, asks to be) known as."""
         return self._member.client_id
 
+    @property
+    def username(self):
+        """The CONNECT's username (a token user's is the token: never show it whole)."""
+        return self._member.username
+
+    @property
+    def account(self):
+        """The account the connection's decision named (its namespace), or None."""
+        return self._member.account
+
     def server_stopping(self):
         """Close for the broker's stop, after its acknowledgements: no will, since the
         client did nothing wrong and the sink takes nothing more.

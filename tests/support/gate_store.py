@@ -31,6 +31,7 @@ class FakeGateStore:
     def __init__(self):
         self.tokens = {}
         self.ban_records = {}
+        self.account_records = []  # AccountRecords, for accounts()
         self.counter = 1
         self.calls = Counter()  # method name -> calls
         self.looked_up = Counter()  # token -> lookup_token calls with it
@@ -87,6 +88,10 @@ class FakeGateStore:
         if removed:
             self.counter += 1
         return succeed(removed)
+
+    def accounts(self):
+        self.calls["accounts"] += 1
+        return succeed(sorted(self.account_records, key=lambda account: account.name))
 
     def version(self):
         self.calls["version"] += 1

@@ -184,7 +184,8 @@ class Metrics:
     manage_manhole_sessions: int = _gauge("manhole sessions open now (logged in or not)")
     manage_questions: int = _counter(
         "questions the master asked its workers (the manhole's clients()), by outcome: "
-        "answered, timeout, lost (the worker went), refused (too many in flight)",
+        "answered, error (the worker could not answer), timeout, lost (the worker went), "
+        "refused (too many in flight)",
         labels=("outcome",))
 
     def samples(self):

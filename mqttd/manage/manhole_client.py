@@ -26,6 +26,7 @@ _IT_MAY = {ECHO, SGA}  # options the server may WILL
 
 _ESCAPES = re.compile(rb"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[0-~])")
 PROMPT = ">>> "
+MORE = "... "  # the prompt of a statement that goes on
 
 
 class ManholeError(Exception):
@@ -186,16 +187,24 @@ class ManholeClient:
 
     def run(self, source):
         """Run one line of Python at the prompt; the text it printed (its echo left
-        out), once the prompt is back."""
+        out), once the prompt is back. ManholeError for a line that is not complete
+        Python (the prompt asks for more: it is interrupted, and nothing ran)."""
         self.send(source.replace("\n", " ") + "\r\n")
 
         def done(text):
             start = text.find("\n")
-            if start >= 0 and (text.endswith("\n" + PROMPT) or text[start + 1:] == PROMPT):
-                return len(text) - len(PROMPT)
+            if start < 0:
+                return None
+            for prompt in (PROMPT, MORE):
+                if text.endswith("\n" + prompt) or text[start + 1:] == prompt:
+                    return len(text)
             return None
         text = self._until(done)
-        return text[text.find("\n") + 1:].rstrip("\n")
+        if text.endswith(MORE):
+            self.send("\x03")  # ^C: the manhole forgets the half-typed statement
+            self._until(lambda seen: len(seen) if seen.endswith(PROMPT) else None)
+            raise ManholeError(f"{source!r} is not a whole line of Python")
+        return text[text.find("\n") + 1:-len(PROMPT)].rstrip("\n")
 
     def interact(self, stdin_fd, stdout):
         """Relay a terminal: bytes of ``stdin_fd`` to the manhole, its data to ``stdout``

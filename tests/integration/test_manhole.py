@@ -1,16 +1,21 @@
 """The telnet manhole of the real appliance (issue 14, point 1): driven over telnet with
 mqttd's own client, the right password and a wrong one; its helpers answering for the
 whole tree; ``kick`` and ``ban`` taking effect on live paho clients held by each worker;
-``mqttd manhole -e`` from the shell."""
+``mqttd manhole`` from the shell, with ``-e`` and on a terminal."""
 import ast
+import os
+import pty
+import select
+import subprocess
+import sys
 
+from mqttd.manage.manhole_client import LoginRefused, plain_text
 from tests.integration.support.cli import mqttd_cli, mqttd_command
 from tests.integration.support.common import HOST, wait_for
 from tests.integration.support.manhole import (PASSWORD, USER, manhole_port,
                                                manhole_session, manhole_setup)
 from tests.integration.support.testcase import BrokerTestCase
 from tests.integration.support.tree import client_on, wait_for_children
-from mqttd.manage.manhole_client import LoginRefused
 
 WORKERS = ("mqttd-worker-1", "mqttd-worker-2")
 NOT_AUTHORIZED = 5
@@ -75,6 +80,37 @@ class _LoginCases:
         status, out, err = self.shell("help()", password_file=wrong)
         self.assertEqual((status, out), (1, ""))
         self.assertIn("refused", err)
+
+
+    def test_an_interactive_session_in_a_terminal(self):
+        """``mqttd manhole`` on a pseudo-terminal: the prompt, a line typed and its
+        answer, and Ctrl-D at an empty prompt leaving with status 0."""
+        command = [os.path.join(os.path.dirname(sys.executable), "mqttd"), "manhole",
+                   "--endpoint", f"tcp:{manhole_port(self.broker)}:interface={HOST}",
+                   "--password-file", self.passwd]
+        ours, theirs = pty.openpty()
+        process = subprocess.Popen(command, stdin=theirs, stdout=theirs, stderr=theirs,
+                                   env=dict(os.environ, MQTTD_CONFIG=""), close_fds=True)
+        os.close(theirs)
+        self.addCleanup(os.close, ours)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        seen = bytearray()
+
+        def read_until(text):
+            def found():
+                if select.select([ours], [], [], 0.1)[0]:
+                    try:
+                        seen.extend(os.read(ours, 65536))
+                    except OSError:  # the terminal closed: the command has exited
+                        pass
+                return text in plain_text(bytes(seen))
+            wait_for(found, timeout=15, message=f"{text!r} on the terminal",
+                     context=lambda: plain_text(bytes(seen)) + self.context())
+        read_until(">>> ")
+        os.write(ours, b"6 * 7\r")
+        read_until("\n42")
+        os.write(ours, b"\x04")
+        self.assertEqual(process.wait(timeout=15), 0)
 
 
 class TreeManholeTests(_LoginCases, _ManholeCase):

@@ -220,3 +220,4 @@ class ManholeTests(unittest.TestCase):
         for char in "40 + 2\r\n":
             session.send(char)
         self.assertIn("\n42\n", session.take())
+

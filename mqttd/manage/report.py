@@ -11,10 +11,10 @@ milliseconds however loaded the workers are. Sections:
 - ``webhook`` and ``ingest``: what the registry holds now. Latency, pool use and queue
   depth are looked up in the registry by name (``_find``): a histogram family (kind
   "histogram", samples labelled ``le`` with cumulative counts, as Prometheus buckets)
-  whose name starts with ``webhook_`` gives the webhook's p50/p99, one starting with
-  ``ingest_commit`` the commit latency; a gauge starting with ``webhook_pool`` the pool
-  in use, one starting with ``ingest_queue`` the queue depth. Until such a metric
-  exists the field says ``NOT_MEASURED``;
+  named ``webhook_*_seconds`` gives the webhook's p50/p99, one named
+  ``ingest_commit*_seconds`` the commit latency; a gauge starting with ``webhook_pool``
+  the pool in use, one starting with ``ingest_queue`` the queue depth. Until such a
+  metric exists the field says ``NOT_MEASURED``;
 - ``canary`` and ``data_gaps``: ``NOT_CONFIGURED`` until families named ``canary_*`` and
   ``gap_*`` exist, then their values;
 - ``workers``: connections, restarts and reporting, by process.
@@ -94,12 +94,13 @@ def quantile(family, q):
     return lower
 
 
-def _find(families, prefix, kind):
-    return next((f for f in families if f.name.startswith(prefix) and f.kind == kind), None)
+def _find(families, prefix, kind, suffix=""):
+    return next((f for f in families if f.name.startswith(prefix) and f.name.endswith(suffix)
+                 and f.kind == kind), None)
 
 
 def _latency(families, prefix):
-    family = _find(families, prefix, "histogram")
+    family = _find(families, prefix, "histogram", "_seconds")
     if family is None:
         return NOT_MEASURED
     return {"metric": family.name, "p50": quantile(family, 0.5), "p99": quantile(family, 0.99)}

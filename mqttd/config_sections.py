@@ -233,11 +233,18 @@ class WebhookConfig:
 @attrs.frozen
 class ManageConfig:
     """The operator's side (``mqttd.manage``). ``http_listen``: Prometheus ``/metrics``
-    (the whole tree's figures) and ``/healthz`` on a Twisted endpoint, loopback only
-    unless ``http_allow_remote``; "" turns it off."""
+    (the whole tree's figures), ``/healthz`` and ``/report`` on a Twisted endpoint,
+    loopback only unless ``http_allow_remote``; "" turns it off.
+
+    ``manhole_listen``: the telnet manhole (a Python prompt in the master with helpers
+    over the whole tree, ``mqttd.manage.manhole``), on a loopback ``tcp:`` interface or
+    a ``unix:`` socket only, never the network: it can kick, ban and read everything.
+    It is off while ``manhole_password_file`` (lines ``USER:PASSWORD``) is ""."""
 
     http_listen: str = _setting("tcp:9883:interface=127.0.0.1", str)
     http_allow_remote: bool = _setting(False, bool)
+    manhole_listen: str = _setting("tcp:9884:interface=127.0.0.1", str)
+    manhole_password_file: str = _setting("", str)
 
 
 @attrs.frozen

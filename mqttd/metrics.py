@@ -103,8 +103,9 @@ class Metrics:
     edge_gate_lookups: int = _counter("single-token lookups the gate asked the store for")
     edge_gate_tickets_open: int = _gauge("connections the gate accepted that are still open")
     edge_gate_kicked: int = _counter(
-        "live connections the gate asked to close after a change, by reason: banned, "
-        "bad token, token revoked, account inactive", labels=("reason",))
+        "live connections the gate asked to close, by reason: banned, bad token, token "
+        "revoked, account inactive (after a change), manhole (the operator's kick)",
+        labels=("reason",))
     edge_gate_reloads: int = _counter(
         "store changes the gate applied, by what: tokens (accounts or tokens changed: the "
         "token caches cleared), bans (the bans reloaded)", labels=("what",))
@@ -197,6 +198,17 @@ class Metrics:
         "cleared retained topics the master stopped remembering (past 1 MiB of them, "
         "oldest first): a worker restarted later is not told those clears, and keeps "
         "what it read back from SQLite if that differs")
+
+    # -- the operator's side: the manhole, the master's questions (mqttd.manage) ---------
+    manage_manhole_logins: int = _counter(
+        "manhole logins by outcome: accepted, refused (a wrong user or password, logged "
+        "with the peer)", labels=("outcome",))
+    manage_manhole_sessions: int = _gauge("manhole sessions open now (logged in or not)")
+    manage_questions: int = _counter(
+        "questions the master asked its workers (the manhole's clients()), by outcome: "
+        "answered, error (the worker could not answer), timeout, lost (the worker went), "
+        "refused (too many in flight)",
+        labels=("outcome",))
 
     def samples(self):
         """(name, kind, help, labels, value) for each series, in declaration order.

@@ -82,10 +82,9 @@ def makeService(options):
             service = Master(reactor, config)
         else:
             service = build_service(config, reactor)
-        if config.manage.http_listen:
-            from mqttd.manage.http import ManageHTTP
-            ManageHTTP(reactor, config.manage, service.tree_metrics.families,
-                       service.health).setServiceParent(service)
+        # /metrics, /healthz, /report and the manhole (mqttd.manage.wiring).
+        from mqttd.manage.wiring import add_manage
+        add_manage(reactor, config, service)
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
     from mqttd.reload import Reloader

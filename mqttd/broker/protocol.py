@@ -221,6 +221,16 @@ class MQTTServerProtocol(FlowControl, Closing, Protocol):
         """The client id this connection is (or, before CONNACK, asks to be) known as."""
         return self._member.client_id
 
+    @property
+    def username(self):
+        """The CONNECT's username (a token user's is the token: never show it whole)."""
+        return self._member.username
+
+    @property
+    def account(self):
+        """The account the connection's decision named (its namespace), or None."""
+        return self._member.account
+
     # -- keepalive and idle timeout ----------------------------------------------------
 
     def _timeout(self):

@@ -103,7 +103,13 @@ class Door:
         self._idle = OrderedDict()  # the _Address-es with none open, oldest first
         self._open = 0
         self._max_connections = None
+        self._watch = None  # watch(address key) of every peer at accept (``watch``)
         self.reload(limits, max_connections)
+
+    def watch(self, seen):
+        """Call ``seen(address key)`` for every socket with an address at accept, let in
+        or not (``mqttd.manage.connect_rates``: who connects how often)."""
+        self._watch = seen
 
     # -- configuration -----------------------------------------------------------------
 
@@ -144,6 +150,8 @@ class Door:
         key = number = None
         if host:
             key = address_key(host)
+            if self._watch is not None:
+                self._watch(key)
             if self._parse:
                 number = peer_number(key)
                 if number in self._banned:
@@ -209,6 +217,10 @@ class Door:
         """Connections admitted from ``host`` and not yet released."""
         entry = self._addresses.get(address_key(host))
         return 0 if entry is None else entry.open
+
+    def open_counts(self):
+        """{address: connections open} of every address with one open now."""
+        return {key: entry.open for key, entry in self._addresses.items() if entry.open}
 
     def __len__(self):
         """Addresses the door holds state for (see the module on how they are bounded)."""

@@ -70,6 +70,19 @@ class FlappingDetector:
         """Keys tracked now."""
         return len(self._windows)
 
+    def busiest(self, limit):
+        """The ``limit`` keys with the most disconnects within the window now, most
+        first: [(kind, value, disconnects, newest)] (the report's flapping clients)."""
+        now = self._clock.seconds()
+        window_time = self._config.window_time
+        counts = []
+        for (kind, value), times in self._windows.items():
+            recent = sum(1 for at in times if now - at <= window_time)
+            if recent:
+                counts.append((kind, value, recent, times[-1]))
+        counts.sort(key=lambda entry: (-entry[2], -entry[3]))
+        return counts[:limit]
+
     def disconnected(self, client_id, username_key=None, host=None):
         """One connection ended: count it for its client id, and for its username
         (``username_key``: a token user's token hash) and peer address when enabled."""

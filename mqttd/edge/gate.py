@@ -207,14 +207,30 @@ class Gate:
         log.failure("ban of {kind} {value} not stored (in force here until {until})",
                     failure, kind=record.kind, value=record.value, until=record.until)
 
+    def kick_client(self, client_id, reason, account=None, any_account=False):
+        """Close the live connection of ``client_id`` in ``account`` (or in every
+        account that has one: ``any_account``), as a ban would: the operator's kick.
+        The tickets kicked (none: no such connection, or it is closing already)."""
+        kicked = []
+        for ticket in self.tickets:
+            if ticket.client_id == client_id and (any_account or ticket.account == account):
+                if self._kick(ticket, reason):
+                    kicked.append(ticket)
+        return kicked
+
+    def flapping_now(self, limit):
+        """The flapping detector's ``busiest(limit)``: who reconnects the most now."""
+        return self._flapping.busiest(limit)
+
     def _kick_banned(self):
         for ticket in self.tickets:
             if self.bans.match(ticket.client_id, ticket.username, ticket.host) is not None:
                 self._kick(ticket, "banned")
 
     def _kick(self, ticket, reason):
+        """Ask the owner to close ``ticket``'s connection (once); True if asked now."""
         if self.kick is None or ticket.kicked or ticket.released:
-            return
+            return False
         ticket.kicked = True
         self._metrics.edge_gate_kicked[reason] += 1
         peer = ticket.host or "unix socket"
@@ -223,6 +239,7 @@ class Gate:
                      client_id=ticket.client_id, peer=peer, reason=reason,
                      who=_ticket_who(ticket))
         self.kick(ticket.client_id, reason, ticket.account)
+        return True
 
     def _released(self, ticket):
         username_key = ticket.token_hash if ticket.token is not None else ticket.username

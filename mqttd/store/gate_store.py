@@ -18,7 +18,7 @@ import os
 import sqlite3
 from urllib.parse import quote
 
-from mqttd.store import bans, tokens
+from mqttd.store import accounts, bans, tokens
 from mqttd.store.gate_records import StoreVersions
 from mqttd.store.pool import OnOwnPool
 from mqttd.store.schema import MIGRATIONS, SchemaError
@@ -93,6 +93,12 @@ class GateStore(OnOwnPool):
         many = list(many)
         self._metrics.gate_token_lookups += len(many)
         return self._on_conn(tokens.lookup_tokens, many)
+
+    # -- accounts ----------------------------------------------------------------------
+
+    def accounts(self):
+        """Deferred of every AccountRecord, by name (the manhole's ``accounts()``)."""
+        return self._on_conn(accounts.list_accounts)
 
     # -- bans --------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from mqttd.edge.tls_failures import TLSFailures
 from mqttd.ingest.credentials import new_secret
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import prepare_database
+from mqttd.manage.questions import Questions
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.namespace import session_key
 from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload, running_config
@@ -95,6 +96,10 @@ class Master(MultiService):
         self._said_ready = False  # "mqttd tree ready" is logged once
         self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
+        # What only workers know (their clients), asked for the manhole (mqttd.manage).
+        self.questions = Questions(reactor, lambda: {
+            process_name("worker", slot): channel for slot, channel in self._channels.items()},
+            metrics)
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
         self._judging = set()  # PendingConnect: CONNECT read, the gate not answered yet
         self._waiting = {}  # PendingConnect -> (Connect, _Let, timer): no worker up yet
@@ -231,6 +236,8 @@ class Master(MultiService):
             self.relay.loaded(slot)
         elif kind == "metrics":
             self.tree_metrics.report(process_name("worker", slot), payload)
+        elif kind == "answer":
+            self.questions.answered(process_name("worker", slot), payload)
         else:
             log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
 
@@ -243,6 +250,7 @@ class Master(MultiService):
         self.balancer.down(slot)
         self.relay.detach(slot)
         self.tree_metrics.gone(process_name("worker", slot))
+        self.questions.gone(process_name("worker", slot))
         channel = self._channels.pop(slot, None)
         if channel is not None:
             channel.close()

@@ -15,7 +15,9 @@ from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
+from mqttd.manage.questions import Answerer
 from mqttd.manage.reporter import MetricsReporter
+from mqttd.manage.view import clients_question
 from mqttd.metrics import Metrics
 from mqttd.reload import ACL_MESSAGE, acl_from_payload
 from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
@@ -49,8 +51,10 @@ class _WorkerFactory(MQTTServerFactory):
 class _Channel(Service):
     """The master's channel: adopts handed-off sockets; ends this worker when lost."""
 
-    def __init__(self, reactor, fd, factory, crossing=None, max_forward_body=None):
+    def __init__(self, reactor, fd, factory, crossing=None, max_forward_body=None,
+                 asked=None):
         self._reactor = reactor
+        self._asked = asked  # the master's questions (mqttd.manage.questions.Answerer)
         self._fd = fd
         self._factory = factory
         self._crossing = crossing
@@ -110,6 +114,8 @@ class _Channel(Service):
                           "{error!r}", error=e)
                 return
             self._factory.broker.tenancy.reload(rules)
+        elif kind == "ask" and self._asked is not None:
+            self._asked(payload)
         else:
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 
@@ -137,9 +143,14 @@ def build_worker(config, reactor, brief):
         # retained value sent meanwhile is newer than the one it reads back.
         crossing = Crossing(broker, brief["slot"], metrics, config.server.max_forward_bytes,
                             holding=True)
+    # The master's questions (the manhole's clients()); more plug in: root.answers.handle.
+    root.answers = answers = Answerer(lambda kind, payload: link.channel is not None
+                                      and link.channel.send(kind, payload))
+    answers.handle("clients", clients_question(
+        broker, brief["name"], frozenset(user.username for user in config.auth.users)))
     # Stopped last: the clean stop's "closed" reports still reach the master.
     link = _Channel(reactor, brief["channel_fd"], factory, crossing,
-                    frame_limit(config.broker.max_packet_size))
+                    frame_limit(config.broker.max_packet_size), answers.asked)
     link.setServiceParent(root)
     # Its registry to the master every second (after "ready"); a last one after the
     # clean stop, which is stopped before it.

@@ -299,3 +299,21 @@ class CountedAndLoggedTests(DoorCase):
                          + [(B, "limits.banned", "banned address")])
         self.assertEqual(self.metrics.mqtt_log_lines_suppressed, 8)
         self.assertEqual(self.refused("limits.banned"), 11)  # every one counted
+
+
+class WatchTests(DoorCase):
+    def test_every_socket_with_an_address_is_watched_let_in_or_not(self):
+        door = self.door(max_conn_per_ip=1)
+        seen = []
+        door.watch(seen.append)
+        self.assertEqual(self.admit_all(door, A, 2), [None, "limits.max_conn_per_ip"])
+        door.admit("::ffff:10.0.0.2")
+        door.admit(None)  # a unix socket has no address to watch
+        self.assertEqual(seen, [A, A, B])
+
+    def test_open_counts_are_the_addresses_with_connections_open(self):
+        door = self.door(max_conn_rate_per_ip=1.0, conn_rate_burst=5)
+        self.admit_all(door, A, 3)
+        door.admit(B)
+        door.release(B)  # refilling: still tracked, nothing open
+        self.assertEqual(door.open_counts(), {A: 3})

@@ -50,6 +50,13 @@ class GateStoreTests(unittest.TestCase):
         self.assertEqual(self.metrics.value("gate_token_lookups"), 5)
 
     @defer.inlineCallbacks
+    def test_accounts_are_listed_by_name(self):
+        store = yield self.started()
+        accounts = yield store.accounts()
+        self.assertEqual([(a.name, a.active, a.max_connections) for a in accounts],
+                         [("acme", True, 2), ("idle", False, None)])
+
+    @defer.inlineCallbacks
     def test_bans_in_force_added_and_removed_and_only_the_ban_version_moves(self):
         store = yield self.started()
         before = yield store.versions()

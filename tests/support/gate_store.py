@@ -32,6 +32,7 @@ class FakeGateStore:
     def __init__(self):
         self.tokens = {}
         self.ban_records = {}
+        self.account_records = []  # AccountRecords, for accounts()
         self.counter = 1  # gate_version: accounts and tokens
         self.ban_counter = 1  # ban_version
         self.calls = Counter()  # method name -> calls
@@ -89,6 +90,10 @@ class FakeGateStore:
         if removed:
             self.ban_counter += 1
         return succeed(removed)
+
+    def accounts(self):
+        self.calls["accounts"] += 1
+        return succeed(sorted(self.account_records, key=lambda account: account.name))
 
     def versions(self):
         self.calls["versions"] += 1

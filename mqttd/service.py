@@ -211,7 +211,7 @@ def build_service(config, reactor):
         if is_tls(endpoint):  # its failed handshakes: counted, logged within the budget
             handshakes = HandshakeWatch(reactor, config.broker.idle_timeout,
                                         TLSFailures(metrics, broker.connection_log, key))
-        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes)
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes, key)
         _Listener(endpoint, guarded, key, description).setServiceParent(root)
     root.broker = broker
     root.door = door

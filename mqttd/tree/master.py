@@ -99,7 +99,7 @@ class Master(MultiService):
                            retained_at_start=not persists_locally(config))
         self._ids = itertools.count(1)
         self._boot_id = os.urandom(8).hex()  # for the ids of clients that sent none
-        self._connections = {}  # conn_id -> (slot, host, client id, ticket): handed off
+        self._connections = {}  # conn_id -> (slot, host, client id, ticket, listener)
         # Session key (client id within its account, mqttd.namespace.session_key) ->
         # (slot, conn_id) of its newest connection: two accounts' "dev-1" are two.
         self._where = {}
@@ -142,8 +142,9 @@ class Master(MultiService):
             key = f"server.listen[{index}]"
             sock = bind_listener(key, description)
             tls = self._tls[index]
-            on_admitted = (self._admitted if tls is None else functools.partial(
-                self._tls_admitted, tls, self._tls_failures[index]))
+            on_admitted = (functools.partial(self._admitted, listener=key) if tls is None
+                           else functools.partial(self._tls_admitted, tls,
+                                                  self._tls_failures[index], listener=key))
             acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
@@ -314,22 +315,22 @@ class Master(MultiService):
 
     # -- one connection ---------------------------------------------------------------
 
-    def _admitted(self, sock, host):
+    def _admitted(self, sock, host, listener=None):
         self._pending.add(PendingConnect(self._reactor, sock, host, self._config.broker,
                                          self._on_connect, self._not_connected,
-                                         self._partial_input))
+                                         self._partial_input, listener))
 
-    def _tls_admitted(self, tls, failures, sock, host):
+    def _tls_admitted(self, tls, failures, sock, host, listener=None):
         # TLS ends here: the master relays the plaintext for the connection's life.
         pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
                                     self._on_connect, self._not_connected,
-                                    self._partial_input, failures)
+                                    self._partial_input, failures, listener)
         self._pending.add(pending)
         pending.start()
 
     def _not_connected(self, pending, reason):
         self._pending.discard(pending)
-        self.door.release(pending.host)
+        self.door.release(pending.host, pending.listener)
 
     def _on_connect(self, pending, connect):
         """The CONNECT is read: the gate judges it (under the id the connection will
@@ -393,7 +394,7 @@ class Master(MultiService):
         except OSError:
             pass
         pending.sock.close()
-        self.door.release(pending.host)
+        self.door.release(pending.host, pending.listener)
 
     def _dispatch_waiting(self):
         for pending, (connect, let, timer) in list(self._waiting.items()):
@@ -419,7 +420,7 @@ class Master(MultiService):
         conn_id = next(self._ids)
         client_id = let.client_id
         key = session_key(let.account, client_id)
-        self._connections[conn_id] = (slot, pending.host, key, let.ticket)
+        self._connections[conn_id] = (slot, pending.host, key, let.ticket, pending.listener)
         self.balancer.opened(slot)
         if not let.generated:
             previous = self._where.get(key)
@@ -443,13 +444,13 @@ class Master(MultiService):
         entry = self._connections.pop(conn_id, None)
         if entry is None:
             return
-        slot, host, key, ticket = entry
+        slot, host, key, ticket, listener = entry
         if self._where.get(key, (None, None))[1] == conn_id:
             del self._where[key]
         if ticket is not None:
             ticket.release()
         self.balancer.closed(slot)
-        self.door.release(host)
+        self.door.release(host, listener)
 
     def _kick(self, client_id, reason, account=None):
         """The gate refuses ``client_id`` of ``account`` now: its worker closes its

@@ -255,7 +255,8 @@ class Metrics:
         "first)")
     manage_alerts_active: int = _gauge(
         "1 while an alert holds, by alert: webhook_capacity, webhook_retries, "
-        "ingest_queue, canary", labels=("alert",))
+        "ingest_queue (mqttd.manage.guardrails; the canary's is manage_canary_failing)",
+        labels=("alert",))
     manage_alerts_fired: int = _counter("alert episodes begun, by alert", labels=("alert",))
     manage_sys_published: int = _counter(
         "$SYS/broker/... messages published to this process's subscribers "

@@ -46,6 +46,7 @@ from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
 from mqttd.manage.tree_metrics import TreeMetrics
+from mqttd.manage.watch import Watch, with_canary
 from mqttd.namespace import session_key
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
@@ -69,7 +70,7 @@ class Master(MultiService):
     def __init__(self, reactor, config):
         super().__init__()
         self._reactor = reactor
-        self._config = config
+        self._config = config = with_canary(config)  # its user, before the gate reads them
         self.metrics = metrics = Metrics()
         # Every process's registry, summed: the children report theirs every second.
         self.tree_metrics = TreeMetrics(reactor, metrics, process_name("master"))
@@ -131,6 +132,13 @@ class Master(MultiService):
         self._tls_failures = [
             None if tls is None else TLSFailures(metrics, log_rate, f"server.listen[{index}]")
             for index, tls in enumerate(self._tls)]
+        # Alerts, the canary (through our own listeners), gaps, $SYS to every worker.
+        self.watch = Watch(reactor, config, self.tree_metrics, metrics, sys_out=lambda values: [
+            channel.send("sys", {"values": values}) for channel in self._channels.values()],
+            listeners=lambda: [(description, acceptor.address) for description, acceptor
+                               in zip(config.server.listen, self._acceptors)],
+            ready=lambda: self.health()[0])
+        self.watch.setServiceParent(self)
 
     # -- start and stop ---------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.manage.reporter import MetricsReporter
+from mqttd.manage.sys_topics import publish_sys
+from mqttd.manage.watch import gap_details, watch_broker
 from mqttd.metrics import Metrics
 from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
 from mqttd.stopping import SequentialStop
@@ -99,6 +101,8 @@ class _Channel(Service):
                                       payload.get("account"))
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
+        elif kind == "sys":  # the $SYS/broker values, every manage.sys_interval
+            publish_sys(self._factory.broker, payload.get("values"))
         else:
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 
@@ -119,6 +123,7 @@ def build_worker(config, reactor, brief):
     # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
     broker = build_broker(reactor, config, sink, metrics, brief["slot"],
                           StaticAuthenticator(config.auth))
+    gaps = watch_broker(config, reactor, broker, brief["name"])  # its devices' silences
     factory = _WorkerFactory(broker, reactor)
     crossing = None
     if config.server.workers >= 2:
@@ -133,7 +138,8 @@ def build_worker(config, reactor, brief):
     # Its registry to the master every second (after "ready"); a last one after the
     # clean stop, which is stopped before it.
     MetricsReporter(reactor, metrics, lambda payload: link.channel is not None
-                    and link.channel.send("metrics", payload)).setServiceParent(root)
+                    and link.channel.send("metrics", payload),
+                    details=lambda: gap_details(gaps)).setServiceParent(root)
     on_loaded = None if crossing is None else crossing.loaded
     # Saved after the clean stop.
     PersistenceService(reactor, broker, on_loaded=on_loaded).setServiceParent(root)

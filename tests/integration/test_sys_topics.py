@@ -15,18 +15,10 @@ CONNECTED = "$SYS/broker/clients/connected"
 
 @requires_mqttd("mqttd's $SYS topics")
 class SysTopicsTreeTests(BrokerTestCase):
-    config = """
-[auth]
-allow_anonymous = true
-[[auth.users]]
-username = "acme-1"
-password = "pw-a"
-account = "acme"
-[server]
-workers = 2
-[manage]
-sys_interval = 1.0
-"""
+    # A user of account "acme", whose clients may not read $ topics.
+    config = ('[auth]\nallow_anonymous = true\n[[auth.users]]\nusername = "acme-1"\n'
+              'password = "pw-a"\naccount = "acme"\n'
+              "[server]\nworkers = 2\n[manage]\nsys_interval = 1.0\n")
 
     def until(self, client, topic, payload, timeout=15.0):
         """The first message of ``client`` on ``topic`` with ``payload``."""

@@ -41,9 +41,11 @@ RING = 9
 MIN_SAMPLES = 5
 FORGET_AFTER = 7 * 86_400.0
 LISTED = 100
-"""Devices of one process given in ``gaps()`` (most recently quiet first); the metric
+"""Devices of one process given in ``gaps()`` (most recently quiet first; each id cut to
+200 characters, so a worker's list stays a few tens of kB in its snapshot); the metric
 ``manage_gap_devices`` counts them all."""
 _SHOWN = 5  # devices named in one log line
+_SHOWN_ID = 200  # characters of a client id in a listing or a line (an id may be 64 kB)
 
 
 class _Device:
@@ -205,12 +207,17 @@ def _split(key):
 
 def _name(key):
     account, client_id = _split(key)
+    client_id = _cut(client_id)
     return client_id if account is None else f"{client_id} (account {account})"
+
+
+def _cut(client_id):
+    return client_id if len(client_id) <= _SHOWN_ID else client_id[:_SHOWN_ID] + "..."
 
 
 def _entry(key, device, now, process):
     account, client_id = _split(key)
-    return {"client_id": client_id, "account": account, "last_seen": device.last,
+    return {"client_id": _cut(client_id), "account": account, "last_seen": device.last,
             "silent_for": round(now - device.last, 3),
             "usual_interval": round(_median(device), 3), "process": process}
 

@@ -119,6 +119,14 @@ class GapTests(unittest.TestCase):
         self.assertEqual(sorted((e["client_id"], e["account"] or "") for e in watch.gaps()),
                          [("dev-1", ""), ("dev-1", "acme")])
 
+    def test_a_long_client_id_is_cut_in_the_listing(self):
+        long_id = "d" * 65535
+        self.every(long_id, 10.0, MIN_SAMPLES + 1)
+        self.clock.advance(40.0)
+        self.watch.check()
+        (entry,) = self.watch.gaps()
+        self.assertEqual(entry["client_id"], "d" * 200 + "...")
+
     def test_lists_of_processes_merge_most_recently_quiet_first(self):
         merged = merge_gaps([[{"client_id": "a", "last_seen": 5.0}],
                              [{"client_id": "b", "last_seen": 9.0}, "junk"]])

@@ -14,10 +14,10 @@ client id) and lists those that broke it. The rules:
   ``MIN_SAMPLES`` (5) of them;
 - silent past ``factor x median`` (and at least ``BURST``): listed from then on, logged
   in one line per check for all that went quiet together, until it publishes again
-  (then logged as back); a device silent for ``FORGET_AFTER`` (7 days) is forgotten
-  (the first listed first).
+  (then logged as back, one line per check too); a device silent for ``FORGET_AFTER``
+  (7 days) is forgotten (the first listed first).
 
-Memory is bounded: at most ``max_devices`` devices (about 500 bytes each: the key, a
+Memory is bounded: at most ``max_devices`` devices (about 600 bytes each: the key, a
 slotted record, nine float32 intervals), the one silent longest forgotten first
 (``manage_gap_devices_dropped``). Time is bounded too: a publish costs a dict lookup and
 a comparison (a median is sorted at most once a second per device), and the check pops
@@ -77,6 +77,8 @@ class GapWatch:
         self._heap = []  # (deadline, n, key, _Device): when to look at a device again
         self._order = itertools.count()
         self._quiet = OrderedDict()  # key -> _Device, listed, the first listed first
+        self._back_count = 0  # devices off the list since the last check
+        self._back_shown = []  # the first _SHOWN of them, for its log line
 
     def observing(self, submit):
         """``submit`` (the broker's ``submit(message, notify, token)``) that tells this
@@ -144,8 +146,9 @@ class GapWatch:
         device.quiet = False
         del self._quiet[key]
         self._gauge()
-        log.info("gap: {device} publishes again after {silent:.0f} s", device=_name(key),
-                 silent=now - device.last)
+        self._back_count += 1
+        if len(self._back_shown) < _SHOWN:
+            self._back_shown.append(f"{_name(key)} (after {now - device.last:.0f} s)")
 
     def check(self):
         """List the devices that went silent since the last check (logged in one line),
@@ -168,6 +171,11 @@ class GapWatch:
         listed = self._quiet
         while listed and now - next(iter(listed.values())).last >= FORGET_AFTER:
             del self._devices[listed.popitem(last=False)[0]]
+        if self._back_count:
+            more = self._back_count - len(self._back_shown)
+            log.info("gap: {n} device(s) publish again: {shown}{more}", n=self._back_count,
+                     shown=", ".join(self._back_shown), more=f" and {more} more" if more else "")
+            self._back_count, self._back_shown = 0, []
         if quiet:
             shown = ", ".join(self._describe(key, now) for key in quiet[:_SHOWN])
             more = f" and {len(quiet) - _SHOWN} more" if len(quiet) > _SHOWN else ""

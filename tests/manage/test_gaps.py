@@ -52,9 +52,12 @@ class GapTests(unittest.TestCase):
         self.clock.advance(40.0)
         self.watch.check()
         self.assertEqual(self.listed(), [("dev-1", None)])
+        events = capture_logs(self)
         self.every("dev-1", 10.0, 2)
         self.assertEqual(self.listed(), [])
         self.assertEqual(self.metrics.manage_gap_devices, 0)
+        (back,) = [e for e in events if "publish again" in e.get("log_format", "")]
+        self.assertEqual((back["n"], back["shown"]), (1, "dev-1 (after 50 s)"))
         self.clock.advance(40.0)  # the long interval is one of nine: the median holds
         self.watch.check()
         self.assertEqual(self.listed(), [("dev-1", None)])

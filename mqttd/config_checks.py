@@ -6,6 +6,7 @@ ConfigError naming the key an operator has to change.
 import ipaddress
 
 from mqttd.config_auth import check_auth
+from mqttd.config_cluster import check_cluster
 from mqttd.errors import ConfigError
 from mqttd.urls import webhook_uri
 
@@ -26,6 +27,7 @@ def check_cross(config):
                               f"(user {user.username!r})")
     _check_credentials(config)
     check_auth(config.auth)
+    check_cluster(config.cluster)
     _check_networks(config.limits)
     if config.broker.max_partial_bytes < config.broker.max_packet_size:
         # One packet of the largest size must always be readable.

@@ -124,6 +124,8 @@ class Metrics:
     mqtt_acl_denied: int = _counter(
         "publishes, subscriptions and wills refused by the auth.acl rules",
         labels=("action",))
+    mqtt_acl_reloads: int = _counter(
+        "new auth.acl rules a broker put in force for its live connections (SIGHUP)")
     mqtt_client_ids_refused: int = _counter(
         "CONNECTs refused: a client without an account named a client id under $a/ "
         "(the sessions of accounts' clients)")
@@ -165,7 +167,9 @@ class Metrics:
     edge_gate_kicked: int = _counter(
         "live connections the gate asked to close after a change, by reason: banned, "
         "bad token, token revoked, account inactive", labels=("reason",))
-    edge_gate_reloads: int = _counter("changes of accounts, tokens or bans the gate applied")
+    edge_gate_reloads: int = _counter(
+        "store changes the gate applied, by what: tokens (accounts or tokens changed: the "
+        "token caches cleared), bans (the bans reloaded)", labels=("what",))
     edge_gate_poll_failures: int = _counter("looks at the store's changes that failed (retried)")
     edge_flapping_bans: int = _counter(
         "timed bans the flapping detector made, by kind: clientid, username, ip",
@@ -177,6 +181,24 @@ class Metrics:
     # -- the gate: accounts and tokens (mqttd.store.gate_store) ---------------------------
     gate_token_lookups: int = _counter(
         "tokens the gate read from SQLite (its caches answer the rest)")
+
+    # -- the cluster: the gate's state shared in Redis (mqttd.cluster) -------------------
+    cluster_redis_up: int = _gauge(
+        "1 while this node's link to Redis (cluster.redis_url) is usable, else 0 (also "
+        "0 when no Redis is configured)")
+    cluster_redis_connects: int = _counter(
+        "connections to Redis made usable (the first, and each after a loss)")
+    cluster_redis_lost: int = _counter(
+        "connections to Redis lost or given up (timeouts, resets, refused logins)")
+    cluster_fallbacks: int = _counter(
+        "gate decisions made from this node's own state because Redis did not answer, "
+        "by job: quota, flapping, bans", labels=("job",))
+    cluster_bans_sent: int = _counter("ban changes this node wrote to the cluster's ban log")
+    cluster_bans_received: int = _counter(
+        "ban changes of other nodes this node applied (put in force, or removed)")
+    cluster_resyncs: int = _counter(
+        "times this node wrote its seats again and compared the ban list whole (after "
+        "a reconnect, a lost heartbeat, or a ban log that ran past it)")
 
     # -- the webhook client: broker -> ingest ------------------------------------------
     webhook_submitted: int = _counter(

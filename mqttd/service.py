@@ -37,6 +37,7 @@ from mqttd.manage.sys_topics import publish_sys
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.manage.watch import Watch, watch_broker, with_canary
 from mqttd.metrics import Metrics
+from mqttd.reload import acl_part, max_connections_part
 from mqttd.stopping import BrokerStop, SequentialStop
 from mqttd.store.rehome import rehome_sessions
 from mqttd.store.schema import SchemaError
@@ -229,6 +230,9 @@ def build_service(config, reactor):
     root.broker = broker
     root.door = door
     root.gate = gate
+    # What SIGHUP reloads besides the door (mqttd.reload): the gate, the broker's ACL.
+    root.reload_parts = (gate.reloading, acl_part(broker.tenancy.reload),
+                         max_connections_part(broker.reload_max_connections))
     # What manage.http_listen serves (mqttd.manage.http): this process is the whole tree.
     root.tree_metrics = TreeMetrics(reactor, metrics, "mqttd")
     root.health = functools.partial(_loaded_health, persistence)

@@ -7,6 +7,7 @@ does not keep.
 """
 import os
 import re
+import socket
 import tomllib
 
 import attrs
@@ -17,7 +18,7 @@ from mqttd.cores import usable_cores
 
 #: Defaults that depend on the host, so the table says them in words: the words, and
 #: what they come to on this host.
-_FROM_THE_HOST = {"one per usable core": usable_cores}
+_FROM_THE_HOST = {"one per usable core": usable_cores, "the host's name": socket.gethostname}
 
 _README = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "README.md")
 

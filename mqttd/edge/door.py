@@ -89,7 +89,8 @@ class Door:
     ``max_conn_per_ip``, ``max_conn_rate_per_ip``, ``conn_rate_burst``, ``allowlist``,
     ``banned``); ``max_connections`` the global cap (``broker.max_connections``);
     ``metrics`` the process's Metrics; ``log_rate`` a ``LogRateLimit`` (the broker's own
-    ``connection_log`` in one process, so an address has one budget of lines);
+    ``connection_log`` in one process, so the door and the broker share a budget of
+    lines per address; the master's own in the tree);
     ``bans`` the gate's ``BanList`` (anything with ``ip_banned(host)``), or None.
     """
 

@@ -12,9 +12,9 @@ else the built-in defaults; ``--data-dir`` overrides its ``server.data_dir``.
 It opens DATA_DIR/mqttd.db, creating and migrating it with the ingest's own code
 (``prepare_database``), so it works on a stopped appliance and on a running one alike:
 SQLite's WAL lets it write beside the ingest, and a running master sees the change at
-its next poll of ``gate_version``. Run as root on a data dir that another user owns
-(the package's ``mqttd``), it becomes that user first (``privileges``), so no file of
-the database is ever root's.
+its next poll of ``gate_version`` and ``ban_version``. Run as root on a data dir that
+another user owns (the package's ``mqttd``), it becomes that user first
+(``privileges``), so no file of the database is ever root's.
 
 Exit status 0: done; 1: an error, said in one line on stderr; 2: a usage error.
 """

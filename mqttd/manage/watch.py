@@ -27,7 +27,7 @@ from mqttd.manage.sys_topics import SysTree, totals
 from mqttd.store.canary_rows import CanaryRows
 from mqttd.store.sqlite import DB_FILENAME
 
-__all__ = ["TICK", "Watch", "watch_broker", "with_canary"]
+__all__ = ["TICK", "Watch", "keeping_canary", "watch_broker", "with_canary"]
 
 log = Logger()
 
@@ -35,22 +35,45 @@ TICK = 1.0
 """Seconds between two evaluations of the alert rules (the children report as often)."""
 
 
-def with_canary(config):
-    """``config`` with the canary's static user (a password made now) and an ACL rule
-    that lets it publish its topic whatever the other rules say, when
-    ``manage.canary_interval`` is set; else ``config`` itself."""
+_RULE = AclRule(user=CANARY_USERNAME, topic=CANARY_TOPIC, action="publish",
+                permission="allow")
+
+
+def with_canary(config, password=None):
+    """``config`` with the canary's static user (``password``, or one made now) and an
+    ACL rule that lets it publish its topic whatever the other rules say, when
+    ``manage.canary_interval`` is set; else ``config`` itself. A config that has them
+    already is returned as it is (the roles apply it again: idempotent)."""
     if not config.manage.canary_interval:
         return config
+    return _add_canary(config, password)
+
+
+def _add_canary(config, password):
     auth = config.auth
     for index, user in enumerate(auth.users):
         if user.username == CANARY_USERNAME:
+            if auth.acl[:1] == (_RULE,) and password in (None, user.password):
+                return config  # applied already
             raise ConfigError(f"auth.users[{index}].username: {CANARY_USERNAME!r} is the "
                               f"canary's (manage.canary_interval); choose another name")
-    user = User(username=CANARY_USERNAME, password=new_secret())
-    rule = AclRule(user=CANARY_USERNAME, topic=CANARY_TOPIC, action="publish",
-                   permission="allow")
+    user = User(username=CANARY_USERNAME, password=password or new_secret())
     return attrs.evolve(config, auth=attrs.evolve(
-        auth, users=auth.users + (user,), acl=(rule,) + auth.acl))
+        auth, users=auth.users + (user,), acl=(_RULE,) + auth.acl))
+
+
+def keeping_canary(load, config):
+    """``load`` (``load_config``'s signature: SIGHUP's reread) whose configurations keep
+    the running canary's user, password and rule (``config``'s): a reload of
+    ``[auth]`` must neither kick the canary nor refuse it, and ``canary_interval``
+    itself changes only at a restart."""
+    if not config.manage.canary_interval:
+        return load
+    password = _canary_password(config)
+
+    def reload(path, overrides=None):
+        return _add_canary(load(path, overrides), password)
+    return reload
 
 
 def _canary_password(config):

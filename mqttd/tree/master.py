@@ -8,8 +8,8 @@ touches a handed-off socket again, except to count it free when its worker says 
 closed (or dies). TLS ends in the master (``edge.tls_connect``): it reads the CONNECT
 inside it, hands the worker one end of a socketpair and relays the plaintext.
 
-Its children, under the supervisor: ``server.workers`` broker workers and one ingest
-child, whose listening socket the master binds (``ingest.listen``) so that the workers'
+Its children, under the supervisor and started by ``tree.spawning``: ``server.workers``
+broker workers and one ingest child, whose listening socket the master binds (``ingest.listen``) so that the workers'
 URL is fixed before any child starts. The gate (``mqttd.gatekeeping``: bans, tokens,
 quotas, flapping) judges each CONNECT before the balancer (``_on_connect``); the worker
 trusts its answer, carried in the hand-off with the client's account. Publishes cross between workers
@@ -17,53 +17,41 @@ through the master, which passes on their subscription interest (``mqttd.tree.re
 """
 import functools
 import itertools
-import json
 import os
-import socket
 
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
 from mqttd.broker.budget import PartialInput
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import CONNACK_ACCEPTED, CONNACK_SERVER_UNAVAILABLE, encode_connack
-from mqttd.config import config_document
 from mqttd.edge.acceptor import RawAcceptor
 from mqttd.edge.balancer import Balancer
 from mqttd.edge.connect_reader import PendingConnect
 from mqttd.edge.door import Door
-from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
 from mqttd.edge.tls_connect import PendingTLSConnect
 from mqttd.edge.tls_context import tls_options
 from mqttd.gatekeeping import GateService
 from mqttd.edge.tls_failures import TLSFailures
 from mqttd.ingest.credentials import new_secret
-from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
-from mqttd.ingest.service import not_loopback, prepare_database
+from mqttd.ingest.service import prepare_database
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.manage.watch import Watch, with_canary
 from mqttd.namespace import session_key
+from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload, running_config
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.health import tree_health
-from mqttd.tree.ingest_link import IngestLink
-from mqttd.tree.proctitle import child_argv, process_name, set_process_name
+from mqttd.tree.proctitle import process_name, set_process_name
 from mqttd.tree.relay import Relay
-from mqttd.tree.relay_wire import frame_limit
+from mqttd.tree.spawning import Spawner
 from mqttd.tree.supervisor import Supervisor
 
 log = Logger()
-
-
-def _url(address):
-    host, port = address[0], address[1]
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}{PATH.decode('ascii')}"
 
 
 class Master(MultiService):
@@ -112,8 +100,6 @@ class Master(MultiService):
         self._judging = set()  # PendingConnect: CONNECT read, the gate not answered yet
         self._waiting = {}  # PendingConnect -> (Connect, _Let, timer): no worker up yet
         self._acceptors = []
-        self._ingest_socket = None
-        self._ingest_url = None
         if config.ingest.enabled:
             # ingest.secret, or one made now for the tree: both ends learn it from their
             # brief on stdin.
@@ -124,7 +110,9 @@ class Master(MultiService):
         # Each persistent session in the file of the worker its client id reaches now
         # (server.workers, the host's cores by default, may have changed since).
         rehome_persistent_sessions(config, self.balancer.home)
-        self._document = config_document(config)
+        # Builds and starts the children (argv, brief on stdin, fds): mqttd.tree.spawning.
+        self._spawner = Spawner(reactor, config, self.tree_metrics, self.relay,
+                                config.broker.max_packet_size)
         # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
         self._tls = [tls_options(f"server.listen[{index}]", description)
                      for index, description in enumerate(config.server.listen)]
@@ -139,6 +127,26 @@ class Master(MultiService):
                                in zip(config.server.listen, self._acceptors)],
             ready=lambda: self.health()[0])
         self.watch.setServiceParent(self)
+        # What SIGHUP reloads besides the door (mqttd.reload): the gate, the workers' ACL.
+        self.reload_parts = (self.gate.reloading, self._reloading_workers)
+
+    def _reloading_workers(self, old, new):
+        """SIGHUP's reloaded keys in the brief of every worker started from then on; to
+        the live ones, what their brokers hold: new ACL rules, a new max_connections
+        (each broker checks it beside the door)."""
+        payload = acl_payload(new.auth) if acl_changed(old, new) else None
+        cap = new.broker.max_connections
+        cap_changed = cap != old.broker.max_connections
+
+        def apply():
+            self._config = running_config(self._config, new)
+            self._spawner.reconfigure(self._config)
+            for channel in self._channels.values():
+                if payload is not None:
+                    channel.send(ACL_MESSAGE, payload)
+                if cap_changed:
+                    channel.send("max_connections", {"max_connections": cap})
+        return apply
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -160,34 +168,14 @@ class Master(MultiService):
                      description=description,
                      host=address[0] if isinstance(address, tuple) else address,
                      port=address[1] if isinstance(address, tuple) else "")
-        if config.ingest.enabled:
-            self._bind_ingest()
+        ingest_url = None
+        if config.ingest.enabled:  # bound first, so the workers' URL is fixed
+            self._ingest_link, ingest_url = self._spawner.add_ingest(
+                config.ingest, self.ingest_supervisor)
         for slot in range(1, config.server.workers + 1):
-            self.supervisor.add(process_name("worker", slot), self._worker_starter(slot),
-                                on_exit=lambda name, reason, slot=slot: self._worker_gone(slot))
+            self._spawner.add_worker(self.supervisor, slot, ingest_url, self._worker_said,
+                                     self._worker_channel, self._worker_gone)
         super().privilegedStartService()
-
-    def _bind_ingest(self):
-        config = self._config
-        sock = bind_listener("ingest.listen", config.ingest.listen)
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            sock.close()
-            raise SystemExit("mqttd: configuration error: ingest.listen: the workers reach "
-                             "the built-in ingest tier over TCP")
-        if not config.ingest.allow_remote:
-            host, port = sock.getsockname()[:2]
-            kind = IPv6Address if sock.family == socket.AF_INET6 else IPv4Address
-            refusal = not_loopback(kind("TCP", host, port))
-            if refusal is not None:
-                sock.close()
-                raise SystemExit(f"mqttd: configuration error: ingest.listen: {refusal}")
-        self._ingest_socket = sock
-        self._ingest_url = _url(sock.getsockname())
-        log.info("ingest webhook listening on {url}", url=self._ingest_url)
-        self._ingest_link = link = IngestLink(self._reactor, self.tree_metrics,
-                                              process_name("ingest"))
-        self.ingest_supervisor.add(process_name("ingest"), self._ingest_starter(),
-                                   on_exit=lambda name, reason: link.gone())
 
     def startService(self):
         set_process_name(process_name("master"))
@@ -224,56 +212,11 @@ class Master(MultiService):
 
     # -- children ---------------------------------------------------------------------
 
-    def _spawn(self, protocol, brief, fds):
-        argv = child_argv(brief["name"])
-        child_fds = {0: "w", 1: "r", 2: "r"}
-        child_fds.update(fds)
-        # env=None: the master's environment (Twisted's default, {}, would empty it).
-        transport = self._reactor.spawnProcess(protocol, argv[0], argv, env=None,
-                                               childFDs=child_fds)
-        transport.writeToChild(0, json.dumps(brief).encode("utf-8"))
-        transport.closeStdin()
-        return transport
-
-    def _worker_starter(self, slot):
-        def start(protocol):
-            ours, theirs = channel_socketpair()
-            self.tree_metrics.started(process_name("worker", slot))
-            brief = {"role": "worker", "slot": slot, "name": process_name("worker", slot),
-                     "config": self._document, "ingest_url": self._ingest_url,
-                     "channel_fd": 3}
-            try:
-                transport = self._spawn(protocol, brief, {3: theirs.fileno()})
-            except BaseException:
-                ours.close()
-                raise
-            finally:
-                theirs.close()
-            relay = self.relay
-            channel = MasterChannel(
-                on_message=lambda kind, payload: self._worker_said(slot, kind, payload),
-                on_forward=lambda *frame: relay.forward_from(slot, *frame),
-                on_drained=lambda: relay.drained(slot, channel),
-                max_forward_body=frame_limit(self._config.broker.max_packet_size))
-            open_channel(self._reactor, ours, channel)
-            channel.when_lost().addBoth(lambda _: self._channel_lost(slot, channel))
-            self._channels[slot] = channel
-            relay.attach(slot, channel)
-            return transport
-        return start
-
-    def _ingest_starter(self):
-        def start(protocol):
-            sock = self._ingest_socket
-            brief = {"role": "ingest", "name": process_name("ingest"), "config": self._document,
-                     "listen_fd": 3, "channel_fd": 4,
-                     "listen_family": "inet6" if sock.family == socket.AF_INET6 else "inet"}
-            theirs = self._ingest_link.open()
-            try:
-                return self._spawn(protocol, brief, {3: sock.fileno(), 4: theirs.fileno()})
-            finally:
-                theirs.close()
-        return start
+    def _worker_channel(self, slot, channel):
+        """A run of worker ``slot`` started: its channel is the one to talk to."""
+        channel.when_lost().addBoth(lambda _: self._channel_lost(slot, channel))
+        self._channels[slot] = channel
+        self.relay.attach(slot, channel)
 
     def _worker_said(self, slot, kind, payload):
         if kind == "ready":
@@ -369,21 +312,9 @@ class Master(MultiService):
         self._hand_off(pending, connect, let, slot)
 
     def _route(self, connect, waited=False):
-        """The worker to hand ``connect`` to now, or None to make it wait.
-
-        A client goes home (the rendezvous choice among every worker) when home is up.
-        While the tree starts, everyone waits for their home. A persistent session
-        waits for its home while it restarts: its session lives there. A clean one
-        takes the best live worker at once, and is taken over from there if it comes
-        back home before it goes. Past idle_timeout of waiting, any live worker.
-        """
-        balancer = self.balancer
-        home = balancer.home(connect.client_id)
-        if home is not None and balancer.is_live(home):
-            return home
-        if not waited and (self._starting or (home is not None and not connect.clean_session)):
-            return None
-        return balancer.pick(connect.client_id)
+        """The worker to hand ``connect`` to now, or None to make it wait (``Balancer.route``)."""
+        return self.balancer.route(connect.client_id, connect.clean_session, self._starting,
+                                   waited)
 
     def _waited(self, pending):
         connect, let, _ = self._waiting.pop(pending)

@@ -19,6 +19,7 @@ from mqttd.manage.reporter import MetricsReporter
 from mqttd.manage.sys_topics import publish_sys
 from mqttd.manage.watch import gap_details, watch_broker
 from mqttd.metrics import Metrics
+from mqttd.reload import ACL_MESSAGE, acl_from_payload
 from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
 from mqttd.stopping import SequentialStop
 from mqttd.tree.crossing import Crossing
@@ -99,10 +100,20 @@ class _Channel(Service):
         elif kind == "kick":
             self._factory.broker.kick(payload["client_id"], payload.get("reason", "kicked"),
                                       payload.get("account"))
+        elif kind == "max_connections":  # a SIGHUP the master applied (mqttd.reload)
+            self._factory.broker.reload_max_connections(payload["max_connections"])
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
         elif kind == "sys":  # the $SYS/broker values, every manage.sys_interval
             publish_sys(self._factory.broker, payload.get("values"))
+        elif kind == ACL_MESSAGE:  # SIGHUP's new auth.acl, for the live connections too
+            try:
+                rules = acl_from_payload(payload)
+            except (KeyError, TypeError, ValueError) as e:
+                log.error("worker: ACL not reloaded, a bad message from the master: "
+                          "{error!r}", error=e)
+                return
+            self._factory.broker.tenancy.reload(rules)
         else:
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 

@@ -352,6 +352,29 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertFalse(d.closed)
         self.assertEqual(d.connect("d"), Connack(False, 0))
 
+    def test_a_reloaded_cap_applies_to_new_sockets_and_drops_no_one(self):
+        """SIGHUP's ``reload_max_connections``: raised, the sockets past the old cap get
+        in; lowered below what is open, every open one stays and new ones are refused
+        until fewer are open."""
+        events = capture_logs(self)
+        h = Harness(max_connections=2)
+        a, b = h.client("a"), h.client("b")
+        self.assertTrue(Client(h).closed)
+        h.broker.reload_max_connections(3)
+        c = h.client("c")
+        self.assertTrue(Client(h).closed)
+        self.assertIn(("broker.max_connections is now {max_connections} ({open} open)", 3, 2),
+                      [(e["log_format"], e.get("max_connections"), e.get("open"))
+                       for e in events])
+        h.broker.reload_max_connections(1)
+        self.assertFalse(a.closed or b.closed or c.closed)
+        a.lose()
+        b.lose()
+        self.assertTrue(Client(h).closed)  # one open: at the lowered cap
+        self.assertEqual(h.broker.metrics.mqtt_connections_refused, 3)
+        c.lose()
+        self.assertEqual(Client(h).connect("d"), Connack(False, 0))
+
     def test_disconnect_logged_with_client_and_peer(self):
         events = capture_logs(self)
         h = Harness()

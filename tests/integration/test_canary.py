@@ -11,6 +11,7 @@ from tests.integration.support.common import wait_for
 from tests.integration.support.database import stored_messages
 from tests.integration.support.metrics import health, scrape, series, wait_for_series
 from tests.integration.support.process import requires_mqttd
+from tests.integration.support.reload import hup, rewrite_config
 from tests.integration.support.testcase import BrokerTestCase
 from tests.integration.support.tree import wait_for_children
 
@@ -82,3 +83,25 @@ class SingleProcessCanaryTests(CanaryCase):
         self.assertGreaterEqual(len(self.canary_rows()), 2)
         self.assertGreater(samples[series("manage_canary_seconds_count")], 1)
         self.assertEqual(scrape(self.url)[series("manage_canary_failing")], 0)
+
+
+@requires_mqttd("mqttd's canary")
+class CanaryReloadTests(CanaryCase):
+    """A SIGHUP that reloads [auth] and [[auth.acl]] from a file without the canary's
+    user (it is made at start) neither kicks the canary nor refuses it."""
+
+    config = ('[auth]\nallow_anonymous = true\nacl_no_match = "deny"\n'
+              '[[auth.acl]]\nall = true\ntopic = "#"\npermission = "allow"\n'
+              f"[server]\nworkers = 2\n[manage]\ncanary_interval = {INTERVAL}\n")
+
+    def test_a_reload_of_users_and_acl_keeps_the_canary_passing(self):
+        ok = _checks(self.wait_for_ok(), "ok")
+        rewrite_config(self.broker, self.config + '[[auth.users]]\nusername = "new"\n'
+                       'password = "pw"\n')
+        hup(self.broker, "SIGHUP: configuration reloaded")
+        samples = self.wait_for_ok(more_than=ok + 2, timeout=30)
+        self.assertEqual(samples[series("manage_canary_failing")], 0)
+        self.assertEqual(sum(value for key, value in samples.items()
+                             if key.startswith("manage_canary_checks_total")
+                             and "ok" not in key), 0)
+        self.assertNotIn("kick $mqttd-canary", self.broker.output())

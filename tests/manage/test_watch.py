@@ -11,7 +11,7 @@ from mqttd.errors import ConfigError
 from mqttd.manage.canary import CANARY_CLIENT_ID, CANARY_TOPIC, CANARY_USERNAME
 from mqttd.manage.gaps import MIN_SAMPLES
 from mqttd.manage.tree_metrics import TreeMetrics, snapshot
-from mqttd.manage.watch import Watch, watch_broker, with_canary
+from mqttd.manage.watch import Watch, keeping_canary, watch_broker, with_canary
 from mqttd.metrics import Metrics
 from mqttd.store.sink import Message
 
@@ -48,6 +48,28 @@ class WithCanaryTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             with_canary(config)
         self.assertIn("auth.users[0].username", str(caught.exception))
+
+    def test_it_is_idempotent_and_a_sighup_reload_keeps_the_running_canary(self):
+        from mqttd.config import load_config
+        from mqttd.reload import changed_keys
+        config = with_canary(_config(canary_interval=60.0))
+        self.assertIs(with_canary(config), config)  # the roles apply it again
+        path = self.mktemp()
+        with open(path, "w") as f:  # the file as an operator edits it: no canary in it
+            f.write('[server]\nworkers = 0\n[manage]\ncanary_interval = 0.0\n'
+                    '[auth]\nacl_no_match = "deny"\n'
+                    '[[auth.users]]\nusername = "u"\npassword = "other"\n')
+        reloaded = keeping_canary(load_config, config)(path)
+        canary = [u for u in reloaded.auth.users if u.username == CANARY_USERNAME]
+        self.assertEqual(canary, [u for u in config.auth.users if u.username == CANARY_USERNAME])
+        self.assertEqual(reloaded.auth.acl, config.auth.acl)
+        # Only the operator's own change is a change: the gate kicks nobody else.
+        self.assertEqual([k for k in changed_keys(config, reloaded) if k.startswith("auth.")],
+                         ["auth.users"])
+        self.assertEqual([u.password for u in reloaded.auth.users if u.username == "u"],
+                         ["other"])
+        off = _config()
+        self.assertIs(keeping_canary(load_config, off), load_config)
 
     def test_an_interval_below_a_second_is_refused(self):
         with self.assertRaises(ConfigError) as caught:

@@ -52,6 +52,10 @@ def check_cross(config):
                 f"ingest.flush_interval: must be shorter than webhook.request_timeout and "
                 f"webhook.ack_timeout ({wait:g} s = {wait * 1000:g} ms), got "
                 f"{config.ingest.flush_interval:g} ms")
+    if 0 < config.manage.canary_interval < 1.0:
+        # Each canary check has one interval to get its PUBACK and find its row.
+        raise ConfigError(f"manage.canary_interval: must be 0 (off) or at least 1 s, got "
+                          f"{config.manage.canary_interval:g}")
     if config.webhook.batch_delay >= config.webhook.ack_timeout:
         # A batch that does not fill up would wait past its deadline, unsent.
         raise ConfigError(

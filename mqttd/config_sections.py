@@ -234,7 +234,8 @@ class WebhookConfig:
 class ManageConfig:
     """The operator's side (``mqttd.manage``). ``http_listen``: Prometheus ``/metrics``
     (the whole tree's figures), ``/healthz`` and ``/report`` on a Twisted endpoint,
-    loopback only unless ``http_allow_remote``; "" turns it off.
+    loopback only unless ``http_allow_remote``; "" turns it off. The checks of
+    ``mqttd.manage.watch``: the $SYS topics, the canary, the devices gone silent.
 
     ``manhole_listen``: the telnet manhole (a Python prompt in the master with helpers
     over the whole tree, ``mqttd.manage.manhole``), on a loopback ``tcp:`` interface or
@@ -245,6 +246,19 @@ class ManageConfig:
     http_allow_remote: bool = _setting(False, bool)
     manhole_listen: str = _setting("tcp:9884:interface=127.0.0.1", str)
     manhole_password_file: str = _setting("", str)
+    # Seconds between two publications of the $SYS/broker/... topics (mosquitto's
+    # sys_interval, its default too), from the whole tree's figures; 0: none.
+    sys_interval: float = _setting(10.0, float, 0.0, 86_400.0)
+    # Seconds between two canary publishes (QoS 1 through a real listener, its row then
+    # looked up in SQLite; mqttd.manage.canary); 0: no canary. The Debian package's
+    # configuration sets 60.
+    canary_interval: float = _setting(0.0, float, 0.0, 86_400.0)
+    # A device is listed as silent once it has not published for gap_factor times its
+    # median interval (mqttd.manage.gaps); 0: no gap detection.
+    gap_factor: float = _setting(5.0, float, 0.0, 1000.0)
+    # Devices whose intervals each broker process learns (about 500 bytes each); past
+    # it the one silent longest is forgotten.
+    gap_max_devices: int = _setting(100_000, int, 1, 10_000_000)
 
 
 @attrs.frozen

@@ -73,10 +73,12 @@ def tune_gc(reactor):
 def makeService(options):
     from twisted.internet import reactor
 
+    from mqttd.manage.watch import keeping_canary, with_canary
     from mqttd.service import build_service
 
-    config = options["config_obj"]
     try:
+        # The canary's user (manage.canary_interval), in the service and every reload.
+        config = with_canary(options["config_obj"])
         if config.server.workers:
             from mqttd.tree.master import Master
             service = Master(reactor, config)
@@ -89,6 +91,7 @@ def makeService(options):
         raise SystemExit(f"mqttd: configuration error: {e}") from None
     from mqttd.reload import Reloader
     Reloader(reactor, options["config"], options["overrides"], config, service.door,
-             service.reload_parts).setServiceParent(service)
+             service.reload_parts,
+             load=keeping_canary(load_config, config)).setServiceParent(service)
     tune_gc(reactor)
     return service

@@ -14,7 +14,9 @@ checks, in order (the first that says no is the ``Refusal``):
    bucket with ``limits.conn_rate_burst`` (``mqttd.edge.bucket``).
 
 A unix-socket peer (no address) meets only the global cap. Admitted means counted: the
-caller calls ``release(host)`` once when that connection closes. Each refusal is counted
+caller calls ``release(host)`` once when that connection closes (with the ``listener``
+it was admitted on, ``server.listen[i]``, which is counted apart:
+``edge_connections_open_by_listener``). Each refusal is counted
 in ``metrics.edge_refused`` under the key that refused it, and logged through the
 per-address ``LogRateLimit`` it is given, so a flood cannot flood the journal.
 
@@ -144,9 +146,10 @@ class Door:
 
     # -- the two calls -----------------------------------------------------------------
 
-    def admit(self, host):
+    def admit(self, host, listener=None):
         """None to let the socket from ``host`` (its peer IP; None or "" for a unix
-        socket) in, counted until ``release(host)``; else the ``Refusal``."""
+        socket) in, counted until ``release(host, listener)``; else the ``Refusal``.
+        ``listener``: the key of the listener that accepted it, if it is to be counted."""
         key = number = None
         if host:
             key = address_key(host)
@@ -184,10 +187,14 @@ class Door:
         metrics = self._metrics
         metrics.edge_admitted += 1
         metrics.edge_connections_open += 1
+        if listener is not None:
+            metrics.edge_admitted_by_listener[listener] += 1
+            metrics.edge_connections_open_by_listener[listener] += 1
         return None
 
-    def release(self, host):
-        """The connection ``admit(host)`` let in has closed (call once per admission)."""
+    def release(self, host, listener=None):
+        """The connection ``admit(host, listener)`` let in has closed (call once per
+        admission)."""
         if host:
             key = address_key(host)
             entry = self._addresses.get(key)
@@ -205,6 +212,8 @@ class Door:
             raise ValueError("release() without a connection admitted")
         self._open -= 1
         self._metrics.edge_connections_open -= 1
+        if listener is not None:
+            self._metrics.edge_connections_open_by_listener[listener] -= 1
 
     # -- what the door holds -----------------------------------------------------------
 

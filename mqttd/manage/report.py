@@ -15,8 +15,9 @@ milliseconds however loaded the workers are. Sections:
   ``ingest_commit*_seconds`` the commit latency; a gauge starting with ``webhook_pool``
   the pool in use, one starting with ``ingest_queue`` the queue depth. Until such a
   metric exists the field says ``NOT_MEASURED``;
-- ``canary`` and ``data_gaps``: ``NOT_CONFIGURED`` until families named ``canary_*`` and
-  ``gap_*`` exist, then their values;
+- ``alerts``, ``canary`` and ``data_gaps``: from the appliance's ``Watch``
+  (``mqttd.manage.watch``): the guardrails' alerts, the canary's status
+  (``NOT_CONFIGURED`` while ``manage.canary_interval`` is 0), the silent devices;
 - ``workers``: connections, restarts and reporting, by process.
 
 ``report_lines(report)`` is the same document for a terminal.
@@ -94,27 +95,31 @@ def quantile(family, q):
     return lower
 
 
-def _find(families, prefix, kind, suffix=""):
-    return next((f for f in families if f.name.startswith(prefix) and f.name.endswith(suffix)
-                 and f.kind == kind), None)
+def _find(families, name, kind):
+    return next((f for f in families if f.name == name and f.kind == kind), None)
 
 
-def _latency(families, prefix):
-    family = _find(families, prefix, "histogram", "_seconds")
+def _latency(families, name):
+    family = _find(families, name, "histogram")
     if family is None:
         return NOT_MEASURED
     return {"metric": family.name, "p50": quantile(family, 0.5), "p99": quantile(family, 0.99)}
 
 
-def _gauge(families, prefix):
-    family = _find(families, prefix, "gauge")
+def _gauge(families, name, of=None):
+    """The gauge's sum over the tree; with ``of``, also that gauge's sum (its bound)."""
+    family = _find(families, name, "gauge")
     if family is None:
         return NOT_MEASURED
-    return {"metric": family.name, "value": sum(value for _, value in family.samples)}
+    gauge = {"metric": family.name, "value": sum(value for _, value in family.samples)}
+    bound = _find(families, of, "gauge") if of else None
+    if bound is not None:
+        gauge["of"] = sum(value for _, value in bound.samples)
+    return gauge
 
 
 def _retries(families):
-    family = _find(families, "webhook_retr", "counter")
+    family = _find(families, "webhook_retried", "counter")
     if family is None:
         return NOT_MEASURED
     causes = {next(iter(labels.values())): value for labels, value in family.samples if labels}
@@ -185,22 +190,31 @@ def webhook_section(view, families):
     webhook = view.config.webhook
     return {"target": webhook.url or "built-in ingest", "pool_size": webhook.pool_size,
             "request_timeout": webhook.request_timeout,
-            "latency": _latency(families, "webhook_"),
-            "pool_in_use": _gauge(families, "webhook_pool"),
+            "latency": _latency(families, "webhook_request_seconds"),
+            "pool_in_use": _gauge(families, "webhook_requests_in_flight",
+                                  of="webhook_pool_size"),
             "retries": _retries(families),
             "figures": series(families, "webhook_")}
 
 
 def ingest_section(view, families):
     return {"enabled": view.config.ingest.enabled, "max_queue": view.config.ingest.max_queue,
-            "queue_depth": _gauge(families, "ingest_queue"),
-            "commit_latency": _latency(families, "ingest_commit"),
+            "queue_depth": _gauge(families, "ingest_queue_rows"),
+            "commit_latency": _latency(families, "ingest_commit_seconds"),
             "figures": series(families, "ingest_")}
 
 
-def _placeholder(families, prefix):
-    figures = series(families, prefix)
-    return {"status": "reporting", "figures": figures} if figures else NOT_CONFIGURED
+def canary_section(watch):
+    """The canary's status (``mqttd.manage.canary``), or NOT_CONFIGURED while it is off."""
+    status = watch.canary_status() if watch is not None else {"enabled": False}
+    return status if status.get("enabled", True) else NOT_CONFIGURED
+
+
+def gaps_section(view, limit):
+    """The devices gone silent (``mqttd.manage.gaps``), the most recently quiet first."""
+    if view.watch is None or not view.config.manage.gap_factor:
+        return NOT_CONFIGURED
+    return view.watch.gaps()[:limit]
 
 
 def workers_section(families):
@@ -223,8 +237,9 @@ def build_report(view, limit=TOP):
         "top_ips": top_ips(view, limit), "flapping": flapping_section(view, limit),
         "bans": bans_section(view, limit), "refusals": refusals_section(view),
         "webhook": webhook_section(view, families), "ingest": ingest_section(view, families),
-        "canary": _placeholder(families, "canary_"),
-        "data_gaps": _placeholder(families, "gap_"),
+        "alerts": view.watch.alerts() if view.watch is not None else [],
+        "canary": canary_section(view.watch),
+        "data_gaps": gaps_section(view, limit),
         "workers": workers_section(families),
     }
 
@@ -235,7 +250,8 @@ def _measured(value, unit=" s"):
     if not isinstance(value, dict):
         return str(value)
     if "value" in value:
-        return f"{value['value']} ({value['metric']})"
+        of = f" of {value['of']}" if "of" in value else ""
+        return f"{value['value']}{of} ({value['metric']})"
     shown = [f"{q} {'-' if value[q] is None else f'{value[q]:.4g}{unit}'}"
              for q in ("p50", "p99")]
     return f"{', '.join(shown)} ({value['metric']})"
@@ -304,13 +320,20 @@ def report_lines(report):
               f"  queue depth: {_measured(ingest['queue_depth'])}",
               f"  commit latency: {_measured(ingest['commit_latency'])}",
               *_figures(ingest["figures"])]
-    for name in ("canary", "data_gaps"):
-        value = report[name]
-        if isinstance(value, dict):
-            lines += ["", f"{name.replace('_', ' ').capitalize()}: {value['status']}",
-                      *_figures(value["figures"])]
-        else:
-            lines += ["", f"{name.replace('_', ' ').capitalize()}: {value}"]
+    lines += ["", f"Alerts: {len(report['alerts']) or 'none'}",
+              *(f"  {a['name']} ({a['process']}): {a['message']}"
+                + (f" [{a['key']}]" if a.get("key") else "") for a in report["alerts"])]
+    canary = report["canary"]
+    lines += ["", "Canary: " + (canary if isinstance(canary, str) else ", ".join(
+        f"{key} {value}" for key, value in canary.items() if key != "enabled"))]
+    gaps = report["data_gaps"]
+    if isinstance(gaps, str) or not gaps:
+        lines += ["", f"Data gaps: {gaps or 'none'}"]
+    else:
+        lines += ["", "Data gaps:", *_table(
+            ("CLIENT ID", "ACCOUNT", "SILENT FOR", "USUAL INTERVAL"),
+            [(g["client_id"], g["account"] or "-", f"{g['silent_for']:.0f} s",
+              f"{g['usual_interval']:.1f} s") for g in gaps])]
     lines += ["", "Processes:",
               *_table(("PROCESS", "CONNECTIONS", "RESTARTS", "REPORTING"),
                      [(w["process"], w["connections"], w["restarts"], w["reporting"])

@@ -38,6 +38,7 @@ class ApplianceView:
     refusals: object
     clients: object  # (ClientFilter, limit) -> Deferred of the merged answer
     recent_events: object = None
+    watch: object = None  # mqttd.manage.watch.Watch: alerts(), gaps(), canary_status()
     started: float = attrs.field(default=None)
 
     def __attrs_post_init__(self):

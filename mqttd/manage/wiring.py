@@ -34,7 +34,8 @@ def appliance_view(reactor, config, service):
         mode, clients = "single", local_clients(service.broker, "mqttd", static)
     return ApplianceView(reactor, config, mode, families, service.door, service.gate.gate,
                          service.gate.store, rates, refusals, clients,
-                         recent_events=getattr(service, "recent_events", None))
+                         recent_events=getattr(service, "recent_events", None),
+                         watch=getattr(service, "watch", None))
 
 
 def add_manage(reactor, config, service):

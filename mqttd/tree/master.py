@@ -41,6 +41,7 @@ from mqttd.metrics import Metrics
 from mqttd.ingest.service import prepare_database
 from mqttd.manage.questions import Questions
 from mqttd.manage.tree_metrics import TreeMetrics
+from mqttd.manage.watch import Watch, with_canary
 from mqttd.namespace import session_key
 from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload, running_config
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
@@ -58,7 +59,7 @@ class Master(MultiService):
     def __init__(self, reactor, config):
         super().__init__()
         self._reactor = reactor
-        self._config = config
+        self._config = config = with_canary(config)  # its user, before the gate reads them
         self.metrics = metrics = Metrics()
         # Every process's registry, summed: the children report theirs every second.
         self.tree_metrics = TreeMetrics(reactor, metrics, process_name("master"))
@@ -88,7 +89,7 @@ class Master(MultiService):
                            retained_at_start=not persists_locally(config))
         self._ids = itertools.count(1)
         self._boot_id = os.urandom(8).hex()  # for the ids of clients that sent none
-        self._connections = {}  # conn_id -> (slot, host, client id, ticket): handed off
+        self._connections = {}  # conn_id -> (slot, host, client id, ticket, listener)
         # Session key (client id within its account, mqttd.namespace.session_key) ->
         # (slot, conn_id) of its newest connection: two accounts' "dev-1" are two.
         self._where = {}
@@ -124,6 +125,13 @@ class Master(MultiService):
         self._tls_failures = [
             None if tls is None else TLSFailures(metrics, log_rate, f"server.listen[{index}]")
             for index, tls in enumerate(self._tls)]
+        # Alerts, the canary (through our own listeners), gaps, $SYS to every worker.
+        self.watch = Watch(reactor, config, self.tree_metrics, metrics, sys_out=lambda values: [
+            channel.send("sys", {"values": values}) for channel in self._channels.values()],
+            listeners=lambda: [(description, acceptor.address) for description, acceptor
+                               in zip(config.server.listen, self._acceptors)],
+            ready=lambda: self.health()[0])
+        self.watch.setServiceParent(self)
         # What SIGHUP reloads besides the door (mqttd.reload): the gate, the workers' ACL.
         self.reload_parts = (self.gate.reloading, self._reloading_workers)
 
@@ -155,8 +163,9 @@ class Master(MultiService):
             key = f"server.listen[{index}]"
             sock = bind_listener(key, description)
             tls = self._tls[index]
-            on_admitted = (self._admitted if tls is None else functools.partial(
-                self._tls_admitted, tls, self._tls_failures[index]))
+            on_admitted = (functools.partial(self._admitted, listener=key) if tls is None
+                           else functools.partial(self._tls_admitted, tls,
+                                                  self._tls_failures[index], listener=key))
             acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
@@ -265,22 +274,22 @@ class Master(MultiService):
 
     # -- one connection ---------------------------------------------------------------
 
-    def _admitted(self, sock, host):
+    def _admitted(self, sock, host, listener=None):
         self._pending.add(PendingConnect(self._reactor, sock, host, self._config.broker,
                                          self._on_connect, self._not_connected,
-                                         self._partial_input))
+                                         self._partial_input, listener))
 
-    def _tls_admitted(self, tls, failures, sock, host):
+    def _tls_admitted(self, tls, failures, sock, host, listener=None):
         # TLS ends here: the master relays the plaintext for the connection's life.
         pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
                                     self._on_connect, self._not_connected,
-                                    self._partial_input, failures)
+                                    self._partial_input, failures, listener)
         self._pending.add(pending)
         pending.start()
 
     def _not_connected(self, pending, reason):
         self._pending.discard(pending)
-        self.door.release(pending.host)
+        self.door.release(pending.host, pending.listener)
 
     def _on_connect(self, pending, connect):
         """The CONNECT is read: the gate judges it (under the id the connection will
@@ -332,7 +341,7 @@ class Master(MultiService):
         except OSError:
             pass
         pending.sock.close()
-        self.door.release(pending.host)
+        self.door.release(pending.host, pending.listener)
 
     def _dispatch_waiting(self):
         for pending, (connect, let, timer) in list(self._waiting.items()):
@@ -358,7 +367,7 @@ class Master(MultiService):
         conn_id = next(self._ids)
         client_id = let.client_id
         key = session_key(let.account, client_id)
-        self._connections[conn_id] = (slot, pending.host, key, let.ticket)
+        self._connections[conn_id] = (slot, pending.host, key, let.ticket, pending.listener)
         self.balancer.opened(slot)
         if not let.generated:
             previous = self._where.get(key)
@@ -382,13 +391,13 @@ class Master(MultiService):
         entry = self._connections.pop(conn_id, None)
         if entry is None:
             return
-        slot, host, key, ticket = entry
+        slot, host, key, ticket, listener = entry
         if self._where.get(key, (None, None))[1] == conn_id:
             del self._where[key]
         if ticket is not None:
             ticket.release()
         self.balancer.closed(slot)
-        self.door.release(host)
+        self.door.release(host, listener)
 
     def _kick(self, client_id, reason, account=None):
         """The gate refuses ``client_id`` of ``account`` now: its worker closes its

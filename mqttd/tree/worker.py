@@ -18,6 +18,8 @@ from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.manage.questions import Answerer
 from mqttd.manage.reporter import MetricsReporter
 from mqttd.manage.view import clients_question
+from mqttd.manage.sys_topics import publish_sys
+from mqttd.manage.watch import gap_details, watch_broker
 from mqttd.metrics import Metrics
 from mqttd.reload import ACL_MESSAGE, acl_from_payload
 from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
@@ -106,6 +108,8 @@ class _Channel(Service):
             self._factory.broker.reload_max_connections(payload["max_connections"])
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
+        elif kind == "sys":  # the $SYS/broker values, every manage.sys_interval
+            publish_sys(self._factory.broker, payload.get("values"))
         elif kind == ACL_MESSAGE:  # SIGHUP's new auth.acl, for the live connections too
             try:
                 rules = acl_from_payload(payload)
@@ -136,6 +140,7 @@ def build_worker(config, reactor, brief):
     # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
     broker = build_broker(reactor, config, sink, metrics, brief["slot"],
                           StaticAuthenticator(config.auth))
+    gaps = watch_broker(config, reactor, broker, brief["name"])  # its devices' silences
     factory = _WorkerFactory(broker, reactor)
     crossing = None
     if config.server.workers >= 2:
@@ -155,7 +160,8 @@ def build_worker(config, reactor, brief):
     # Its registry to the master every second (after "ready"); a last one after the
     # clean stop, which is stopped before it.
     MetricsReporter(reactor, metrics, lambda payload: link.channel is not None
-                    and link.channel.send("metrics", payload)).setServiceParent(root)
+                    and link.channel.send("metrics", payload),
+                    details=lambda: gap_details(gaps)).setServiceParent(root)
     on_loaded = None if crossing is None else crossing.loaded
     # Saved after the clean stop.
     PersistenceService(reactor, broker, on_loaded=on_loaded).setServiceParent(root)

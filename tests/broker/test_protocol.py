@@ -46,10 +46,12 @@ class ConnackCodeTests(unittest.TestCase):
         h = Harness(max_clientid_len=5)
         self.assertEqual(self._refused(h, Connect("abcdef")), Connack(False, 0x02))
         self.assertEqual(Client(h).connect("abcde"), Connack(False, 0))
+        self.assertEqual(h.broker.metrics.mqtt_connect_refused, {"client id too long": 1})
 
     def test_zero_length_client_id_not_allowed(self):
         h = Harness(allow_zero_length_clientid=False)
         self.assertEqual(self._refused(h, Connect("")), Connack(False, 0x02))
+        self.assertEqual(h.broker.metrics.mqtt_connect_refused, {"empty client id": 1})
 
     def test_zero_length_client_id_with_persistent_session(self):
         h = Harness()
@@ -65,6 +67,8 @@ class ConnackCodeTests(unittest.TestCase):
     def test_not_authorized(self):
         h = Harness(authenticator=StaticAuthenticator(AuthConfig(allow_anonymous=False)))
         self.assertEqual(self._refused(h, Connect("c")), Connack(False, 0x05))
+        # The authenticator's refusals are its own to count (the gate's edge_gate_refused).
+        self.assertEqual(h.broker.metrics.mqtt_connect_refused, {})
 
     def test_authenticator_error_is_server_unavailable(self):
         auth = ManualAuthenticator()

@@ -60,29 +60,40 @@ class ReportTests(ApplianceCase):
         self.assertEqual(report["bans"]["active"], 2)
         self.assertEqual(report["bans"]["by_kind"], {"clientid": 1, "ip": 1})
 
-    def test_webhook_and_ingest_say_what_is_not_measured_yet(self):
-        self.report_child("mqttd-worker-1", webhook_retried=3, webhook_submitted=9)
+    def test_webhook_and_ingest_figures_before_any_request(self):
+        self.report_child("mqttd-worker-1", webhook_retried={"timeout": 3}, webhook_submitted=9,
+                          webhook_pool_size=4)
         self.report_child("mqttd-ingest", ingest_commits=2)
         report = build_report(self.view)
-        self.assertEqual(report["webhook"]["latency"], NOT_MEASURED)
-        self.assertEqual(report["webhook"]["pool_in_use"], NOT_MEASURED)
+        latency = report["webhook"]["latency"]
+        self.assertEqual((latency["metric"], latency["p50"]), ("webhook_request_seconds", None))
+        self.assertEqual(report["webhook"]["pool_in_use"],
+                         {"metric": "webhook_requests_in_flight", "value": 0, "of": 4})
         self.assertEqual(report["webhook"]["retries"]["total"], 3)
+        self.assertEqual(report["webhook"]["retries"]["by_cause"], {"timeout": 3})
         self.assertEqual(report["webhook"]["figures"]["webhook_submitted"], 9)
-        self.assertEqual(report["ingest"]["queue_depth"], NOT_MEASURED)
-        self.assertEqual(report["ingest"]["commit_latency"], NOT_MEASURED)
+        self.assertEqual(report["ingest"]["queue_depth"]["metric"], "ingest_queue_rows")
         self.assertEqual(report["ingest"]["figures"]["ingest_commits"], 2)
-        self.assertEqual((report["canary"], report["data_gaps"]),
-                         (NOT_CONFIGURED, NOT_CONFIGURED))
+        # No Watch in this view: no canary, no gap detection, no alerts.
+        self.assertEqual((report["canary"], report["data_gaps"], report["alerts"]),
+                         (NOT_CONFIGURED, NOT_CONFIGURED, []))
 
-    def test_histograms_and_gauges_are_found_by_name_once_they_exist(self):
-        families = list(self.tree.families()) + [
-            histogram("webhook_batch_messages", {10: 100, float("inf"): 100}),  # not latency
+    def test_a_metric_missing_from_the_registry_is_not_measured(self):
+        self.view.families = lambda: []
+        report = build_report(self.view)
+        self.assertEqual(report["webhook"]["latency"], NOT_MEASURED)
+        self.assertEqual(report["ingest"]["queue_depth"], NOT_MEASURED)
+
+    def test_histograms_and_gauges_are_read_by_their_names(self):
+        replaced = {"webhook_request_seconds", "ingest_commit_seconds",
+                    "webhook_requests_in_flight", "webhook_pool_size", "ingest_queue_rows"}
+        families = [f for f in self.tree.families() if f.name not in replaced] + [
             histogram("webhook_request_seconds", {0.01: 50, 0.1: 99, 1.0: 100,
                                                  float("inf"): 100}),
             histogram("ingest_commit_seconds", {0.005: 10, float("inf"): 10}),
-            Family("webhook_pool_in_use", "gauge", "", (({}, 3),)),
-            Family("ingest_queue_depth", "gauge", "", (({}, 120),)),
-            Family("canary_misses", "counter", "", (({}, 1),)),
+            Family("webhook_requests_in_flight", "gauge", "", (({}, 3),)),
+            Family("webhook_pool_size", "gauge", "", (({}, 8),)),
+            Family("ingest_queue_rows", "gauge", "", (({}, 120),)),
         ]
         self.view.families = lambda: families
         report = build_report(self.view)
@@ -93,9 +104,31 @@ class ReportTests(ApplianceCase):
         self.assertEqual(report["webhook"]["pool_in_use"]["value"], 3)
         self.assertEqual(report["ingest"]["queue_depth"]["value"], 120)
         self.assertEqual(report["ingest"]["commit_latency"]["metric"], "ingest_commit_seconds")
-        self.assertEqual(report["canary"]["figures"], {"canary_misses": 1})
         text = "\n".join(report_lines(report))
         self.assertIn("latency: p50 0.01 s, p99 0.1 s (webhook_request_seconds)", text)
+        self.assertIn("pool in use: 3 of 8 (webhook_requests_in_flight)", text)
+
+    def test_alerts_canary_and_gaps_come_from_the_watch(self):
+        class _Watch:
+            def alerts(self):
+                return [{"name": "webhook_capacity", "process": "mqttd-worker-1",
+                         "key": "webhook.pool_size", "message": "raise it", "value": 2,
+                         "limit": 1, "since": 0.0}]
+
+            def canary_status(self):
+                return {"enabled": True, "state": "ok"}
+
+            def gaps(self):
+                return [{"client_id": "dev-1", "account": None, "last_seen": 1.0,
+                         "silent_for": 50.0, "usual_interval": 10.0, "process": "mqttd"}]
+        self.view.watch = _Watch()
+        report = build_report(self.view)
+        self.assertEqual(report["canary"]["state"], "ok")
+        self.assertEqual(report["data_gaps"][0]["client_id"], "dev-1")
+        text = "\n".join(report_lines(report))
+        self.assertIn("webhook_capacity (mqttd-worker-1): raise it [webhook.pool_size]", text)
+        self.assertIn("Canary: state ok", text)
+        self.assertIn("dev-1", text)
 
     def test_processes_with_connections_restarts_and_reporting(self):
         self.tree.started("mqttd-worker-1")

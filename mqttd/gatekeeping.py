@@ -27,6 +27,7 @@ from mqttd.cluster.state import ClusterState
 from mqttd.edge.gate import Gate
 from mqttd.edge.gate_sync import GateSync
 from mqttd.ingest.service import exit_failed, prepare_database
+from mqttd.store.bans import bans_in_file
 from mqttd.store.gate_store import GateStore
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.urls import redis_address
@@ -58,6 +59,10 @@ class GateService(Service):
                          log_rate, kick, shared=self.cluster)
         if self.cluster is not None:
             self.cluster.attach(self.gate, self.store)
+        # The bans in force now, read before the reactor runs: the door checks IP bans
+        # at accept from the first socket on, before the first poll has ended.
+        mark = self.gate.reloading_bans()
+        self.gate.reload_bans(bans_in_file(path, reactor.seconds()), mark)
         self._sync = GateSync(reactor, polled, self.gate, metrics,
                               config.auth.reload_interval)
         self._loaded = False

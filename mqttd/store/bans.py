@@ -12,6 +12,8 @@ canonical spelling, so ``2001:DB8::1`` and ``2001:db8::1`` are one ban, removed 
 Every change raises ``ban_version`` (schema step 5), which a running gate polls.
 """
 import ipaddress
+import sqlite3
+from urllib.parse import quote
 
 from mqttd.store.accounts import AccountsError
 from mqttd.store.gate_records import BAN_KINDS, BanRecord
@@ -89,6 +91,17 @@ def list_bans(conn, now=None):
 def active_bans(conn, now):
     """The bans in force at ``now``."""
     return list_bans(conn, now)
+
+
+def bans_in_file(path, now):
+    """The bans in force at ``now`` in the database at ``path``, read at once: for a
+    process that is starting (its reactor not running yet), so the door refuses a
+    banned address from its first accept, before the gate's first poll."""
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5)
+    try:
+        return active_bans(conn, now)
+    finally:
+        conn.close()
 
 
 def ban_version(conn):

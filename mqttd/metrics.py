@@ -138,6 +138,16 @@ class Metrics:
 
     # -- the edge: the door, at accept (mqttd.edge.door) ----------------------------------
     edge_admitted: int = _counter("sockets the door let in at accept")
+    edge_connect_closed: int = _counter(
+        "sockets the master admitted and closed before their CONNECT was judged, by "
+        "reason: idle_timeout (no CONNECT within broker.idle_timeout), protocol_error, "
+        "partial_input (broker.max_partial_bytes), packet_timeout, closed (the client "
+        "went), internal_error, other", labels=("reason",))
+    edge_handoff_failed: int = _counter(
+        "judged connections whose hand-off to a worker failed (the client was closed and "
+        "reconnects), by reason: refused (the worker could not adopt it), queue_full "
+        "(4096 or 16 MiB waiting behind a full window of 256), channel_lost",
+        labels=("reason",))
     edge_refused: int = _counter(
         "sockets the door closed at accept, before a byte was read, by the key that "
         "refused them: limits.banned, banned (the gate's bans), broker.max_connections, "

@@ -46,6 +46,7 @@ from mqttd.namespace import session_key
 from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload, running_config
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
+from mqttd.tree.connect_outcomes import ConnectOutcomes
 from mqttd.tree.health import tree_health
 from mqttd.tree.proctitle import process_name, set_process_name
 from mqttd.tree.relay import Relay
@@ -72,6 +73,8 @@ class Master(MultiService):
         self.gate = GateService(reactor, config, metrics, kick=self._kick)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate, bans=self.gate.bans)
+        # Sockets closed before their CONNECT was judged, hand-offs that failed.
+        self._outcomes = ConnectOutcomes(metrics, log_rate)
         # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
         # complete within broker.packet_timeout (and idle_timeout of its accept).
         self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
@@ -290,6 +293,7 @@ class Master(MultiService):
     def _not_connected(self, pending, reason):
         self._pending.discard(pending)
         self.door.release(pending.host, pending.listener)
+        self._outcomes.closed(pending.host, reason)
 
     def _on_connect(self, pending, connect):
         """The CONNECT is read: the gate judges it (under the id the connection will
@@ -300,6 +304,15 @@ class Master(MultiService):
         d = self.gate.authenticate(client_id, connect.username, connect.password,
                                    pending.host)
         d.addCallback(self._judged, pending, connect, client_id)
+        d.addErrback(self._judging_failed, pending)
+
+    def _judging_failed(self, failure, pending):
+        """A bug on the gate's path: logged; if the gate itself failed, the client gets
+        CONNACK 3 and its door slot back (past the gate, its hand-off owns it)."""
+        self._outcomes.judging_failed(pending.host, failure)
+        if pending in self._judging:
+            self._judging.discard(pending)
+            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE)
 
     def _judged(self, result, pending, connect, client_id):
         if pending not in self._judging:  # stopping: its socket is closed already
@@ -385,7 +398,11 @@ class Master(MultiService):
         # Closed here only once the worker holds its own copy (or never will): never
         # shutdown(), which would end the worker's connection too.
         d.addBoth(lambda result: (sock.close(), result)[1])
-        d.addErrback(lambda failure: self._release(conn_id))
+        d.addErrback(self._handoff_failed, conn_id, pending.host, client_id, slot)
+
+    def _handoff_failed(self, failure, conn_id, host, client_id, slot):
+        self._outcomes.handoff_failed(host, client_id, slot, failure)
+        self._release(conn_id)
 
     def _release(self, conn_id):
         entry = self._connections.pop(conn_id, None)

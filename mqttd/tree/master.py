@@ -52,6 +52,7 @@ from mqttd.tree.proctitle import process_name, set_process_name
 from mqttd.tree.relay import Relay
 from mqttd.tree.spawning import Spawner
 from mqttd.tree.supervisor import Supervisor
+from mqttd.tree.waiting_room import WaitingRoom
 
 log = Logger()
 
@@ -80,6 +81,11 @@ class Master(MultiService):
         self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
                                            config.broker.packet_timeout, metrics)
         self.balancer = Balancer(range(1, config.server.workers + 1))
+        # Judged connections no worker can take yet (the start, every worker down).
+        self.waiting = WaitingRoom(
+            reactor, self.balancer, config.server.workers, config.broker.idle_timeout,
+            self._hand_off,
+            lambda pending, ticket: self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, ticket))
         # Two supervisors, so a stop can be ordered: the workers finish the commits in
         # flight and send their acks (up to webhook.request_timeout, then a few seconds
         # to close) while the ingest child still answers; it stops after they exited.
@@ -96,9 +102,7 @@ class Master(MultiService):
         # Session key (client id within its account, mqttd.namespace.session_key) ->
         # (slot, conn_id) of its newest connection: two accounts' "dev-1" are two.
         self._where = {}
-        self._starting = True  # until every worker has come up once
         self._said_ready = False  # "mqttd tree ready" is logged once
-        self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
         # What only workers know (their clients), asked for the manhole (mqttd.manage).
         self.questions = Questions(reactor, lambda: {
@@ -106,7 +110,6 @@ class Master(MultiService):
             metrics)
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
         self._judging = set()  # PendingConnect: CONNECT read, the gate not answered yet
-        self._waiting = {}  # PendingConnect -> (Connect, _Let, timer): no worker up yet
         self._acceptors = []
         if config.ingest.enabled:
             # ingest.secret, or one made now for the tree: both ends learn it from their
@@ -191,8 +194,7 @@ class Master(MultiService):
         self.gate.startService()
         self.ingest_supervisor.startService()
         self.supervisor.startService()
-        self._start_timer = self._reactor.callLater(self._config.broker.idle_timeout,
-                                                    self._started)
+        self.waiting.start()
         for acceptor in self._acceptors:
             acceptor.start()
 
@@ -208,12 +210,7 @@ class Master(MultiService):
         judging, self._judging = self._judging, set()
         for pending in judging:
             self._refuse(pending, CONNACK_SERVER_UNAVAILABLE)
-        for pending, (_, let, timer) in list(self._waiting.items()):
-            timer.cancel()
-            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, let.ticket)
-        self._waiting.clear()
-        if self._start_timer is not None and self._start_timer.active():
-            self._start_timer.cancel()
+        self.waiting.stop()
         yield self.supervisor.stopService()
         yield self.ingest_supervisor.stopService()
         yield self.gate.stopService()
@@ -238,8 +235,8 @@ class Master(MultiService):
                     self._said_ready = True
                     log.info("mqttd tree ready: {workers} workers up",
                              workers=self._config.server.workers)
-                self._started()
-            self._dispatch_waiting()
+                self.waiting.started()
+            self.waiting.dispatch()
         elif kind == "closed":
             self._release(payload.get("conn_id"))
         elif kind == "interest":
@@ -323,27 +320,8 @@ class Master(MultiService):
         if result.code != CONNACK_ACCEPTED:  # counted and logged by the gate
             self._refuse(pending, result.code)
             return
-        let = _Let(client_id, result.account, result.ticket, not connect.client_id)
-        slot = self._route(connect)
-        if slot is None:
-            timer = self._reactor.callLater(self._config.broker.idle_timeout,
-                                            self._waited, pending)
-            self._waiting[pending] = (connect, let, timer)
-            return
-        self._hand_off(pending, connect, let, slot)
-
-    def _route(self, connect, waited=False):
-        """The worker to hand ``connect`` to now, or None to make it wait (``Balancer.route``)."""
-        return self.balancer.route(connect.client_id, connect.clean_session, self._starting,
-                                   waited)
-
-    def _waited(self, pending):
-        connect, let, _ = self._waiting.pop(pending)
-        slot = self._route(connect, waited=True)
-        if slot is None:
-            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, let.ticket)
-        else:
-            self._hand_off(pending, connect, let, slot)
+        self.waiting.enter(pending, connect,
+                           _Let(client_id, result.account, result.ticket, not connect.client_id))
 
     def _refuse(self, pending, code, ticket=None):
         """Answer ``pending``'s CONNECT with CONNACK ``code`` and close it, here."""
@@ -355,26 +333,6 @@ class Master(MultiService):
             pass
         pending.sock.close()
         self.door.release(pending.host, pending.listener)
-
-    def _dispatch_waiting(self):
-        for pending, (connect, let, timer) in list(self._waiting.items()):
-            slot = self._route(connect)
-            if slot is not None:
-                del self._waiting[pending]
-                timer.cancel()
-                self._hand_off(pending, connect, let, slot)
-
-    def _started(self):
-        """Every worker has come up once, or the wait for them is over."""
-        if self._starting:
-            self._starting = False
-            up, workers = len(self.balancer.live), self._config.server.workers
-            if up < workers:
-                log.warn("mqttd tree: {up} of {workers} workers up after broker.idle_timeout;"
-                         " the others' clients go to those meanwhile", up=up, workers=workers)
-            if self._start_timer is not None and self._start_timer.active():
-                self._start_timer.cancel()
-            self._dispatch_waiting()
 
     def _hand_off(self, pending, connect, let, slot):
         conn_id = next(self._ids)

@@ -176,6 +176,23 @@ class Metrics:
         "oldest first): a worker restarted later is not told those clears, and keeps "
         "what it read back from SQLite if that differs")
 
+    # -- the per-client trace (mqttd.manage.tracer) ----------------------------------
+    trace_events: int = _counter(
+        "per-client trace events written, by event: accept, refused, auth, connect, "
+        "subscribe, publish, ack, disconnect", labels=("event",))
+    trace_write_errors: int = _counter(
+        "trace lines dropped: writing manage.trace_file failed")
+    trace_window_bytes: int = _gauge(
+        "bytes of recent events kept per client (manage.trace_window_bytes, per process)")
+    trace_window_clients: int = _gauge(
+        "clients with recent events kept (manage.trace_window_clients, per process)")
+    trace_window_evicted: int = _counter(
+        "clients whose recent events were forgotten to stay within the window's bounds")
+    trace_rules: int = _gauge("trace rules in force (mqttd trace add): publishes traced")
+    trace_poll_failures: int = _counter("looks at the trace rules that failed (retried)")
+    manage_questions_unanswered: int = _counter(
+        "questions of the master to a worker not answered within a second (trace(...))")
+
     def samples(self):
         """(name, kind, help, labels, value) for each series, in declaration order.
 

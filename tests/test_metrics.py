@@ -39,7 +39,8 @@ class RegistryTests(unittest.TestCase):
         names = [f.name for f in attrs.fields(Metrics)]
         self.assertEqual(len(names), len(set(names)))
         for name in names:
-            self.assertIn(name.split("_")[0], ("mqtt", "edge", "gate", "webhook", "ingest", "tree"),
+            self.assertIn(name.split("_")[0], ("mqtt", "edge", "gate", "webhook", "ingest", "tree",
+                                             "trace", "manage"),
                           name)
 
     def test_the_ingest_tier_counts_into_the_registry_it_is_given(self):

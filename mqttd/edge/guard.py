@@ -121,15 +121,17 @@ class DoorFactory(ServerFactory):
     ``close_at_accept``: the port calls this factory itself (``closes_at_accept``), so a
     refused socket is closed by returning None; else it gets an aborting protocol.
     ``handshakes``: behind TLS, the listener's ``HandshakeWatch`` (see the module).
+    ``on_refused(addr, refusal)``: told of each refusal (the per-client trace), if given.
     """
 
     noisy = False
 
-    def __init__(self, door, factory, close_at_accept=True, handshakes=None):
+    def __init__(self, door, factory, close_at_accept=True, handshakes=None, on_refused=None):
         self.door = door
         self.factory = factory
         self._close_at_accept = close_at_accept
         self._handshakes = handshakes
+        self._on_refused = on_refused
 
     def doStart(self):
         self.factory.doStart()
@@ -144,7 +146,10 @@ class DoorFactory(ServerFactory):
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)  # a unix socket's peer has none
-        if self.door.admit(host) is not None:
+        refusal = self.door.admit(host)
+        if refusal is not None:
+            if self._on_refused is not None:
+                self._on_refused(addr, refusal)
             return None if self._close_at_accept else _Aborted()
         try:
             protocol = self.factory.buildProtocol(addr)

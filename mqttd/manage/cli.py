@@ -3,6 +3,7 @@
     mqttd accounts add|list|show|set|disable|enable ...
     mqttd tokens add|list|revoke ...
     mqttd bans add|list|rm ...
+    mqttd trace add|list|rm ...
 
 Each command takes ``--config FILE`` and ``--data-dir DIR`` as ``twistd mqttd`` does,
 and ``--json`` (one JSON document on stdout, for scripts). Without ``--config`` the file
@@ -35,7 +36,7 @@ import attrs
 from mqttd.config import load_config
 from mqttd.errors import ConfigError
 from mqttd.ingest.service import prepare_database
-from mqttd.manage import accounts_cli, bans_cli, tokens_cli
+from mqttd.manage import accounts_cli, bans_cli, tokens_cli, trace_cli
 from mqttd.manage.privileges import become_owner_of
 from mqttd.service import make_data_dir
 from mqttd.store.accounts import AccountsError, wall_clock
@@ -47,7 +48,7 @@ __all__ = ["SYSTEM_CONFIG", "config_path", "main"]
 
 SYSTEM_CONFIG = "/etc/mqttd/mqttd.toml"
 CONFIG_VARIABLE = "MQTTD_CONFIG"
-_GROUPS = (accounts_cli, tokens_cli, bans_cli)
+_GROUPS = (accounts_cli, tokens_cli, bans_cli, trace_cli)
 
 
 class Failed(Exception):
@@ -83,7 +84,8 @@ def _common_options():
 
 def build_parser():
     parser = _Parser(prog="mqttd", description=(
-        "Manage the mqttd appliance's accounts, tokens and bans, running or stopped. "
+        "Manage the mqttd appliance's accounts, tokens, bans and trace rules, running or "
+        "stopped. "
         "(The broker itself runs as: twistd mqttd, or the packaged /usr/bin/mqttd.)"))
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     common = _common_options()

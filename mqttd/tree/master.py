@@ -45,6 +45,7 @@ from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import not_loopback, prepare_database
+from mqttd.manage.trace_tree import master_trace
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.namespace import session_key
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
@@ -80,6 +81,10 @@ class Master(MultiService):
         make_data_dir(config)
         # Every CONNECT is judged here; the gate kicks through the worker holding it.
         self.gate = GateService(reactor, config, metrics, kick=self._kick)
+        # The per-client trace (manage.trace_file): the master's events, the tree's window.
+        self.trace = master_trace(reactor, config, metrics, process_name("master"),
+                                  lambda: dict(self._channels))
+        self.trace.setServiceParent(self)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate, bans=self.gate.bans)
         # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
@@ -144,7 +149,8 @@ class Master(MultiService):
             tls = self._tls[index]
             on_admitted = (self._admitted if tls is None else functools.partial(
                 self._tls_admitted, tls, self._tls_failures[index]))
-            acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
+            acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted,
+                                   self.trace.at_accept)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
             log.info("mqttd listening on {description} ({host}:{port})",
@@ -280,6 +286,7 @@ class Master(MultiService):
                              workers=self._config.server.workers)
                 self._started()
             self._dispatch_waiting()
+            self.trace.worker_ready(slot)
         elif kind == "closed":
             self._release(payload.get("conn_id"))
         elif kind == "interest":
@@ -288,6 +295,8 @@ class Master(MultiService):
             self.relay.loaded(slot)
         elif kind == "metrics":
             self.tree_metrics.report(process_name("worker", slot), payload)
+        elif kind == "answer":  # to a question of the manhole's (mqttd.manage.asking)
+            self.trace.answered(slot, payload)
         else:
             log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
 
@@ -328,6 +337,7 @@ class Master(MultiService):
         pending.start()
 
     def _not_connected(self, pending, reason):
+        self.trace.not_connected(pending, reason)
         self._pending.discard(pending)
         self.door.release(pending.host)
 
@@ -347,6 +357,7 @@ class Master(MultiService):
                 result.ticket.release()
             return
         self._judging.discard(pending)
+        self.trace.judged(pending, connect, client_id, result)
         if result.code != CONNACK_ACCEPTED:  # counted and logged by the gate
             self._refuse(pending, result.code)
             return

@@ -16,6 +16,7 @@ from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.manage.reporter import MetricsReporter
+from mqttd.manage.trace_tree import worker_trace
 from mqttd.metrics import Metrics
 from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
 from mqttd.stopping import SequentialStop
@@ -49,6 +50,7 @@ class _Channel(Service):
     """The master's channel: adopts handed-off sockets; ends this worker when lost."""
 
     def __init__(self, reactor, fd, factory, crossing=None, max_forward_body=None):
+        self.trace = None  # its WorkerTrace (the rules and questions of the master), if on
         self._reactor = reactor
         self._fd = fd
         self._factory = factory
@@ -99,6 +101,8 @@ class _Channel(Service):
                                       payload.get("account"))
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
+        elif kind in ("trace_rules", "ask") and self.trace is not None:
+            self.trace.message(kind, payload)
         else:
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 
@@ -130,6 +134,11 @@ def build_worker(config, reactor, brief):
     link = _Channel(reactor, brief["channel_fd"], factory, crossing,
                     frame_limit(config.broker.max_packet_size))
     link.setServiceParent(root)
+    # The per-client trace (manage.trace_file): this worker's clients, from their CONNECT.
+    link.trace = worker_trace(reactor, config, metrics, brief["name"], lambda kind, payload:
+                              link.channel is not None and link.channel.send(kind, payload))
+    if link.trace is not None:
+        broker.tracer = link.trace.tracer
     # Its registry to the master every second (after "ready"); a last one after the
     # clean stop, which is stopped before it.
     MetricsReporter(reactor, metrics, lambda payload: link.channel is not None

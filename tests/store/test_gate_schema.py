@@ -53,7 +53,7 @@ class GateSchemaTests(unittest.TestCase):
             with self.assertRaises(sqlite3.IntegrityError, msg=sql):
                 conn.execute(sql)
 
-    def test_step_4_is_the_latest(self):
+    def test_step_5_is_the_latest(self):
         conn = fresh_db(self)
         self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
-        self.assertEqual(len(MIGRATIONS), 4)
+        self.assertEqual(len(MIGRATIONS), 5)

@@ -82,11 +82,12 @@ class TraceService(Service):
 
     accepts_here = True
 
-    def __init__(self, reactor, config, metrics, process):
+    def __init__(self, reactor, config, metrics, process, threadpool=None):
         self._reactor = reactor
         self.tracer, self._file = make_tracer(reactor, config.manage, config.auth, metrics,
                                               process, self.accepts_here)
-        self._store = TraceStore(reactor, os.path.join(config.server.data_dir, DB_FILENAME))
+        self._store = TraceStore(reactor, os.path.join(config.server.data_dir, DB_FILENAME),
+                                 threadpool)
         self._sync = TraceSync(reactor, self._store, self.rules_changed, metrics,
                                config.manage.trace_poll_interval)
         log.info("trace: writing client events to {path}", path=config.manage.trace_file)

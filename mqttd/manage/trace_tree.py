@@ -67,8 +67,8 @@ class MasterTrace(TraceService):
 
     accepts_here = False
 
-    def __init__(self, reactor, config, metrics, process, channels):
-        super().__init__(reactor, config, metrics, process)
+    def __init__(self, reactor, config, metrics, process, channels, threadpool=None):
+        super().__init__(reactor, config, metrics, process, threadpool)
         self._channels = channels
         self._asker = Asker(reactor, channels, metrics)
         self._accepts = OrderedDict()  # peer text -> its accept line, until its CONNECT
@@ -180,7 +180,4 @@ def worker_trace(reactor, config, metrics, process, send):
         return None
     tracer, trace_file = make_tracer(reactor, config.manage, config.auth, metrics, process,
                                      accepts_here=False)
-    trace = WorkerTrace(tracer, trace_file, send)
-    # Its last lines (the clean stop's disconnects) written before the process exits.
-    reactor.addSystemEventTrigger("after", "shutdown", trace.close)
-    return trace
+    return WorkerTrace(tracer, trace_file, send)

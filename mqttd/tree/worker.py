@@ -139,6 +139,8 @@ def build_worker(config, reactor, brief):
                               link.channel is not None and link.channel.send(kind, payload))
     if link.trace is not None:
         broker.tracer = link.trace.tracer
+        # Its last lines (the clean stop's disconnects) written before the process exits.
+        reactor.addSystemEventTrigger("after", "shutdown", link.trace.close)
     # Its registry to the master every second (after "ready"); a last one after the
     # clean stop, which is stopped before it.
     MetricsReporter(reactor, metrics, lambda payload: link.channel is not None

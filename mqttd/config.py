@@ -15,12 +15,12 @@ import attrs
 
 from mqttd.config_checks import MIN_INGEST_SECRET, check_cross, one_message_body
 from mqttd.config_sections import (
-    AuthConfig, BrokerConfig, Config, FlappingDetectConfig, IngestConfig, LimitsConfig,
+    AuthConfig, BrokerConfig, ClusterConfig, Config, FlappingDetectConfig, IngestConfig, LimitsConfig,
     ManageConfig, ServerConfig, User, WebhookConfig,
 )
 from mqttd.errors import ConfigError
 
-__all__ = ["AuthConfig", "BrokerConfig", "Config", "ConfigError", "FlappingDetectConfig",
+__all__ = ["AuthConfig", "BrokerConfig", "ClusterConfig", "Config", "ConfigError", "FlappingDetectConfig",
            "IngestConfig", "LimitsConfig", "MIN_INGEST_SECRET", "ManageConfig", "ServerConfig", "User",
            "WebhookConfig", "config_document", "load_config", "one_message_body", "parse_config"]
 

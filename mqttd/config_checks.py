@@ -6,10 +6,12 @@ ConfigError naming the key an operator has to change.
 import ipaddress
 
 from mqttd.config_auth import check_auth
+from mqttd.config_cluster import check_cluster
 from mqttd.errors import ConfigError
+from mqttd.listeners import endpoint_fields
 from mqttd.urls import webhook_uri
 
-__all__ = ["MIN_INGEST_SECRET", "check_cross", "one_message_body"]
+__all__ = ["MIN_INGEST_SECRET", "check_cross", "check_manhole_listen", "one_message_body"]
 
 
 def check_cross(config):
@@ -26,7 +28,9 @@ def check_cross(config):
                               f"(user {user.username!r})")
     _check_credentials(config)
     check_auth(config.auth)
+    check_cluster(config.cluster)
     _check_networks(config.limits)
+    check_manhole_listen(config.manage.manhole_listen)
     if config.broker.max_partial_bytes < config.broker.max_packet_size:
         # One packet of the largest size must always be readable.
         raise ConfigError(
@@ -54,6 +58,10 @@ def check_cross(config):
                 f"ingest.flush_interval: must be shorter than webhook.request_timeout and "
                 f"webhook.ack_timeout ({wait:g} s = {wait * 1000:g} ms), got "
                 f"{config.ingest.flush_interval:g} ms")
+    if 0 < config.manage.canary_interval < 1.0:
+        # Each canary check has one interval to get its PUBACK and find its row.
+        raise ConfigError(f"manage.canary_interval: must be 0 (off) or at least 1 s, got "
+                          f"{config.manage.canary_interval:g}")
     if config.webhook.batch_delay >= config.webhook.ack_timeout:
         # A batch that does not fill up would wait past its deadline, unsent.
         raise ConfigError(
@@ -188,3 +196,39 @@ def _check_webhook_url(url):
     if not 1 <= parsed.port <= 65535:
         raise ConfigError(f"webhook.url: port must be 1..65535, got {url!r}")
 
+
+
+_MANHOLE = "manage.manhole_listen"
+
+
+def check_manhole_listen(description):
+    """The manhole runs any Python in the master: it listens on a loopback interface
+    (``tcp:PORT:interface=127.0.0.1``, ``tcp6:PORT:interface=\\:\\:1``) or a unix socket
+    (whose file's mode decides who may connect), never on the network. Checked here,
+    from the string, so a wrong one stops start-up before anything binds ("" = off)."""
+    if not description:
+        return
+    fields = endpoint_fields(description)
+    kind = fields[0].lower()
+    if kind == "unix":
+        if len(fields) < 2 or not fields[1]:
+            raise ConfigError(f"{_MANHOLE}: a unix: endpoint needs a path, got {description!r}")
+        return
+    if kind not in ("tcp", "tcp6"):
+        raise ConfigError(f"{_MANHOLE}: must be tcp:PORT:interface=127.0.0.1 or unix:PATH "
+                          f"(a telnet prompt that runs Python stays on this host), got "
+                          f"{description!r}")
+    positional = [field for field in fields[1:] if "=" not in field]
+    options = dict(field.partition("=")[::2] for field in fields[1:] if "=" in field)
+    interface = options.get("interface", positional[1] if len(positional) > 1 else "")
+    why = ("the manhole runs any Python in the master: bind it to a loopback address "
+           "(interface=127.0.0.1) or use unix:PATH")
+    if not interface:
+        raise ConfigError(f"{_MANHOLE}: {description!r} listens on every interface; {why}")
+    try:
+        loopback = ipaddress.ip_address(interface.split("%")[0]).is_loopback
+    except ValueError:
+        raise ConfigError(f"{_MANHOLE}: interface {interface!r} is not an IP address; "
+                          f"{why}") from None
+    if not loopback:
+        raise ConfigError(f"{_MANHOLE}: {interface} is not a loopback address; {why}")

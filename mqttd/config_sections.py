@@ -5,11 +5,14 @@ The loader (``mqttd.config``) reads the bounds from each field's metadata; the r
 involve several keys are in ``mqttd.config_checks``. Kept apart because the sections grow
 with every tier, and the loader does not.
 """
+import socket
+
 import attrs
 
 from mqttd.cores import MAX_WORKERS, usable_cores
 
-__all__ = ["AclRule", "AuthConfig", "BrokerConfig", "Config", "FlappingDetectConfig",
+__all__ = ["AclRule", "AuthConfig", "BrokerConfig", "ClusterConfig", "Config",
+           "FlappingDetectConfig",
            "IngestConfig", "LimitsConfig", "ManageConfig", "ServerConfig", "User",
            "WebhookConfig"]
 
@@ -135,7 +138,8 @@ class AuthConfig:
     rate_per_token: float = _setting(4.0, float, 0.0, 1_000_000.0)
     rate_burst: int = _setting(4, int, 1, 1_000_000)
     # Seconds an unknown token is answered from memory (a storm of bad tokens reaches
-    # the database once per token); 0: no negative cache. Cleared by every change.
+    # the database once per token); 0: no negative cache. Cleared by every change of
+    # accounts or tokens (not of bans).
     negative_cache_ttl: float = _setting(10.0, float, 0.0, 86_400.0)
     # Known tokens kept in memory (about 400 bytes each); 0: every CONNECT looks up.
     token_cache_size: int = _setting(100_000, int, 0, 10_000_000)
@@ -229,11 +233,32 @@ class WebhookConfig:
 @attrs.frozen
 class ManageConfig:
     """The operator's side (``mqttd.manage``). ``http_listen``: Prometheus ``/metrics``
-    (the whole tree's figures) and ``/healthz`` on a Twisted endpoint, loopback only
-    unless ``http_allow_remote``; "" turns it off."""
+    (the whole tree's figures), ``/healthz`` and ``/report`` on a Twisted endpoint,
+    loopback only unless ``http_allow_remote``; "" turns it off. The checks of
+    ``mqttd.manage.watch``: the $SYS topics, the canary, the devices gone silent.
+
+    ``manhole_listen``: the telnet manhole (a Python prompt in the master with helpers
+    over the whole tree, ``mqttd.manage.manhole``), on a loopback ``tcp:`` interface or
+    a ``unix:`` socket only, never the network: it can kick, ban and read everything.
+    It is off while ``manhole_password_file`` (lines ``USER:PASSWORD``) is ""."""
 
     http_listen: str = _setting("tcp:9883:interface=127.0.0.1", str)
     http_allow_remote: bool = _setting(False, bool)
+    manhole_listen: str = _setting("tcp:9884:interface=127.0.0.1", str)
+    manhole_password_file: str = _setting("", str)
+    # Seconds between two publications of the $SYS/broker/... topics (mosquitto's
+    # sys_interval, its default too), from the whole tree's figures; 0: none.
+    sys_interval: float = _setting(10.0, float, 0.0, 86_400.0)
+    # Seconds between two canary publishes (QoS 1 through a real listener, its row then
+    # looked up in SQLite; mqttd.manage.canary); 0: no canary. The Debian package's
+    # configuration sets 60.
+    canary_interval: float = _setting(0.0, float, 0.0, 86_400.0)
+    # A device is listed as silent once it has not published for gap_factor times its
+    # median interval (mqttd.manage.gaps); 0: no gap detection.
+    gap_factor: float = _setting(5.0, float, 0.0, 1000.0)
+    # Devices whose intervals each broker process learns (about 500 bytes each); past
+    # it the one silent longest is forgotten.
+    gap_max_devices: int = _setting(100_000, int, 1, 10_000_000)
     # The per-client trace (mqttd.manage.tracer): a JSON-lines file every process of
     # the tree appends to; "" turns the trace off. The window of recent events per client
     # (``trace(client_id)``), per process: clients kept, bytes in all, bytes per client.
@@ -246,6 +271,42 @@ class ManageConfig:
 
 
 @attrs.frozen
+class ClusterConfig:
+    """Several appliances side by side sharing the gate's state in Redis
+    (``mqttd.cluster``): account quotas, flapping windows and bans. ``redis_url`` empty
+    (the default): embedded, every count in this appliance's memory.
+
+    ``node_name`` names this appliance in Redis and in the logs (default: the host's
+    name); its counts are kept under it and a boot id, so a restart never inherits
+    the counts of the run before. When Redis is unreachable each decision falls back
+    to this appliance's own state (logged, ``cluster_redis_up`` 0), and it reconnects
+    with a backoff from ``reconnect_initial`` to ``reconnect_max`` seconds.
+    """
+
+    redis_url: str = _setting("", str, secret=True)  # it may carry a password
+    node_name: str = _setting(attrs.Factory(socket.gethostname), str)
+    key_prefix: str = _setting("mqttd:", str)
+    # Seconds for Redis to answer one command; past it the connection is dropped and
+    # this decision (and the next, until it is back) is made from this node's state.
+    timeout: float = _setting(0.5, float, 0.01, 60.0)
+    connect_timeout: float = _setting(2.0, float, 0.01, 600.0)
+    reconnect_initial: float = _setting(0.5, float, 0.01, 600.0)
+    reconnect_max: float = _setting(10.0, float, 0.01, 3600.0)
+    # This node's heartbeat lives this long in Redis (renewed every third of it): the
+    # quota seats of a node that died are given back to the others after it.
+    node_ttl: float = _setting(10.0, float, 0.1, 3600.0)
+    # Seconds between looks at the cluster's ban log: a ban made on another node is
+    # enforced (and kicks) here within this time.
+    poll_interval: float = _setting(0.25, float, 0.01, 60.0)
+    # Ban changes the log in Redis keeps (about 300 bytes each): a node that fell
+    # further behind reads the whole ban list again.
+    max_ban_log: int = _setting(10_000, int, 100, 10_000_000)
+    # Seconds a removed ban is remembered, so a node that was away while it was
+    # removed takes it out instead of putting it back.
+    removed_ban_ttl: float = _setting(86_400.0, float, 1.0, 315_360_000.0)
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
@@ -255,3 +316,4 @@ class Config:
     ingest: IngestConfig = attrs.field(factory=IngestConfig)
     webhook: WebhookConfig = attrs.field(factory=WebhookConfig)
     manage: ManageConfig = attrs.field(factory=ManageConfig)
+    cluster: ClusterConfig = attrs.field(factory=ClusterConfig)

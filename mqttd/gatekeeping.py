@@ -11,6 +11,10 @@ A CONNECT that arrives before the first load ended waits for it: judged against 
 bans, it could let in a client banned a second ago. A store that cannot be opened stops
 mqttd (it could not tell a good token from a bad one); a first poll that fails is
 logged, and the poller tries again every tick.
+
+With ``cluster.redis_url`` set, the gate's quotas, flapping windows and bans are shared
+with the other appliances in Redis (``mqttd.cluster.state``); the poller's ban reads go
+out to them, and theirs come in.
 """
 import os
 
@@ -19,11 +23,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mqttd.broker.lograte import LogRateLimit
+from mqttd.cluster.state import ClusterState
 from mqttd.edge.gate import Gate
 from mqttd.edge.gate_sync import GateSync
 from mqttd.ingest.service import exit_failed, prepare_database
+from mqttd.store.bans import bans_in_file
 from mqttd.store.gate_store import GateStore
 from mqttd.store.sqlite import DB_FILENAME
+from mqttd.urls import redis_address
 
 __all__ = ["GateService"]
 
@@ -42,9 +49,21 @@ class GateService(Service):
         log_rate = LogRateLimit(reactor, config.broker.log_lines_per_ip,
                                 config.broker.log_lines_window, metrics=metrics)
         self.store = GateStore(reactor, path, metrics)
+        self.cluster = None  # the state shared with other nodes in Redis, if configured
+        polled = self.store
+        if config.cluster.redis_url:
+            self.cluster = ClusterState(reactor, redis_address(config.cluster.redis_url),
+                                        config.cluster, metrics)
+            polled = self.cluster.observe(self.store)
         self.gate = Gate(reactor, config.auth, config.flapping_detect, self.store, metrics,
-                         log_rate, kick)
-        self._sync = GateSync(reactor, self.store, self.gate, metrics,
+                         log_rate, kick, shared=self.cluster)
+        if self.cluster is not None:
+            self.cluster.attach(self.gate, self.store)
+        # The bans in force now, read before the reactor runs: the door checks IP bans
+        # at accept from the first socket on, before the first poll has ended.
+        mark = self.gate.reloading_bans()
+        self.gate.reload_bans(bans_in_file(path, reactor.seconds()), mark)
+        self._sync = GateSync(reactor, polled, self.gate, metrics,
                               config.auth.reload_interval)
         self._loaded = False
         self._waiting = []  # Deferreds of CONNECTs that came before the first load
@@ -57,8 +76,15 @@ class GateService(Service):
     def set_kick(self, kick):
         self.gate.kick = kick
 
+    def reloading(self, old, new):
+        """SIGHUP's part (``mqttd.reload``): ``new``'s ``[auth]`` and ``[flapping_detect]``
+        made ready for the gate; the answer puts them in force."""
+        return self.gate.reloading(new.auth, new.flapping_detect)
+
     def startService(self):
         super().startService()
+        if self.cluster is not None:
+            self.cluster.start()
         d = self.store.start()
         d.addCallback(lambda _: self._sync.start())  # never fails: a bad poll is retried
         d.addCallbacks(self._first_load_done, self._not_opened)
@@ -89,5 +115,7 @@ class GateService(Service):
     def stopService(self):
         super().stopService()
         d = self._sync.stop()
+        if self.cluster is not None:
+            d.addBoth(lambda _: self.cluster.stop())
         d.addBoth(lambda _: self.store.close())
         return d

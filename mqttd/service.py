@@ -33,9 +33,12 @@ from mqttd.ingest.credentials import new_secret
 from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, exit_failed, prepare_database
 from mqttd.listeners import KeyedListener, server_endpoint as _endpoint, with_backlog
+from mqttd.manage.sys_topics import publish_sys
 from mqttd.manage.trace_service import single_trace
 from mqttd.manage.tree_metrics import TreeMetrics
+from mqttd.manage.watch import Watch, watch_broker, with_canary
 from mqttd.metrics import Metrics
+from mqttd.reload import acl_part, max_connections_part
 from mqttd.stopping import BrokerStop, SequentialStop
 from mqttd.store.rehome import rehome_sessions
 from mqttd.store.schema import SchemaError
@@ -73,11 +76,18 @@ def _log_port(port, description):
 
 
 class _Listener(KeyedListener):
-    """An MQTT listener that logs where it listens."""
+    """An MQTT listener that logs where it listens (``address``, once bound)."""
+
+    address = None
 
     def privilegedStartService(self):
         super().privilegedStartService()
         self._waitingForPort.addCallback(_log_port, self.description)
+        self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port):
+        self.address = port.getHost()
+        return port
 
 
 def rehome_persistent_sessions(config, home):
@@ -164,6 +174,7 @@ class PersistenceService(Service):
 
 def build_service(config, reactor):
     """The MultiService for ``config``: ingest tier, webhook client, broker, listeners."""
+    config = with_canary(config)  # the canary's user, before the gate reads the users
     make_data_dir(config)
     root = SequentialStop()
     # The process's one counter registry: every tier counts into it (mqttd.metrics).
@@ -200,6 +211,7 @@ def build_service(config, reactor):
     broker = build_broker(reactor, config, store, metrics, 0, gate)
     gate.set_kick(broker.kick)
     broker.tracer = trace.tracer
+    gaps = watch_broker(config, reactor, broker, "mqttd")  # its devices' silences
     # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
     # then; stops after the broker's clean stop, which it saves.
     persistence = PersistenceService(reactor, broker)
@@ -210,6 +222,7 @@ def build_service(config, reactor):
     # share the broker's per-address budget of log lines.
     door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                 broker.connection_log, bans=gate.bans)
+    listeners = []
     for index, description in enumerate(config.server.listen):
         key = f"server.listen[{index}]"
         endpoint = _endpoint(reactor, key, with_backlog(description))
@@ -217,16 +230,26 @@ def build_service(config, reactor):
         if is_tls(endpoint):  # its failed handshakes: counted, logged within the budget
             handshakes = HandshakeWatch(reactor, config.broker.idle_timeout,
                                         TLSFailures(metrics, broker.connection_log, key))
-        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes,
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes, key,
                               _refused_hook(trace.tracer))
-        _Listener(endpoint, guarded, key, description).setServiceParent(root)
+        listeners.append(_Listener(endpoint, guarded, key, description))
+        listeners[-1].setServiceParent(root)
     root.broker = broker
     root.door = door
     root.gate = gate
+    # What SIGHUP reloads besides the door (mqttd.reload): the gate, the broker's ACL.
+    root.reload_parts = (gate.reloading, acl_part(broker.tenancy.reload),
+                         max_connections_part(broker.reload_max_connections))
     # What manage.http_listen serves (mqttd.manage.http): this process is the whole tree.
     root.tree_metrics = TreeMetrics(reactor, metrics, "mqttd")
     root.health = functools.partial(_loaded_health, persistence)
     root.webhook = store
+    # Alerts, the canary (through a listener above), gaps, $SYS: stopped first.
+    root.watch = Watch(reactor, config, root.tree_metrics, metrics,
+                       sys_out=lambda values: publish_sys(broker, values),
+                       listeners=lambda: [(l.description, l.address) for l in listeners],
+                       ready=lambda: root.health()[0], local_gaps=gaps)
+    root.watch.setServiceParent(root)
     return root
 
 

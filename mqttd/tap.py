@@ -73,23 +73,25 @@ def tune_gc(reactor):
 def makeService(options):
     from twisted.internet import reactor
 
+    from mqttd.manage.watch import keeping_canary, with_canary
     from mqttd.service import build_service
 
-    config = options["config_obj"]
     try:
+        # The canary's user (manage.canary_interval), in the service and every reload.
+        config = with_canary(options["config_obj"])
         if config.server.workers:
             from mqttd.tree.master import Master
             service = Master(reactor, config)
         else:
             service = build_service(config, reactor)
-        if config.manage.http_listen:
-            from mqttd.manage.http import ManageHTTP
-            ManageHTTP(reactor, config.manage, service.tree_metrics.families,
-                       service.health).setServiceParent(service)
+        # /metrics, /healthz, /report and the manhole (mqttd.manage.wiring).
+        from mqttd.manage.wiring import add_manage
+        add_manage(reactor, config, service)
     except ConfigError as e:
         raise SystemExit(f"mqttd: configuration error: {e}") from None
     from mqttd.reload import Reloader
-    Reloader(reactor, options["config"], options["overrides"], config,
-             service.door).setServiceParent(service)
+    Reloader(reactor, options["config"], options["overrides"], config, service.door,
+             service.reload_parts,
+             load=keeping_canary(load_config, config)).setServiceParent(service)
     tune_gc(reactor)
     return service

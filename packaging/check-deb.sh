@@ -12,7 +12,8 @@
 #      (no systemd here) on a free loopback port, publish a QoS 1 message with
 #      mosquitto_pub and find its row in /var/lib/mqttd/mqttd.db; as root, run
 #      `mqttd accounts add` and `mqttd tokens add` on it and check that every database
-#      file stays the mqttd user's; stop it.
+#      file stays the mqttd user's; log in to its telnet manhole with the generated
+#      password (help() answers, a wrong password is refused) and ask `mqttd report`; stop it.
 #      That is the process tree (server.workers defaults to one worker per usable
 #      core): ps shows the named master, its N workers and ingest child as the mqttd
 #      user; all exit on SIGTERM;
@@ -340,6 +341,23 @@ children_named() {
     return 1
 }
 
+# manhole_checks: the packaged config turns the manhole on with the password postinst
+# made; as root, `mqttd manhole` logs in with it and help() lists the helpers, a wrong
+# password is refused (and logged with the peer), and `mqttd report` answers.
+manhole_checks() {
+    check "packaged config sets manage.manhole_password_file = /etc/mqttd/manhole.passwd" \
+        grep -qx 'manhole_password_file = "/etc/mqttd/manhole.passwd"' /etc/mqttd/mqttd.toml
+    check "the manhole answers help() with the generated password (mqttd manhole -e 'help()')" \
+        bash -c "out=\$(timeout 30 mqttd manhole -e 'help()') && echo \"\$out\" | grep -q '  kick(client_id' && echo \"\$out\" | grep -q '  report()'"
+    printf 'admin:wrong-password\n' >"$work/wrong.passwd"
+    check "the manhole refuses a wrong password" bash -c \
+        "! timeout 30 mqttd manhole --password-file '$work/wrong.passwd' -e 'help()'"
+    check "the refusal is logged with the peer" bash -c \
+        "for _ in \$(seq 50); do grep -q \"manhole: login refused for 'admin' from 127.0.0.1:\" '$1' && exit 0; sleep 0.1; done; exit 1"
+    check "mqttd report --json answers with the report" bash -c \
+        "timeout 30 mqttd report --json | python3 -c 'import json, sys; r = json.load(sys.stdin); sys.exit(0 if \"top_ips\" in r and r[\"workers\"] else 1)'"
+}
+
 # The packaged default: the process tree, one worker per core the service may use.
 check "the packaged mqttd.toml leaves server.workers unset (default: one per usable core)" \
     bash -c "! grep -qE '^workers *=' /etc/mqttd/mqttd.toml"
@@ -413,6 +431,7 @@ db_files_owned_by_mqttd() {
 check "every /var/lib/mqttd/mqttd.db* file is still mqttd:mqttd" db_files_owned_by_mqttd
 check "'mqttd accounts --help' lists the account commands" bash -c \
     "mqttd accounts --help | grep -q disable"
+manhole_checks "$work/mqttd.log"
 stop_and_check "$work/mqttd.log"
 check "no process of the tree is left" bash -c "! pgrep -u mqttd -f mqttd.tree.child"
 
@@ -424,6 +443,7 @@ check "server.workers = 0 set in [server]" bash -c \
 start_broker "$work/mqttd-single.log"
 check "twistd has no child process" children_named ""
 publish_and_find check-deb-single-pub
+manhole_checks "$work/mqttd-single.log"
 stop_and_check "$work/mqttd-single.log"
 
 # ------------------------------------------------------------------ 6. remove, purge

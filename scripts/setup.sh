@@ -21,7 +21,8 @@ missing=()
 command -v python3 >/dev/null || missing+=(python3)
 if [ "$want_test" = 1 ]; then
     # strace: tests/integration/test_fsync.py traces the broker's fsyncs.
-    for p in mosquitto mosquitto-clients strace; do
+    # redis-server: tests/integration/test_cluster*.py start a private one each.
+    for p in mosquitto mosquitto-clients strace redis-server; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
 fi
@@ -29,6 +30,7 @@ fi
 if [ "$want_test" = 1 ]; then
     # Tests start their own brokers; Debian's postinst may have started a system one.
     "${sudo_cmd[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    "${sudo_cmd[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
 if [ ! -x .venv/bin/pip ]; then

@@ -39,8 +39,9 @@ class DefaultsTests(unittest.TestCase):
         # in the file would be the default of one host only, and fixed on every other.
         # webhook.max_body_size, when not set, follows ingest.max_body_size (set, it
         # would stay put when an operator lowers that one and stop the start).
+        # cluster.node_name defaults to the host's name, for the same reason.
         self.assertEqual(unset, ["server.workers", "auth.users", "auth.acl",
-                                 "webhook.max_body_size"])
+                                 "webhook.max_body_size", "cluster.node_name"])
         self.assertEqual(parse_config(document), Config())
         self.assertEqual(Config().auth.users, ())
 

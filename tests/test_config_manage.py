@@ -62,3 +62,31 @@ class ManageConfigTests(unittest.TestCase):
         address = service.port.getHost()
         with socket.create_connection((address.host, address.port), timeout=2):
             pass
+
+
+class ManholeConfigTests(unittest.TestCase):
+    def test_default_is_loopback_and_off_without_a_password_file(self):
+        config = parse_config({}).manage
+        self.assertEqual(config.manhole_listen, "tcp:9884:interface=127.0.0.1")
+        self.assertEqual(config.manhole_password_file, "")
+
+    def test_loopback_tcp_and_unix_are_accepted(self):
+        for listen in ("tcp:9884:interface=127.0.0.1", "tcp:0:interface=127.0.0.5",
+                       "tcp:9884:127.0.0.1", r"tcp6:9884:interface=\:\:1",
+                       "unix:/run/mqttd/manhole.sock", ""):
+            self.assertEqual(_manage(manhole_listen=listen).manhole_listen, listen)
+
+    def test_anything_that_faces_the_network_stops_start_up(self):
+        cases = {"tcp:9884": "listens on every interface",
+                 "tcp:9884:interface=0.0.0.0": "0.0.0.0 is not a loopback address",
+                 "tcp:9884:interface=192.0.2.1": "192.0.2.1 is not a loopback address",
+                 r"tcp6:9884:interface=\:\:": ":: is not a loopback address",
+                 "tcp:9884:interface=localhost": "'localhost' is not an IP address",
+                 "ssl:9884:privateKey=k.pem": "must be tcp:PORT:interface=127.0.0.1 or unix",
+                 "unix:": "needs a path"}
+        for listen, why in cases.items():
+            with self.assertRaises(ConfigError, msg=listen) as caught:
+                _manage(manhole_listen=listen)
+            self.assertTrue(str(caught.exception).startswith("manage.manhole_listen: "),
+                            str(caught.exception))
+            self.assertIn(why, str(caught.exception))

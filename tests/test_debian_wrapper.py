@@ -41,6 +41,8 @@ class WrapperTests(unittest.TestCase):
         self.assertEqual(self.called("tokens", "add", "acme", "--json"),
                          "mqttd tokens add acme --json")
         self.assertEqual(self.called("bans", "list"), "mqttd bans list")
+        self.assertEqual(self.called("report", "--json"), "mqttd report --json")
+        self.assertEqual(self.called("manhole", "-e", "help()"), "mqttd manhole -e help()")
 
     def test_the_rest_runs_the_broker(self):
         self.assertEqual(self.called("--config", "/etc/mqttd/mqttd.toml"),

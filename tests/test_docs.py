@@ -1,4 +1,5 @@
-"""The README's configuration tables name every key the loader accepts, with its default.
+"""The README's configuration tables name every key the loader accepts, with its default,
+and its table of metric names every family /metrics serves, with its kind.
 
 An operator reads the README, not config.py: a key added without its row is a setting
 nobody can find, and a row for a key that no longer exists is a claim the appliance
@@ -6,6 +7,7 @@ does not keep.
 """
 import os
 import re
+import socket
 import tomllib
 
 import attrs
@@ -16,7 +18,7 @@ from mqttd.cores import usable_cores
 
 #: Defaults that depend on the host, so the table says them in words: the words, and
 #: what they come to on this host.
-_FROM_THE_HOST = {"one per usable core": usable_cores}
+_FROM_THE_HOST = {"one per usable core": usable_cores, "the host's name": socket.gethostname}
 
 _README = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "README.md")
 
@@ -71,3 +73,22 @@ class ReadmeTests(unittest.TestCase):
                     wrong.append((f"{section}.{name}", value, actual))
         self.assertEqual(wrong, [])
         self.assertEqual(checked, len(list(_keys())))
+
+
+class MetricTableTests(unittest.TestCase):
+    """"Metric names" in the README: a row per family of the registry (and the derived
+    gauges), its series as Prometheus names them and its kind."""
+
+    def test_every_family_has_a_row_with_its_kind(self):
+        from mqttd.manage.snapshots import META
+        with open(_README, encoding="utf-8") as f:
+            rows = {}
+            for line in f:
+                found = re.match(r"^\| `([a-z0-9_]+?)(_total|_bucket\{le\})?`[^|]*\| (counter|gauge|"
+                                 r"histogram) \|", line)
+                if found:
+                    rows[found.group(1)] = (found.group(2) or "", found.group(3))
+        suffix = {"counter": "_total", "gauge": "", "histogram": "_bucket{le}"}
+        wrong = [(name, rows.get(name), meta["kind"]) for name, meta in META.items()
+                 if rows.get(name) != (suffix[meta["kind"]], meta["kind"])]
+        self.assertEqual(wrong, [])

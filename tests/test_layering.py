@@ -45,7 +45,7 @@ def _imports(relative, root=_ROOT, top="mqttd"):
 
 
 _CONFIG_MODULES = ("config.py", "config_sections.py", "config_checks.py",
-                   "config_auth.py")
+                   "config_auth.py", "config_cluster.py")
 
 
 def _under(modules, *packages):
@@ -67,6 +67,13 @@ class LayeringTests(unittest.TestCase):
     def test_codec_and_store_know_no_broker_or_ingest(self):
         for tier in ("codec", "store"):
             self.assertEqual(_under(_imports(tier), "mqttd.broker", "mqttd.ingest"), [], tier)
+
+    def test_the_cluster_wraps_the_edge_and_reads_no_config(self):
+        # mqttd.cluster implements the edge's interfaces: the edge never knows of it.
+        for tier in ("edge", "broker", "store", "codec", "ingest"):
+            self.assertEqual(_under(_imports(tier), "mqttd.cluster"), [], tier)
+        config = [f"mqttd.{name[:-3]}" for name in _CONFIG_MODULES]
+        self.assertEqual(_under(_imports("cluster"), *config), [])
 
     def test_broker_sees_only_the_sink_seam(self):
         self.assertEqual(_under(_imports("broker"), "mqttd.ingest"), [])

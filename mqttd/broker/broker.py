@@ -11,6 +11,7 @@ import os
 from itertools import count
 from operator import add
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -164,6 +165,14 @@ class Broker:
         metrics.mqtt_connections_accepted += 1
         return True
 
+    def reload_max_connections(self, max_connections):
+        """SIGHUP (``mqttd.reload``): ``broker.max_connections`` from the next socket on.
+        The connections open stay, also past a lowered cap (a reload drops no one): new
+        ones are refused until fewer are open."""
+        self.config = attrs.evolve(self.config, max_connections=max_connections)
+        log.info("broker.max_connections is now {max_connections} ({open} open)",
+                 max_connections=max_connections, open=self.metrics.mqtt_connections_open)
+
     def connection_closed(self):
         self.metrics.mqtt_connections_open -= 1
         if self._closed_waiters and not self.metrics.mqtt_connections_open:
@@ -260,6 +269,7 @@ class Broker:
                 self.discard(session)
             elif self.sessions.get(session.client_id) is session:
                 self.stored_sessions.went_offline(session)
+                self.persistence.went_offline(session)
                 self.persistence.changed(session)
 
     def discard(self, session):

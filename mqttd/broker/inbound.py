@@ -14,15 +14,18 @@ Per client id, the queues of its successive connections form one FIFO in receive
 a dropped connection is still storing is not stored again when the client retransmits
 it (``mqttd.broker.qos2``).
 
-Hot path: one ``InboundEntry`` per PUBLISH (slotted; it is also the sink's token), no
-Deferred, one bound method as ``notify`` so a sink can settle a connection's messages in
-one call.
+Hot path: one ``InboundEntry`` per PUBLISH (``mqttd.broker.inbound_entry``: slotted; it
+is also the sink's token), no Deferred, one bound method as ``notify`` so a sink can
+settle a connection's messages in one call.
 """
 from collections import deque
 
+from mqttd.broker.inbound_entry import InboundEntry, make_entry
 from mqttd.broker.qos2 import hand_over, is_waiting, release_waiters, waiting_for
 from mqttd.codec import encode_puback, encode_pubcomp, encode_pubrec
 from mqttd.store.sink import StoreRejected
+
+__all__ = ["InboundQueue"]
 
 _ACKS_END = object()  # in place of an ack: no ack is written from here on
 
@@ -30,35 +33,6 @@ _ACKS_END = object()  # in place of an ack: no ack is written from here on
 def _stopping(failure):
     error = failure.value
     return isinstance(error, StoreRejected) and error.reason == "stopping"
-
-__all__ = ["InboundEntry", "InboundQueue", "make_entry"]
-
-
-class InboundEntry:
-    """One place in a connection's FIFO: the ack to write and the message to route once
-    settled. ``message`` None: an ack alone (a retransmission's, a PUBCOMP), or a message
-    that failed (nothing to route, ever). ``ack`` None: QoS 0, a will, or a message
-    queued here to be routed after this connection's own. ``qos2_id`` is the QoS 2
-    packet id the client is waiting on, or 0."""
-
-    __slots__ = ("ack", "message", "settled", "qos2_id")
-
-    # No __init__: ``InboundQueue.publish`` fills a bare ``InboundEntry()`` in place (a
-    # construction with no Python frame, once per PUBLISH); elsewhere ``make_entry()``.
-
-    def __repr__(self):
-        key = self.message.key if self.message is not None else None
-        return (f"<InboundEntry ack={self.ack!r} message={key} settled={self.settled} "
-                f"qos2_id={self.qos2_id}>")
-
-
-def make_entry(ack, message, settled, qos2_id):
-    entry = InboundEntry()
-    entry.ack = ack
-    entry.message = message
-    entry.settled = settled
-    entry.qos2_id = qos2_id
-    return entry
 
 
 class InboundQueue:

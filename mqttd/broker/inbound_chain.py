@@ -13,7 +13,8 @@ connection received, into the FIFO where the client's routing ends.
 """
 from twisted.logger import Logger
 
-from mqttd.broker.inbound import InboundQueue, make_entry
+from mqttd.broker.inbound import InboundQueue
+from mqttd.broker.inbound_entry import make_entry
 
 __all__ = ["InboundQueues"]
 

@@ -10,7 +10,12 @@ held back: at the address's next line that gets through, or at the end of the wi
 
 Memory is bounded: at most ``max_addresses`` buckets, least recently used first out
 (what an evicted address had held back still reaches the summary). The clock is
-injected; the master's door can use the same object for its own lines.
+injected.
+
+A budget is one process's, and one tier's: the single process's broker shares its own
+with the door; the tree's master keeps one for its door and one for its gate, and each
+worker's broker its own, so one address may log up to (workers + 2) budgets (README,
+"Limits per process in the tree", says why they are not divided).
 """
 from collections import OrderedDict
 

@@ -95,6 +95,8 @@ class Membership:
             if decision.by_auth:
                 connection_log.auth_refused(broker.connection_log, transport,
                                             self.client_id, connect.username, decision.code)
+            else:  # the gate counts its own (edge_gate_refused)
+                broker.metrics.mqtt_connect_refused[decision.reason] += 1
             transport.write(encode(Connack(False, decision.code)))
             refused(decision.reason)
             return
@@ -150,6 +152,7 @@ class Membership:
         ticket, self._ticket = self._ticket, None
         if ticket is not None:
             ticket.release()
+        self._broker.metrics.mqtt_connect_refused[reason] += 1
         if self.trace is not None:
             self.trace.refused(code, reason)
         self._transport.write(encode(Connack(False, code)))

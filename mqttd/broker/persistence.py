@@ -11,7 +11,7 @@ Two implementations, with the same methods:
 
 The broker calls, on the reactor thread: ``load(broker)`` once before it admits a
 client; ``changed(session)`` when a persistent session's state changed (created, came
-or went offline, an ack); ``subscribed(session)`` after a SUBSCRIBE, which returns a
+or went offline, an ack); ``went_offline(session)`` first when its connection ended; ``subscribed(session)`` after a SUBSCRIBE, which returns a
 Deferred fired once the subscription is committed (the SUBACK waits for it, as a
 PUBACK waits for its message's commit) or None; ``removed(session)`` when it ends;
 ``released(session, packet_id, key)`` when a QoS 2 delivery got its PUBREC (the
@@ -31,6 +31,7 @@ import os
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from mqttd.broker.offline_cursors import OfflineCursors
 from mqttd.broker.session import PUBREL_PENDING
 from mqttd.broker.topics import SubscriptionTrie
 from mqttd.store.sessions import InflightRow, SessionSave, SessionsDb, sessions_filename
@@ -53,6 +54,9 @@ class MemoryPersistence:
         return succeed(None)
 
     def changed(self, session):
+        pass
+
+    def went_offline(self, session):
         pass
 
     def subscribed(self, session):
@@ -93,6 +97,8 @@ class SqlitePersistence:
         self._dirty = set()  # persistent sessions to save
         self._removed = set()  # client ids to delete
         self._released = {}  # session -> {packet id: key} of PUBREC'd QoS 2 deliveries
+        self._offline = OfflineCursors()  # offline sessions: cursor floors, keys to look up
+        self._snaps = []  # the running save's OfflineSnap per session (None: online)
         self._waiters = []  # Deferreds of SUBSCRIBEs, fired by the save that holds them
         self._timer = None
         self._saving = False
@@ -114,9 +120,11 @@ class SqlitePersistence:
 
     def _restore(self, loaded):
         broker = self._broker
+        cursors = {stored.client_id: stored.cursor for stored in loaded.sessions}
         for session, released in broker.restore(loaded):
             if released:
                 self._released[session] = released
+            self._offline.restored(session, cursors[session.client_id])
         log.info("restored {retained} retained messages and {sessions} persistent sessions "
                  "({queued} queued messages) from {path}; {expired} expired",
                  retained=len(loaded.retained), sessions=len(loaded.sessions),
@@ -129,6 +137,16 @@ class SqlitePersistence:
         self._dirty.add(session)
         self._schedule(self._interval)
 
+    def went_offline(self, session):
+        """Read the newest rowid now: while ``session`` stays offline its cursor never
+        passes it. Its saves read rowids later, of messages maybe still on their way to
+        it (from another worker, or behind a slow ingest answer); nothing committed
+        after it went offline was delivered to it, so nothing is owed twice."""
+        self._offline.went_offline(session)
+        d = self._db.last_rowid()
+        d.addCallback(lambda rowid: self._offline.floor(session, rowid))
+        d.addErrback(lambda f: log.failure("sessions: reading the newest rowid failed", f))
+
     def subscribed(self, session):
         self._dirty.add(session)
         d = Deferred()
@@ -139,6 +157,7 @@ class SqlitePersistence:
     def removed(self, session):
         self._dirty.discard(session)
         self._released.pop(session, None)
+        self._offline.forget(session)
         self._removed.add(session.client_id)
         self._schedule(self._interval)
 
@@ -195,19 +214,23 @@ class SqlitePersistence:
         broker = self._broker
         dirty, self._dirty = self._dirty, set()
         removed, self._removed = self._removed, set()
+        self._snaps = []
         saves = [self._snapshot(session) for session in dirty
                  if broker.sessions.get(session.client_id) is session]
         self._last = (dirty, removed)
         return self._db.save(last_rowid, saves, sorted(removed), self._clock.seconds())
 
-    def _written(self, _, waiters):
+    def _written(self, cursors, waiters):
         self._saving = False
+        self._offline.written(self._snaps, cursors)
+        self._snaps = []
         for d in waiters:
             d.callback(None)
         self._again(self._interval)
 
     def _failed(self, failure, waiters):
         self._saving = False
+        self._snaps = []  # nothing written: the next save looks every key up again
         log.failure("saving persistent sessions to {path} failed; retrying", failure,
                     path=self._db.path)
         dirty, removed = self._last
@@ -230,6 +253,8 @@ class SqlitePersistence:
         subscriptions = session.subscriptions
         queue = session.queue
         released = self._released.get(session)
+        floor, queued_keys, snap = self._offline.snapshot(session, queue)
+        self._snaps.append(snap)
         rows = []
         inflight = session.inflight
         if inflight:
@@ -249,8 +274,7 @@ class SqlitePersistence:
             session.client_id,
             self._broker.stored_sessions.offline_since(session),
             tuple(subscriptions.items()) if subscriptions else (),
-            tuple(m.key for m, _, retain in queue if not retain) if queue else (),
-            tuple(rows))
+            queued_keys, tuple(rows), floor)
 
 
 def _matcher(subscriptions):

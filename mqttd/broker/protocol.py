@@ -15,11 +15,14 @@ is full, until it drains (``mqttd.broker.pressure``); why it is not reading is i
 (``mqttd.broker.flow``), and its one timer (connect deadline,
 keepalive, close grace) is its ``Liveness`` (``mqttd.broker.liveness``), which does not
 count our own silence against the client. A store failure sends no ack and closes the
-connection, so the device retransmits. What it logs is ``mqttd.broker.connection_log``.
+connection, so the device retransmits. How it closes is ``Closing``
+(``mqttd.broker.closing``); what it logs, ``mqttd.broker.connection_log``.
 """
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
 
 from mqttd.broker import connection_log
+from mqttd.broker.closing import Closing
 from mqttd.broker.flow import (_AUTHENTICATING, _AWAIT_CONNECT, _CLOSED, _CONNECTED,
                                _REFUSED, FlowControl)
 from mqttd.broker.liveness import Liveness
@@ -30,18 +33,10 @@ from mqttd.codec.packets import Connack, Connect, Disconnect, Pingreq, Publish, 
 
 __all__ = ["MQTTServerProtocol", "MQTTServerFactory"]
 
-_CLOSE_GRACE = 10.0
-"""Seconds a connection mqttd closes may take to finish closing before it is aborted: a
-client that never reads its last bytes, or never answers TLS's close_notify, would
-otherwise keep its socket and its max_connections slot."""
+log = Logger()
 
 
-def _has_disconnect(backlog):
-    """Whether packets read but not handled yet (``_backlog``) include a DISCONNECT."""
-    return bool(backlog) and any(type(packet) is Disconnect for packet in backlog)
-
-
-class MQTTServerProtocol(FlowControl, Protocol):
+class MQTTServerProtocol(FlowControl, Closing, Protocol):
     """One MQTT 3.1.1 client connection.
 
     Slotted (the Twisted base classes still allow a ``__dict__``, which stays unused) so
@@ -236,34 +231,15 @@ class MQTTServerProtocol(FlowControl, Protocol):
         """The client id this connection is (or, before CONNACK, asks to be) known as."""
         return self._member.client_id
 
-    def server_stopping(self):
-        """Close for the broker's stop, after its acknowledgements: no will, since the
-        client did nothing wrong and the sink takes nothing more.
+    @property
+    def username(self):
+        """The CONNECT's username (a token user's is the token: never show it whole)."""
+        return self._member.username
 
-        A half-close where the transport has one (TCP): the client reads our last acks,
-        then EOF. A full close with its later PUBLISHes still unread would make the
-        kernel reset the connection, and the client's kernel would then discard the
-        acks it had not read yet. What it still sends is read and dropped until it
-        closes (or the close grace ends)."""
-        half_close = getattr(self.transport, "loseWriteConnection", None)
-        if half_close is None or self._state >= _CLOSED:
-            self._close("server stopping", will=False)
-            return
-        self._shutdown("server stopping", will=False)
-        self._reading.read_to_close()
-        if self._producer_registered:
-            self._producer_registered = False
-            self.transport.unregisterProducer()
-        half_close()
-        self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
-
-    def take_over(self):
-        """Another connection claimed this client id [MQTT-3.1.4-2]; close abnormally."""
-        self._close("takeover")
-
-    def kicked(self, reason):
-        """The gate refuses this client now (``Broker.kick``); close abnormally."""
-        self._close("kicked", detail=reason)
+    @property
+    def account(self):
+        """The account the connection's decision named (its namespace), or None."""
+        return self._member.account
 
     # -- keepalive and idle timeout ----------------------------------------------------
 
@@ -346,40 +322,6 @@ class MQTTServerProtocol(FlowControl, Protocol):
 
     def _on_disconnect(self, packet):
         self._close("client disconnect", will=False)  # [MQTT-3.1.2-10]
-
-    # -- closing -----------------------------------------------------------------------
-
-    def _close(self, reason, abort=False, will=True, detail=None):
-        """Close this connection (and only this one) for ``reason``, once."""
-        if self._state >= _CLOSED:
-            return
-        self._shutdown(reason, will, detail)
-        if abort:
-            self.transport.abortConnection()
-        else:
-            self._reading.read_to_close()
-            # A transport with a registered producer closes only once it is unregistered.
-            if self._producer_registered:
-                self._producer_registered = False
-                self.transport.unregisterProducer()
-            self.transport.loseConnection()
-            # The keepalive timer's slot (cancelled by _shutdown); connectionLost cancels it.
-            self._liveness.grace(_CLOSE_GRACE, self.transport.abortConnection)
-
-    def _shutdown(self, reason, will=True, detail=None):
-        """Leave the broker: drop pending acks, detach the session, publish the will."""
-        state = self._state
-        self._state = _CLOSED
-        self._reading.closed()
-        self._liveness.cancel()
-        # [MQTT-3.1.2-10] no will on DISCONNECT, also one read but still waiting behind
-        # a paused publish (a takeover or the ack deadline closes us first).
-        will = will and state == _CONNECTED and not _has_disconnect(self._backlog)
-        inbound = self.inbound
-        if inbound is not None:
-            inbound.close()  # the FIFO stays until the store settles it
-        self._member.leave(self, inbound, reason, detail, will)
-
 
 # The connection's own packets; the others are its session's (SESSION_PACKETS).
 _HANDLERS = {

@@ -10,9 +10,17 @@ rules (``mqttd.broker.acl``) judge the topic in the client's own view.
 What is refused is counted (``mqtt_namespace_denied`` or ``mqtt_acl_denied``, by
 action) and logged with client id, address, account and topic through the per-address
 log budget.
+
+SIGHUP may bring new ACL rules (``Tenancy.reload``): every live connection's rules are
+made again for its names, so its next PUBLISH and SUBSCRIBE meet the new ones (the
+tenancy keeps a weak reference to each connection's ClientTopics: a connection that is
+gone is not kept for it). Subscriptions granted before stay: the rules judge a filter
+when it is subscribed to, as EMQX's authorization does.
 The caller obeys: a publish (or a will) refused closes the MQTT 3.1.1 connection
 without an ack (the protocol has no negative PUBACK), a subscription gets 0x80.
 """
+import weakref
+
 from twisted.logger import Logger
 
 from mqttd.broker.connection_log import peer
@@ -33,14 +41,18 @@ class ClientTopics:
     ``publish`` and ``subscribe`` answer the topic as the broker holds it (mounted), or
     None if it is refused; ``refusal`` then says by what (NAMESPACE or ACL)."""
 
-    __slots__ = ("account", "policed", "_mount", "_acl")
+    __slots__ = ("account", "policed", "_mount", "_acl", "__weakref__")
 
     def __init__(self, account, acl):
         self.account = account
         self._mount = mount_of(account)
+        self.rules(acl)
+
+    def rules(self, acl):
+        """Judge by ``acl`` (a ClientAcl or None) from now on."""
         self._acl = acl
         # False: a topic without a "$" is this client's as it is (no account, no rules).
-        self.policed = account is not None or acl is not None
+        self.policed = self.account is not None or acl is not None
 
     def _outside(self, topic):
         if self._mount:
@@ -77,17 +89,34 @@ class ClientTopics:
 class Tenancy:
     """The broker's rules for every connection: ``acl`` is an AclRules, or None."""
 
-    __slots__ = ("_acl", "_metrics", "_log_limit")
+    __slots__ = ("_acl", "_metrics", "_log_limit", "_live")
 
     def __init__(self, acl, metrics, log_limit):
         self._acl = acl
         self._metrics = metrics
         self._log_limit = log_limit
+        self._live = weakref.WeakKeyDictionary()  # ClientTopics -> (client id, username)
 
     def for_client(self, client_id, username, account):
+        topics = ClientTopics(account, self._client_acl(client_id, username, account))
+        self._live[topics] = (client_id, username)
+        return topics
+
+    def _client_acl(self, client_id, username, account):
         acl = self._acl
-        rules = None if acl is None else acl.for_client(client_id, username, account)
-        return ClientTopics(account, rules)
+        return None if acl is None else acl.for_client(client_id, username, account)
+
+    def reload(self, acl):
+        """New rules (an AclRules, or None) for every connection, the live ones too;
+        returns how many live ones were judged again."""
+        self._acl = acl
+        live = list(self._live.items())
+        for topics, (client_id, username) in live:
+            topics.rules(self._client_acl(client_id, username, topics.account))
+        self._metrics.mqtt_acl_reloads += 1
+        log.info("ACL reloaded: {rules} rules (auth.acl), {live} live connections judged "
+                 "by them from now on", rules=0 if acl is None else len(acl), live=len(live))
+        return len(live)
 
     def refused(self, topics, transport, client_id, action, topic):
         """Count and log that ``topics`` (a ClientTopics) refused ``topic`` for

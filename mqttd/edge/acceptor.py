@@ -4,7 +4,7 @@ A refused socket costs one accept and one close: no Twisted transport, no protoc
 read. It is closed with SO_LINGER 0, a reset, so a flood of refused connects leaves no
 TIME_WAIT behind on the appliance. An admitted socket goes, still unread, to
 ``on_admitted(sock, host)``; from then on the caller owns it and must tell the door
-when it closes.
+when it closes (``door.release(host, key)``: admitted on the listener ``key``).
 """
 import errno
 import socket
@@ -110,7 +110,7 @@ class RawAcceptor:
                     continue  # that one connection went before we took it
                 raise
             host = address[0] if self._inet else None
-            refusal = door.admit(host)
+            refusal = door.admit(host, self.key)
             if self._on_accept is not None:
                 self._on_accept(address, refusal)
             if refusal is not None:

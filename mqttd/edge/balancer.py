@@ -7,9 +7,9 @@ second-best slot), and when it comes back exactly those ids go back to it — un
 ``hash(id) % n``, which would move almost every id whenever n changes.
 
 ``home(client_id)`` is the slot an id belongs to among every configured slot, live or
-not; ``pick(client_id)`` the best live one. The master uses the difference: a client
-whose home is restarting may wait for it (its persistent session lives there) or go to
-``pick`` (and be taken over from there when it comes home).
+not; ``pick(client_id)`` the best live one. ``route`` uses the difference for the
+master: a client whose home is restarting may wait for it (its persistent session lives
+there) or go to ``pick`` (and be taken over from there when it comes home).
 
 A client with an empty client id has no session to find again: it goes to the
 least-loaded live worker instead (loads counted by the master: hand-offs minus closes).
@@ -70,6 +70,22 @@ class Balancer:
         if not client_id:
             return min(self._loads, key=lambda slot: (self._loads[slot], slot))
         return _best(self._loads, client_id)
+
+    def route(self, client_id, clean_session, starting=False, waited=False):
+        """The live slot to hand a CONNECT to now, or None: it waits (its master's call).
+
+        A client goes home when home is up. While the tree starts (``starting``), every
+        client waits for its home. A persistent session waits for its home while it
+        restarts: its session lives there. A clean one takes the best live worker at
+        once, and is taken over from there if it comes back home before it goes. Past
+        the wait (``waited``), any live worker.
+        """
+        home = self.home(client_id)
+        if home is not None and home in self._loads:
+            return home
+        if not waited and (starting or (home is not None and not clean_session)):
+            return None
+        return self.pick(client_id)
 
     def opened(self, slot):
         if slot in self._loads:

@@ -83,16 +83,19 @@ class PendingConnect:
     ``on_connect(pending, connect)`` once its CONNECT is whole (then the caller owns the
     socket: ``pending.sock``, ``pending.preread``); ``on_closed(pending, reason)`` when it
     is closed here instead (silent, gone, malformed). ``peer`` is None: the worker reads
-    the peer's address from the socket itself.
+    the peer's address from the socket itself. ``listener``: the key of the listener
+    that accepted it, for the door's release.
     """
 
     peer = None
 
-    def __init__(self, reactor, sock, host, limits, on_connect, on_closed, budget=None):
+    def __init__(self, reactor, sock, host, limits, on_connect, on_closed, budget=None,
+                 listener=None):
         self._reactor = reactor
         self.sock = sock
         self._fd = sock.fileno()
         self.host = host
+        self.listener = listener
         self._connect = ConnectBuffer(limits, budget, self)
         self._on_connect = on_connect
         self._on_closed = on_closed

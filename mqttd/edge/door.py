@@ -14,7 +14,9 @@ checks, in order (the first that says no is the ``Refusal``):
    bucket with ``limits.conn_rate_burst`` (``mqttd.edge.bucket``).
 
 A unix-socket peer (no address) meets only the global cap. Admitted means counted: the
-caller calls ``release(host)`` once when that connection closes. Each refusal is counted
+caller calls ``release(host)`` once when that connection closes (with the ``listener``
+it was admitted on, ``server.listen[i]``, which is counted apart:
+``edge_connections_open_by_listener``). Each refusal is counted
 in ``metrics.edge_refused`` under the key that refused it, and logged through the
 per-address ``LogRateLimit`` it is given, so a flood cannot flood the journal.
 
@@ -87,7 +89,8 @@ class Door:
     ``max_conn_per_ip``, ``max_conn_rate_per_ip``, ``conn_rate_burst``, ``allowlist``,
     ``banned``); ``max_connections`` the global cap (``broker.max_connections``);
     ``metrics`` the process's Metrics; ``log_rate`` a ``LogRateLimit`` (the broker's own
-    ``connection_log`` in one process, so an address has one budget of lines);
+    ``connection_log`` in one process, so the door and the broker share a budget of
+    lines per address; the master's own in the tree);
     ``bans`` the gate's ``BanList`` (anything with ``ip_banned(host)``), or None.
     """
 
@@ -102,7 +105,13 @@ class Door:
         self._idle = OrderedDict()  # the _Address-es with none open, oldest first
         self._open = 0
         self._max_connections = None
+        self._watch = None  # watch(address key) of every peer at accept (``watch``)
         self.reload(limits, max_connections)
+
+    def watch(self, seen):
+        """Call ``seen(address key)`` for every socket with an address at accept, let in
+        or not (``mqttd.manage.connect_rates``: who connects how often)."""
+        self._watch = seen
 
     # -- configuration -----------------------------------------------------------------
 
@@ -137,12 +146,15 @@ class Door:
 
     # -- the two calls -----------------------------------------------------------------
 
-    def admit(self, host):
+    def admit(self, host, listener=None):
         """None to let the socket from ``host`` (its peer IP; None or "" for a unix
-        socket) in, counted until ``release(host)``; else the ``Refusal``."""
+        socket) in, counted until ``release(host, listener)``; else the ``Refusal``.
+        ``listener``: the key of the listener that accepted it, if it is to be counted."""
         key = number = None
         if host:
             key = address_key(host)
+            if self._watch is not None:
+                self._watch(key)
             if self._parse:
                 number = peer_number(key)
                 if number in self._banned:
@@ -175,10 +187,14 @@ class Door:
         metrics = self._metrics
         metrics.edge_admitted += 1
         metrics.edge_connections_open += 1
+        if listener is not None:
+            metrics.edge_admitted_by_listener[listener] += 1
+            metrics.edge_connections_open_by_listener[listener] += 1
         return None
 
-    def release(self, host):
-        """The connection ``admit(host)`` let in has closed (call once per admission)."""
+    def release(self, host, listener=None):
+        """The connection ``admit(host, listener)`` let in has closed (call once per
+        admission)."""
         if host:
             key = address_key(host)
             entry = self._addresses.get(key)
@@ -196,6 +212,8 @@ class Door:
             raise ValueError("release() without a connection admitted")
         self._open -= 1
         self._metrics.edge_connections_open -= 1
+        if listener is not None:
+            self._metrics.edge_connections_open_by_listener[listener] -= 1
 
     # -- what the door holds -----------------------------------------------------------
 
@@ -208,6 +226,10 @@ class Door:
         """Connections admitted from ``host`` and not yet released."""
         entry = self._addresses.get(address_key(host))
         return 0 if entry is None else entry.open
+
+    def open_counts(self):
+        """{address: connections open} of every address with one open now."""
+        return {key: entry.open for key, entry in self._addresses.items() if entry.open}
 
     def __len__(self):
         """Addresses the door holds state for (see the module on how they are bounded)."""

@@ -15,6 +15,11 @@ Memory is bounded in bytes: a key holds at most ``max_count`` timestamps, and at
 ``MAX_TRACKED_BYTES / (KEY_COST + 32 * max_count)`` keys are tracked (about 46,000 at
 the default 15), the least recently seen first out; a key whose newest disconnect is
 older than the window is as good as new and goes first.
+
+SIGHUP may bring a new ``[flapping_detect]`` (``reconfigure``): it applies from the next
+disconnect on. The keys of a kind no longer counted are forgotten (all of them when
+disabled); a new ``max_count`` keeps each key's newest disconnects (up to it). Bans already made stay until they lift (``mqttd
+bans rm`` lifts one early).
 """
 from collections import OrderedDict, deque
 
@@ -39,33 +44,67 @@ class FlappingDetector:
     def __init__(self, clock, config, on_ban, metrics, log_rate,
                  max_tracked_bytes=MAX_TRACKED_BYTES):
         self._clock = clock
-        self._config = config
         self._on_ban = on_ban
         self._metrics = metrics
         self._log_rate = log_rate
-        self._max_keys = max(1, max_tracked_bytes // (KEY_COST + 32 * config.max_count))
+        self._max_tracked_bytes = max_tracked_bytes
         self._windows = OrderedDict()  # (kind, value) -> deque of times, least recent first
+        self.reconfigure(config)
+
+    def reconfigure(self, config):
+        """Count by ``config`` (``[flapping_detect]``) from the next disconnect on."""
+        windows = self._windows
+        counted = {"clientid": config.enable, "username": config.enable and config.by_username,
+                   "ip": config.enable and config.by_ip}
+        for key in list(windows):  # (a key's deque holds max_count times at most)
+            if not counted[key[0]]:
+                del windows[key]
+            elif windows[key].maxlen != config.max_count:
+                windows[key] = deque(windows[key], maxlen=config.max_count)
+        self._config = config
+        self._max_keys = max(1, self._max_tracked_bytes // (KEY_COST + 32 * config.max_count))
+        while len(windows) > self._max_keys:
+            windows.popitem(last=False)
 
     def __len__(self):
         """Keys tracked now."""
         return len(self._windows)
 
+    def busiest(self, limit):
+        """The ``limit`` keys with the most disconnects within the window now, most
+        first: [(kind, value, disconnects, newest)] (the report's flapping clients)."""
+        now = self._clock.seconds()
+        window_time = self._config.window_time
+        counts = []
+        for (kind, value), times in self._windows.items():
+            recent = sum(1 for at in times if now - at <= window_time)
+            if recent:
+                counts.append((kind, value, recent, times[-1]))
+        counts.sort(key=lambda entry: (-entry[2], -entry[3]))
+        return counts[:limit]
+
     def disconnected(self, client_id, username_key=None, host=None):
         """One connection ended: count it for its client id, and for its username
         (``username_key``: a token user's token hash) and peer address when enabled."""
+        now = self._clock.seconds()
+        for key in self.keys(client_id, username_key, host):
+            self.count(key, now, client_id, host)
+
+    def keys(self, client_id, username_key=None, host=None):
+        """The (kind, value) keys one disconnect counts for (none while disabled): the
+        cluster's detector counts the same keys in Redis."""
         config = self._config
         if not config.enable:
-            return
+            return []
         keys = [("clientid", client_id)]
         if config.by_username and username_key is not None:
             keys.append(("username", username_key))
         if config.by_ip and host:
             keys.append(("ip", host))
-        now = self._clock.seconds()
-        for key in keys:
-            self._count(key, now, client_id, host)
+        return keys
 
-    def _count(self, key, now, client_id, host):
+    def count(self, key, now, client_id, host):
+        """Count one disconnect of ``key`` at ``now`` here; ``flapped`` at the threshold."""
         config = self._config
         windows = self._windows
         times = windows.get(key)
@@ -78,6 +117,12 @@ class FlappingDetector:
         if len(times) < config.max_count or now - times[0] > config.window_time:
             return
         del windows[key]
+        self.flapped(key, now, client_id, host)
+
+    def flapped(self, key, now, client_id, host):
+        """``key`` reached ``max_count`` disconnects within the window: ban it (or, with
+        ``dry_run``, say it would), counted and logged."""
+        config = self._config
         kind, value = key
         reason = (f"{config.max_count} disconnects within {config.window_time:g} s "
                   "(flapping_detect)")

@@ -14,7 +14,8 @@ Deferred ``AuthResult`` and never fails. In order, the first that says no is the
    revoked", "account inactive"; with ``auth.require_password`` the password must be
    the token too → else 0x04 "bad credentials"; a store that fails → 0x03 "auth
    unavailable" (logged with its traceback);
-5. the account's quota (``LiveTickets``: distinct client ids) → 0x05 "quota";
+5. the account's quota (``LiveTickets``: distinct client ids; across nodes, Redis'
+   count, ``mqttd.cluster.seats``) → 0x05 "quota";
 6. accepted: ``AuthResult(0, account, ticket)``.
 
 Every refusal is counted in ``edge_gate_refused`` by its reason and logged (within the
@@ -22,11 +23,19 @@ peer's ``LogRateLimit`` budget) with the client id, the peer, the token's prefix
 the token) and the limit. The ticket's release feeds the flapping detector, whose bans
 go into force here at once, to the store, and kick the live connections they match
 (``kick(client_id, reason, account)``, given by the owner). ``GateSync`` applies the
-store's changes (``reloading``, ``reload_bans``, ``recheck``).
+store's changes (``forget_tokens``, ``reloading_bans``, ``reload_bans``, ``recheck``).
+
+SIGHUP brings new ``[auth]`` and ``[flapping_detect]`` (``reloading``): the next CONNECT
+meets the new static users, anonymous rule, ``require_password`` and rate, the next
+disconnect the new flapping rules. Live connections stay, but for those the new rules
+no longer let in, which are kicked as mosquitto's reload does: an anonymous client once
+``allow_anonymous`` is off ("anonymous off"), a static user removed or whose password
+or account changed ("user changed"). A token user's password is not kept, so a new
+``require_password`` applies from its next CONNECT.
 """
 import hmac
 
-from twisted.internet.defer import maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from mqttd.broker.admission import AuthResult
@@ -61,23 +70,33 @@ class Gate:
     duck-typed); ``store`` a GateStore (``lookup_token``, ``add_ban``; ``GateSync`` uses
     the rest); ``log_rate`` the process's per-address ``LogRateLimit``; ``kick`` a
     callable ``kick(client_id, reason, account)`` that closes that client's live
-    connection (None: nothing is kicked)."""
+    connection (None: nothing is kicked). ``shared`` makes the tickets and the flapping
+    detector when several nodes share them (``mqttd.cluster.state.ClusterState``:
+    ``tickets(metrics, on_released)``, ``flapping(clock, config, on_ban, metrics,
+    log_rate)``); None: this node's memory alone."""
 
     def __init__(self, clock, auth_config, flapping_config, store, metrics, log_rate,
-                 kick=None):
+                 kick=None, shared=None):
         self._store = store
         self._metrics = metrics
         self._log_rate = log_rate
         self.kick = kick
         self._static = StaticAuthenticator(auth_config)
-        self._static_users = frozenset(user.username for user in auth_config.users)
+        self._users = _users(auth_config)  # username -> User, to tell which changed
+        self._static_users = frozenset(self._users)
         self._require_password = auth_config.require_password
         self.bans = BanList(clock, metrics)
-        self.tickets = LiveTickets(metrics, self._released)
         self._tokens = TokenCache(clock, store, metrics, auth_config.token_cache_size,
                                   auth_config.negative_cache_ttl)
         self._rate = TokenRate(clock, auth_config.rate_per_token, auth_config.rate_burst)
-        self._flapping = FlappingDetector(clock, flapping_config, self.ban, metrics, log_rate)
+        if shared is None:
+            self.tickets = LiveTickets(metrics, self._released)
+            self._flapping = FlappingDetector(clock, flapping_config, self.ban, metrics,
+                                              log_rate)
+        else:
+            self.tickets = shared.tickets(metrics, self._released)
+            self._flapping = shared.flapping(clock, flapping_config, self.ban, metrics,
+                                             log_rate)
 
     # -- the question ----------------------------------------------------------------------
 
@@ -90,7 +109,7 @@ class Gate:
         if refused is not None:
             return succeed(refused)
         if username is None or username in self._static_users:
-            return succeed(self._static_check(client_id, username, password, host))
+            return maybeDeferred(self._static_check, client_id, username, password, host)
         key = token_hash(username)
         prefix = token_prefix(username)
         who = f"token {prefix}"
@@ -123,8 +142,10 @@ class Gate:
             return self._refuse(code, reason, client_id, host,
                                 _who(username, self._static_users), limit)
         account = self._static.account_of(username)  # auth.users' account, if any
-        return self._accept(method, self.tickets.issue(client_id, username, host, account),
-                            account)
+        ticket = self.tickets.issue(client_id, username, host, account)
+        if isinstance(ticket, Deferred):  # its id's seat asked for in the cluster: after it
+            return ticket.addCallback(lambda issued: self._accept(method, issued, account))
+        return self._accept(method, ticket, account)
 
     def _judge(self, record, client_id, token, key, prefix, password, host):
         refused = self._banned(client_id, token, host)  # a ban made while we looked
@@ -140,6 +161,11 @@ class Gate:
                                 who, "auth.require_password")
         ticket = self.tickets.issue(client_id, token, host, record.account, token, key,
                                     prefix, record.max_connections)
+        if isinstance(ticket, Deferred):  # the cluster's count asked (mqttd.cluster)
+            return ticket.addCallback(self._seated, record, client_id, host, who)
+        return self._seated(ticket, record, client_id, host, who)
+
+    def _seated(self, ticket, record, client_id, host, who):
         if ticket is None:
             return self._refuse(CONNACK_NOT_AUTHORIZED, "quota", client_id, host, who,
                                 f"max_connections {record.max_connections} of account "
@@ -181,33 +207,82 @@ class Gate:
         log.failure("ban of {kind} {value} not stored (in force here until {until})",
                     failure, kind=record.kind, value=record.value, until=record.until)
 
+    def kick_client(self, client_id, reason, account=None, any_account=False):
+        """Close the live connection of ``client_id`` in ``account`` (or in every
+        account that has one: ``any_account``), as a ban would: the operator's kick.
+        The tickets kicked (none: no such connection, or it is closing already)."""
+        kicked = []
+        for ticket in self.tickets:
+            if ticket.client_id == client_id and (any_account or ticket.account == account):
+                if self._kick(ticket, reason):
+                    kicked.append(ticket)
+        return kicked
+
+    def flapping_now(self, limit):
+        """The flapping detector's ``busiest(limit)``: who reconnects the most now."""
+        return self._flapping.busiest(limit)
+
     def _kick_banned(self):
         for ticket in self.tickets:
             if self.bans.match(ticket.client_id, ticket.username, ticket.host) is not None:
                 self._kick(ticket, "banned")
 
     def _kick(self, ticket, reason):
+        """Ask the owner to close ``ticket``'s connection (once); True if asked now."""
         if self.kick is None or ticket.kicked or ticket.released:
-            return
+            return False
         ticket.kicked = True
         self._metrics.edge_gate_kicked[reason] += 1
         peer = ticket.host or "unix socket"
         if self._log_rate.allow(peer):
             log.info("kicking {client_id} from {peer}: {reason} ({who})",
                      client_id=ticket.client_id, peer=peer, reason=reason,
-                     who=_who(ticket.username, self._static_users))
+                     who=_ticket_who(ticket))
         self.kick(ticket.client_id, reason, ticket.account)
+        return True
 
     def _released(self, ticket):
         username_key = ticket.token_hash if ticket.token is not None else ticket.username
         self._flapping.disconnected(ticket.client_id, username_key, ticket.host)
 
+    # -- SIGHUP ----------------------------------------------------------------------------
+
+    def reloading(self, auth_config, flapping_config):
+        """New ``[auth]`` and ``[flapping_detect]`` (as ``load_config`` checked them), the
+        static users built now and nothing changed yet; call the answer to put them in
+        force (see the module)."""
+        static = StaticAuthenticator(auth_config)
+        users = _users(auth_config)
+
+        def apply():
+            before = self._users
+            self._static, self._users = static, users
+            self._static_users = frozenset(users)
+            self._require_password = auth_config.require_password
+            self._rate.reconfigure(auth_config.rate_per_token, auth_config.rate_burst)
+            self._flapping.reconfigure(flapping_config)
+            self._kick_static(before, auth_config.allow_anonymous)
+        return apply
+
+    def _kick_static(self, before, allow_anonymous):
+        """Kick the anonymous clients and static users the new rules refuse."""
+        for ticket in self.tickets:
+            if ticket.token is not None:
+                continue
+            if ticket.username is None:
+                if not allow_anonymous:
+                    self._kick(ticket, "anonymous off")
+            elif self._users.get(ticket.username) != before.get(ticket.username):
+                self._kick(ticket, "user changed")
+
     # -- the store's changes (GateSync) --------------------------------------------------
 
-    def reloading(self):
-        """Accounts, tokens or bans changed: forget the tokens; the mark for
-        ``reload_bans``."""
+    def forget_tokens(self):
+        """Accounts or tokens changed: forget the cached tokens, known and unknown."""
         self._tokens.clear()
+
+    def reloading_bans(self):
+        """Bans changed: the mark for ``reload_bans`` (read the store's after it)."""
         return self.bans.loading()
 
     def reload_bans(self, records, mark):
@@ -219,7 +294,8 @@ class Gate:
 
     def recheck(self, records):
         """Kick every live connection now refused: banned, or its token (``records``:
-        {token: TokenRecord or None}) gone, revoked or its account inactive."""
+        {token: TokenRecord or None}, looked up again after accounts or tokens
+        changed; empty after bans alone changed) gone, revoked or its account inactive."""
         for ticket in self.tickets:
             if self.bans.match(ticket.client_id, ticket.username, ticket.host) is not None:
                 self._kick(ticket, "banned")
@@ -231,6 +307,10 @@ class Gate:
     def prune(self):
         """Drop the bans that lifted (the gauge follows)."""
         self.bans.prune()
+
+
+def _users(auth_config):
+    return {user.username: user for user in auth_config.users}
 
 
 def _refusal(record):
@@ -251,6 +331,14 @@ def _same_token(password, token):
     if isinstance(password, str):
         password = password.encode("utf-8")
     return hmac.compare_digest(password, token.encode("utf-8"))
+
+
+def _ticket_who(ticket):
+    """``_who`` for a live connection, by what it authenticated as (the static users
+    may have changed since)."""
+    if ticket.token is not None:
+        return f"token {ticket.prefix}"
+    return "anonymous" if ticket.username is None else f"user {ticket.username}"
 
 
 def _who(username, static_users):

@@ -54,12 +54,13 @@ def is_tls(endpoint):
 class _Released:
     """An admitted connection's protocol as its transport sees it (see the module)."""
 
-    __slots__ = ("_protocol", "_door", "_host")
+    __slots__ = ("_protocol", "_door", "_host", "_listener")
 
-    def __init__(self, protocol, door, host):
+    def __init__(self, protocol, door, host, listener=None):
         self._protocol = protocol
         self._door = door
         self._host = host
+        self._listener = listener
 
     def makeConnection(self, transport):
         self._protocol.makeConnection(transport)
@@ -73,7 +74,7 @@ class _Released:
             self._protocol.connectionLost(reason)
         finally:
             if door is not None:
-                door.release(self._host)
+                door.release(self._host, self._listener)
 
     def logPrefix(self):
         """The real protocol's, for the transport's log lines."""
@@ -88,8 +89,8 @@ class _ReleasedTLS(_Released):
 
     __slots__ = ("_watch", "_accepted_at", "_handshake_done")
 
-    def __init__(self, protocol, door, host, watch):
-        super().__init__(protocol, door, host)
+    def __init__(self, protocol, door, host, watch, listener=None):
+        super().__init__(protocol, door, host, listener)
         self._watch = watch
         self._accepted_at = watch.accepted()
         self._handshake_done = False
@@ -121,17 +122,20 @@ class DoorFactory(ServerFactory):
     ``close_at_accept``: the port calls this factory itself (``closes_at_accept``), so a
     refused socket is closed by returning None; else it gets an aborting protocol.
     ``handshakes``: behind TLS, the listener's ``HandshakeWatch`` (see the module).
+    ``listener``: its key (``server.listen[i]``), for the door's count by listener.
     ``on_refused(addr, refusal)``: told of each refusal (the per-client trace), if given.
     """
 
     noisy = False
 
-    def __init__(self, door, factory, close_at_accept=True, handshakes=None, on_refused=None):
+    def __init__(self, door, factory, close_at_accept=True, handshakes=None, listener=None,
+                 on_refused=None):
         self.door = door
         self.factory = factory
         self._close_at_accept = close_at_accept
         self._handshakes = handshakes
         self._on_refused = on_refused
+        self._listener = listener
 
     def doStart(self):
         self.factory.doStart()
@@ -146,7 +150,8 @@ class DoorFactory(ServerFactory):
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)  # a unix socket's peer has none
-        refusal = self.door.admit(host)
+        listener = self._listener
+        refusal = self.door.admit(host, listener)
         if refusal is not None:
             if self._on_refused is not None:
                 self._on_refused(addr, refusal)
@@ -154,11 +159,11 @@ class DoorFactory(ServerFactory):
         try:
             protocol = self.factory.buildProtocol(addr)
         except BaseException:
-            self.door.release(host)
+            self.door.release(host, listener)
             raise
         if protocol is None:
-            self.door.release(host)
+            self.door.release(host, listener)
             return None
         if self._handshakes is not None:
-            return _ReleasedTLS(protocol, self.door, host, self._handshakes)
-        return _Released(protocol, self.door, host)
+            return _ReleasedTLS(protocol, self.door, host, self._handshakes, listener)
+        return _Released(protocol, self.door, host, listener)

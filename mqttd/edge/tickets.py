@@ -57,11 +57,13 @@ class Ticket:
 
 class LiveTickets:
     """The live tickets and the account seats; ``on_released(ticket)`` after each
-    release (the flapping detector's feed)."""
+    release (the flapping detector's feed); ``on_unseated(account)`` (optional) when a
+    client id gives back its account's seat (the cluster's count follows)."""
 
-    def __init__(self, metrics, on_released):
+    def __init__(self, metrics, on_released, on_unseated=None):
         self._metrics = metrics
         self._on_released = on_released
+        self._on_unseated = on_unseated
         self._by_client = {}  # session key -> its newest live Ticket
         self._seats = {}  # account -> {client id: live tickets of that id}
 
@@ -100,6 +102,14 @@ class LiveTickets:
         """Distinct client ids of ``account`` connected now."""
         return len(self._seats.get(account, ()))
 
+    def seated(self, account, client_id):
+        """Whether ``client_id`` holds a seat of ``account`` now (a takeover keeps it)."""
+        return client_id in self._seats.get(account, ())
+
+    def seat_counts(self):
+        """{account: distinct client ids connected} of every account with a seat taken."""
+        return {account: len(seats) for account, seats in self._seats.items()}
+
     def tokens(self):
         """The tokens of the live token users, for looking them up again."""
         return {ticket.token for ticket in self._by_client.values() if ticket.token is not None}
@@ -115,6 +125,8 @@ class LiveTickets:
                 del seats[ticket.client_id]
                 if not seats:
                     del self._seats[account]
+                if self._on_unseated is not None:
+                    self._on_unseated(account)
         key = session_key(account, ticket.client_id)
         if self._by_client.get(key) is ticket:
             del self._by_client[key]

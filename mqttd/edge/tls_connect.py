@@ -51,11 +51,12 @@ class PendingTLSConnect(Protocol):
     """
 
     def __init__(self, reactor, context, sock, host, limits, on_connect, on_closed,
-                 budget=None, failures=None):
+                 budget=None, failures=None, listener=None):
         self._reactor = reactor
         self._context = context
         self._accepted = sock
         self.host = host
+        self.listener = listener  # its listener's key, for the door's release
         self.peer = None  # (host, port) of the client, for the worker
         self.sock = None  # the worker's end of the socketpair, from on_connect on
         self.preread = b""

@@ -5,9 +5,10 @@ A storm of CONNECTs with bad tokens must not become a storm of SQLite reads: an 
 token is remembered for ``negative_ttl`` seconds (``is_unknown``), and attempts that
 arrive while its lookup is in flight wait for that one lookup instead of starting their
 own. Known tokens (active or not) are kept, up to ``size`` of them, least recently used
-first out. ``clear()`` (after any change of accounts or tokens) forgets both; a lookup
-that was in flight across a clear may have read the old rows, so it is made again for
-whoever waits on it (a change a second at most, so this ends).
+first out. ``clear()`` (after any change of accounts or tokens; a ban is no such
+change) forgets both; a lookup that was in flight across a clear may have read the old
+rows, so it is made again for whoever waits on it (a change a second at most, so this
+ends).
 
 Keys are token hashes (64 characters), values ``TokenRecord``s or expiry times, so memory
 is bounded in bytes: about 400 bytes a known token (40 MB at the default 100,000), 150

@@ -11,6 +11,10 @@ memory is bounded in bytes: at most ``max_tokens`` buckets (about 250 bytes each
 at the default 100,000), least recently used first out, and a bucket that refilled is
 forgotten first (it is as good as a new one). An evicted bucket comes back full, which
 only a storm of ``max_tokens`` other tokens in between earns.
+
+SIGHUP may change the rate and the burst (``reconfigure``): every bucket keeps what it
+had, capped to the new burst at its next use (as the door's per-address buckets are),
+so a lower limit holds from the next attempt on.
 """
 from collections import OrderedDict
 
@@ -26,9 +30,16 @@ class TokenRate:
     on now. ``rate`` 0: every attempt may."""
 
     def __init__(self, clock, rate, burst, max_tokens=MAX_RATE_TOKENS):
-        self._buckets = TokenBuckets(clock, rate, burst) if rate > 0 else None
+        self._clock = clock
         self._max_tokens = max_tokens
         self._by_key = OrderedDict()  # token hash -> TokenBucket, least recently used first
+        self.reconfigure(rate, burst)
+
+    def reconfigure(self, rate, burst):
+        """``rate`` a second (0: off) and ``burst`` from the next attempt on."""
+        self._buckets = TokenBuckets(self._clock, rate, burst) if rate > 0 else None
+        if self._buckets is None:
+            self._by_key.clear()
 
     def __len__(self):
         return len(self._by_key)

@@ -42,6 +42,7 @@ from mqttd.ingest.batching import WaitingMessages
 from mqttd.ingest.linger import Linger
 from mqttd.ingest.overload import PendingBudget
 from mqttd.ingest.poster import Refused, WebhookPoster, describe
+from mqttd.ingest.request_stats import RequestStats
 from mqttd.ingest.wire import WireError, decode_result
 from mqttd.metrics import Metrics
 from mqttd.store.sink import ISubmittingMessageSink, StoreRejected
@@ -79,6 +80,8 @@ class WebhookSink:
         self._budget = PendingBudget(clock, config.max_pending, config.max_pending_bytes,
                                      self.metrics)
         self.pressure = self._budget.pressure
+        # Per request: outcome, latency, retries by cause, the pool in use.
+        self._stats = RequestStats(clock, self.metrics, config.pool_size)
         self._linger = Linger(clock, config.linger, config.batch_delay, self._restart_timer)
         self._linger.forget(_fire_deferreds)  # store()'s Deferreds: no connection behind them
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
@@ -237,23 +240,27 @@ class WebhookSink:
     def _send(self, batch, left):
         """POST ``batch``; ``left`` (> 0) is the time to its deadline."""
         self._busy += 1
+        started = self._stats.sent()
         d = self._poster.post(batch.body)
         # A hung request must not outlive the batch's deadline: the client is owed an
         # answer (its connection closed, unacknowledged) by ack_timeout, not later.
         d.addTimeout(min(self._config.request_timeout, left), self._clock)
-        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch, started),
+                       errbackArgs=(batch, started))
         d.addErrback(self._bug, batch)
 
-    def _committed(self, body, batch):
+    def _committed(self, body, batch, started):
         self._busy -= 1
         n = len(batch.messages)
         try:
             result = decode_result(body, n)
         except WireError as e:
+            self._stats.answered(started, "bad response")
             # Not one message of the batch is acknowledged: the answer may be hiding a
             # partial rejection (mqttd.ingest.wire.decode_result).
             self._reject(batch, "bad response", detail=str(e))
         else:
+            self._stats.answered(started, "committed")
             metrics = self.metrics
             metrics.webhook_committed += n
             self._budget.release(n, batch.held)
@@ -264,9 +271,11 @@ class WebhookSink:
             self._budget.check_drained()
         self._kick()
 
-    def _failed(self, failure, batch):
+    def _failed(self, failure, batch, started):
         self._busy -= 1
         error = failure.value
+        self._stats.answered(started, "stopping" if self._stopped else
+                             "refused" if isinstance(error, Refused) else "retryable")
         if self._stopped:
             # Nothing is sent any more: a retry or the halves of a 413 would wait forever.
             self._reject(batch, "stopping", detail=describe(error))
@@ -301,7 +310,7 @@ class WebhookSink:
             self._reject(batch, "ack timeout", detail=describe(error))
             return
         batch.attempt += 1
-        self.metrics.webhook_retried += 1
+        self._stats.retried(error)
         if batch.attempt == 1:
             log.warn("webhook batch of {n} failed ({error}); retrying", n=len(batch.messages),
                      error=describe(error))

@@ -132,6 +132,7 @@ class BatchWriter:
         self._queue.append(waiter)
         self._waiting += len(rows)
         self._waiting_bytes += size
+        self._gauge_queue()
         if was_empty and not self._due:
             self._start_timer()
         self._maybe_flush()
@@ -192,6 +193,7 @@ class BatchWriter:
             rows += len(waiter.rows)
             self._waiting_bytes -= waiter.size
         self._waiting -= rows
+        self._gauge_queue()
         self._in_flight = rows
         self._committing = True
         if self._queue:
@@ -199,15 +201,16 @@ class BatchWriter:
         else:
             self._due = False
             self._cancel_timer()
+        started = self._clock.seconds()
         d = maybeDeferred(self._store.insert_batches, [w.rows for w in taken])
-        d.addCallbacks(self._committed, self._failed, callbackArgs=(taken, rows),
-                       errbackArgs=(taken, rows))
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(taken, rows, started),
+                       errbackArgs=(taken, rows, started))
         d.addErrback(lambda f: log.failure("ingest writer: answering a commit failed", f))
 
-    def _committed(self, outcomes, taken, rows):
+    def _committed(self, outcomes, taken, rows, started):
         """``outcomes``: per request, its new-row count, or the exception that kept it
         out of the commit (a KeyConflict)."""
-        self._finish()
+        self._finish(started)
         metrics = self.metrics
         metrics.ingest_commits += 1
         for waiter, outcome in zip(taken, outcomes):
@@ -221,8 +224,8 @@ class BatchWriter:
         metrics.ingest_rows_committed += rows
         self._after_commit()
 
-    def _failed(self, failure, taken, rows):
-        self._finish()
+    def _failed(self, failure, taken, rows, started):
+        self._finish(started)
         self.metrics.ingest_commit_failures += 1
         self.metrics.ingest_rows_failed += rows
         log.failure("ingest writer: commit of {rows} rows from {requests} requests failed; "
@@ -231,9 +234,17 @@ class BatchWriter:
             waiter.deferred.errback(failure)
         self._after_commit()
 
-    def _finish(self):
+    def _finish(self, started):
         self._committing = False
         self._in_flight = 0
+        self.metrics.ingest_commit_seconds.observe(self._clock.seconds() - started)
+
+    def _gauge_queue(self):
+        """What waits for a commit, against max_queue and max_queue_bytes (the alert on
+        the queue nearing them reads these, ``mqttd.manage.guardrails``)."""
+        metrics = self.metrics
+        metrics.ingest_queue_rows = self._waiting
+        metrics.ingest_queue_bytes = self._waiting_bytes
 
     def _after_commit(self):
         self._maybe_flush()

@@ -1,2 +1,3 @@
 """The operator's side of the appliance: the ``mqttd`` command line (accounts, tokens,
-bans), and later the manhole and reports."""
+bans, report, manhole), /metrics, /healthz and /report, the telnet manhole and its
+helpers (``wiring`` puts them on a running master or single process)."""

@@ -1,4 +1,4 @@
-"""``python -m mqttd.manage accounts|tokens|bans ...``: the same as the ``mqttd`` script."""
+"""``python -m mqttd.manage accounts|tokens|bans|report|manhole ...``: the ``mqttd`` script."""
 import sys
 
 from mqttd.manage.cli import main

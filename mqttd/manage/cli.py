@@ -1,9 +1,12 @@
-"""The ``mqttd`` operator command: accounts, tokens and bans in the appliance's SQLite.
+"""The ``mqttd`` operator command: accounts, tokens and bans in the appliance's SQLite,
+and the running appliance's report and manhole.
 
     mqttd accounts add|list|show|set|disable|enable ...
     mqttd tokens add|list|revoke ...
     mqttd bans add|list|rm ...
     mqttd trace add|list|rm ...
+    mqttd report [--json]              (mqttd.manage.report_cli: asks the appliance)
+    mqttd manhole [-e EXPRESSION ...]  (mqttd.manage.manhole_cli: its telnet manhole)
 
 Each command takes ``--config FILE`` and ``--data-dir DIR`` as ``twistd mqttd`` does,
 and ``--json`` (one JSON document on stdout, for scripts). Without ``--config`` the file
@@ -13,9 +16,9 @@ else the built-in defaults; ``--data-dir`` overrides its ``server.data_dir``.
 It opens DATA_DIR/mqttd.db, creating and migrating it with the ingest's own code
 (``prepare_database``), so it works on a stopped appliance and on a running one alike:
 SQLite's WAL lets it write beside the ingest, and a running master sees the change at
-its next poll of ``gate_version``. Run as root on a data dir that another user owns
-(the package's ``mqttd``), it becomes that user first (``privileges``), so no file of
-the database is ever root's.
+its next poll of ``gate_version`` and ``ban_version``. Run as root on a data dir that
+another user owns (the package's ``mqttd``), it becomes that user first
+(``privileges``), so no file of the database is ever root's.
 
 Exit status 0: done; 1: an error, said in one line on stderr; 2: a usage error.
 """
@@ -36,7 +39,8 @@ import attrs
 from mqttd.config import load_config
 from mqttd.errors import ConfigError
 from mqttd.ingest.service import prepare_database
-from mqttd.manage import accounts_cli, bans_cli, tokens_cli, trace_cli
+from mqttd.manage import (
+    accounts_cli, bans_cli, manhole_cli, report_cli, tokens_cli, trace_cli)
 from mqttd.manage.privileges import become_owner_of
 from mqttd.service import make_data_dir
 from mqttd.store.accounts import AccountsError, wall_clock
@@ -49,6 +53,7 @@ __all__ = ["SYSTEM_CONFIG", "config_path", "main"]
 SYSTEM_CONFIG = "/etc/mqttd/mqttd.toml"
 CONFIG_VARIABLE = "MQTTD_CONFIG"
 _GROUPS = (accounts_cli, tokens_cli, bans_cli, trace_cli)
+_ASKING = (report_cli, manhole_cli)  # commands that ask the running appliance, not SQLite
 
 
 class Failed(Exception):
@@ -85,15 +90,28 @@ def _common_options():
 def build_parser():
     parser = _Parser(prog="mqttd", description=(
         "Manage the mqttd appliance's accounts, tokens, bans and trace rules, running or "
-        "stopped. "
-        "(The broker itself runs as: twistd mqttd, or the packaged /usr/bin/mqttd.)"))
+        "stopped; ask the running one for its report, or open its manhole. (The broker "
+        "itself runs as: twistd mqttd, or the packaged /usr/bin/mqttd.)"))
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     common = _common_options()
     for module in _GROUPS:
         group = groups.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
         module.add_commands(actions, common)
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument("-c", "--config", metavar="FILE", help=(
+        f"TOML configuration, to find the appliance (default: ${CONFIG_VARIABLE}, else "
+        f"{SYSTEM_CONFIG} if it exists, else built-in defaults)"))
+    for module in _ASKING:
+        module.add_command(groups, config_option)
     return parser
+
+
+def _load(args, environ):
+    try:
+        return load_config(config_path(args.config, environ), {})
+    except ConfigError as e:
+        raise Failed(f"configuration error: {e}") from None
 
 
 def config_path(option, environ, system=SYSTEM_CONFIG):
@@ -164,6 +182,14 @@ def main(argv=None, stdout=None, stderr=None, environ=None):
             args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0), a usage error (2)
         return e.code
+    direct = getattr(args, "direct", None)
+    if direct is not None:  # report, manhole: they ask the running appliance
+        try:
+            config = _load(args, environ)
+        except Failed as e:
+            stderr.write(f"mqttd: {e}\n")
+            return 1
+        return direct(args, config, stdout, stderr)
     try:
         output = run(args, environ)
     except Failed as e:

@@ -81,6 +81,7 @@ class TraceService(Service):
     """The trace of the single process (``accepts_here``) or, subclassed, the master."""
 
     accepts_here = True
+    enabled = True
 
     def __init__(self, reactor, config, metrics, process, threadpool=None):
         self._reactor = reactor
@@ -151,6 +152,7 @@ class TraceService(Service):
 class NoTrace:
     """The trace off (``manage.trace_file`` empty): the hooks do nothing, the API says so."""
 
+    enabled = False
     tracer = None
     at_accept = None  # no hook in the accept loop
 
@@ -161,9 +163,6 @@ class NoTrace:
         pass
 
     def worker_ready(self, slot):
-        pass
-
-    def answered(self, slot, payload):
         pass
 
     def setServiceParent(self, parent):

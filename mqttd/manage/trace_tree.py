@@ -9,8 +9,9 @@ same file itself (``mqttd.manage.trace_file`` says why).
 
 The rules the master's poller reads go to every worker as one ``trace_rules`` message,
 and again to a worker that (re)starts (``worker_ready``). ``recent_events(client_id)``
-asks every live worker (``mqttd.manage.asking``) and merges their answers with the
-master's own events, by time: every worker, not only the one a client is on now, since
+asks every live worker the ``trace`` question (``mqttd.manage.questions``, the channel
+the manhole's ``clients()`` uses too) and merges their answers with the master's own
+events, by time: every worker, not only the one a client is on now, since
 a client that left (or moved while its worker restarted) has its last events where it
 was.
 """
@@ -18,7 +19,6 @@ from collections import OrderedDict
 
 from twisted.logger import Logger
 
-from mqttd.manage.asking import Answerer, Asker
 from mqttd.manage.trace_match import from_payload, to_payload
 from mqttd.manage.trace_service import NoTrace, TraceService, make_tracer
 from mqttd.manage.tracer import Anonymous, limit_of, peer_text
@@ -63,14 +63,16 @@ def _pending_peer(pending):
 
 
 class MasterTrace(TraceService):
-    """The master's trace. ``channels()`` gives {slot: MasterChannel} of the live workers."""
+    """The master's trace. ``channels()`` gives {slot: MasterChannel} of the live workers;
+    ``questions`` is the master's ``Questions`` (``ask_all``)."""
 
     accepts_here = False
 
-    def __init__(self, reactor, config, metrics, process, channels, threadpool=None):
+    def __init__(self, reactor, config, metrics, process, channels, questions,
+                 threadpool=None):
         super().__init__(reactor, config, metrics, process, threadpool)
         self._channels = channels
-        self._asker = Asker(reactor, channels, metrics)
+        self._questions = questions
         self._accepts = OrderedDict()  # peer text -> its accept line, until its CONNECT
 
     # -- the master's hooks ------------------------------------------------------------
@@ -127,16 +129,19 @@ class MasterTrace(TraceService):
         if channel is not None:
             channel.send("trace_rules", to_payload(self.tracer.matcher.rules))
 
-    def answered(self, slot, payload):
-        self._asker.answered(slot, payload)
-
     def recent_events(self, client_id):
+        """A Deferred of ``client_id``'s events, the master's and every worker's that
+        answered in time (one that did not is logged and left out), oldest first."""
         own = self.tracer.recent(client_id)
-        d = self._asker.ask("trace", client_id=client_id)
+        d = self._questions.ask_all("trace", {"client_id": client_id})
 
         def merge(answers):
             events = list(own)
-            for answer in answers.values():
+            for process, answer in sorted(answers.items()):
+                if not isinstance(answer, dict):  # an Unanswered: its reason
+                    log.warn("trace: {process} did not answer: {why}", process=process,
+                             why=getattr(answer, "reason", answer))
+                    continue
                 events.extend(event for event in answer.get("events", ())
                               if isinstance(event, dict))
             return sorted(events, key=lambda event: event.get("ts", 0))
@@ -145,39 +150,38 @@ class MasterTrace(TraceService):
 
 
 class WorkerTrace:
-    """A worker's trace: its Tracer (the broker's), the rules and questions from the
-    master. Hand it each ``trace_rules`` and ``ask`` message."""
+    """A worker's trace: its Tracer (the broker's), the rules from the master
+    (``rules``, each ``trace_rules`` message) and its answer to the master's ``trace``
+    question (``recent``, a handler of the worker's ``Answerer``)."""
 
-    def __init__(self, tracer, trace_file, send):
+    def __init__(self, tracer, trace_file):
         self.tracer = tracer
         self._file = trace_file
-        self._answerer = Answerer(send, {"trace": self._recent})
 
-    def _recent(self, payload):
-        client_id = payload.get("client_id")
-        return {"events": self.tracer.recent(client_id) if isinstance(client_id, str) else []}
+    def recent(self, args):
+        client_id = args.get("client_id")
+        if not isinstance(client_id, str):
+            raise ValueError(f"client_id must be a string, got {client_id!r}")
+        return {"events": self.tracer.recent(client_id)}
 
-    def message(self, kind, payload):
-        if kind == "trace_rules":
-            self.tracer.set_rules(from_payload(payload))
-        elif kind == "ask":
-            self._answerer.asked(payload)
+    def rules(self, payload):
+        self.tracer.set_rules(from_payload(payload))
 
     def close(self):
         self._file.close()
 
 
-def master_trace(reactor, config, metrics, process, channels):
+def master_trace(reactor, config, metrics, process, channels, questions):
     """The master's MasterTrace, or NoTrace when ``manage.trace_file`` is empty."""
     if not config.manage.trace_file:
         return NoTrace()
-    return MasterTrace(reactor, config, metrics, process, channels)
+    return MasterTrace(reactor, config, metrics, process, channels, questions)
 
 
-def worker_trace(reactor, config, metrics, process, send):
+def worker_trace(reactor, config, metrics, process):
     """A worker's WorkerTrace, or None when ``manage.trace_file`` is empty."""
     if not config.manage.trace_file:
         return None
     tracer, trace_file = make_tracer(reactor, config.manage, config.auth, metrics, process,
                                      accepts_here=False)
-    return WorkerTrace(tracer, trace_file, send)
+    return WorkerTrace(tracer, trace_file)

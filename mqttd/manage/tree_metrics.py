@@ -24,21 +24,35 @@ from collections import defaultdict
 import attrs
 from twisted.logger import Logger
 
-from mqttd.metrics import Metrics
+from mqttd.manage.snapshots import META, flatten, grows, snapshot
 
-__all__ = ["PER_PROCESS", "STALE_AFTER", "Family", "TreeMetrics", "new_run_id", "snapshot"]
+__all__ = ["IDENTITIES", "PER_PROCESS", "STALE_AFTER", "Family", "TreeMetrics",
+           "new_run_id", "snapshot"]
 
 log = Logger()
 
 PER_PROCESS = ("mqtt_connections_open", "mqtt_connections_accepted",
-               "mqtt_publish_received", "webhook_pending")
+               "mqtt_publish_received", "webhook_pending", "webhook_requests_in_flight")
 """Series also exported per process: the figures an operator compares across workers."""
 
 STALE_AFTER = 5.0
-"""Seconds without a snapshot after which a child's gauges no longer count (5 intervals)."""
+"""Seconds without a snapshot after which a child's gauges no longer count (5 intervals).
+Also how long an ended run's messages in flight wait for a late report (see IDENTITIES)."""
+
+IDENTITIES = (
+    ("mqtt_publish_received", ("mqtt_publish_stored", "mqtt_publish_not_stored"),
+     "mqtt_publish_pending", ("mqtt_publish_not_stored", None)),
+    ("webhook_submitted", ("webhook_committed", "webhook_rejected"),
+     "webhook_pending", ("webhook_rejected", "worker exited")),
+)
+"""(total, parts, pending gauge, where an exited run's remainder goes): total = parts +
+pending in every process at every moment. A run that ends (a worker killed) with
+messages in flight never acknowledges them: for ``STALE_AFTER`` they still count as
+pending (a clean stop's last report, late on its channel, settles them), then as
+rejected (``mqttd_publish_not_stored``; ``webhook_rejected{reason="worker exited"}``), so
+the identity holds over the whole tree across crashes too, and no counter goes back."""
 
 _KEEP_ENDED = 4  # ended runs per child whose late reports still add their growth
-_FIELDS = {field.name: field.metadata for field in attrs.fields(Metrics)}
 
 
 def new_run_id():
@@ -46,49 +60,23 @@ def new_run_id():
     return os.urandom(8).hex()
 
 
-def snapshot(metrics, run):
-    """``metrics``' non-zero series as a JSON-ready message: ``{"run": run, "values":
-    {name: value, or {label value: value} for a labelled one}}``."""
-    values = {}
-    for name, _, _, labels, value in metrics.samples():
-        if not value:
-            continue
-        if labels:
-            (key,) = labels.values()
-            values.setdefault(name, {})[str(key)] = value
-        else:
-            values[name] = value
-    return {"run": run, "values": values}
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _flatten(values):
-    """{(name, label value or None): number} of a snapshot's values; names this code does
-    not know (a newer child's) and malformed entries are left out."""
-    flat = {}
-    for name, value in values.items():
-        meta = _FIELDS.get(name)
-        if meta is None:
-            continue
-        if meta["labels"]:
-            if isinstance(value, dict):
-                flat.update(((name, str(key)), count) for key, count in value.items()
-                            if _is_number(count))
-        elif _is_number(value):
-            flat[(name, None)] = value
-    return flat
-
-
 def _counters(flat):
-    return {key: value for key, value in flat.items() if _FIELDS[key[0]]["kind"] == "counter"}
+    return {key: value for key, value in flat.items() if grows(key[0])}
+
+
+def _remainders(counters):
+    """(pending gauge, rejected key, messages in flight) of an ended run's last counters."""
+    for total, parts, pending, rejected in IDENTITIES:
+        settled = sum(value for key, value in counters.items() if key[0] in parts)
+        left = counters.get((total, None), 0) - settled
+        if left > 0:
+            yield pending, rejected, left
 
 
 @attrs.frozen
 class Family:
-    """One metric family to export: ``samples`` is a tuple of (labels dict, value)."""
+    """One metric family to export: ``samples`` is a tuple of (labels dict, value); a
+    histogram's one value is (bounds, counts per bucket, sum)."""
 
     name: str
     kind: str
@@ -97,13 +85,20 @@ class Family:
 
 
 @attrs.define(eq=False)
+class _Ended:
+    counters: dict  # its last counters
+    at: float  # when it ended
+
+
+@attrs.define(eq=False)
 class _Child:
     up: bool = False  # a run is expected to report: started, or reporting, not gone
     heard: float = 0.0  # when it last reported (or was started)
     run: str = None  # the current run's id
     values: dict = attrs.Factory(dict)  # the current run's last snapshot, flat
+    details: dict = attrs.Factory(dict)  # the current run's last details
     carried: dict = attrs.Factory(lambda: defaultdict(int))  # counters of ended runs
-    ended: dict = attrs.Factory(dict)  # ended run id -> its last counters
+    ended: dict = attrs.Factory(dict)  # ended run id -> _Ended
 
 
 class TreeMetrics:
@@ -112,7 +107,7 @@ class TreeMetrics:
     def __init__(self, clock, own, name, stale_after=STALE_AFTER):
         self._clock = clock
         self._own = own
-        self._name = name
+        self.name = name
         self._stale_after = stale_after
         self._children = {}
 
@@ -130,14 +125,16 @@ class TreeMetrics:
         if not isinstance(run, str) or not isinstance(values, dict):
             log.warn("metrics from {process}: not a snapshot, ignored", process=process)
             return
-        flat = _flatten(values)
+        flat = flatten(values)
         child = self._children.setdefault(process, _Child())
         if run in child.ended:
             self._grow(child, run, flat)
             return
         if child.run is not None and child.run != run:
             self._end(child)
+        details = payload.get("details")
         child.run, child.values = run, flat
+        child.details = details if isinstance(details, dict) else {}
         child.up, child.heard = True, self._clock.seconds()
 
     def gone(self, process):
@@ -147,21 +144,28 @@ class TreeMetrics:
             self._end(child)
             child.up = False
 
-    @staticmethod
-    def _end(child):
+    def _end(self, child):
         if child.run is None:
             return
         counters = _counters(child.values)
         for key, value in counters.items():
             child.carried[key] += value
-        child.ended[child.run] = counters
+        child.ended[child.run] = _Ended(counters, self._clock.seconds())
         while len(child.ended) > _KEEP_ENDED:
-            del child.ended[next(iter(child.ended))]
-        child.run, child.values = None, {}
+            oldest = child.ended.pop(next(iter(child.ended)))
+            for _, rejected, left in _remainders(oldest.counters):
+                child.carried[rejected] += left  # for good: no report of it is read now
+        child.run, child.values, child.details = None, {}, {}
 
-    @staticmethod
-    def _grow(child, run, flat):
-        last = child.ended[run]
+    def _waits(self, ended):
+        """Whether an ended run's late report is still awaited (see IDENTITIES)."""
+        return self._clock.seconds() - ended.at <= self._stale_after
+
+    def _grow(self, child, run, flat):
+        ended = child.ended[run]
+        if not self._waits(ended):
+            return  # too late: what it had in flight counts as rejected already
+        last = ended.counters
         for key, value in _counters(flat).items():
             growth = value - last.get(key, 0)
             if growth > 0:
@@ -179,17 +183,45 @@ class TreeMetrics:
         silent = self._clock.seconds() - child.heard
         return silent if silent > self._stale_after else None
 
+    def _live(self, process, child):
+        return child.run is not None and self.stale(process) is None
+
     def _sources(self):
-        """(process, counters, gauges or None) of every process: its counters include
-        its ended runs; its gauges count only while it is live and heard from."""
-        own = _flatten(snapshot(self._own, "")["values"])
-        yield self._name, own, own
+        """(process, counters, gauges) of every process: its counters include its ended
+        runs; its gauges count only while it is live and heard from (and the messages
+        in flight of a run that ended lately, as pending)."""
+        own = flatten(snapshot(self._own, "")["values"])
+        yield self.name, own, own
         for process, child in sorted(self._children.items()):
             counters = defaultdict(int, child.carried)
             for key, value in _counters(child.values).items():
                 counters[key] += value
-            live = child.run is not None and self.stale(process) is None
-            yield process, counters, (child.values if live else {})
+            gauges = dict(child.values) if self._live(process, child) else {}
+            for ended in child.ended.values():
+                waiting = self._waits(ended)
+                for pending, rejected, left in _remainders(ended.counters):
+                    if waiting:
+                        gauges[(pending, None)] = gauges.get((pending, None), 0) + left
+                    else:
+                        counters[rejected] += left
+            yield process, counters, gauges
+
+    def by_process(self):
+        """{process: {(name, key): value}} (``snapshots.flatten``'s keys): counters and
+        histograms with their ended runs, gauges while live. What the alert rules read."""
+        figures = {}
+        for process, counters, gauges in self._sources():
+            flat = {key: value for key, value in gauges.items() if not grows(key[0])}
+            flat.update(counters)
+            figures[process] = flat
+        return figures
+
+    def details(self, key):
+        """[(process, value)] of ``key`` in the details of every live child's last
+        snapshot (``snapshots.snapshot``), in process order."""
+        return [(process, child.details[key])
+                for process, child in sorted(self._children.items())
+                if key in child.details and self._live(process, child)]
 
     def families(self):
         """Every family of the tree: the sums, then ``PER_PROCESS`` by process, then
@@ -199,22 +231,16 @@ class TreeMetrics:
         processes = []
         for process, counters, gauges in self._sources():
             processes.append(process)
-            for source, kind in ((counters, "counter"), (gauges, "gauge")):
+            for source, counting in ((counters, True), (gauges, False)):
                 for key, value in source.items():
-                    if _FIELDS[key[0]]["kind"] == kind:
+                    if grows(key[0]) == counting:
                         totals[key] += value
                         if key[0] in PER_PROCESS:
                             by_process[key[0]][process] = value
-        for name, meta in _FIELDS.items():
-            if meta["labels"]:
-                (label,) = meta["labels"]
-                samples = tuple(({label: key[1]}, totals[key]) for key in
-                                sorted(k for k in totals if k[0] == name))
-            else:
-                samples = (({}, totals.get((name, None), 0)),)
-            yield Family(name, meta["kind"], meta["help"], samples)
+        for name, meta in META.items():
+            yield Family(name, meta["kind"], meta["help"], _samples(name, meta, totals))
         for name in PER_PROCESS:
-            meta = _FIELDS[name]
+            meta = META[name]
             samples = tuple(({"process": process}, by_process[name].get(process, 0))
                             for process in processes)
             yield Family(f"{name}_by_process", meta["kind"], f"{meta['help']}, by process",
@@ -226,3 +252,15 @@ class TreeMetrics:
                          tuple(({"process": process},
                                 int(child.up and self.stale(process) is None))
                                for process, child in sorted(self._children.items())))
+
+
+def _samples(name, meta, totals):
+    if meta["kind"] == "histogram":
+        bounds = meta["bounds"]
+        counts = tuple(totals.get((name, index), 0) for index in range(len(bounds) + 1))
+        return (({}, (bounds, counts, totals.get((name, "sum"), 0.0))),)
+    if meta["labels"]:
+        (label,) = meta["labels"]
+        return tuple(({label: key[1]}, totals[key])
+                     for key in sorted(k for k in totals if k[0] == name))
+    return (({}, totals.get((name, None), 0)),)

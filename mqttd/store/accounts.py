@@ -162,5 +162,6 @@ def enable_account(conn, name, now=wall_clock):
 
 
 def gate_version(conn):
-    """The counter every change to accounts, tokens or bans raises (see schema step 4)."""
+    """The counter every change to accounts or tokens raises (schema steps 4 and 5;
+    bans have their own, ``mqttd.store.bans.ban_version``)."""
     return conn.execute("SELECT version FROM gate_version").fetchone()[0]

@@ -9,13 +9,17 @@ the row (a longer ban, a new reason). Expired rows stay until removed, so ``bans
 An IP ban's value is checked as the config's ``limits.banned`` entries are (an address,
 or a network with no bits past its prefix: ``10.1.2.3/8`` is a typo) and stored in its
 canonical spelling, so ``2001:DB8::1`` and ``2001:db8::1`` are one ban, removed by either.
+Every change raises ``ban_version`` (schema step 5), which a running gate polls.
 """
 import ipaddress
+import sqlite3
+from urllib.parse import quote
 
 from mqttd.store.accounts import AccountsError
 from mqttd.store.gate_records import BAN_KINDS, BanRecord
 
-__all__ = ["active_bans", "add_ban", "canonical_ban_value", "list_bans", "remove_ban"]
+__all__ = ["active_bans", "add_ban", "ban_version", "canonical_ban_value", "list_bans",
+           "remove_ban"]
 
 
 def canonical_ban_value(kind, value):
@@ -87,3 +91,20 @@ def list_bans(conn, now=None):
 def active_bans(conn, now):
     """The bans in force at ``now``."""
     return list_bans(conn, now)
+
+
+def bans_in_file(path, now):
+    """The bans in force at ``now`` in the database at ``path``, read at once: for a
+    process that is starting (its reactor not running yet), so the door refuses a
+    banned address from its first accept, before the gate's first poll."""
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5)
+    try:
+        return active_bans(conn, now)
+    finally:
+        conn.close()
+
+
+def ban_version(conn):
+    """The counter every change to bans raises (schema step 5): apart from accounts'
+    and tokens' ``gate_version``, so a ban does not make the gate forget its tokens."""
+    return conn.execute("SELECT version FROM ban_version").fetchone()[0]

@@ -2,13 +2,14 @@
 
 Shared by the accounts store (``mqttd.store.accounts``), the operator's CLI and the
 master's gate (``mqttd.edge.gate``), which depends only on these shapes: it is handed a
-store with ``lookup_token``, ``bans``, ``add_ban``, ``remove_ban`` and ``version``.
+store with ``lookup_token``, ``bans``, ``add_ban``, ``remove_ban`` and ``versions``.
 """
 import hashlib
 
 import attrs
 
-__all__ = ["BAN_KINDS", "BanRecord", "TokenRecord", "token_hash", "token_prefix"]
+__all__ = ["BAN_KINDS", "BanRecord", "StoreVersions", "TokenRecord", "token_hash",
+           "token_prefix"]
 
 BAN_KINDS = ("clientid", "username", "ip")
 """What a ban names: a client id, a username (a token is one), or an IP address or CIDR."""
@@ -62,3 +63,13 @@ class BanRecord:
 
     def active(self, now):
         return self.until is None or now < self.until
+
+
+@attrs.frozen(slots=True)
+class StoreVersions:
+    """The store's two change counters, read together: ``tokens`` (``gate_version``,
+    moved by every change of accounts or tokens: the gate's cached tokens are stale)
+    and ``bans`` (``ban_version``: the bans must be read again)."""
+
+    tokens: int
+    bans: int

@@ -18,12 +18,12 @@ import os
 import sqlite3
 from urllib.parse import quote
 
-from mqttd.store import bans, tokens
-from mqttd.store.accounts import gate_version
+from mqttd.store import accounts, bans, tokens
+from mqttd.store.gate_records import StoreVersions
 from mqttd.store.pool import OnOwnPool
 from mqttd.store.schema import MIGRATIONS, SchemaError
 
-__all__ = ["GateStore", "connect_gate"]
+__all__ = ["GateStore", "connect_gate", "read_versions"]
 
 
 def connect_gate(path, busy_timeout=5.0):
@@ -45,6 +45,13 @@ def connect_gate(path, busy_timeout=5.0):
         conn.close()
         raise
     return conn
+
+
+def read_versions(conn):
+    """Both change counters (``gate_version``, ``ban_version``) in one read."""
+    return StoreVersions(*conn.execute(
+        "SELECT (SELECT version FROM gate_version), (SELECT version FROM ban_version)"
+    ).fetchone())
 
 
 class GateStore(OnOwnPool):
@@ -87,6 +94,12 @@ class GateStore(OnOwnPool):
         self._metrics.gate_token_lookups += len(many)
         return self._on_conn(tokens.lookup_tokens, many)
 
+    # -- accounts ----------------------------------------------------------------------
+
+    def accounts(self):
+        """Deferred of every AccountRecord, by name (the manhole's ``accounts()``)."""
+        return self._on_conn(accounts.list_accounts)
+
     # -- bans --------------------------------------------------------------------------
 
     def bans(self):
@@ -104,7 +117,8 @@ class GateStore(OnOwnPool):
 
     # -- changes -----------------------------------------------------------------------
 
-    def version(self):
-        """Deferred of ``gate_version``: it moves on every change to the three tables."""
-        return self._on_conn(gate_version)
+    def versions(self):
+        """Deferred of the StoreVersions: ``tokens`` moves on every change of accounts
+        or tokens, ``bans`` on every change of bans."""
+        return self._on_conn(read_versions)
 

@@ -179,7 +179,27 @@ def _v4_gate(db):
     db.execute("CREATE INDEX messages_account_received ON messages (account, received_at)")
 
 
-def _v5_trace_rules(db):
+def _v5_ban_version(db):
+    """Bans get a change counter of their own, ``ban_version``; ``gate_version`` now
+    moves on accounts and tokens only.
+
+    The gate forgets its cached tokens (known ones, and the negative cache of unknown
+    ones) whenever ``gate_version`` moves. With bans on the same counter, every ban the
+    flapping detector wrote cleared both caches too, so a flapping storm beside a storm
+    of bad tokens sent the bad tokens to SQLite again each second. Split, a ban reloads
+    the bans alone. The counters' values are kept (nothing compares them across files).
+    """
+    db.execute("CREATE TABLE ban_version (version INTEGER NOT NULL) STRICT")
+    db.execute("INSERT INTO ban_version (version) VALUES (0)")
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(f"DROP TRIGGER bans_{event.lower()}_version")
+        db.execute(
+            f"CREATE TRIGGER bans_{event.lower()}_ban_version AFTER {event} ON bans "
+            f"BEGIN UPDATE ban_version SET version = version + 1; END"
+        )
+
+
+def _v6_trace_rules(db):
     """Which clients the per-client trace records every publish of (``mqttd trace add``,
     ``mqttd.manage.trace_sync``): by client id, username (a token user's token prefix)
     or IP address / network, each until ``until`` (NULL: until removed). Never a token:
@@ -208,7 +228,10 @@ def _v5_trace_rules(db):
         )
 
 
-MIGRATIONS = (_v1_messages, _v2_cheaper_checks, _v3_retained, _v4_gate, _v5_trace_rules)
+MIGRATIONS = (
+    _v1_messages, _v2_cheaper_checks, _v3_retained, _v4_gate, _v5_ban_version,
+    _v6_trace_rules,
+)
 """Step i+1 of the schema is ``MIGRATIONS[i]``; ``len(MIGRATIONS)`` is the latest version."""
 
 

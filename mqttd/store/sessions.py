@@ -115,6 +115,7 @@ class SessionSave:
     subscriptions: tuple  # ((filter, qos), ...)
     queued_keys: tuple  # keys of the messages queued for it (not retained ones)
     inflight: tuple  # InflightRow, in send order
+    floor: int | None = None  # offline: a rowid read once it went offline (see _cursor)
 
 
 @attrs.frozen
@@ -129,6 +130,7 @@ class StoredSession:
     queue: tuple
     queued_bytes: int
     dropped: int  # owed messages past max_queued_messages / bytes
+    cursor: int = 0  # as saved: an offline session's cursor stays there
 
 
 @attrs.frozen
@@ -191,12 +193,13 @@ class SessionsDb(OnOwnPool):
 
     def save(self, last_rowid, saves, removed, now):
         """Write ``saves`` (SessionSave) and delete the ``removed`` client ids, in ONE
-        transaction; Deferred fired once it is committed."""
+        transaction; Deferred fired with the cursors written (one per save) once it is
+        committed."""
         return self._run(self._save, last_rowid, saves, removed, now)
 
     def _save(self, last_rowid, saves, removed, now):
         conn = self._conn
-        cursors = [self._cursor(last_rowid, save.queued_keys) for save in saves]
+        cursors = [self._cursor(last_rowid, save.queued_keys, save.floor) for save in saves]
         conn.execute("BEGIN IMMEDIATE")
         try:
             for client_id in removed:
@@ -217,9 +220,13 @@ class SessionsDb(OnOwnPool):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return cursors
 
-    def _cursor(self, last_rowid, queued_keys):
-        cursor = last_rowid
+    def _cursor(self, last_rowid, queued_keys, floor=None):
+        """An offline session's cursor never passes ``floor``, a rowid read just after
+        it went offline: what commits later may still be on its way from another worker
+        (or behind a slow answer) when this save reads ``last_rowid``."""
+        cursor = last_rowid if floor is None else min(last_rowid, floor)
         if queued_keys and self._messages is not None:
             oldest = None
             for chunk in _chunks(list(queued_keys)):
@@ -271,13 +278,13 @@ class SessionsDb(OnOwnPool):
         owed = {cid: [] for cid, _, _ in live}
         dropped = dict.fromkeys(owed, 0)
         by_key = {}
+        cursors = {cid: cursor for cid, cursor, _ in live}
         if messages is not None:
             retained = tuple(
                 Message(key, "", None, topic, payload, qos, True, updated_at)
                 for topic, payload, qos, key, updated_at in load_retained(messages))
             keys = {row.key for rows_ in inflight.values() for row in rows_ if row.key}
             by_key = self._messages_by("key", list(keys))
-            cursors = {cid: cursor for cid, cursor, _ in live}
             match = make_matcher([(cid, tuple(subs)) for cid, subs in subscriptions.items()])
             self._scan_owed(messages, _account_column(messages), cursors, inflight, match,
                             owed, dropped, max_queued, max_bytes)
@@ -289,7 +296,8 @@ class SessionsDb(OnOwnPool):
             sessions.append(StoredSession(
                 cid, since, tuple(subscriptions[cid]),
                 tuple((row, by_key.get(row.key)) for row in inflight[cid]),
-                queue, sum(len(m.payload) + len(m.topic) for m, _ in queue), dropped[cid]))
+                queue, sum(len(m.payload) + len(m.topic) for m, _ in queue), dropped[cid],
+                cursors[cid]))
         return Loaded(retained, tuple(sessions), len(expired))
 
     @staticmethod

@@ -36,7 +36,12 @@ class TokenInfo:
 
 
 def new_token():
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A fresh token that does not start with "-": a shell command given one (``mqttd
+    tokens revoke``, ``mosquitto_pub -u``) would read it as an option."""
+    while True:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        if not token.startswith("-"):
+            return token
 
 
 def add_token(conn, account, now=wall_clock):

@@ -8,8 +8,8 @@ touches a handed-off socket again, except to count it free when its worker says 
 closed (or dies). TLS ends in the master (``edge.tls_connect``): it reads the CONNECT
 inside it, hands the worker one end of a socketpair and relays the plaintext.
 
-Its children, under the supervisor: ``server.workers`` broker workers and one ingest
-child, whose listening socket the master binds (``ingest.listen``) so that the workers'
+Its children, under the supervisor and started by ``tree.spawning``: ``server.workers``
+broker workers and one ingest child, whose listening socket the master binds (``ingest.listen``) so that the workers'
 URL is fixed before any child starts. The gate (``mqttd.gatekeeping``: bans, tokens,
 quotas, flapping) judges each CONNECT before the balancer (``_on_connect``); the worker
 trusts its answer, carried in the hand-off with the client's account. Publishes cross between workers
@@ -17,60 +17,52 @@ through the master, which passes on their subscription interest (``mqttd.tree.re
 """
 import functools
 import itertools
-import json
 import os
-import socket
 
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
 from mqttd.broker.budget import PartialInput
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import CONNACK_ACCEPTED, CONNACK_SERVER_UNAVAILABLE, encode_connack
-from mqttd.config import config_document
 from mqttd.edge.acceptor import RawAcceptor
 from mqttd.edge.balancer import Balancer
 from mqttd.edge.connect_reader import PendingConnect
 from mqttd.edge.door import Door
-from mqttd.edge.handoff import MasterChannel, channel_socketpair, open_channel
 from mqttd.edge.sockets import bind_listener
 from mqttd.edge.tls_connect import PendingTLSConnect
 from mqttd.edge.tls_context import tls_options
 from mqttd.gatekeeping import GateService
 from mqttd.edge.tls_failures import TLSFailures
 from mqttd.ingest.credentials import new_secret
-from mqttd.ingest.wire import PATH
 from mqttd.metrics import Metrics
-from mqttd.ingest.service import not_loopback, prepare_database
+from mqttd.ingest.service import prepare_database
+from mqttd.manage.questions import Questions
 from mqttd.manage.trace_tree import master_trace
 from mqttd.manage.tree_metrics import TreeMetrics
+from mqttd.manage.watch import Watch, with_canary
 from mqttd.namespace import session_key
+from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload, running_config
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
+from mqttd.tree.connect_outcomes import ConnectOutcomes
 from mqttd.tree.health import tree_health
-from mqttd.tree.ingest_link import IngestLink
-from mqttd.tree.proctitle import child_argv, process_name, set_process_name
+from mqttd.tree.proctitle import process_name, set_process_name
 from mqttd.tree.relay import Relay
-from mqttd.tree.relay_wire import frame_limit
+from mqttd.tree.spawning import Spawner
 from mqttd.tree.supervisor import Supervisor
+from mqttd.tree.waiting_room import Let, WaitingRoom
 
 log = Logger()
-
-
-def _url(address):
-    host, port = address[0], address[1]
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}{PATH.decode('ascii')}"
 
 
 class Master(MultiService):
     def __init__(self, reactor, config):
         super().__init__()
         self._reactor = reactor
-        self._config = config
+        self._config = config = with_canary(config)  # its user, before the gate reads them
         self.metrics = metrics = Metrics()
         # Every process's registry, summed: the children report theirs every second.
         self.tree_metrics = TreeMetrics(reactor, metrics, process_name("master"))
@@ -81,17 +73,20 @@ class Master(MultiService):
         make_data_dir(config)
         # Every CONNECT is judged here; the gate kicks through the worker holding it.
         self.gate = GateService(reactor, config, metrics, kick=self._kick)
-        # The per-client trace (manage.trace_file): the master's events, the tree's window.
-        self.trace = master_trace(reactor, config, metrics, process_name("master"),
-                                  lambda: dict(self._channels))
-        self.trace.setServiceParent(self)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate, bans=self.gate.bans)
+        # Sockets closed before their CONNECT was judged, hand-offs that failed.
+        self._outcomes = ConnectOutcomes(metrics, log_rate)
         # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
         # complete within broker.packet_timeout (and idle_timeout of its accept).
         self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
                                            config.broker.packet_timeout, metrics)
         self.balancer = Balancer(range(1, config.server.workers + 1))
+        # Judged connections no worker can take yet (the start, every worker down).
+        self.waiting = WaitingRoom(
+            reactor, self.balancer, config.server.workers, config.broker.idle_timeout,
+            self._hand_off,
+            lambda pending, ticket: self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, ticket))
         # Two supervisors, so a stop can be ordered: the workers finish the commits in
         # flight and send their acks (up to webhook.request_timeout, then a few seconds
         # to close) while the ingest child still answers; it stops after they exited.
@@ -104,20 +99,23 @@ class Master(MultiService):
                            retained_at_start=not persists_locally(config))
         self._ids = itertools.count(1)
         self._boot_id = os.urandom(8).hex()  # for the ids of clients that sent none
-        self._connections = {}  # conn_id -> (slot, host, client id, ticket): handed off
+        self._connections = {}  # conn_id -> (slot, host, client id, ticket, listener)
         # Session key (client id within its account, mqttd.namespace.session_key) ->
         # (slot, conn_id) of its newest connection: two accounts' "dev-1" are two.
         self._where = {}
-        self._starting = True  # until every worker has come up once
         self._said_ready = False  # "mqttd tree ready" is logged once
-        self._start_timer = None
         self._channels = {}  # slot -> MasterChannel of the live worker
+        # What only workers know (their clients), asked for the manhole (mqttd.manage).
+        self.questions = Questions(reactor, lambda: {
+            process_name("worker", slot): channel for slot, channel in self._channels.items()},
+            metrics)
+        # The per-client trace (manage.trace_file): the master's events, the tree's window.
+        self.trace = master_trace(reactor, config, metrics, process_name("master"),
+                                  lambda: dict(self._channels), self.questions)
+        self.trace.setServiceParent(self)
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
         self._judging = set()  # PendingConnect: CONNECT read, the gate not answered yet
-        self._waiting = {}  # PendingConnect -> (Connect, _Let, timer): no worker up yet
         self._acceptors = []
-        self._ingest_socket = None
-        self._ingest_url = None
         if config.ingest.enabled:
             # ingest.secret, or one made now for the tree: both ends learn it from their
             # brief on stdin.
@@ -128,7 +126,9 @@ class Master(MultiService):
         # Each persistent session in the file of the worker its client id reaches now
         # (server.workers, the host's cores by default, may have changed since).
         rehome_persistent_sessions(config, self.balancer.home)
-        self._document = config_document(config)
+        # Builds and starts the children (argv, brief on stdin, fds): mqttd.tree.spawning.
+        self._spawner = Spawner(reactor, config, self.tree_metrics, self.relay,
+                                config.broker.max_packet_size)
         # ssl: listeners' certificates, read now so a bad one stops start-up in one line.
         self._tls = [tls_options(f"server.listen[{index}]", description)
                      for index, description in enumerate(config.server.listen)]
@@ -136,6 +136,33 @@ class Master(MultiService):
         self._tls_failures = [
             None if tls is None else TLSFailures(metrics, log_rate, f"server.listen[{index}]")
             for index, tls in enumerate(self._tls)]
+        # Alerts, the canary (through our own listeners), gaps, $SYS to every worker.
+        self.watch = Watch(reactor, config, self.tree_metrics, metrics, sys_out=lambda values: [
+            channel.send("sys", {"values": values}) for channel in self._channels.values()],
+            listeners=lambda: [(description, acceptor.address) for description, acceptor
+                               in zip(config.server.listen, self._acceptors)],
+            ready=lambda: self.health()[0])
+        self.watch.setServiceParent(self)
+        # What SIGHUP reloads besides the door (mqttd.reload): the gate, the workers' ACL.
+        self.reload_parts = (self.gate.reloading, self._reloading_workers)
+
+    def _reloading_workers(self, old, new):
+        """SIGHUP's reloaded keys in the brief of every worker started from then on; to
+        the live ones, what their brokers hold: new ACL rules, a new max_connections
+        (each broker checks it beside the door)."""
+        payload = acl_payload(new.auth) if acl_changed(old, new) else None
+        cap = new.broker.max_connections
+        cap_changed = cap != old.broker.max_connections
+
+        def apply():
+            self._config = running_config(self._config, new)
+            self._spawner.reconfigure(self._config)
+            for channel in self._channels.values():
+                if payload is not None:
+                    channel.send(ACL_MESSAGE, payload)
+                if cap_changed:
+                    channel.send("max_connections", {"max_connections": cap})
+        return apply
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -147,8 +174,9 @@ class Master(MultiService):
             key = f"server.listen[{index}]"
             sock = bind_listener(key, description)
             tls = self._tls[index]
-            on_admitted = (self._admitted if tls is None else functools.partial(
-                self._tls_admitted, tls, self._tls_failures[index]))
+            on_admitted = (functools.partial(self._admitted, listener=key) if tls is None
+                           else functools.partial(self._tls_admitted, tls,
+                                                  self._tls_failures[index], listener=key))
             acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted,
                                    self.trace.at_accept)
             self._acceptors.append(acceptor)
@@ -157,34 +185,14 @@ class Master(MultiService):
                      description=description,
                      host=address[0] if isinstance(address, tuple) else address,
                      port=address[1] if isinstance(address, tuple) else "")
-        if config.ingest.enabled:
-            self._bind_ingest()
+        ingest_url = None
+        if config.ingest.enabled:  # bound first, so the workers' URL is fixed
+            self._ingest_link, ingest_url = self._spawner.add_ingest(
+                config.ingest, self.ingest_supervisor)
         for slot in range(1, config.server.workers + 1):
-            self.supervisor.add(process_name("worker", slot), self._worker_starter(slot),
-                                on_exit=lambda name, reason, slot=slot: self._worker_gone(slot))
+            self._spawner.add_worker(self.supervisor, slot, ingest_url, self._worker_said,
+                                     self._worker_channel, self._worker_gone)
         super().privilegedStartService()
-
-    def _bind_ingest(self):
-        config = self._config
-        sock = bind_listener("ingest.listen", config.ingest.listen)
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            sock.close()
-            raise SystemExit("mqttd: configuration error: ingest.listen: the workers reach "
-                             "the built-in ingest tier over TCP")
-        if not config.ingest.allow_remote:
-            host, port = sock.getsockname()[:2]
-            kind = IPv6Address if sock.family == socket.AF_INET6 else IPv4Address
-            refusal = not_loopback(kind("TCP", host, port))
-            if refusal is not None:
-                sock.close()
-                raise SystemExit(f"mqttd: configuration error: ingest.listen: {refusal}")
-        self._ingest_socket = sock
-        self._ingest_url = _url(sock.getsockname())
-        log.info("ingest webhook listening on {url}", url=self._ingest_url)
-        self._ingest_link = link = IngestLink(self._reactor, self.tree_metrics,
-                                              process_name("ingest"))
-        self.ingest_supervisor.add(process_name("ingest"), self._ingest_starter(),
-                                   on_exit=lambda name, reason: link.gone())
 
     def startService(self):
         set_process_name(process_name("master"))
@@ -192,8 +200,7 @@ class Master(MultiService):
         self.gate.startService()
         self.ingest_supervisor.startService()
         self.supervisor.startService()
-        self._start_timer = self._reactor.callLater(self._config.broker.idle_timeout,
-                                                    self._started)
+        self.waiting.start()
         for acceptor in self._acceptors:
             acceptor.start()
 
@@ -209,68 +216,18 @@ class Master(MultiService):
         judging, self._judging = self._judging, set()
         for pending in judging:
             self._refuse(pending, CONNACK_SERVER_UNAVAILABLE)
-        for pending, (_, let, timer) in list(self._waiting.items()):
-            timer.cancel()
-            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, let.ticket)
-        self._waiting.clear()
-        if self._start_timer is not None and self._start_timer.active():
-            self._start_timer.cancel()
+        self.waiting.stop()
         yield self.supervisor.stopService()
         yield self.ingest_supervisor.stopService()
         yield self.gate.stopService()
 
     # -- children ---------------------------------------------------------------------
 
-    def _spawn(self, protocol, brief, fds):
-        argv = child_argv(brief["name"])
-        child_fds = {0: "w", 1: "r", 2: "r"}
-        child_fds.update(fds)
-        # env=None: the master's environment (Twisted's default, {}, would empty it).
-        transport = self._reactor.spawnProcess(protocol, argv[0], argv, env=None,
-                                               childFDs=child_fds)
-        transport.writeToChild(0, json.dumps(brief).encode("utf-8"))
-        transport.closeStdin()
-        return transport
-
-    def _worker_starter(self, slot):
-        def start(protocol):
-            ours, theirs = channel_socketpair()
-            self.tree_metrics.started(process_name("worker", slot))
-            brief = {"role": "worker", "slot": slot, "name": process_name("worker", slot),
-                     "config": self._document, "ingest_url": self._ingest_url,
-                     "channel_fd": 3}
-            try:
-                transport = self._spawn(protocol, brief, {3: theirs.fileno()})
-            except BaseException:
-                ours.close()
-                raise
-            finally:
-                theirs.close()
-            relay = self.relay
-            channel = MasterChannel(
-                on_message=lambda kind, payload: self._worker_said(slot, kind, payload),
-                on_forward=lambda *frame: relay.forward_from(slot, *frame),
-                on_drained=lambda: relay.drained(slot, channel),
-                max_forward_body=frame_limit(self._config.broker.max_packet_size))
-            open_channel(self._reactor, ours, channel)
-            channel.when_lost().addBoth(lambda _: self._channel_lost(slot, channel))
-            self._channels[slot] = channel
-            relay.attach(slot, channel)
-            return transport
-        return start
-
-    def _ingest_starter(self):
-        def start(protocol):
-            sock = self._ingest_socket
-            brief = {"role": "ingest", "name": process_name("ingest"), "config": self._document,
-                     "listen_fd": 3, "channel_fd": 4,
-                     "listen_family": "inet6" if sock.family == socket.AF_INET6 else "inet"}
-            theirs = self._ingest_link.open()
-            try:
-                return self._spawn(protocol, brief, {3: sock.fileno(), 4: theirs.fileno()})
-            finally:
-                theirs.close()
-        return start
+    def _worker_channel(self, slot, channel):
+        """A run of worker ``slot`` started: its channel is the one to talk to."""
+        channel.when_lost().addBoth(lambda _: self._channel_lost(slot, channel))
+        self._channels[slot] = channel
+        self.relay.attach(slot, channel)
 
     def _worker_said(self, slot, kind, payload):
         if kind == "ready":
@@ -284,8 +241,8 @@ class Master(MultiService):
                     self._said_ready = True
                     log.info("mqttd tree ready: {workers} workers up",
                              workers=self._config.server.workers)
-                self._started()
-            self._dispatch_waiting()
+                self.waiting.started()
+            self.waiting.dispatch()
             self.trace.worker_ready(slot)
         elif kind == "closed":
             self._release(payload.get("conn_id"))
@@ -295,8 +252,8 @@ class Master(MultiService):
             self.relay.loaded(slot)
         elif kind == "metrics":
             self.tree_metrics.report(process_name("worker", slot), payload)
-        elif kind == "answer":  # to a question of the manhole's (mqttd.manage.asking)
-            self.trace.answered(slot, payload)
+        elif kind == "answer":
+            self.questions.answered(process_name("worker", slot), payload)
         else:
             log.warn("worker {slot}: unknown message {kind!r}", slot=slot, kind=kind)
 
@@ -309,6 +266,7 @@ class Master(MultiService):
         self.balancer.down(slot)
         self.relay.detach(slot)
         self.tree_metrics.gone(process_name("worker", slot))
+        self.questions.gone(process_name("worker", slot))
         channel = self._channels.pop(slot, None)
         if channel is not None:
             channel.close()
@@ -323,23 +281,24 @@ class Master(MultiService):
 
     # -- one connection ---------------------------------------------------------------
 
-    def _admitted(self, sock, host):
+    def _admitted(self, sock, host, listener=None):
         self._pending.add(PendingConnect(self._reactor, sock, host, self._config.broker,
                                          self._on_connect, self._not_connected,
-                                         self._partial_input))
+                                         self._partial_input, listener))
 
-    def _tls_admitted(self, tls, failures, sock, host):
+    def _tls_admitted(self, tls, failures, sock, host, listener=None):
         # TLS ends here: the master relays the plaintext for the connection's life.
         pending = PendingTLSConnect(self._reactor, tls, sock, host, self._config.broker,
                                     self._on_connect, self._not_connected,
-                                    self._partial_input, failures)
+                                    self._partial_input, failures, listener)
         self._pending.add(pending)
         pending.start()
 
     def _not_connected(self, pending, reason):
         self.trace.not_connected(pending, reason)
         self._pending.discard(pending)
-        self.door.release(pending.host)
+        self.door.release(pending.host, pending.listener)
+        self._outcomes.closed(pending.host, reason)
 
     def _on_connect(self, pending, connect):
         """The CONNECT is read: the gate judges it (under the id the connection will
@@ -350,6 +309,15 @@ class Master(MultiService):
         d = self.gate.authenticate(client_id, connect.username, connect.password,
                                    pending.host)
         d.addCallback(self._judged, pending, connect, client_id)
+        d.addErrback(self._judging_failed, pending)
+
+    def _judging_failed(self, failure, pending):
+        """A bug on the gate's path: logged; if the gate itself failed, the client gets
+        CONNACK 3 and its door slot back (past the gate, its hand-off owns it)."""
+        self._outcomes.judging_failed(pending.host, failure)
+        if pending in self._judging:
+            self._judging.discard(pending)
+            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE)
 
     def _judged(self, result, pending, connect, client_id):
         if pending not in self._judging:  # stopping: its socket is closed already
@@ -361,39 +329,8 @@ class Master(MultiService):
         if result.code != CONNACK_ACCEPTED:  # counted and logged by the gate
             self._refuse(pending, result.code)
             return
-        let = _Let(client_id, result.account, result.ticket, not connect.client_id)
-        slot = self._route(connect)
-        if slot is None:
-            timer = self._reactor.callLater(self._config.broker.idle_timeout,
-                                            self._waited, pending)
-            self._waiting[pending] = (connect, let, timer)
-            return
-        self._hand_off(pending, connect, let, slot)
-
-    def _route(self, connect, waited=False):
-        """The worker to hand ``connect`` to now, or None to make it wait.
-
-        A client goes home (the rendezvous choice among every worker) when home is up.
-        While the tree starts, everyone waits for their home. A persistent session
-        waits for its home while it restarts: its session lives there. A clean one
-        takes the best live worker at once, and is taken over from there if it comes
-        back home before it goes. Past idle_timeout of waiting, any live worker.
-        """
-        balancer = self.balancer
-        home = balancer.home(connect.client_id)
-        if home is not None and balancer.is_live(home):
-            return home
-        if not waited and (self._starting or (home is not None and not connect.clean_session)):
-            return None
-        return balancer.pick(connect.client_id)
-
-    def _waited(self, pending):
-        connect, let, _ = self._waiting.pop(pending)
-        slot = self._route(connect, waited=True)
-        if slot is None:
-            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, let.ticket)
-        else:
-            self._hand_off(pending, connect, let, slot)
+        self.waiting.enter(pending, connect,
+                           Let(client_id, result.account, result.ticket, not connect.client_id))
 
     def _refuse(self, pending, code, ticket=None):
         """Answer ``pending``'s CONNECT with CONNACK ``code`` and close it, here."""
@@ -404,33 +341,13 @@ class Master(MultiService):
         except OSError:
             pass
         pending.sock.close()
-        self.door.release(pending.host)
-
-    def _dispatch_waiting(self):
-        for pending, (connect, let, timer) in list(self._waiting.items()):
-            slot = self._route(connect)
-            if slot is not None:
-                del self._waiting[pending]
-                timer.cancel()
-                self._hand_off(pending, connect, let, slot)
-
-    def _started(self):
-        """Every worker has come up once, or the wait for them is over."""
-        if self._starting:
-            self._starting = False
-            up, workers = len(self.balancer.live), self._config.server.workers
-            if up < workers:
-                log.warn("mqttd tree: {up} of {workers} workers up after broker.idle_timeout;"
-                         " the others' clients go to those meanwhile", up=up, workers=workers)
-            if self._start_timer is not None and self._start_timer.active():
-                self._start_timer.cancel()
-            self._dispatch_waiting()
+        self.door.release(pending.host, pending.listener)
 
     def _hand_off(self, pending, connect, let, slot):
         conn_id = next(self._ids)
         client_id = let.client_id
         key = session_key(let.account, client_id)
-        self._connections[conn_id] = (slot, pending.host, key, let.ticket)
+        self._connections[conn_id] = (slot, pending.host, key, let.ticket, pending.listener)
         self.balancer.opened(slot)
         if not let.generated:
             previous = self._where.get(key)
@@ -448,19 +365,23 @@ class Master(MultiService):
         # Closed here only once the worker holds its own copy (or never will): never
         # shutdown(), which would end the worker's connection too.
         d.addBoth(lambda result: (sock.close(), result)[1])
-        d.addErrback(lambda failure: self._release(conn_id))
+        d.addErrback(self._handoff_failed, conn_id, pending.host, client_id, slot)
+
+    def _handoff_failed(self, failure, conn_id, host, client_id, slot):
+        self._outcomes.handoff_failed(host, client_id, slot, failure)
+        self._release(conn_id)
 
     def _release(self, conn_id):
         entry = self._connections.pop(conn_id, None)
         if entry is None:
             return
-        slot, host, key, ticket = entry
+        slot, host, key, ticket, listener = entry
         if self._where.get(key, (None, None))[1] == conn_id:
             del self._where[key]
         if ticket is not None:
             ticket.release()
         self.balancer.closed(slot)
-        self.door.release(host)
+        self.door.release(host, listener)
 
     def _kick(self, client_id, reason, account=None):
         """The gate refuses ``client_id`` of ``account`` now: its worker closes its
@@ -470,15 +391,4 @@ class Master(MultiService):
         if channel is not None:
             channel.send("kick", {"client_id": client_id, "reason": reason,
                                   "account": account})
-
-
-@attrs.frozen
-class _Let:
-    """What the gate said of a connection it let in: the client id it has (``generated``
-    here for an empty one), its account and the gate's ticket."""
-
-    client_id: str
-    account: str | None
-    ticket: object
-    generated: bool
 

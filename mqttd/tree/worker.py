@@ -15,9 +15,14 @@ from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.protocol import MQTTServerFactory, MQTTServerProtocol
 from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
+from mqttd.manage.questions import Answerer
 from mqttd.manage.reporter import MetricsReporter
 from mqttd.manage.trace_tree import worker_trace
+from mqttd.manage.view import clients_question
+from mqttd.manage.sys_topics import publish_sys
+from mqttd.manage.watch import gap_details, watch_broker
 from mqttd.metrics import Metrics
+from mqttd.reload import ACL_MESSAGE, acl_from_payload
 from mqttd.service import PersistenceService, broker_stop, build_broker, webhook_sink
 from mqttd.stopping import SequentialStop
 from mqttd.tree.crossing import Crossing
@@ -49,9 +54,11 @@ class _WorkerFactory(MQTTServerFactory):
 class _Channel(Service):
     """The master's channel: adopts handed-off sockets; ends this worker when lost."""
 
-    def __init__(self, reactor, fd, factory, crossing=None, max_forward_body=None):
-        self.trace = None  # its WorkerTrace (the rules and questions of the master), if on
+    def __init__(self, reactor, fd, factory, crossing=None, max_forward_body=None,
+                 asked=None):
+        self.trace = None  # its WorkerTrace (the trace rules of the master), if on
         self._reactor = reactor
+        self._asked = asked  # the master's questions (mqttd.manage.questions.Answerer)
         self._fd = fd
         self._factory = factory
         self._crossing = crossing
@@ -99,10 +106,24 @@ class _Channel(Service):
         elif kind == "kick":
             self._factory.broker.kick(payload["client_id"], payload.get("reason", "kicked"),
                                       payload.get("account"))
+        elif kind == "max_connections":  # a SIGHUP the master applied (mqttd.reload)
+            self._factory.broker.reload_max_connections(payload["max_connections"])
         elif kind == "interest" and self._crossing is not None:
             self._crossing.interest(payload)
-        elif kind in ("trace_rules", "ask") and self.trace is not None:
-            self.trace.message(kind, payload)
+        elif kind == "sys":  # the $SYS/broker values, every manage.sys_interval
+            publish_sys(self._factory.broker, payload.get("values"))
+        elif kind == ACL_MESSAGE:  # SIGHUP's new auth.acl, for the live connections too
+            try:
+                rules = acl_from_payload(payload)
+            except (KeyError, TypeError, ValueError) as e:
+                log.error("worker: ACL not reloaded, a bad message from the master: "
+                          "{error!r}", error=e)
+                return
+            self._factory.broker.tenancy.reload(rules)
+        elif kind == "trace_rules" and self.trace is not None:
+            self.trace.rules(payload)
+        elif kind == "ask" and self._asked is not None:
+            self._asked(payload)
         else:
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 
@@ -123,6 +144,7 @@ def build_worker(config, reactor, brief):
     # restarts, and so are the client ids that reach it (mqttd.edge.balancer).
     broker = build_broker(reactor, config, sink, metrics, brief["slot"],
                           StaticAuthenticator(config.auth))
+    gaps = watch_broker(config, reactor, broker, brief["name"])  # its devices' silences
     factory = _WorkerFactory(broker, reactor)
     crossing = None
     if config.server.workers >= 2:
@@ -130,21 +152,27 @@ def build_worker(config, reactor, brief):
         # retained value sent meanwhile is newer than the one it reads back.
         crossing = Crossing(broker, brief["slot"], metrics, config.server.max_forward_bytes,
                             holding=True)
+    # The master's questions (the manhole's clients(), trace()): root.answers.handle.
+    root.answers = answers = Answerer(lambda kind, payload: link.channel is not None
+                                      and link.channel.send(kind, payload))
+    answers.handle("clients", clients_question(
+        broker, brief["name"], frozenset(user.username for user in config.auth.users)))
     # Stopped last: the clean stop's "closed" reports still reach the master.
     link = _Channel(reactor, brief["channel_fd"], factory, crossing,
-                    frame_limit(config.broker.max_packet_size))
+                    frame_limit(config.broker.max_packet_size), answers.asked)
     link.setServiceParent(root)
     # The per-client trace (manage.trace_file): this worker's clients, from their CONNECT.
-    link.trace = worker_trace(reactor, config, metrics, brief["name"], lambda kind, payload:
-                              link.channel is not None and link.channel.send(kind, payload))
+    link.trace = worker_trace(reactor, config, metrics, brief["name"])
     if link.trace is not None:
         broker.tracer = link.trace.tracer
+        answers.handle("trace", link.trace.recent)  # the master's recent_events
         # Its last lines (the clean stop's disconnects) written before the process exits.
         reactor.addSystemEventTrigger("after", "shutdown", link.trace.close)
     # Its registry to the master every second (after "ready"); a last one after the
     # clean stop, which is stopped before it.
     MetricsReporter(reactor, metrics, lambda payload: link.channel is not None
-                    and link.channel.send("metrics", payload)).setServiceParent(root)
+                    and link.channel.send("metrics", payload),
+                    details=lambda: gap_details(gaps)).setServiceParent(root)
     on_loaded = None if crossing is None else crossing.loaded
     # Saved after the clean stop.
     PersistenceService(reactor, broker, on_loaded=on_loaded).setServiceParent(root)

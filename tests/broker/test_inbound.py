@@ -14,7 +14,7 @@ import weakref
 from twisted.trial import unittest
 
 import mqttd.broker
-from mqttd.broker.inbound import InboundEntry
+from mqttd.broker.inbound_entry import InboundEntry
 from mqttd.codec import Puback, Pubrec, encode_puback, encode_pubrec
 from tests.support.broker import Client, Harness, ManualStore, pub
 from tests.support.broker import SubmittingStore

@@ -3,12 +3,14 @@ mqttd.db, persistent sessions from sessions-<slot>.db, on real files, determinis
 
 A "crash" is a second ``Appliance`` on the same data directory while the first was
 never stopped: whatever it had not saved is gone, as after ``kill -9``."""
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from mqttd.codec import Connack, Connect, Puback, Pubcomp, Pubrec, Pubrel, Suback, Subscribe
 from mqttd.store.sink import Message
 from mqttd.store.sqlite import message_row
 from tests.support.broker import pub, publishes
+from tests.support.logs import capture_logs, disconnect_reasons
 from tests.support.persistence import Appliance
 from tests.support.store import fired, make_dir
 
@@ -97,6 +99,24 @@ class SessionTests(PersistenceTestCase):
         self.assertEqual(packets[0], Suback(1, (1,)))
         self.assertIn(Puback(9), packets)
         self.assertEqual(app.rows("SELECT filter, qos FROM subscriptions"), [("t/#", 1)])
+
+    def test_subscription_not_saved_closes_without_suback(self):
+        """A SUBACK promises the subscription survives a crash: when its save fails the
+        connection closes without one (the client subscribes again), said in the log."""
+        app = self.run_()
+        events = capture_logs(self)
+        c = app.client("sub", clean=False)
+        app.sessions_pool.hold = True
+        c.send(Subscribe(1, (("t/#", 1),)))
+        app.clock.advance(0)
+        on_result, *_ = app.sessions_pool.jobs.popleft()  # the save's first read fails
+        on_result(False, Failure(OSError("disk full")))
+        self.assertEqual(c.received(), [])
+        self.assertTrue(c.closed)
+        self.assertIn("subscription not saved", disconnect_reasons(events))
+        self.assertTrue(any(e.get("client_id") == "sub" and "not saved" in e["log_format"]
+                            for e in events if "log_failure" in e))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)  # the save's, ours
 
     def test_clean_session_suback_does_not_wait_and_nothing_is_saved(self):
         app = self.run_()
@@ -224,3 +244,38 @@ class RoutedLateTests(PersistenceTestCase):
         back = second.client()
         self.assertEqual(back.connect("sub", clean=False), Connack(True, 0))
         self.assertEqual([p.payload for p in publishes(back.received())], [b"owed"])
+
+    def test_a_message_committed_after_going_offline_and_never_routed_here_is_owed(self):
+        """The forward is cut off (the tree stopped): the message never reaches this
+        broker, but it committed after the session went offline, so its cursor, held
+        at a rowid read then, stays before it."""
+        first = self.run_()
+        sub = self.persistent_subscriber(first)
+        sub.lose()  # went offline: the newest rowid is read now
+        late = Message("late-2", "elsewhere", None, "t/late", b"owed", 1, False, 1.0)
+        fired(first.store.insert_batch([message_row(late)]))  # committed on another worker
+        first.saved()  # the offline save reads a rowid past it
+        fired(first.persistence.stop())  # and the forward never arrives
+
+        second = self.run_()
+        back = second.client()
+        self.assertEqual(back.connect("sub", clean=False), Connack(True, 0))
+        self.assertEqual([p.payload for p in publishes(back.received())], [b"owed"])
+
+    def test_an_offline_session_owes_nothing_twice_after_a_restart(self):
+        """What it acked while online stays behind its cursor (held at the rowid read
+        when it went offline), and each restart keeps it there."""
+        first = self.run_()
+        sub = self.persistent_subscriber(first)
+        self.publish(first, ("t/1", b"one"))
+        sub.send(*[Puback(p.packet_id) for p in publishes(sub.received())])
+        sub.lose()
+        self.publish(first, ("t/2", b"two"))
+        first.saved()
+        fired(first.persistence.stop())
+        second = self.run_()
+        fired(second.persistence.stop())  # restored, offline, nothing changed
+        third = self.run_()
+        back = third.client()
+        self.assertEqual(back.connect("sub", clean=False), Connack(True, 0))
+        self.assertEqual([p.payload for p in publishes(back.received())], [b"two"])

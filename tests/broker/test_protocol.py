@@ -46,10 +46,12 @@ class ConnackCodeTests(unittest.TestCase):
         h = Harness(max_clientid_len=5)
         self.assertEqual(self._refused(h, Connect("abcdef")), Connack(False, 0x02))
         self.assertEqual(Client(h).connect("abcde"), Connack(False, 0))
+        self.assertEqual(h.broker.metrics.mqtt_connect_refused, {"client id too long": 1})
 
     def test_zero_length_client_id_not_allowed(self):
         h = Harness(allow_zero_length_clientid=False)
         self.assertEqual(self._refused(h, Connect("")), Connack(False, 0x02))
+        self.assertEqual(h.broker.metrics.mqtt_connect_refused, {"empty client id": 1})
 
     def test_zero_length_client_id_with_persistent_session(self):
         h = Harness()
@@ -65,6 +67,8 @@ class ConnackCodeTests(unittest.TestCase):
     def test_not_authorized(self):
         h = Harness(authenticator=StaticAuthenticator(AuthConfig(allow_anonymous=False)))
         self.assertEqual(self._refused(h, Connect("c")), Connack(False, 0x05))
+        # The authenticator's refusals are its own to count (the gate's edge_gate_refused).
+        self.assertEqual(h.broker.metrics.mqtt_connect_refused, {})
 
     def test_authenticator_error_is_server_unavailable(self):
         auth = ManualAuthenticator()
@@ -347,6 +351,29 @@ class ConnectionLimitTests(unittest.TestCase):
         d = Client(h)
         self.assertFalse(d.closed)
         self.assertEqual(d.connect("d"), Connack(False, 0))
+
+    def test_a_reloaded_cap_applies_to_new_sockets_and_drops_no_one(self):
+        """SIGHUP's ``reload_max_connections``: raised, the sockets past the old cap get
+        in; lowered below what is open, every open one stays and new ones are refused
+        until fewer are open."""
+        events = capture_logs(self)
+        h = Harness(max_connections=2)
+        a, b = h.client("a"), h.client("b")
+        self.assertTrue(Client(h).closed)
+        h.broker.reload_max_connections(3)
+        c = h.client("c")
+        self.assertTrue(Client(h).closed)
+        self.assertIn(("broker.max_connections is now {max_connections} ({open} open)", 3, 2),
+                      [(e["log_format"], e.get("max_connections"), e.get("open"))
+                       for e in events])
+        h.broker.reload_max_connections(1)
+        self.assertFalse(a.closed or b.closed or c.closed)
+        a.lose()
+        b.lose()
+        self.assertTrue(Client(h).closed)  # one open: at the lowered cap
+        self.assertEqual(h.broker.metrics.mqtt_connections_refused, 3)
+        c.lose()
+        self.assertEqual(Client(h).connect("d"), Connack(False, 0))
 
     def test_disconnect_logged_with_client_and_peer(self):
         events = capture_logs(self)

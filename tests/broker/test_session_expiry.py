@@ -121,6 +121,7 @@ class MaxSessionsTests(unittest.TestCase):
         self.assertTrue(c.closed)
         self.assertEqual(sorted(h.broker.sessions), ["a", "b"])
         self.assertEqual(h.broker.metrics.mqtt_sessions_refused, 1)
+        self.assertEqual(h.broker.metrics.mqtt_connect_refused, {"max sessions": 1})
         reasons = [e["reason"] for e in events
                    if e.get("log_format", "").startswith("disconnect")]
         self.assertEqual(reasons, ["max sessions"])

@@ -66,6 +66,26 @@ class SubmitSeamTests(unittest.TestCase):
         self.assertEqual(h.broker.metrics.mqtt_publish_not_stored, 1)
         self.assertEqual(h.broker.metrics.mqtt_publish_stored, 2)
 
+    def test_received_is_stored_plus_not_stored_plus_pending_at_every_step(self):
+        store = SubmittingStore()
+        h = Harness(store=store)
+        c = h.client("c")
+        metrics = h.broker.metrics
+
+        def figures():
+            received = metrics.mqtt_publish_received
+            parts = (metrics.mqtt_publish_stored, metrics.mqtt_publish_not_stored,
+                     metrics.value("mqtt_publish_pending"))
+            self.assertEqual(received, sum(parts))
+            return (received, *parts)
+        c.send(*[pub("t", qos=1, pid=i) for i in range(1, 5)])
+        self.assertEqual(figures(), (4, 0, 0, 4))  # every one awaits the sink
+        self.assertEqual(len(store.calls), 4)
+        store.settle([0, 1])
+        self.assertEqual(figures(), (4, 2, 0, 2))
+        store.settle([2, 3], Failure(StoreRejected("ack timeout")))
+        self.assertEqual(figures(), (4, 2, 2, 0))
+
     def test_failure_of_a_whole_group_counts_each(self):
         store, h, c = self.two_publishes()
         store.settle([0, 1], Failure(StoreRejected("refused")))

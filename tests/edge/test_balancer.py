@@ -81,3 +81,39 @@ class EmptyIdTests(unittest.TestCase):
         b.closed(1)  # its late close report changes nothing
         b.up(1)
         self.assertEqual(b.load(1), 0)
+
+
+class RouteTests(unittest.TestCase):
+    """Where the master hands a CONNECT, or whether it waits (``Balancer.route``)."""
+
+    def setUp(self):
+        self.b = balancer(1, 2)
+        self.client_id = IDS[0]
+        self.home = self.b.home(self.client_id)
+        self.other = 3 - self.home
+
+    def test_home_when_it_is_up(self):
+        for clean in (True, False):
+            self.assertEqual(self.b.route(self.client_id, clean, starting=True), self.home)
+
+    def test_while_starting_everyone_waits_for_home(self):
+        self.b.down(self.home)
+        self.assertIsNone(self.b.route(self.client_id, True, starting=True))
+        self.assertIsNone(self.b.route(self.client_id, False, starting=True))
+
+    def test_home_restarting_a_persistent_session_waits_a_clean_one_goes_elsewhere(self):
+        self.b.down(self.home)
+        self.assertIsNone(self.b.route(self.client_id, False))
+        self.assertEqual(self.b.route(self.client_id, True), self.other)
+
+    def test_past_the_wait_any_live_worker(self):
+        self.b.down(self.home)
+        self.assertEqual(self.b.route(self.client_id, False, starting=True, waited=True),
+                         self.other)
+        self.b.down(self.other)
+        self.assertIsNone(self.b.route(self.client_id, False, waited=True))
+
+    def test_an_empty_id_has_no_home_and_goes_to_the_least_loaded(self):
+        self.b.opened(1)
+        self.assertEqual(self.b.route("", True), 2)
+        self.assertIsNone(balancer().route("", True, waited=True))

@@ -64,6 +64,24 @@ class PerAddressCapTests(DoorCase):
         self.assertEqual(self.admit_all(door, A, 500), [None] * 500)
 
 
+class ByListenerTests(DoorCase):
+    def test_connections_are_counted_by_the_listener_that_accepted_them(self):
+        door = self.door(max_conn_per_ip=2)
+        tcp, tls = "server.listen[0]", "server.listen[1]"
+        self.assertIsNone(door.admit(A, tcp))
+        self.assertIsNone(door.admit(A, tls))
+        self.assertEqual(door.admit(A, tcp).limit, "limits.max_conn_per_ip")  # not counted
+        self.assertIsNone(door.admit(None, tcp))  # a unix socket peer
+        metrics = self.metrics
+        self.assertEqual(metrics.edge_admitted_by_listener, {tcp: 2, tls: 1})
+        self.assertEqual(metrics.edge_connections_open_by_listener, {tcp: 2, tls: 1})
+        door.release(A, tcp)
+        door.release(None, tcp)
+        self.assertEqual(metrics.edge_connections_open_by_listener, {tcp: 0, tls: 1})
+        self.assertEqual(metrics.edge_connections_open, 1)
+        self.assertEqual(metrics.edge_admitted_by_listener, {tcp: 2, tls: 1})
+
+
 class ConnectRateTests(DoorCase):
     def test_the_burst_passes_in_one_instant_and_the_next_is_refused(self):
         door = self.door(max_conn_rate_per_ip=2.0, conn_rate_burst=4)
@@ -299,3 +317,21 @@ class CountedAndLoggedTests(DoorCase):
                          + [(B, "limits.banned", "banned address")])
         self.assertEqual(self.metrics.mqtt_log_lines_suppressed, 8)
         self.assertEqual(self.refused("limits.banned"), 11)  # every one counted
+
+
+class WatchTests(DoorCase):
+    def test_every_socket_with_an_address_is_watched_let_in_or_not(self):
+        door = self.door(max_conn_per_ip=1)
+        seen = []
+        door.watch(seen.append)
+        self.assertEqual(self.admit_all(door, A, 2), [None, "limits.max_conn_per_ip"])
+        door.admit("::ffff:10.0.0.2")
+        door.admit(None)  # a unix socket has no address to watch
+        self.assertEqual(seen, [A, A, B])
+
+    def test_open_counts_are_the_addresses_with_connections_open(self):
+        door = self.door(max_conn_rate_per_ip=1.0, conn_rate_burst=5)
+        self.admit_all(door, A, 3)
+        door.admit(B)
+        door.release(B)  # refilling: still tracked, nothing open
+        self.assertEqual(door.open_counts(), {A: 3})

@@ -173,3 +173,20 @@ class MemoryTests(FlappingCase):
         self.clock.advance(60.001)
         detector.disconnected("fresh")
         self.assertEqual(len(detector), 1)
+
+
+class BusiestTests(FlappingCase):
+    def test_the_keys_with_the_most_disconnects_in_the_window_first(self):
+        gate = self.gate(allow_anonymous=True)
+        self.cycle(gate, 3, client_id="three", username=None)
+        self.cycle(gate, 1, client_id="one", username=None)
+        self.cycle(gate, 2, client_id="two", username=None)
+        self.assertEqual([(kind, value, n) for kind, value, n, _ in gate.flapping_now(10)],
+                         [("clientid", "three", 3), ("clientid", "two", 2),
+                          ("clientid", "one", 1)])
+        self.assertEqual(len(gate.flapping_now(2)), 2)
+        self.clock.advance(55.5)  # "three"'s first two disconnects leave the window
+        self.assertEqual([(value, n) for _, value, n, _ in gate.flapping_now(10)],
+                         [("two", 2), ("one", 1), ("three", 1)])
+        self.clock.advance(60)
+        self.assertEqual(gate.flapping_now(10), [])

@@ -1,20 +1,25 @@
 """The gate follows the store: bans loaded at start, every change applied within one
-reload_interval (caches dropped, bans reloaded, live tokens looked up again) and the
-live connections now refused or banned kicked; one poll at a time; a failing poll is
-logged once and retried."""
+reload_interval (a change of accounts or tokens: caches dropped, live tokens looked up
+again; of bans: the bans reloaded and the token caches kept) and the live connections
+now refused or banned kicked; one poll at a time; a failing poll is logged once and
+retried."""
 from twisted.internet.defer import Deferred
 
 from mqttd.codec.packets import CONNACK_ACCEPTED
 from mqttd.edge.gate_sync import GateSync
-from mqttd.store.gate_records import BanRecord
+from mqttd.store.gate_records import BanRecord, StoreVersions
 from tests.support.gate import TOKEN, GateCase
 
 OTHER = "tok-" + "b" * 40
 
 
 class SyncCase(GateCase):
+    flapping_options = None  # [flapping_detect] for the gate (None: off)
+
     def setUp(self):
         super().setUp()
+        if self.flapping_options is not None:
+            self.flapping_config(**self.flapping_options)
         self.gate_ = self.gate(allow_anonymous=True)
         self.sync = GateSync(self.clock, self.store, self.gate_, self.metrics, 0.5)
         self.addCleanup(self.sync.stop)
@@ -32,19 +37,20 @@ class StartTests(SyncCase):
         self.start()
         self.assertEqual(self.connect(self.gate_, client_id="bad", username=None).reason,
                          "banned")
-        self.assertEqual(self.sync.version, self.store.counter)
+        self.assertEqual(self.sync.versions, self.store.current())
         self.assertEqual(self.metrics.edge_bans_active, 1)
 
     def test_polls_every_interval_and_reloads_only_on_a_change(self):
         self.start()
-        self.assertEqual((self.store.calls["version"], self.store.calls["bans"]), (1, 1))
+        self.assertEqual((self.store.calls["versions"], self.store.calls["bans"]), (1, 1))
         self.clock.advance(0.5)
         self.clock.advance(0.5)
-        self.assertEqual((self.store.calls["version"], self.store.calls["bans"]), (3, 1))
+        self.assertEqual((self.store.calls["versions"], self.store.calls["bans"]), (3, 1))
         self.store.put_ban(self.ban("clientid", "bad"))
         self.clock.advance(0.5)
-        self.assertEqual((self.store.calls["version"], self.store.calls["bans"]), (4, 2))
-        self.assertEqual(self.metrics.edge_gate_reloads, 2)
+        self.assertEqual((self.store.calls["versions"], self.store.calls["bans"]), (4, 2))
+        self.assertEqual(self.metrics.value("edge_gate_reloads", what="bans"), 2)
+        self.assertEqual(self.metrics.value("edge_gate_reloads", what="tokens"), 1)
 
 
 class KickTests(SyncCase):
@@ -106,27 +112,101 @@ class KickTests(SyncCase):
         self.assertEqual(self.store.calls["lookup_tokens"], 0)
 
 
+BAD_TOKENS = [f"bad-token-{n:02d}-" + "x" * 20 for n in range(5)]
+
+
+class BansKeepTheTokenCachesTests(SyncCase):
+    """A ban, the flapping detector's or the operator's, reloads the bans and nothing
+    else: known and unknown tokens stay cached and no live token is read again, so a
+    storm of bad tokens beside a flapping storm reaches the store once per token."""
+
+    flapping_options = {"enable": True, "max_count": 2, "window_time": 10.0,
+                        "ban_time": 60.0}
+
+    def setUp(self):
+        super().setUp()
+        self.store.put_token(TOKEN, account="acme")
+        self.start()
+        self.good = self.connect(self.gate_, client_id="good", username=TOKEN)
+        for token in BAD_TOKENS:
+            self.assertEqual(self.connect(self.gate_, client_id="b", username=token).reason,
+                             "bad token")
+
+    def flap(self, client_id):
+        """Two connections of ``client_id`` that end: the second one bans it."""
+        for _ in range(2):
+            self.connect(self.gate_, client_id=client_id, username=None).ticket.release()
+
+    def test_a_flapping_storm_leaves_bad_tokens_answered_from_memory(self):
+        for n in range(16):  # 8 s: within the 10 s of the negative cache
+            self.flap(f"flapper-{n}")
+            self.clock.advance(0.5)
+            for token in BAD_TOKENS:
+                self.assertEqual(self.connect(self.gate_, client_id=f"b{n}",
+                                              username=token).reason, "bad token")
+            again = self.connect(self.gate_, client_id=f"good-{n}", username=TOKEN)
+            self.assertEqual(again.code, CONNACK_ACCEPTED)
+            again.ticket.release()
+        self.assertEqual(self.store.calls["add_ban"], 16)
+        self.assertEqual(dict(self.store.looked_up), dict.fromkeys(BAD_TOKENS + [TOKEN], 1))
+        self.assertEqual(self.store.calls["lookup_tokens"], 0)
+        self.assertEqual(self.metrics.value("edge_gate_reloads", what="bans"), 17)
+        self.assertEqual(self.metrics.value("edge_gate_reloads", what="tokens"), 1)
+        self.assertEqual(self.connect(self.gate_, client_id="flapper-3",
+                                      username=None).reason, "banned")
+        self.assertEqual(self.kicks, [])  # the good connection is no flapper
+
+    def test_an_operators_ban_keeps_them_too_and_kicks_what_it_matches(self):
+        self.store.put_ban(self.ban("clientid", "good"))
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("good", "banned")])
+        self.assertEqual(self.connect(self.gate_, client_id="b",
+                                      username=BAD_TOKENS[0]).reason, "bad token")
+        self.assertEqual(self.store.looked_up[BAD_TOKENS[0]], 1)
+        self.assertEqual(self.store.calls["lookup_tokens"], 0)
+
+    def test_a_change_of_tokens_still_clears_both_caches_within_a_tick(self):
+        self.store.put_token(BAD_TOKENS[0], account="acme")  # the bad token made now
+        self.clock.advance(0.5)
+        self.assertEqual(self.store.calls["lookup_tokens"], 1)  # the live TOKEN, again
+        self.assertEqual(self.connect(self.gate_, client_id="new",
+                                      username=BAD_TOKENS[0]).code, CONNACK_ACCEPTED)
+        self.connect(self.gate_, client_id="good-2", username=TOKEN)
+        self.assertEqual(self.store.looked_up[BAD_TOKENS[0]], 2)
+        self.assertEqual(self.store.looked_up[TOKEN], 2)  # the known cache cleared too
+        self.assertEqual(self.store.calls["bans"], 1)  # the bans were not read again
+
+    def test_both_in_one_tick_apply_both(self):
+        self.store.revoke(TOKEN)
+        self.store.put_ban(self.ban("ip", "10.0.0.1"))
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [("good", "banned")])
+        self.assertEqual((self.store.calls["bans"], self.store.calls["lookup_tokens"]), (2, 1))
+        self.assertEqual(self.connect(self.gate_, client_id="other", host="10.0.0.2").reason,
+                         "token revoked")
+
+
 class OnePollTests(SyncCase):
     def test_a_slow_poll_is_never_doubled(self):
         slow = Deferred()
-        self.store.version = lambda: slow
+        self.store.versions = lambda: slow
         d = self.sync.start()
         self.clock.advance(5.0)
         self.assertNoResult(d)
-        slow.callback(7)
+        slow.callback(StoreVersions(7, 3))
         self.successResultOf(d)
-        self.assertEqual(self.sync.version, 7)
+        self.assertEqual(self.sync.versions, StoreVersions(7, 3))
         calls = []
-        self.store.version = lambda: calls.append(Deferred()) or calls[-1]
+        self.store.versions = lambda: calls.append(Deferred()) or calls[-1]
         self.clock.advance(0.5)
         self.clock.advance(5.0)
         self.assertEqual(len(calls), 1)
-        calls[0].callback(7)
+        calls[0].callback(StoreVersions(7, 3))
 
 
 class FailureTests(SyncCase):
     def test_a_failing_poll_is_logged_once_and_retried(self):
-        self.store.fail.add("version")
+        self.store.fail.add("versions")
         self.successResultOf(self.sync.start())
         for _ in range(4):
             self.clock.advance(0.5)
@@ -135,7 +215,7 @@ class FailureTests(SyncCase):
         self.store.fail.clear()
         self.store.put_ban(self.ban("clientid", "bad"))
         self.clock.advance(0.5)
-        self.assertEqual(self.sync.version, self.store.counter)
+        self.assertEqual(self.sync.versions, self.store.current())
         self.assertEqual(len(self.logged("after {count} failed polls")), 1)
         self.assertEqual(self.connect(self.gate_, client_id="bad", username=None).reason,
                          "banned")
@@ -145,20 +225,20 @@ class FailureTests(SyncCase):
         self.store.fail.add("bans")
         self.store.put_ban(self.ban("clientid", "bad"))
         self.clock.advance(0.5)
-        self.assertNotEqual(self.sync.version, self.store.counter)
+        self.assertNotEqual(self.sync.versions, self.store.current())
         self.store.fail.clear()
         self.clock.advance(0.5)
-        self.assertEqual(self.sync.version, self.store.counter)
+        self.assertEqual(self.sync.versions, self.store.current())
         self.assertEqual(self.connect(self.gate_, client_id="bad", username=None).reason,
                          "banned")
         self.flushLoggedErrors()
 
     def test_stop_waits_for_the_poll_in_flight_and_schedules_no_more(self):
         slow = Deferred()
-        self.store.version = lambda: slow
+        self.store.versions = lambda: slow
         self.sync.start()
         stopped = self.sync.stop()
         self.assertNoResult(stopped)
-        slow.callback(3)
+        slow.callback(StoreVersions(3, 3))
         self.successResultOf(stopped)
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -47,7 +47,7 @@ class NegativeCacheTests(GateCase):
         gate = self.gate()
         self.assertEqual(self.connect(gate).reason, "bad token")
         self.store.put_token(TOKEN)
-        gate.reloading()  # what GateSync does on the store's change
+        gate.forget_tokens()  # what GateSync does when accounts or tokens changed
         self.assertEqual(self.connect(gate).code, CONNACK_ACCEPTED)
 
     def test_zero_ttl_remembers_nothing(self):
@@ -86,7 +86,7 @@ class InFlightTests(GateCase):
         gate = self.gate()
         d = self.connecting(gate)
         self.store.revoke(TOKEN)
-        gate.reloading()
+        gate.forget_tokens()
         self.store.finish_lookups()  # answers the lookup made before the change...
         self.assertNoResult(d)  # ...which is not believed: asked again
         self.store.finish_lookups()

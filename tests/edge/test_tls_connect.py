@@ -29,10 +29,10 @@ class _OpenDoor:
     def __init__(self):
         self.open = 0
 
-    def admit(self, host):
+    def admit(self, host, listener=None):
         self.open += 1
 
-    def release(self, host):
+    def release(self, host, listener=None):
         self.open -= 1
 
 

@@ -28,10 +28,10 @@ LISTENER = "server.listen[1]"
 
 
 class _OpenDoor:
-    def admit(self, host):
+    def admit(self, host, listener=None):
         pass
 
-    def release(self, host):
+    def release(self, host, listener=None):
         pass
 
 

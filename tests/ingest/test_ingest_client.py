@@ -16,6 +16,8 @@ from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 
 from mqttd.ingest.client import StoreRejected
+from mqttd.ingest.poster import NoAddress
+from mqttd.ingest.request_stats import retry_cause
 from mqttd.ingest.wire import decode_batch
 from mqttd.store.sink import ISubmittingMessageSink
 from tests.support.messages import message
@@ -98,9 +100,9 @@ class RetryTests(unittest.TestCase):
         (r,) = h.submit(message(1))
         h.tick()
         self.assertEqual(r, [])
-        self.assertEqual(h.store.metrics.webhook_retried, 1)
+        self.assertEqual(sum(h.store.metrics.webhook_retried.values()), 1)
         h.tick(0.1)  # first backoff: 0.1 s
-        self.assertEqual(h.store.metrics.webhook_retried, 2)
+        self.assertEqual(sum(h.store.metrics.webhook_retried.values()), 2)
         h.tick(0.1)
         self.assertEqual(r, [])
         h.tick(0.1)  # second backoff: 0.2 s
@@ -128,7 +130,7 @@ class RetryTests(unittest.TestCase):
         h.tick()
         for _ in range(1500):
             h.tick(0.5)
-        self.assertEqual(h.store.metrics.webhook_retried, 1500)
+        self.assertEqual(sum(h.store.metrics.webhook_retried.values()), 1500)
         self.assertEqual(r, ["ok"])
         (late,) = h.submit(message(2))
         h.webhook.script = [500] * 10_000
@@ -152,7 +154,7 @@ class RetryTests(unittest.TestCase):
         (r,) = h.submit(message(1))
         h.tick()
         h.tick(1.0)  # request times out
-        self.assertEqual(h.store.metrics.webhook_retried, 1)
+        self.assertEqual(sum(h.store.metrics.webhook_retried.values()), 1)
         h.tick(0.1)
         self.assertEqual(r, ["ok"])
         # A retry of a batch the server may already have committed stores nothing twice.
@@ -291,6 +293,66 @@ class RetryTests(unittest.TestCase):
             h.assertAccounts()
 
 
+class RequestFiguresTests(unittest.TestCase):
+    """Per request: its outcome, its latency in the histogram, the pool in use against
+    pool_size, and each retry by its cause (mqttd.ingest.request_stats)."""
+
+    def test_a_hanging_request_is_in_flight_then_timed_in_the_histogram(self):
+        h = Harness(self, script=[None], pool_size=3, request_timeout=100.0)
+        metrics = h.store.metrics
+        self.assertEqual(metrics.webhook_pool_size, 3)
+        h.submit(message(1))
+        h.tick()
+        self.assertEqual(metrics.webhook_requests_in_flight, 1)
+        h.tick(0.3)
+        request = h.webhook.hanging.pop()
+        request.write(json.dumps({"received": 1, "inserted": 1, "duplicates": 0}).encode())
+        request.finish()
+        h.tick()
+        self.assertEqual(metrics.webhook_requests_in_flight, 0)
+        self.assertEqual(metrics.webhook_requests, {"committed": 1})
+        histogram = metrics.webhook_request_seconds
+        self.assertEqual(histogram.count, 1)
+        self.assertAlmostEqual(histogram.sum, 0.3)
+        self.assertEqual(histogram.counts[histogram.bounds.index(0.5)], 1)  # 0.25 < 0.3 <= 0.5
+
+    def test_retries_are_counted_by_cause(self):
+        h = Harness(self, script=[503, 500, None], retry_initial=0.01, request_timeout=1.0,
+                    ack_timeout=100.0)
+        (r,) = h.submit(message(1))
+        for _ in range(6):
+            h.tick(1.0)
+        self.assertEqual(r, ["ok"])
+        metrics = h.store.metrics
+        self.assertEqual(metrics.webhook_retried,
+                         {"http 503": 1, "http 500": 1, "timeout": 1})
+        self.assertEqual(metrics.webhook_requests, {"retryable": 3, "committed": 1})
+        self.assertEqual(metrics.webhook_request_seconds.count, 4)
+        self.assertEqual(metrics.webhook_requests_in_flight, 0)
+
+    def test_a_refused_connection_and_a_refused_batch(self):
+        class RefusingOnce:
+            def __init__(self, real):
+                self.real, self.refused = real, False
+
+            def post(self, *args, **kwargs):
+                if not self.refused:
+                    self.refused = True
+                    return fail(ConnectionRefusedError())
+                return self.real.post(*args, **kwargs)
+
+        h = Harness(self, http=RefusingOnce, script=[400], retry_initial=0.01)
+        (r,) = h.submit(message(1))
+        h.tick()
+        h.tick(0.01)
+        self.assertEqual(r, ["refused"])
+        metrics = h.store.metrics
+        self.assertEqual(metrics.webhook_retried, {"connection": 1})
+        self.assertEqual(metrics.webhook_requests, {"retryable": 1, "refused": 1})
+        self.assertEqual(retry_cause(NoAddress("x")), "no address")
+        self.assertEqual(retry_cause(ValueError()), "other")
+
+
 class _Answer:
     """A response whose body arrives as the test says: ``chunks`` at once, the end when
     ``finish()`` is called (never, for a webhook that stalls after its headers)."""
@@ -342,7 +404,7 @@ class AnswerTests(unittest.TestCase):
         self.assertFalse(stalled.transport.disconnecting)
         h.tick(1.0)  # request_timeout: the read is cut short, and with it the connection
         self.assertTrue(stalled.transport.disconnected)  # aborted (TLS: no close_notify wait)
-        self.assertEqual((r, h.store.metrics.webhook_retried), ([], 1))
+        self.assertEqual((r, sum(h.store.metrics.webhook_retried.values())), ([], 1))
         self.answering.answers[0].deliverBody = lambda p, a=self.answering.answers[0]: (
             _Answer.deliverBody(a, p), a.finish())
         h.tick(0.1)
@@ -354,10 +416,10 @@ class AnswerTests(unittest.TestCase):
         h = self.harness([answer], retry_max=5.0)
         (r,) = h.submit(message(1))
         h.tick()
-        self.assertEqual(h.store.metrics.webhook_retried, 0)  # still reading: the connection is not free
+        self.assertEqual(sum(h.store.metrics.webhook_retried.values()), 0)  # still reading: the connection is not free
         answer.protocol.dataReceived(b'"busy"}')
         answer.finish()
-        self.assertEqual(h.store.metrics.webhook_retried, 1)
+        self.assertEqual(sum(h.store.metrics.webhook_retried.values()), 1)
         self.assertFalse(answer.transport.disconnecting)  # read whole: back to the pool
         self.assertEqual([d.getTime() for d, _ in h.store._backoff.values()], [2.0])  # Retry-After
         h.assertAccounts()
@@ -369,7 +431,7 @@ class AnswerTests(unittest.TestCase):
         h.tick()
         h.tick(1.0)
         self.assertTrue(stalled.transport.disconnected)
-        self.assertEqual(h.store.metrics.webhook_retried, 1)
+        self.assertEqual(sum(h.store.metrics.webhook_retried.values()), 1)
         self.assertEqual(r, [])
         h.assertAccounts()
 

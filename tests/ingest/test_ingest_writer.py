@@ -270,3 +270,31 @@ class ValidationTests(unittest.TestCase):
                        {"flush_interval": -1}):
             with self.assertRaises(ValueError):
                 BatchWriter(None, None, **kwargs)
+
+
+class QueueFigureTests(WriterTestCase):
+    """The queue's depth (rows and bytes waiting, as max_queue counts them) and each
+    commit's time, for /metrics and the alert on the queue nearing max_queue."""
+
+    def test_the_queue_gauges_follow_what_waits_and_each_commit_is_timed(self):
+        writer = self.make(batch_size=2, flush_interval=0.0)
+        metrics = writer.metrics
+        self.pool.hold = True
+        first = writer.submit(self.rows("a", 2), size=200)  # commits at once
+        self.assertEqual((metrics.ingest_queue_rows, metrics.ingest_queue_bytes), (0, 0))
+        waiting = [writer.submit(self.rows(f"b{i}-", 1), size=50) for i in range(3)]
+        self.assertEqual((metrics.ingest_queue_rows, metrics.ingest_queue_bytes), (3, 150))
+        self.clock.advance(0.02)
+        self.pool.run_next()
+        self.assertEqual(fired(first), 2)
+        # The next commit took two of the three (batch_size): one waits.
+        self.assertEqual((metrics.ingest_queue_rows, metrics.ingest_queue_bytes), (1, 50))
+        self.pool.run_next()
+        self.pool.run_next()
+        for d in waiting:
+            self.assertEqual(fired(d), 1)
+        self.assertEqual((metrics.ingest_queue_rows, metrics.ingest_queue_bytes), (0, 0))
+        histogram = metrics.ingest_commit_seconds
+        self.assertEqual(histogram.count, 3)
+        self.assertAlmostEqual(histogram.sum, 0.02)  # the first commit ran 20 ms
+        self.assertEqual(histogram.counts[histogram.bounds.index(0.025)], 1)

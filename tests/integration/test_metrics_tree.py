@@ -1,18 +1,22 @@
 """/metrics and /healthz of the real tree (``server.workers = 2``): after a QoS 1 load
-from clients on both workers, the tree's counters add up against the rows in SQLite,
-connections by worker sum to the clients connected, and a killed worker's counters stay
-added in while it restarts.
+from clients on both workers, the tree's counters add up against the rows in SQLite
+(received = stored + not stored + pending at every scrape, and the webhook's and the
+ingest's requests, latencies and commits too), connections by worker and by listener
+sum to the clients connected, and a killed worker's counters stay added in while it
+restarts.
 
 Client ids are chosen for their worker with the balancer's hash; the children report
 every second, so each figure is read once it has arrived (``wait_for_series``).
 """
 import os
 import signal
+import threading
 
 from mqttd.edge.balancer import Balancer
 from tests.integration.support.common import wait_for
 from tests.integration.support.database import stored_messages
-from tests.integration.support.metrics import health, scrape, series, wait_for_series
+from tests.integration.support.metrics import (health, scrape, scrape_families, series,
+                                               wait_for_series)
 from tests.integration.support.testcase import BrokerTestCase
 from tests.integration.support.tree import wait_for_children, wait_for_new_pid
 
@@ -80,6 +84,51 @@ class TreeMetricsTests(BrokerTestCase):
         for name in NAMES:
             self.assertEqual(samples[series("tree_child_reporting", process=name)], 1, name)
         self.assertEqual(health(self.url), (200, "ok\n"))
+
+    def test_publishes_add_up_at_every_scrape_and_the_webhook_and_ingest_figures_too(self):
+        clients = self.clients_on(1, 2) + self.clients_on(2, 2)
+        loading = threading.Thread(target=self.load, args=(clients,))
+        loading.start()
+        self.addCleanup(loading.join)
+        identity = []
+        while loading.is_alive() or not identity:
+            samples = scrape(self.url)
+            received = samples[series("mqtt_publish_received_total")]
+            parts = (samples[series("mqtt_publish_stored_total")],
+                     samples[series("mqtt_publish_not_stored_total")],
+                     samples[series("mqtt_publish_pending")])
+            # Each process's snapshot is one moment of it: the sum holds in every scrape.
+            self.assertEqual(received, sum(parts), (received, parts))
+            identity.append((received, parts))
+        loading.join()
+        sent = len(clients) * PER_CLIENT
+        samples = wait_for_series(self.url, lambda s: (
+            s[series("mqtt_publish_stored_total")] == sent
+            and s[series("mqtt_publish_pending")] == 0
+            and s[series("ingest_rows_inserted_total")] == sent))
+        rows = len(stored_messages(self.broker.db_path))
+        self.assertEqual(rows, sent)
+        self.assertEqual(samples[series("mqtt_publish_received_total")], rows)
+        self.assertEqual(samples[series("mqtt_publish_not_stored_total")], 0)
+        # Every request answered is in the latency histogram; both workers' pools count.
+        requests = samples[series("webhook_requests_total", outcome="committed")]
+        self.assertGreater(requests, 0)
+        self.assertEqual(samples[series("webhook_request_seconds_count")], requests)
+        self.assertEqual(samples[series("webhook_request_seconds_bucket", le="+Inf")], requests)
+        self.assertGreater(samples[series("webhook_request_seconds_sum")], 0)
+        self.assertEqual(samples[series("webhook_pool_size")], 2)  # pool_size 1 x 2 workers
+        self.assertEqual(samples[series("webhook_requests_in_flight")], 0)
+        commits = samples[series("ingest_commits_total")]
+        self.assertEqual(samples[series("ingest_commit_seconds_count")], commits)
+        self.assertEqual(samples[series("ingest_queue_rows")], 0)
+        # Connections by listener: the one listener holds the clients (and no other).
+        self.assertEqual(samples[series("edge_connections_open_by_listener",
+                                        listener="server.listen[0]")], len(clients))
+        self.assertGreaterEqual(samples[series("edge_admitted_by_listener_total",
+                                               listener="server.listen[0]")], len(clients))
+        kinds = {family.name: family.type for family in scrape_families(self.url)}
+        self.assertEqual(kinds["webhook_request_seconds"], "histogram")
+        self.assertEqual(kinds["ingest_commit_seconds"], "histogram")
 
     def test_a_killed_workers_counters_stay_added_in_while_it_restarts(self):
         before = self.clients_on(1, 2)

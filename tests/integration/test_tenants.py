@@ -6,13 +6,12 @@ device's own topic. Once in one process, once in the tree (``server.workers = 2`
 where the subscriber and the publisher are on different workers (the forwarded topics
 are the mounted ones)."""
 import os
-import queue
 import sqlite3
 
 from mqttd.edge.balancer import Balancer
 from tests.integration.support.process import requires_mqttd
 from tests.integration.support.testcase import BrokerTestCase
-from tests.integration.support.tree import owner, wait_for_children
+from tests.integration.support.tree import cross_probes, owner, wait_for_children
 
 USERS = """
 [auth]
@@ -52,20 +51,7 @@ class TenantTests(BrokerTestCase):
             db.close()
 
     def crossing(self, publisher, subscriber):
-        """Once a probe on the shared topic reaches ``subscriber`` (the tree: its
-        subscription announced to the publisher's worker), drain the probes."""
-        for _ in range(200):
-            publisher.publish(TOPIC, b"probe", qos=1)
-            try:
-                subscriber.messages.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            while True:
-                try:
-                    subscriber.messages.get_nowait()
-                except queue.Empty:
-                    return
-        self.fail(f"no probe reached the subscriber\n{self.context()}")
+        cross_probes(publisher, subscriber, TOPIC, self.context)
 
     def test_cross_tenant_publish_and_subscribe_are_denied_and_rows_carry_the_account(self):
         acme_sub = self.of("acme", 2, "as")

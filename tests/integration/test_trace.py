@@ -8,6 +8,7 @@ rows' in SQLite), and its disconnect with the bytes and messages counted each wa
 beside it gets its connection events and no publish event. The same test runs on the
 tree (``server.workers = 2``, both workers) and on the single process.
 """
+import ast
 import json
 import os
 
@@ -15,6 +16,7 @@ from mqttd.edge.balancer import Balancer
 from tests.integration.support.cli import cli_ok
 from tests.integration.support.common import wait_for
 from tests.integration.support.database import stored_messages
+from tests.integration.support.manhole import manhole_session, manhole_setup
 from tests.integration.support.raw_client import (
     DISCONNECT, PacketType, connect_packet, publish_packet)
 from tests.integration.support.testcase import BrokerTestCase
@@ -41,7 +43,9 @@ def _events(path):
         return [json.loads(line) for line in f]  # every line whole: json.loads would fail
 
 
-class _TraceTests:
+class _TraceCase:
+    """The trace file and the clients every trace test drives."""
+
     workers = 0
 
     def setUp(self):
@@ -91,6 +95,8 @@ class _TraceTests:
         raw.wait_closed()
         return raw.sock.getsockname()[1], len(sent) + len(DISCONNECT), received, payloads
 
+
+class _TraceTests(_TraceCase):
     def test_a_traced_client_and_an_untraced_one(self):
         traced = self.client_id_on(1, "traced")
         other = self.client_id_on(self.workers, "other")  # the other worker, in the tree
@@ -192,3 +198,43 @@ class TreeTraceTests(_TraceTests, BrokerTestCase):
 class SingleProcessTraceTests(_TraceTests, BrokerTestCase):
     workers = 0
     config = _CONFIG.format(workers=0)
+
+
+class _ManholeTraceTests(_TraceCase):
+    """The manhole's trace helpers on the real appliance: a rule made there, and
+    ``trace(client_id)`` showing the window of every process (the master's accept and
+    auth, the worker's connect to disconnect), asked over the workers' channels."""
+
+    def setUp(self):
+        section, _ = manhole_setup(self)
+        self.config = _CONFIG.format(workers=self.workers).replace(
+            "[manage]\n", section, 1)
+        super().setUp()
+
+    def test_trace_add_then_trace_shows_the_whole_window(self):
+        client_id = self.client_id_on(1, "window")
+        manhole = manhole_session(self, self.broker)
+        manhole.run(f"trace_add(client_id={client_id!r})")
+        self.assertIn(client_id, manhole.run("trace_list()"))
+        self.wait_rules_applied(1)
+        self.run_client(client_id, "alice", "alice-secret")
+        wait_for(lambda: any(e["event"] == "disconnect" for e in self.events_of(client_id)),
+                 message="the disconnect in the trace file", context=self.context)
+        manhole.run(f"trace({client_id!r})")
+        seen = ast.literal_eval(manhole.run("[(e['event'], e['process']) for e in _]"))
+        where = "mqttd-master" if self.workers else "mqttd"
+        worker = "mqttd-worker-1" if self.workers else "mqttd"
+        self.assertEqual(seen, [("accept", where), ("auth", where), ("connect", worker)]
+                         + [("publish", worker), ("ack", worker)] * MESSAGES
+                         + [("disconnect", worker)])
+        manhole.run(f"trace_rm(client_id={client_id!r})")
+        self.assertEqual(manhole.run("_"), "True")
+        self.wait_rules_applied(0)
+
+
+class TreeManholeTraceTests(_ManholeTraceTests, BrokerTestCase):
+    workers = 2
+
+
+class SingleProcessManholeTraceTests(_ManholeTraceTests, BrokerTestCase):
+    workers = 0

@@ -9,13 +9,12 @@ the other worker a moment after its SUBACK (one trip through the master), so eac
 first waits until a probe crosses (``crossing``).
 """
 import os
-import queue
 import signal
 
 from tests.integration.support.common import wait_for
 from tests.integration.support.testcase import BrokerTestCase
 from tests.integration.support.tree import (
-    client_on, owner, wait_for_children, wait_for_new_pid,
+    client_on, cross_probes, owner, wait_for_children, wait_for_new_pid,
 )
 
 NAMES = ("mqttd-worker-1", "mqttd-worker-2", "mqttd-ingest")
@@ -58,20 +57,7 @@ class CrossWorkerCase(BrokerTestCase):
         return wait_for(attempt, message=f"worker {slot} back", context=self.context)
 
     def crossing(self, publisher, subscriber, topic):
-        """Publish probes on ``topic`` until one reaches ``subscriber``, then drop them all:
-        the subscription is known on the publisher's worker from then on."""
-        for _ in range(200):
-            publisher.publish(topic, b"probe", qos=1)
-            try:
-                subscriber.messages.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            while True:  # a later probe never arrives before an earlier one
-                try:
-                    subscriber.messages.get_nowait()
-                except queue.Empty:
-                    return
-        self.fail(f"no probe on {topic!r} crossed to the other worker\n{self.context()}")
+        cross_probes(publisher, subscriber, topic, self.context)
 
 
 class PubSubTests(CrossWorkerCase):

@@ -58,11 +58,30 @@ class MetricsPageTests(unittest.TestCase):
                                   (("process", "mqttd-worker-1"),))], 3)
         self.assertEqual(samples[("tree_child_reporting", (("process", "mqttd-ingest"),))], 1)
 
+    def test_a_histogram_merged_over_workers_parses_with_cumulative_buckets(self):
+        for slot, observed in ((1, (0.003, 0.2)), (2, (0.2, 40.0))):
+            worker = Metrics()
+            for seconds in observed:
+                worker.webhook_request_seconds.observe(seconds)
+            self.tree.report(f"mqttd-worker-{slot}", snapshot(worker, str(slot)))
+        families, samples = self.scrape()
+        self.assertEqual(families["webhook_request_seconds"].type, "histogram")
+        self.assertEqual(samples[("webhook_request_seconds_bucket", (("le", "0.0025"),))], 0)
+        self.assertEqual(samples[("webhook_request_seconds_bucket", (("le", "0.005"),))], 1)
+        self.assertEqual(samples[("webhook_request_seconds_bucket", (("le", "0.25"),))], 3)
+        self.assertEqual(samples[("webhook_request_seconds_bucket", (("le", "30.0"),))], 3)
+        self.assertEqual(samples[("webhook_request_seconds_bucket", (("le", "+Inf"),))], 4)
+        self.assertEqual(samples[("webhook_request_seconds_count", ())], 4)
+        self.assertAlmostEqual(samples[("webhook_request_seconds_sum", ())], 40.403)
+
     def test_every_family_of_the_registry_is_there_even_at_zero(self):
         families, samples = self.scrape()
         for field in Metrics.__attrs_attrs__:
             self.assertIn(field.name, families)
-            if not field.metadata["labels"]:
+            if field.metadata["kind"] == "histogram":
+                self.assertEqual(samples[(field.name + "_count", ())], 0)
+                self.assertEqual(samples[(field.name + "_bucket", (("le", "+Inf"),))], 0)
+            elif not field.metadata["labels"]:
                 suffix = "_total" if field.metadata["kind"] == "counter" else ""
                 self.assertEqual(samples[(field.name + suffix, ())], 0)
 

@@ -13,6 +13,7 @@ from mqttd.codec import Connect
 from mqttd.config import Config
 from mqttd.edge.door import Refusal
 from mqttd.ingest.service import prepare_database
+from mqttd.manage.questions import ANSWER_TIMEOUT, Answerer, Questions
 from mqttd.manage.trace_service import NoTrace, TraceOff, single_trace
 from mqttd.manage.trace_tree import MasterTrace, master_trace, worker_trace
 from mqttd.metrics import Metrics
@@ -51,8 +52,12 @@ class MasterTraceTests(unittest.TestCase):
         self.reactor = InlineReactor()
         self.channels = {1: Channel(), 2: Channel()}
         self.metrics = Metrics()
+        self.questions = Questions(self.reactor, lambda: {
+            f"mqttd-worker-{slot}": channel for slot, channel in self.channels.items()},
+            self.metrics)
         self.master = MasterTrace(self.reactor, self.config, self.metrics, "mqttd-master",
-                                  lambda: self.channels, threadpool=InlinePool())
+                                  lambda: self.channels, self.questions,
+                                  threadpool=InlinePool())
         self.master.startService()
         self.addCleanup(self.master.stopService)
 
@@ -111,41 +116,65 @@ class MasterTraceTests(unittest.TestCase):
         self.master.trace_add(client_id="a", ip="1.2.3.4").addErrback(failed.append)
         self.assertIn("name one of", str(failed[0].value))
 
-    def test_recent_events_from_the_master_and_every_worker_by_time(self):
-        workers = {}
+    def workers(self):
+        """A WorkerTrace per slot, each behind its own Answerer as in mqttd.tree.worker."""
+        workers, answerers = {}, {}
         for slot in (1, 2):
-            workers[slot] = worker_trace(
-                self.reactor, self.config, Metrics(), f"mqttd-worker-{slot}",
-                lambda kind, payload, slot=slot: self.master.answered(slot, payload))
-        self.master.at_accept(("10.0.0.1", 5000), None)
-        self.master.judged(Pending(("10.0.0.1", 5000)), Connect("dev"), "dev", AuthResult(0))
-        self.reactor.advance(1)
-        worker = workers[2].tracer
-        trace, _ = worker.opened(StringTransport())
+            name = f"mqttd-worker-{slot}"
+            workers[slot] = worker_trace(self.reactor, self.config, Metrics(), name)
+            answerers[slot] = Answerer(
+                lambda kind, payload, name=name: self.questions.answered(name, payload))
+            answerers[slot].handle("trace", workers[slot].recent)
+            self.addCleanup(workers[slot].close)
+        return workers, answerers
+
+    def ask_after_connect(self, worker):
+        """"dev" connects on ``worker``; the master asks for its events: the list that
+        gets them once every worker answered (or the question timed out)."""
+        trace, _ = worker.tracer.opened(StringTransport())
         trace.identify("dev", None, None)
         trace.connected(True, 60, False)
         for channel in self.channels.values():
             channel.sent.clear()
         got = []
         self.master.recent_events("dev").addCallback(got.append)
+        return got
+
+    def test_recent_events_from_the_master_and_every_worker_by_time(self):
+        workers, answerers = self.workers()
+        self.master.at_accept(("10.0.0.1", 5000), None)
+        self.master.judged(Pending(("10.0.0.1", 5000)), Connect("dev"), "dev", AuthResult(0))
+        self.reactor.advance(1)
+        got = self.ask_after_connect(workers[2])
         for slot, channel in self.channels.items():
             kind, payload = channel.sent.pop()
-            self.assertEqual(kind, "ask")
-            workers[slot].message(kind, payload)
+            self.assertEqual((kind, payload["question"]), ("ask", "trace"))
+            answerers[slot].asked(payload)
         self.assertEqual([(e["event"], e["process"]) for e in got[0]], [
             ("accept", "mqttd-master"), ("auth", "mqttd-master"), ("connect", "mqttd-worker-2")])
-        workers[1].message("trace_rules", {"rules": [["client_id", "dev"]]})
+        self.assertEqual(self.metrics.manage_questions["answered"], 2)
+        workers[1].rules({"rules": [["client_id", "dev"]]})
         self.assertTrue(workers[1].tracer.matcher.matches("dev", None, None))
-        for worker in workers.values():
-            worker.close()
+
+    def test_a_worker_that_does_not_answer_leaves_the_others_events(self):
+        workers, answerers = self.workers()
+        got = self.ask_after_connect(workers[1])
+        answerers[1].asked(self.channels[1].sent.pop()[1])  # worker 2 stays silent
+        self.assertEqual(got, [])
+        self.reactor.advance(ANSWER_TIMEOUT)
+        self.assertEqual([(e["event"], e["process"]) for e in got[0]],
+                         [("connect", "mqttd-worker-1")])
+        self.assertEqual(self.metrics.manage_questions["timeout"], 1)
+        with self.assertRaises(ValueError):  # a question without a client id
+            workers[1].recent({})
 
 
 class TraceOffTests(unittest.TestCase):
     def test_no_trace_file_no_trace_and_the_api_says_so(self):
         config = Config()
-        self.assertIsInstance(master_trace(None, config, Metrics(), "m", dict), NoTrace)
+        self.assertIsInstance(master_trace(None, config, Metrics(), "m", dict, None), NoTrace)
         self.assertIsInstance(single_trace(None, config, Metrics()), NoTrace)
-        self.assertIsNone(worker_trace(None, config, Metrics(), "w", None))
+        self.assertIsNone(worker_trace(None, config, Metrics(), "w"))
         off = NoTrace()
         self.assertIsNone(off.at_accept)
         failed = []

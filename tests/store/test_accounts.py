@@ -6,10 +6,10 @@ from twisted.trial import unittest
 from mqttd.store.accounts import (KEEP, AccountsError, add_account, disable_account,
                                   enable_account, gate_version, get_account, list_accounts,
                                   set_account)
-from mqttd.store.bans import add_ban, canonical_ban_value, list_bans, remove_ban
+from mqttd.store.bans import add_ban, ban_version, canonical_ban_value, list_bans, remove_ban
 from mqttd.store.gate_records import BanRecord, TokenRecord, token_hash
 from mqttd.store.tokens import (TokenInfo, add_token, list_tokens, lookup_token, lookup_tokens,
-                                revoke_token)
+                                new_token, revoke_token)
 from tests.support.accounts import gate_db, put_token
 
 
@@ -91,7 +91,7 @@ class AccountTests(unittest.TestCase):
             with self.assertRaisesRegex(AccountsError, "no account named 'ghost'"):
                 change(self.conn, "ghost")
 
-    def test_every_change_moves_the_version_and_a_refused_one_does_not(self):
+    def test_every_change_moves_its_version_and_a_refused_one_does_not(self):
         seen = [gate_version(self.conn)]
         add_account(self.conn, "acme")
         seen.append(gate_version(self.conn))
@@ -103,11 +103,14 @@ class AccountTests(unittest.TestCase):
         seen.append(gate_version(self.conn))
         revoke_token(self.conn, token)
         seen.append(gate_version(self.conn))
-        add_ban(self.conn, BanRecord("ip", "192.0.2.1", "op", "test", 1.0))
-        seen.append(gate_version(self.conn))
-        remove_ban(self.conn, "ip", "192.0.2.1")
-        seen.append(gate_version(self.conn))
         self.assertEqual(seen, sorted(set(seen)))  # strictly rising
+        self.assertEqual(ban_version(self.conn), 0)  # accounts and tokens: not bans'
+        add_ban(self.conn, BanRecord("ip", "192.0.2.1", "op", "test", 1.0))
+        remove_ban(self.conn, "ip", "192.0.2.1")
+        self.assertEqual(ban_version(self.conn), 2)
+        self.assertEqual(gate_version(self.conn), seen[-1])  # bans: not the tokens'
+        self.assertFalse(remove_ban(self.conn, "ip", "192.0.2.1"))
+        self.assertEqual(ban_version(self.conn), 2)
         for refused in (lambda: add_account(self.conn, "acme"),
                         lambda: add_token(self.conn, "ghost"),
                         lambda: revoke_token(self.conn, token)):
@@ -133,6 +136,12 @@ class TokenTests(unittest.TestCase):
         dump = "\n".join(self.conn.iterdump())
         self.assertNotIn(first, dump)
         self.assertNotIn(second, dump)
+
+    def test_a_new_token_never_starts_with_a_dash(self):
+        # token_urlsafe starts one in 64 with "-", which a shell command reads as an option.
+        tokens = [new_token() for _ in range(2000)]
+        self.assertEqual([t for t in tokens if t.startswith("-")], [])
+        self.assertEqual(len(set(tokens)), 2000)
 
     def test_a_token_needs_an_account(self):
         with self.assertRaisesRegex(AccountsError, "no account named 'ghost'"):

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 from mqttd.ingest.service import prepare_database
 from mqttd.metrics import Metrics
 from mqttd.store.accounts import AccountsError, add_account, disable_account
-from mqttd.store.gate_records import BanRecord, TokenRecord
+from mqttd.store.gate_records import BanRecord, StoreVersions, TokenRecord
 from mqttd.store.gate_store import GateStore
 from mqttd.store.schema import SchemaError
 from mqttd.store.pool import StoreClosed
@@ -50,9 +50,16 @@ class GateStoreTests(unittest.TestCase):
         self.assertEqual(self.metrics.value("gate_token_lookups"), 5)
 
     @defer.inlineCallbacks
-    def test_bans_in_force_added_and_removed_and_the_version_moves(self):
+    def test_accounts_are_listed_by_name(self):
         store = yield self.started()
-        before = yield store.version()
+        accounts = yield store.accounts()
+        self.assertEqual([(a.name, a.active, a.max_connections) for a in accounts],
+                         [("acme", True, 2), ("idle", False, None)])
+
+    @defer.inlineCallbacks
+    def test_bans_in_force_added_and_removed_and_only_the_ban_version_moves(self):
+        store = yield self.started()
+        before = yield store.versions()
         now = reactor.seconds()
         kept = yield store.add_ban(BanRecord("ip", "2001:DB8::/32", "flapping", "8 in 60 s",
                                              now, now + 3600))
@@ -62,16 +69,18 @@ class GateStoreTests(unittest.TestCase):
         self.assertTrue((yield store.remove_ban("ip", "2001:db8::/32")))
         self.assertFalse((yield store.remove_ban("ip", "2001:db8::/32")))
         self.assertEqual((yield store.bans()), [])
-        self.assertEqual((yield store.version()), before + 3)
+        self.assertEqual((yield store.versions()),
+                         StoreVersions(before.tokens, before.bans + 3))
         yield self.assertFailure(store.add_ban(BanRecord("ip", "10.1.2.3/8", "op", "r", now)),
                                  AccountsError)
 
     @defer.inlineCallbacks
     def test_an_operators_change_is_seen_at_the_next_read(self):
         store = yield self.started()
-        before = yield store.version()
+        before = yield store.versions()
         disable_account(self.operator, "acme")
-        self.assertEqual((yield store.version()), before + 1)
+        self.assertEqual((yield store.versions()),
+                         StoreVersions(before.tokens + 1, before.bans))
         self.assertFalse((yield store.lookup_token(self.good)).account_active)
 
     @defer.inlineCallbacks
@@ -98,4 +107,4 @@ class GateStoreTests(unittest.TestCase):
         yield store.close()
         yield store.close()
         yield self.assertFailure(store.lookup_token(self.good), StoreClosed)
-        yield self.assertFailure(store.version(), StoreClosed)
+        yield self.assertFailure(store.versions(), StoreClosed)

@@ -2,8 +2,9 @@
 (``mqttd.store.accounts.GateStore``), every call counted, answers at once or held.
 
 ``tokens`` maps a token to its ``TokenRecord`` (absent: unknown), ``ban_records`` maps
-(kind, value) to a ``BanRecord``; any change through the helpers (``put_token``,
-``revoke``, ``put_ban``...) raises ``version`` as the real triggers do. ``hold = True``
+(kind, value) to a ``BanRecord``; any change through the helpers raises a counter as
+the real triggers do: ``counter`` for tokens and accounts (``put_token``, ``revoke``,
+``disable_account``), ``ban_counter`` for bans (``put_ban``, ``remove_ban``). ``hold = True``
 keeps single lookups in flight until ``finish_lookups()``; ``fail`` makes the next calls
 fail with ``StoreDown`` (a store error, as the thread pool would deliver it).
 """
@@ -12,7 +13,7 @@ from collections import Counter
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
-from mqttd.store.gate_records import TokenRecord, token_prefix
+from mqttd.store.gate_records import StoreVersions, TokenRecord, token_prefix
 
 __all__ = ["FakeGateStore", "StoreDown", "record"]
 
@@ -31,7 +32,9 @@ class FakeGateStore:
     def __init__(self):
         self.tokens = {}
         self.ban_records = {}
-        self.counter = 1
+        self.account_records = []  # AccountRecords, for accounts()
+        self.counter = 1  # gate_version: accounts and tokens
+        self.ban_counter = 1  # ban_version
         self.calls = Counter()  # method name -> calls
         self.looked_up = Counter()  # token -> lookup_token calls with it
         self.hold = False
@@ -85,14 +88,22 @@ class FakeGateStore:
         self.calls["remove_ban"] += 1
         removed = self.ban_records.pop((kind, value), None) is not None
         if removed:
-            self.counter += 1
+            self.ban_counter += 1
         return succeed(removed)
 
-    def version(self):
-        self.calls["version"] += 1
-        if "version" in self.fail:
+    def accounts(self):
+        self.calls["accounts"] += 1
+        return succeed(sorted(self.account_records, key=lambda account: account.name))
+
+    def versions(self):
+        self.calls["versions"] += 1
+        if "versions" in self.fail:
             return fail(StoreDown("database is locked"))
-        return succeed(self.counter)
+        return succeed(self.current())
+
+    def current(self):
+        """The StoreVersions as ``versions()`` answers them now."""
+        return StoreVersions(self.counter, self.ban_counter)
 
     # -- what a test changes (the operator's CLI, in effect) ----------------------------
 
@@ -112,7 +123,7 @@ class FakeGateStore:
 
     def put_ban(self, ban):
         self.ban_records[(ban.kind, ban.value)] = ban
-        self.counter += 1
+        self.ban_counter += 1
 
     def finish_lookups(self):
         """Answer every held lookup (from ``tokens`` as it is now)."""

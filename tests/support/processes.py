@@ -13,6 +13,7 @@ import signal as signals
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -40,6 +41,10 @@ class FakeProcess:
 
     def write(self, data):
         self.stdin += data
+
+    def writeToChild(self, fd, data):
+        if fd == 0:
+            self.write(data)
 
     def writeSequence(self, data):
         for piece in data:
@@ -82,10 +87,14 @@ class FakeProcess:
 
 
 class FakeProcessReactor(Clock):
-    """``spawnProcess`` and time; ``spawn_error`` makes the next spawns raise it."""
+    """``spawnProcess`` and time; ``spawn_error`` makes the next spawns raise it.
+
+    ``adoptStreamConnection`` (how the master opens a child's channel) builds the
+    protocol and connects it to a StringTransport, kept in ``adopted``."""
 
     def __init__(self):
         super().__init__()
+        self.adopted = []  # (protocol, StringTransport) of each adopted connection
         self.processes = []
         self.spawn_error = None
         self._next_pid = 1000
@@ -100,6 +109,12 @@ class FakeProcessReactor(Clock):
         self.processes.append(process)
         processProtocol.makeConnection(process)
         return process
+
+    def adoptStreamConnection(self, fileDescriptor, addressFamily, factory):
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.adopted.append((protocol, transport))
 
     @property
     def alive(self):

@@ -4,12 +4,17 @@ import subprocess
 import sys
 
 
-def mqttd_cli(data_dir, *argv):
+def mqttd_command(*argv):
     """The installed ``mqttd`` console script; CompletedProcess (status checked by the
     caller). MQTTD_CONFIG is emptied so no /etc/mqttd/mqttd.toml of this host is read."""
     script = os.path.join(os.path.dirname(sys.executable), "mqttd")
-    return subprocess.run([script, *argv, "--data-dir", data_dir], capture_output=True,
-                          text=True, timeout=60, env=dict(os.environ, MQTTD_CONFIG=""))
+    return subprocess.run([script, *argv], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MQTTD_CONFIG=""))
+
+
+def mqttd_cli(data_dir, *argv):
+    """``mqttd ARGV --data-dir DATA_DIR``: a command on the appliance's database."""
+    return mqttd_command(*argv, "--data-dir", data_dir)
 
 
 def cli_ok(testcase, broker, *argv):

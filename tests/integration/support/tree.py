@@ -1,6 +1,7 @@
 """Looking at a running mqttd tree from outside, as an operator would: its processes and
 which of them holds a given client's connection (from /proc, no help from mqttd)."""
 import os
+import queue
 import time
 
 from mqttd.edge.balancer import Balancer
@@ -119,3 +120,22 @@ def client_on(case, slot, prefix, procs, slots=(1, 2), **kwargs):
     case.assertEqual(owner(client.client.socket(), pids), procs[f"mqttd-worker-{slot}"],
                      f"{client_id} is not on worker {slot}")
     return client
+
+
+def cross_probes(publisher, subscriber, topic, context=None, tries=200):
+    """Publish QoS 1 probes on ``topic`` until one reaches ``subscriber``, then drop them
+    all: from then on the subscription is known on the publisher's worker (the tree
+    announces a filter one trip after its SUBSCRIBE)."""
+    for _ in range(tries):
+        publisher.publish(topic, b"probe", qos=1)
+        try:
+            subscriber.messages.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        while True:  # a later probe never arrives before an earlier one
+            try:
+                subscriber.messages.get_nowait()
+            except queue.Empty:
+                return
+    raise AssertionError(f"no probe on {topic!r} reached the subscriber\n"
+                         f"{context() if context else ''}")

@@ -42,6 +42,12 @@ def check_cross(config):
     if config.webhook.url:
         _check_webhook_url(config.webhook.url)
     _check_body_sizes(config)
+    manage = config.manage
+    if manage.trace_file and manage.trace_window_client_bytes > manage.trace_window_bytes \
+            and manage.trace_window_clients:
+        raise ConfigError(
+            f"manage.trace_window_client_bytes: must be at most manage.trace_window_bytes "
+            f"({manage.trace_window_bytes}), got {manage.trace_window_client_bytes}")
     if config.ingest.enabled and not config.webhook.url:
         # The broker's own requests wait for the commit: a flush timer at least as long
         # as their timeout would time out every request under light load (each retry

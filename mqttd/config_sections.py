@@ -259,6 +259,15 @@ class ManageConfig:
     # Devices whose intervals each broker process learns (about 500 bytes each); past
     # it the one silent longest is forgotten.
     gap_max_devices: int = _setting(100_000, int, 1, 10_000_000)
+    # The per-client trace (mqttd.manage.tracer): a JSON-lines file every process of
+    # the tree appends to; "" turns the trace off. The window of recent events per client
+    # (``trace(client_id)``), per process: clients kept, bytes in all, bytes per client.
+    trace_file: str = _setting("", str)
+    trace_window_clients: int = _setting(10_000, int, 0, 10_000_000)
+    trace_window_bytes: int = _setting(16_777_216, int, 0, 1 << 36)
+    trace_window_client_bytes: int = _setting(16_384, int, 8192, 1_048_576)
+    # Seconds between two looks at the trace rules (mqttd trace add|rm).
+    trace_poll_interval: float = _setting(0.5, float, 0.05, 60.0)
 
 
 @attrs.frozen

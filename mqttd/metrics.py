@@ -316,14 +316,29 @@ class Metrics:
         "oldest first): a worker restarted later is not told those clears, and keeps "
         "what it read back from SQLite if that differs")
 
+    # -- the per-client trace (mqttd.manage.tracer) ----------------------------------
+    trace_events: int = _counter(
+        "per-client trace events written, by event: accept, refused, auth, connect, "
+        "subscribe, publish, ack, disconnect", labels=("event",))
+    trace_write_errors: int = _counter(
+        "trace lines dropped: writing manage.trace_file failed")
+    trace_window_bytes: int = _gauge(
+        "bytes of recent events kept per client (manage.trace_window_bytes, per process)")
+    trace_window_clients: int = _gauge(
+        "clients with recent events kept (manage.trace_window_clients, per process)")
+    trace_window_evicted: int = _counter(
+        "clients whose recent events were forgotten to stay within the window's bounds")
+    trace_rules: int = _gauge("trace rules in force (mqttd trace add): publishes traced")
+    trace_poll_failures: int = _counter("looks at the trace rules that failed (retried)")
+
     # -- the operator's side: the manhole, the master's questions (mqttd.manage) ---------
     manage_manhole_logins: int = _counter(
         "manhole logins by outcome: accepted, refused (a wrong user or password, logged "
         "with the peer)", labels=("outcome",))
     manage_manhole_sessions: int = _gauge("manhole sessions open now (logged in or not)")
     manage_questions: int = _counter(
-        "questions the master asked its workers (the manhole's clients()), by outcome: "
-        "answered, error (the worker could not answer), timeout, lost (the worker went), "
+        "questions the master asked its workers (the manhole's clients() and trace()), by "
+        "outcome: answered, error (the worker could not answer), timeout, lost (the worker went), "
         "refused (too many in flight)",
         labels=("outcome",))
 

@@ -34,6 +34,7 @@ from mqttd.ingest.http_client import build_http_client
 from mqttd.ingest.service import IngestService, exit_failed, prepare_database
 from mqttd.listeners import KeyedListener, server_endpoint as _endpoint, with_backlog
 from mqttd.manage.sys_topics import publish_sys
+from mqttd.manage.trace_service import single_trace
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.manage.watch import Watch, watch_broker, with_canary
 from mqttd.metrics import Metrics
@@ -200,11 +201,16 @@ def build_service(config, reactor):
     # Its accounts live in mqttd.db, also when webhook.url stores the messages elsewhere.
     gate = GateService(reactor, config, metrics)
     gate.setServiceParent(root)
+    # The per-client trace (manage.trace_file; else NoTrace): stops after the broker, so
+    # the clean stop's disconnects are written.
+    root.trace = trace = single_trace(reactor, config, metrics)
+    trace.setServiceParent(root)
     if config.ingest.enabled:
         root.ingest = add_ingest(root, config, reactor, metrics, endpoint, tier_secret,
                                  on_address)
     broker = build_broker(reactor, config, store, metrics, 0, gate)
     gate.set_kick(broker.kick)
+    broker.tracer = trace.tracer
     gaps = watch_broker(config, reactor, broker, "mqttd")  # its devices' silences
     # Starts after the ingest tier, which has prepared mqttd.db (its retained table) by
     # then; stops after the broker's clean stop, which it saves.
@@ -224,7 +230,8 @@ def build_service(config, reactor):
         if is_tls(endpoint):  # its failed handshakes: counted, logged within the budget
             handshakes = HandshakeWatch(reactor, config.broker.idle_timeout,
                                         TLSFailures(metrics, broker.connection_log, key))
-        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes, key)
+        guarded = DoorFactory(door, factory, closes_at_accept(endpoint), handshakes, key,
+                              _refused_hook(trace.tracer))
         listeners.append(_Listener(endpoint, guarded, key, description))
         listeners[-1].setServiceParent(root)
     root.broker = broker
@@ -244,6 +251,13 @@ def build_service(config, reactor):
                        ready=lambda: root.health()[0], local_gaps=gaps)
     root.watch.setServiceParent(root)
     return root
+
+
+def _refused_hook(tracer):
+    """The door's refusals, as the trace's ``refused`` events (None: trace off)."""
+    if tracer is None:
+        return None
+    return lambda addr, refusal: tracer.refused(addr, refusal.limit, refusal.reason)
 
 
 def _loaded_health(persistence):

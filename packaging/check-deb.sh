@@ -376,6 +376,40 @@ check "a wrong password is refused" bash -c \
     "! timeout 30 mosquitto_pub -h 127.0.0.1 -p $port -i check-deb-bad -u check-deb -P wrong -q 1 -t check-deb/t1 -m x"
 check "/var/lib/mqttd/mqttd.db owned by mqttd" bash -c "[ \"\$(stat -c %U /var/lib/mqttd/mqttd.db)\" = mqttd ]"
 
+# trace_events CLIENT_ID EVENT...: the packaged per-client trace holds these events of
+# CLIENT_ID, in this order (within 10 s).
+trace_events() {
+    python3 - "$@" <<'PY'
+import json, sys, time
+client_id, want = sys.argv[1], sys.argv[2:]
+for _ in range(100):
+    with open("/var/log/mqttd/trace.jsonl") as f:
+        got = [e["event"] for e in map(json.loads, f) if e["client_id"] == client_id]
+    if got == want:
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(f"trace events of {client_id}: {got}, want {want}")
+PY
+}
+check "the trace (/var/log/mqttd/trace.jsonl): check-deb-pub's auth, connect, disconnect" \
+    trace_events check-deb-pub auth connect disconnect
+check "/var/log/mqttd/trace.jsonl owned by mqttd" bash -c "[ \"\$(stat -c %U /var/log/mqttd/trace.jsonl)\" = mqttd ]"
+check "as root: mqttd trace add client_id=check-deb-traced" mqttd trace add client_id=check-deb-traced
+rules_in_force() {  # the master and every worker logged the rule (within 10 s)
+    for _ in $(seq 100); do
+        [ "$(grep -c 'trace: 1 rule(s) in force' "$work/mqttd.log")" -ge $((cores + 1)) ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+check "the rule is in force in the master and every worker" rules_in_force
+timeout 30 mosquitto_pub -h 127.0.0.1 -p "$port" -i check-deb-traced -u check-deb -P "$password" \
+    -q 1 -t check-deb/t2 -m traced
+check "the traced client's publish and its ack are in the trace" \
+    trace_events check-deb-traced auth connect publish ack disconnect
+check "logrotate -f /etc/logrotate.d/mqttd (copytruncate) leaves trace.jsonl in place" bash -c \
+    "logrotate -f /etc/logrotate.d/mqttd && test -f /var/log/mqttd/trace.jsonl.1"
+
 # The operator's commands, as root, on the running appliance's data dir (the default
 # config, /etc/mqttd/mqttd.toml, names it): the CLI becomes the data dir's owner before
 # it opens the database, so none of mqttd.db, -wal, -shm turns root's.

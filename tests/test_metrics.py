@@ -41,7 +41,7 @@ class RegistryTests(unittest.TestCase):
         self.assertEqual(len(names), len(set(names)))
         for name in names:
             self.assertIn(name.split("_")[0], ("mqtt", "edge", "gate", "webhook", "ingest", "tree",
-                                                "cluster", "manage"),
+                                                "trace", "cluster", "manage"),
                           name)
 
     def test_the_ingest_tier_counts_into_the_registry_it_is_given(self):

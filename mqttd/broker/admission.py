@@ -56,6 +56,7 @@ class AuthResult:
     ticket: object = None
     reason: str | None = None
     client_id: str | None = None  # the master's id for an empty one (``admit(decided=)``)
+    limit: str | None = None  # with a refusal: the key or rule that refused (the trace)
 
 
 @attrs.frozen
@@ -68,6 +69,7 @@ class Refused:
     reason: str
     client_id: str | None = None
     by_auth: bool = False
+    limit: str | None = None  # the key or rule that refused, if the gate named one
 
 
 class Admission:
@@ -122,7 +124,7 @@ def _decided(result, client_id):
     if result.ticket is not None:  # refused after all: the gate's seat is free again
         result.ticket.release()
     reason = result.reason or _REFUSAL_REASONS.get(code, "auth refused")
-    return Refused(code, reason, client_id, by_auth=True)
+    return Refused(code, reason, client_id, by_auth=True, limit=result.limit)
 
 
 def _auth_error(failure, client_id):

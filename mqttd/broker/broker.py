@@ -98,6 +98,9 @@ class Broker:
         # The tree's other workers (mqttd.tree.crossing), if any: ``route`` hands them
         # what it routes while ``wanted`` (someone there has a filter) or retained.
         self.elsewhere = None
+        # The per-client trace (mqttd.manage.tracer.Tracer), set by the role when
+        # manage.trace_file is set; None: no connection builds a trace.
+        self.tracer = None
         # Message keys (make_message): made in blocks, popped from the end.
         self.boot_id = os.urandom(8).hex()
         self._key_prefix = self.boot_id + "-"

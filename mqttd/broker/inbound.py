@@ -61,10 +61,11 @@ class InboundQueue:
         "_after_close",
         "_route_after",
         "_acking",
+        "_trace",
     )
 
     def __init__(self, queues, owner, transport, client_id, username, session, open=True,
-                 topics=None):
+                 topics=None, trace=None):
         self._queues = queues
         self._broker = queues.broker
         self._owner = owner
@@ -83,6 +84,9 @@ class InboundQueue:
         # Once closed: the queue at whose end routing after ours goes (see _route).
         self._route_after = None
         self._acking = True  # False past a message the stopping sink did not take
+        # The connection's ClientTrace (mqttd.manage.tracer), or None: trace off. Its
+        # publish and ack events are built only while it is ``verbose``.
+        self._trace = trace
 
     def __len__(self):
         return len(self._entries) if self._entries else 0
@@ -102,6 +106,9 @@ class InboundQueue:
 
         ``received_at`` is the time of the read that carried it (one clock call per
         read, not per message). A topic ``topics`` refuses is neither counted nor kept."""
+        trace = self._trace
+        if trace is not None:
+            trace.messages_in += 1
         topic = packet.topic
         if "$" in topic or self._topics.policed:  # (a plain client: two cheap tests)
             topic = self._topics.publish(topic)
@@ -131,6 +138,8 @@ class InboundQueue:
             ack = None
         message = broker.make_message(self._client_id, self._username, topic,
                                       packet.payload, qos, packet.retain, received_at)
+        if trace is not None and trace.verbose:
+            trace.published(packet, message)
         # Queued BEFORE submitting: the sink may settle it at once (the in-memory store
         # always does; a refusal may), and close() must see it to release a QoS 2 id.
         entry = InboundEntry()  # make_entry() inline
@@ -266,6 +275,9 @@ class InboundQueue:
         deliveries; MQTT orders neither against the other).
         """
         entries = self._entries
+        trace = self._trace
+        if trace is not None and trace.verbose:
+            trace.acked(entries, self._broker.clock.seconds())
         popleft = entries.popleft
         acks = []
         messages = []

@@ -45,11 +45,12 @@ class InboundQueues:
     def __repr__(self):
         return f"<InboundQueues unrouted={self.unrouted!r}>"
 
-    def open(self, owner, transport, client_id, username, session, topics):
+    def open(self, owner, transport, client_id, username, session, topics, trace=None):
         """The queue of a connection that was accepted as ``client_id``, whose
-        publishes ``topics`` (a ClientTopics) mounts and judges."""
+        publishes ``topics`` (a ClientTopics) mounts and judges (``trace``: its
+        ClientTrace, or None)."""
         return InboundQueue(self, owner, transport, client_id, username, session,
-                            topics=topics)
+                            topics=topics, trace=trace)
 
     def anchor(self, client_id):
         """The queue at whose end what ``client_id``'s open connection routes goes

@@ -51,12 +51,14 @@ class Membership:
     """
 
     __slots__ = ("_broker", "_clock", "_transport", "_connect", "_will", "_ticket",
-                 "client_id", "username", "account", "topics", "session")
+                 "client_id", "username", "account", "topics", "session", "trace")
 
-    def __init__(self, broker, clock, transport):
+    def __init__(self, broker, clock, transport, trace=None):
         self._broker = broker
         self._clock = clock
         self._transport = transport
+        # The connection's ClientTrace (mqttd.manage.tracer), or None: trace off.
+        self.trace = trace
         self._connect = None  # the CONNECT being decided
         self._will = None  # from CONNACK until the connection leaves
         self._ticket = None  # the gate's hold on this connection, released when it leaves
@@ -75,9 +77,9 @@ class Membership:
         self.username = connect.username
         self._connect = connect
         d = self._broker.admission.admit(connect, self._transport.getPeer(), decided)
-        d.addCallback(self._decided, connection, accepted, refused)
+        d.addCallback(self._decided, connection, accepted, refused, decided is None)
 
-    def _decided(self, decision, connection, accepted, refused):
+    def _decided(self, decision, connection, accepted, refused, asked=True):
         connect = self._connect
         if connect is None:  # the socket went away while we waited (leave)
             if type(decision) is not Refused and decision.ticket is not None:
@@ -87,6 +89,8 @@ class Membership:
         self.client_id = decision.client_id
         broker = self._broker
         transport = self._transport
+        if self.trace is not None:  # asked: its auth result is ours (the master's else)
+            _trace_decision(self.trace, decision, connect, asked)
         if type(decision) is Refused:
             if decision.by_auth:
                 connection_log.auth_refused(broker.connection_log, transport,
@@ -111,6 +115,8 @@ class Membership:
         transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
         connection_log.connected(broker.connection_log, transport, self.client_id,
                                  connect, present)
+        if self.trace is not None:
+            self.trace.connected(connect.clean_session, connect.keepalive, present)
         accepted(connect.keepalive)
 
     def _out_of_bounds(self, connect):
@@ -147,6 +153,8 @@ class Membership:
         if ticket is not None:
             ticket.release()
         self._broker.metrics.mqtt_connect_refused[reason] += 1
+        if self.trace is not None:
+            self.trace.refused(code, reason)
         self._transport.write(encode(Connack(False, code)))
         refused(reason)
 
@@ -169,11 +177,14 @@ class Membership:
                                         self._clock.seconds())
         connection_log.disconnected(broker.connection_log, self._transport, self.client_id,
                                     reason, detail)
+        if self.trace is not None:
+            self.trace.disconnected(reason, detail)
 
     def open_inbound(self, owner):
         """The InboundQueue of ``owner`` (the connection), for its first PUBLISH or PUBREL."""
         return self._broker.inbound.open(owner, self._transport, self.client_id,
-                                         self.username, self.session, self.topics)
+                                         self.username, self.session, self.topics,
+                                         self.trace)
 
     # -- the session's packets (SESSION_PACKETS), once connected -----------------------
 
@@ -199,6 +210,8 @@ class Membership:
         broker = self._broker
         session = self.session
         granted, codes = self._judge(packet.topics)
+        if self.trace is not None:
+            self.trace.subscribed(packet.topics, codes)
         broker.subscribe(session, granted)
         saved = broker.subscription_saved(session)
         suback = partial(self._suback, session, packet, codes, granted)
@@ -230,6 +243,22 @@ class Membership:
     def forget_session(self):
         """The connection is gone: drop the reference (the broker keeps what it keeps)."""
         self.session = None
+
+
+def _trace_decision(trace, decision, connect, asked):
+    """Tell ``trace`` who the CONNECT is and what was decided: the auth result if this
+    broker ``asked`` its authenticator (the single process), a refusal of its own."""
+    refusal = type(decision) is Refused
+    client_id = decision.client_id  # None for a refused id: it may be 64 KiB long
+    account = None if refusal else decision.account
+    if asked and (not refusal or decision.by_auth):
+        trace.authenticated(client_id, connect.username, account, decision.code if refusal
+                            else 0, decision.reason if refusal else None,
+                            decision.limit if refusal else None)
+    else:
+        trace.identify(client_id, connect.username, account)
+    if refusal and not decision.by_auth:
+        trace.refused(decision.code, decision.reason)
 
 
 SESSION_PACKETS = {

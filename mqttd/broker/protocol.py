@@ -61,6 +61,7 @@ class MQTTServerProtocol(FlowControl, Closing, Protocol):
         "writes_blocked",
         "_producer_registered",
         "decided",
+        "trace",
     )
 
     def __init__(self, broker, clock):
@@ -82,6 +83,8 @@ class MQTTServerProtocol(FlowControl, Closing, Protocol):
         # The master gate's AuthResult, set by the worker that adopted this socket
         # before its CONNECT is read (Admission.admit's ``decided``); None: ask here.
         self.decided = None
+        # Its ClientTrace (mqttd.manage.tracer) while the broker's trace is on, else None.
+        self.trace = None
 
     # -- Twisted protocol interface ----------------------------------------------------
 
@@ -90,13 +93,17 @@ class MQTTServerProtocol(FlowControl, Closing, Protocol):
         if not broker.connection_opened():
             self._state = _REFUSED
             connection_log.refused(broker.connection_log, self.transport, "max connections")
+            if broker.tracer is not None:
+                broker.tracer.refused(self.transport.getPeer(), "broker.max_connections")
             self.transport.abortConnection()
             return
+        if broker.tracer is not None:  # counted both ways from here (a counting transport)
+            self.trace, self.transport = broker.tracer.opened(self.transport)
         config = broker.config
         # Until its CONNECT is read, a client may make us hold max_connect_size at most.
         self._parser = Parser(config.max_packet_size, server=True,
                               max_connect_size=config.max_connect_size)
-        self._member = Membership(broker, self._clock, self.transport)
+        self._member = Membership(broker, self._clock, self.transport, self.trace)
         self._reading = ReadPause(self.transport)
         self._liveness = Liveness(self._clock, self._reading)
         self._liveness.start(config.idle_timeout, self._timeout)
@@ -111,6 +118,9 @@ class MQTTServerProtocol(FlowControl, Closing, Protocol):
         state = self._state
         if state >= _CLOSED:
             return
+        trace = self.trace
+        if trace is not None:
+            trace.bytes_in += len(data)
         parser = self._parser
         try:
             packets = parser.feed(data)

@@ -42,15 +42,18 @@ class RawAcceptor:
     """Accepts on ``sock`` while started; ``door.admit(host)`` judges each connection.
 
     ``host`` is the peer's IP address as a string, or None for a unix socket peer.
+    ``on_accept(address, refusal)``, if given, hears of every socket accepted, with the
+    door's Refusal or None (the per-client trace's accept and refusal events).
     """
 
-    def __init__(self, reactor, sock, key, door, on_admitted):
+    def __init__(self, reactor, sock, key, door, on_admitted, on_accept=None):
         self._reactor = reactor
         self._sock = sock
         self._fd = sock.fileno()
         self.key = key
         self._door = door
         self._on_admitted = on_admitted
+        self._on_accept = on_accept
         self._inet = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._reading = False
         self._resume = None
@@ -107,7 +110,10 @@ class RawAcceptor:
                     continue  # that one connection went before we took it
                 raise
             host = address[0] if self._inet else None
-            if door.admit(host, self.key) is not None:
+            refusal = door.admit(host, self.key)
+            if self._on_accept is not None:
+                self._on_accept(address, refusal)
+            if refusal is not None:
                 close_with_reset(conn)
                 continue
             conn.setblocking(False)

@@ -188,7 +188,7 @@ class Gate:
         if self._log_rate.allow(peer):
             log.info("refused {client_id} from {peer} at the gate: {reason} ({who}; {limit})",
                      client_id=client_id, peer=peer, reason=reason, who=who, limit=limit)
-        return AuthResult(code, reason=reason)
+        return AuthResult(code, reason=reason, limit=limit)
 
     # -- bans and kicks ------------------------------------------------------------------
 

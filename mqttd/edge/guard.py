@@ -123,15 +123,18 @@ class DoorFactory(ServerFactory):
     refused socket is closed by returning None; else it gets an aborting protocol.
     ``handshakes``: behind TLS, the listener's ``HandshakeWatch`` (see the module).
     ``listener``: its key (``server.listen[i]``), for the door's count by listener.
+    ``on_refused(addr, refusal)``: told of each refusal (the per-client trace), if given.
     """
 
     noisy = False
 
-    def __init__(self, door, factory, close_at_accept=True, handshakes=None, listener=None):
+    def __init__(self, door, factory, close_at_accept=True, handshakes=None, listener=None,
+                 on_refused=None):
         self.door = door
         self.factory = factory
         self._close_at_accept = close_at_accept
         self._handshakes = handshakes
+        self._on_refused = on_refused
         self._listener = listener
 
     def doStart(self):
@@ -148,7 +151,10 @@ class DoorFactory(ServerFactory):
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)  # a unix socket's peer has none
         listener = self._listener
-        if self.door.admit(host, listener) is not None:
+        refusal = self.door.admit(host, listener)
+        if refusal is not None:
+            if self._on_refused is not None:
+                self._on_refused(addr, refusal)
             return None if self._close_at_accept else _Aborted()
         try:
             protocol = self.factory.buildProtocol(addr)

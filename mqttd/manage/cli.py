@@ -4,6 +4,7 @@ and the running appliance's report and manhole.
     mqttd accounts add|list|show|set|disable|enable ...
     mqttd tokens add|list|revoke ...
     mqttd bans add|list|rm ...
+    mqttd trace add|list|rm ...
     mqttd report [--json]              (mqttd.manage.report_cli: asks the appliance)
     mqttd manhole [-e EXPRESSION ...]  (mqttd.manage.manhole_cli: its telnet manhole)
 
@@ -38,7 +39,8 @@ import attrs
 from mqttd.config import load_config
 from mqttd.errors import ConfigError
 from mqttd.ingest.service import prepare_database
-from mqttd.manage import accounts_cli, bans_cli, manhole_cli, report_cli, tokens_cli
+from mqttd.manage import (
+    accounts_cli, bans_cli, manhole_cli, report_cli, tokens_cli, trace_cli)
 from mqttd.manage.privileges import become_owner_of
 from mqttd.service import make_data_dir
 from mqttd.store.accounts import AccountsError, wall_clock
@@ -50,7 +52,7 @@ __all__ = ["SYSTEM_CONFIG", "config_path", "main"]
 
 SYSTEM_CONFIG = "/etc/mqttd/mqttd.toml"
 CONFIG_VARIABLE = "MQTTD_CONFIG"
-_GROUPS = (accounts_cli, tokens_cli, bans_cli)
+_GROUPS = (accounts_cli, tokens_cli, bans_cli, trace_cli)
 _ASKING = (report_cli, manhole_cli)  # commands that ask the running appliance, not SQLite
 
 
@@ -87,9 +89,9 @@ def _common_options():
 
 def build_parser():
     parser = _Parser(prog="mqttd", description=(
-        "Manage the mqttd appliance's accounts, tokens and bans, running or stopped; "
-        "ask the running one for its report, or open its manhole. (The broker itself "
-        "runs as: twistd mqttd, or the packaged /usr/bin/mqttd.)"))
+        "Manage the mqttd appliance's accounts, tokens, bans and trace rules, running or "
+        "stopped; ask the running one for its report, or open its manhole. (The broker "
+        "itself runs as: twistd mqttd, or the packaged /usr/bin/mqttd.)"))
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     common = _common_options()
     for module in _GROUPS:

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from mqttd.manage import report as reports
 from mqttd.manage.client_list import MAX_CLIENTS, ClientFilter
 from mqttd.manage.output import table
+from mqttd.manage.trace_service import DEFAULT_RULE_SECONDS, one_rule
 from mqttd.store.accounts import AccountsError
 from mqttd.store.bans import canonical_ban_value
 from mqttd.store.gate_records import BanRecord
@@ -28,7 +29,7 @@ __all__ = ["HELPERS", "Clients", "HelperError", "Later", "Listing", "Report", "S
 log = Logger()
 
 HELPERS = ("help", "stats", "clients", "kick", "ban", "unban", "bans", "accounts",
-           "top_ips", "webhook", "report", "trace")
+           "top_ips", "webhook", "report", "trace", "trace_add", "trace_rm", "trace_list")
 
 
 class HelperError(Exception):
@@ -236,11 +237,56 @@ class Helpers:
         return Later(maybeDeferred(recent, client_id).addCallback(
             lambda events: Listing(events) if isinstance(events, list) else events), "trace")
 
+    def trace_add(self, client_id=None, username=None, ip=None, seconds=DEFAULT_RULE_SECONDS):
+        """Trace every publish and ack of one client id, username (a token user's token
+        prefix) or IP address or network, for ``seconds`` (None: until trace_rm), on
+        every worker within manage.trace_poll_interval. Deferred of the rule."""
+        trace = self._trace()
+        kind, value = self._rule(client_id, username, ip)
+        if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
+            raise HelperError(f"seconds: must be a number > 0 or None, got {seconds!r}")
+        log.info("manhole {who}: trace_add {kind} {value} ({lasting})", who=self._who,
+                 kind=kind, value=value,
+                 lasting="until removed" if seconds is None else f"{seconds} s")
+        d = trace.trace_add(**{kind: value}, seconds=seconds, who=f"manhole {self._who}")
+        return Later(d.addCallbacks(Shown, _helper_error), "trace_add")
+
+    def trace_rm(self, client_id=None, username=None, ip=None):
+        """Remove the trace rule of one client id, username or IP (as trace_add named
+        it). Deferred of whether there was one."""
+        trace = self._trace()
+        kind, value = self._rule(client_id, username, ip)
+        log.info("manhole {who}: trace_rm {kind} {value}", who=self._who, kind=kind,
+                 value=value)
+        return Later(trace.trace_rm(**{kind: value}).addErrback(_helper_error), "trace_rm")
+
+    def trace_list(self):
+        """The trace rules in force (kind, value, who, at, until), as last read."""
+        return Listing(self._trace().trace_list())
+
+    def _trace(self):
+        if self._view.trace is None:
+            raise HelperError("trace not enabled: set manage.trace_file")
+        return self._view.trace
+
+    @staticmethod
+    def _rule(client_id, username, ip):
+        try:
+            return one_rule(client_id, username, ip)
+        except AccountsError as e:
+            raise HelperError(str(e)) from None
+
     @staticmethod
     def _limit(limit):
         if not isinstance(limit, int) or not 0 < limit <= MAX_CLIENTS:
             raise HelperError(f"limit: must be an integer 1..{MAX_CLIENTS}, got {limit!r}")
         return limit
+
+
+def _helper_error(failure):
+    """A store's refusal (AccountsError: too many rules, a bad value) as one line."""
+    failure.trap(AccountsError)
+    raise HelperError(str(failure.value))
 
 
 def namespace(view, who):

@@ -13,8 +13,9 @@ one face of either, so every helper answers for the whole appliance the same way
   (``mqttd.manage.history``);
 - ``clients(wanted, limit)``: what only brokers know, asked of every worker
   (``tree_clients``) or of the one broker (``local_clients``);
-- ``recent_events``: the per-client trace window's ``recent_events(client_id)``, or
-  None while no trace window is built (``trace()`` then says so).
+- ``recent_events``: the per-client trace window's ``recent_events(client_id)``, and
+  ``trace``: its rules (``trace_add``, ``trace_rm``, ``trace_list``); both None while
+  the trace is off (``manage.trace_file`` empty: the helpers then say so).
 """
 import attrs
 from twisted.internet.defer import maybeDeferred
@@ -39,6 +40,7 @@ class ApplianceView:
     clients: object  # (ClientFilter, limit) -> Deferred of the merged answer
     recent_events: object = None
     watch: object = None  # mqttd.manage.watch.Watch: alerts(), gaps(), canary_status()
+    trace: object = None  # mqttd.manage.trace_service.TraceService (its rules)
     started: float = attrs.field(default=None)
 
     def __attrs_post_init__(self):

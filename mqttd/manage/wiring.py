@@ -8,9 +8,11 @@ telnet manhole on ``manage.manhole_listen`` when ``manage.manhole_password_file`
 
 What it needs of ``service``: ``metrics``, ``tree_metrics``, ``health``, ``door`` and
 ``gate`` (a GateService); the master's ``questions``, or the single process's
-``broker``. A service that keeps a per-client trace window offers
-``recent_events(client_id)`` (a list of event dicts or a Deferred of one), which the
-manhole's ``trace()`` reads; without one it says "trace not enabled".
+``broker``. Its ``trace`` (``mqttd.manage.trace_service``: the single process's
+TraceService, the master's MasterTrace, NoTrace while ``manage.trace_file`` is empty)
+gives the manhole's ``trace()`` its ``recent_events(client_id)`` (a Deferred of event
+dicts) and ``trace_add``/``trace_rm``/``trace_list`` their rules; off, they say
+"trace not enabled".
 """
 from mqttd.broker.lograte import LogRateLimit
 from mqttd.manage.connect_rates import ConnectRates
@@ -32,10 +34,12 @@ def appliance_view(reactor, config, service):
     else:
         static = frozenset(user.username for user in config.auth.users)
         mode, clients = "single", local_clients(service.broker, "mqttd", static)
+    trace = getattr(service, "trace", None)
+    trace = trace if getattr(trace, "enabled", False) else None
     return ApplianceView(reactor, config, mode, families, service.door, service.gate.gate,
                          service.gate.store, rates, refusals, clients,
-                         recent_events=getattr(service, "recent_events", None),
-                         watch=getattr(service, "watch", None))
+                         recent_events=None if trace is None else trace.recent_events,
+                         watch=getattr(service, "watch", None), trace=trace)
 
 
 def add_manage(reactor, config, service):

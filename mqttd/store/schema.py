@@ -199,7 +199,39 @@ def _v5_ban_version(db):
         )
 
 
-MIGRATIONS = (_v1_messages, _v2_cheaper_checks, _v3_retained, _v4_gate, _v5_ban_version)
+def _v6_trace_rules(db):
+    """Which clients the per-client trace records every publish of (``mqttd trace add``,
+    ``mqttd.manage.trace_sync``): by client id, username (a token user's token prefix)
+    or IP address / network, each until ``until`` (NULL: until removed). Never a token:
+    a token user is named by its prefix. ``trace_version`` is raised by every change,
+    as ``gate_version`` is for the gate's tables, so a running appliance notices a
+    change by reading one row, apart from the gate's (a trace rule must not make the
+    gate drop its token caches)."""
+    db.execute(
+        """
+        CREATE TABLE trace_rules (
+            kind   TEXT NOT NULL CHECK (kind IN ('client_id', 'username', 'ip')),
+            value  TEXT NOT NULL CHECK (value <> ''),
+            who    TEXT NOT NULL,
+            at     REAL NOT NULL,
+            until  REAL,
+            PRIMARY KEY (kind, value)
+        ) STRICT
+        """
+    )
+    db.execute("CREATE TABLE trace_version (version INTEGER NOT NULL) STRICT")
+    db.execute("INSERT INTO trace_version (version) VALUES (0)")
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER trace_rules_{event.lower()}_version AFTER {event} ON "
+            f"trace_rules BEGIN UPDATE trace_version SET version = version + 1; END"
+        )
+
+
+MIGRATIONS = (
+    _v1_messages, _v2_cheaper_checks, _v3_retained, _v4_gate, _v5_ban_version,
+    _v6_trace_rules,
+)
 """Step i+1 of the schema is ``MIGRATIONS[i]``; ``len(MIGRATIONS)`` is the latest version."""
 
 

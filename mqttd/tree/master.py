@@ -40,6 +40,7 @@ from mqttd.ingest.credentials import new_secret
 from mqttd.metrics import Metrics
 from mqttd.ingest.service import prepare_database
 from mqttd.manage.questions import Questions
+from mqttd.manage.trace_tree import master_trace
 from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.manage.watch import Watch, with_canary
 from mqttd.namespace import session_key
@@ -52,7 +53,7 @@ from mqttd.tree.proctitle import process_name, set_process_name
 from mqttd.tree.relay import Relay
 from mqttd.tree.spawning import Spawner
 from mqttd.tree.supervisor import Supervisor
-from mqttd.tree.waiting_room import WaitingRoom
+from mqttd.tree.waiting_room import Let, WaitingRoom
 
 log = Logger()
 
@@ -108,6 +109,10 @@ class Master(MultiService):
         self.questions = Questions(reactor, lambda: {
             process_name("worker", slot): channel for slot, channel in self._channels.items()},
             metrics)
+        # The per-client trace (manage.trace_file): the master's events, the tree's window.
+        self.trace = master_trace(reactor, config, metrics, process_name("master"),
+                                  lambda: dict(self._channels), self.questions)
+        self.trace.setServiceParent(self)
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
         self._judging = set()  # PendingConnect: CONNECT read, the gate not answered yet
         self._acceptors = []
@@ -172,7 +177,8 @@ class Master(MultiService):
             on_admitted = (functools.partial(self._admitted, listener=key) if tls is None
                            else functools.partial(self._tls_admitted, tls,
                                                   self._tls_failures[index], listener=key))
-            acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted)
+            acceptor = RawAcceptor(self._reactor, sock, key, self.door, on_admitted,
+                                   self.trace.at_accept)
             self._acceptors.append(acceptor)
             address = sock.getsockname()
             log.info("mqttd listening on {description} ({host}:{port})",
@@ -237,6 +243,7 @@ class Master(MultiService):
                              workers=self._config.server.workers)
                 self.waiting.started()
             self.waiting.dispatch()
+            self.trace.worker_ready(slot)
         elif kind == "closed":
             self._release(payload.get("conn_id"))
         elif kind == "interest":
@@ -288,6 +295,7 @@ class Master(MultiService):
         pending.start()
 
     def _not_connected(self, pending, reason):
+        self.trace.not_connected(pending, reason)
         self._pending.discard(pending)
         self.door.release(pending.host, pending.listener)
         self._outcomes.closed(pending.host, reason)
@@ -317,11 +325,12 @@ class Master(MultiService):
                 result.ticket.release()
             return
         self._judging.discard(pending)
+        self.trace.judged(pending, connect, client_id, result)
         if result.code != CONNACK_ACCEPTED:  # counted and logged by the gate
             self._refuse(pending, result.code)
             return
         self.waiting.enter(pending, connect,
-                           _Let(client_id, result.account, result.ticket, not connect.client_id))
+                           Let(client_id, result.account, result.ticket, not connect.client_id))
 
     def _refuse(self, pending, code, ticket=None):
         """Answer ``pending``'s CONNECT with CONNACK ``code`` and close it, here."""
@@ -382,15 +391,4 @@ class Master(MultiService):
         if channel is not None:
             channel.send("kick", {"client_id": client_id, "reason": reason,
                                   "account": account})
-
-
-@attrs.frozen
-class _Let:
-    """What the gate said of a connection it let in: the client id it has (``generated``
-    here for an empty one), its account and the gate's ticket."""
-
-    client_id: str
-    account: str | None
-    ticket: object
-    generated: bool
 

@@ -6,9 +6,10 @@ up at all. ``route(connect)`` asks ``Balancer.route`` for the worker now; a conn
 that gets none waits here, and goes out as soon as a worker comes up (``dispatch``) or,
 past its wait, to whichever is up, else CONNACK 3 (``refuse``).
 """
+import attrs
 from twisted.logger import Logger
 
-__all__ = ["WaitingRoom"]
+__all__ = ["Let", "WaitingRoom"]
 
 log = Logger()
 
@@ -84,3 +85,15 @@ class WaitingRoom:
             self._refuse(pending, let.ticket)
         if self._start_timer is not None and self._start_timer.active():
             self._start_timer.cancel()
+
+
+@attrs.frozen
+class Let:
+    """What the gate said of a connection it let in: the client id it has (``generated``
+    here for an empty one), its account and the gate's ticket."""
+
+    client_id: str
+    account: str | None
+    ticket: object
+    generated: bool
+

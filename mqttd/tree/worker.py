@@ -17,6 +17,7 @@ from mqttd.edge.adopt import adopt_into
 from mqttd.edge.handoff import WorkerChannel, open_channel
 from mqttd.manage.questions import Answerer
 from mqttd.manage.reporter import MetricsReporter
+from mqttd.manage.trace_tree import worker_trace
 from mqttd.manage.view import clients_question
 from mqttd.manage.sys_topics import publish_sys
 from mqttd.manage.watch import gap_details, watch_broker
@@ -55,6 +56,7 @@ class _Channel(Service):
 
     def __init__(self, reactor, fd, factory, crossing=None, max_forward_body=None,
                  asked=None):
+        self.trace = None  # its WorkerTrace (the trace rules of the master), if on
         self._reactor = reactor
         self._asked = asked  # the master's questions (mqttd.manage.questions.Answerer)
         self._fd = fd
@@ -118,6 +120,8 @@ class _Channel(Service):
                           "{error!r}", error=e)
                 return
             self._factory.broker.tenancy.reload(rules)
+        elif kind == "trace_rules" and self.trace is not None:
+            self.trace.rules(payload)
         elif kind == "ask" and self._asked is not None:
             self._asked(payload)
         else:
@@ -148,7 +152,7 @@ def build_worker(config, reactor, brief):
         # retained value sent meanwhile is newer than the one it reads back.
         crossing = Crossing(broker, brief["slot"], metrics, config.server.max_forward_bytes,
                             holding=True)
-    # The master's questions (the manhole's clients()); more plug in: root.answers.handle.
+    # The master's questions (the manhole's clients(), trace()): root.answers.handle.
     root.answers = answers = Answerer(lambda kind, payload: link.channel is not None
                                       and link.channel.send(kind, payload))
     answers.handle("clients", clients_question(
@@ -157,6 +161,13 @@ def build_worker(config, reactor, brief):
     link = _Channel(reactor, brief["channel_fd"], factory, crossing,
                     frame_limit(config.broker.max_packet_size), answers.asked)
     link.setServiceParent(root)
+    # The per-client trace (manage.trace_file): this worker's clients, from their CONNECT.
+    link.trace = worker_trace(reactor, config, metrics, brief["name"])
+    if link.trace is not None:
+        broker.tracer = link.trace.tracer
+        answers.handle("trace", link.trace.recent)  # the master's recent_events
+        # Its last lines (the clean stop's disconnects) written before the process exits.
+        reactor.addSystemEventTrigger("after", "shutdown", link.trace.close)
     # Its registry to the master every second (after "ready"); a last one after the
     # clean stop, which is stopped before it.
     MetricsReporter(reactor, metrics, lambda payload: link.channel is not None

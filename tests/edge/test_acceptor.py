@@ -75,6 +75,27 @@ class AcceptorTests(unittest.TestCase):
         for sock, _ in self.admitted:
             sock.close()
 
+    def test_every_accept_is_told_with_the_doors_verdict(self):
+        heard = []
+        self.acceptor.stop()
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        listening.setblocking(False)
+        acceptor = RawAcceptor(self.reactor, listening, "k", self.door,
+                               lambda s, h: self.admitted.append((s, h)),
+                               lambda address, refusal: heard.append((address[0], refusal)))
+        self.addCleanup(acceptor.stop)
+        for source in ("127.0.0.3", "127.0.0.4"):
+            client = socket.create_connection(listening.getsockname(),
+                                              source_address=(source, 0))
+            self.addCleanup(client.close)
+        acceptor.doRead()
+        self.assertEqual([(host, None if r is None else r.limit) for host, r in heard],
+                         [("127.0.0.3", "limits.banned"), ("127.0.0.4", None)])
+        for sock, _ in self.admitted:
+            sock.close()
+
     def test_a_burst_is_taken_in_batches(self):
         for _ in range(ACCEPT_BATCH + 5):
             self.connect("127.0.0.5")

@@ -76,6 +76,14 @@ class DoorFactoryTests(unittest.TestCase):
         self.assertIsNone(self.factory.buildProtocol(_peer()))
         self.assertEqual(len(self.inner.built), 1)  # nothing made for the refused one
 
+    def test_a_refusal_is_told_with_its_peer(self):
+        heard = []
+        factory = DoorFactory(self.door, self.inner, on_refused=lambda addr, refusal: heard.append(
+            (addr.host, refusal.limit)))
+        factory.buildProtocol(_peer())
+        self.assertIsNone(factory.buildProtocol(_peer()))
+        self.assertEqual(heard, [("10.0.0.1", "limits.max_conn_per_ip")])
+
     def test_the_real_protocol_gets_the_real_transport_and_every_read(self):
         outer = self.factory.buildProtocol(_peer())
         transport = StringTransport()

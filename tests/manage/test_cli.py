@@ -175,6 +175,39 @@ class BanCommandTests(CliTestCase):
         self.assertIn("has bits set past its prefix (the network is 10.0.0.0/8)", err)
 
 
+class TraceCommandTests(CliTestCase):
+    def test_add_for_an_hour_by_default_list_and_rm(self):
+        rule = self.ok("trace", "add", "client_id=dev-7", "--who", "alice", "--json").json()
+        self.assertEqual((rule["kind"], rule["value"], rule["who"]), ("client_id", "dev-7", "alice"))
+        self.assertEqual(rule["until"], rule["at"] + 3600)
+        ip = self.ok("trace", "add", "ip=2001:DB8::/32", "--until-removed", "--json").json()
+        self.assertEqual((ip["value"], ip["until"]), ("2001:db8::/32", None))
+        timed = self.ok("trace", "add", "username=ab12cd", "--for", "60", "--json").json()
+        self.assertEqual(timed["until"], timed["at"] + 60)
+        listed = self.ok("trace", "list", "--json").json()["rules"]
+        self.assertEqual([(r["kind"], r["value"]) for r in listed],
+                         [("client_id", "dev-7"), ("ip", "2001:db8::/32"), ("username", "ab12cd")])
+        self.assertIn("client_id  dev-7", "\n".join(self.ok("trace", "list").out.splitlines()))
+        self.assertEqual(self.ok("trace", "rm", "ip=2001:db8::/32").out,
+                         "no longer tracing ip=2001:db8::/32\n")
+        self.assertIn("no trace rule ip=2001:db8::/32", self.fails("trace", "rm", "ip=2001:db8::/32"))
+
+    def test_a_change_raises_the_trace_version_not_the_gates(self):
+        self.ok("trace", "list")
+        conn = self.db()
+        gate = conn.execute("SELECT version FROM gate_version").fetchone()[0]
+        self.ok("trace", "add", "client_id=a")
+        self.assertEqual(conn.execute("SELECT version FROM trace_version").fetchone()[0], 1)
+        self.assertEqual(conn.execute("SELECT version FROM gate_version").fetchone()[0], gate)
+
+    def test_bad_targets_are_usage_errors_and_bad_ips_one_line(self):
+        for bad in ("client_id", "host=1.2.3.4", "ip=", "dev-7"):
+            run = self.mqttd("trace", "add", bad)
+            self.assertEqual(run.status, 2, bad)
+            self.assertIn("must be client_id=ID, username=NAME or ip=ADDRESS", run.err)
+        self.assertIn("ip trace rule: not an IP address", self.fails("trace", "add", "ip=nope"))
+
+
 class ConfigTests(CliTestCase):
     def write_config(self, data_dir):
         path = os.path.join(self.mktemp() + ".toml")

@@ -2,8 +2,10 @@
 answer, what they change, and how a bad argument is told."""
 from collections import Counter
 
+from twisted.internet.defer import fail, succeed
+
 from mqttd.manage.helpers import HELPERS, Clients, HelperError, Later, Report, namespace
-from mqttd.store.accounts import AccountRecord
+from mqttd.store.accounts import AccountRecord, AccountsError
 from mqttd.store.gate_records import BanRecord
 from tests.support.manage import ApplianceCase
 
@@ -150,6 +152,40 @@ class HelperTests(ApplianceCase):
 
     def test_trace_says_when_there_is_no_trace_window(self):
         self.assertEqual(repr(self.ns["trace"]("dev-1")), "trace not enabled")
+
+    def test_trace_rules_go_to_the_trace_and_are_refused_while_it_is_off(self):
+        with self.assertRaises(HelperError) as caught:
+            self.ns["trace_add"](client_id="dev")
+        self.assertIn("trace not enabled", str(caught.exception))
+        calls = []
+
+        class Trace:
+            def trace_add(self, **named):
+                calls.append(("add", named))
+                if named.get("ip"):
+                    return fail(AccountsError("at most 1000 trace rules"))
+                return succeed({"kind": "client_id", "value": "dev"})
+
+            def trace_rm(self, **named):
+                calls.append(("rm", named))
+                return succeed(True)
+
+            def trace_list(self):
+                return [{"kind": "client_id", "value": "dev"}]
+        self.view.trace = Trace()
+        ns = namespace(self.view, "admin")
+        self.assertEqual(self.answer(ns["trace_add"](client_id="dev", seconds=60)),
+                         {"kind": "client_id", "value": "dev"})
+        self.assertEqual(calls, [("add", {"client_id": "dev", "seconds": 60,
+                                          "who": "manhole admin"})])
+        for bad in ({"client_id": "a", "ip": "10.0.0.1"}, {"client_id": "a", "seconds": 0},
+                    {"ip": "nope"}):
+            with self.assertRaises(HelperError, msg=bad):
+                ns["trace_add"](**bad)
+        refused = self.failureResultOf(ns["trace_add"](ip="10.0.0.0/8").deferred, HelperError)
+        self.assertIn("at most 1000", str(refused.value))
+        self.assertIs(self.answer(ns["trace_rm"](client_id="dev")), True)
+        self.assertEqual(ns["trace_list"](), [{"kind": "client_id", "value": "dev"}])
 
     def test_trace_reads_the_window_it_is_given(self):
         calls = Counter()

@@ -37,17 +37,32 @@ def refused(limit, transport, reason):
         log.info("refused {peer}: {reason}", peer=peer(transport), reason=reason)
 
 
+TOKEN_LENGTH = 32  # mqttd.store.tokens' tokens: token_urlsafe(24)
+SHOWN = 6  # characters of a long username a line shows (a token's prefix)
+
+
+def shown_user(username):
+    """What a line may say of a username: a device's token is its username, so one as
+    long as a token is shown by its first characters only (its prefix, as the gate and
+    ``mqttd tokens list`` show it), never whole."""
+    if username is None or len(username) < TOKEN_LENGTH:
+        return username
+    return f"{username[:SHOWN]}..."
+
+
 def auth_refused(limit, transport, client_id, username, code):
     if _may_log(limit, transport):
         log.info("auth {client_id} {peer} user={username}: refused {code}",
-                 client_id=client_id, peer=peer(transport), username=username, code=code)
+                 client_id=client_id, peer=peer(transport), username=shown_user(username),
+                 code=code)
 
 
 def connected(limit, transport, client_id, connect, present):
     if _may_log(limit, transport):
         log.info("connect {client_id} {peer} user={username} clean={clean} "
                  "keepalive={keepalive} present={present}",
-                 client_id=client_id, peer=peer(transport), username=connect.username,
+                 client_id=client_id, peer=peer(transport),
+                 username=shown_user(connect.username),
                  clean=connect.clean_session, keepalive=connect.keepalive, present=present)
 
 

@@ -96,3 +96,24 @@ class ConnectionLogTests(unittest.TestCase):
         self.assertEqual(
             lines(events, "suppressed"),
             ["suppressed 400 log lines from 192.0.2.7 (over 100 per 60.0 s)"])
+
+
+class TokenNeverLoggedTests(unittest.TestCase):
+    """A device's token is its username: the connect and auth lines show its prefix."""
+
+    TOKEN = "0zoub16X3g8XOOTbWiaW-XcJdnGPnqcU"  # 32 characters, as mqttd tokens add makes
+
+    def test_a_token_long_username_is_shown_by_its_prefix_only(self):
+        events = capture_logs(self)
+        h = Harness()
+        Client(h).connect("dev-1", username=self.TOKEN)
+        text = "\n".join(lines(events))
+        self.assertIn("connect dev-1", text)
+        self.assertIn("user=0zoub1...", text)
+        self.assertNotIn(self.TOKEN, text)
+
+    def test_a_short_username_is_shown_whole(self):
+        events = capture_logs(self)
+        h = Harness()
+        Client(h).connect("dev-2", username="acme-1")
+        self.assertIn("user=acme-1", "\n".join(lines(events)))

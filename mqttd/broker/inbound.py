@@ -45,24 +45,9 @@ class InboundQueue:
     Once ``close`` is called nothing is written; what settles later is only routed.
     """
 
-    __slots__ = (
-        "_queues",
-        "_broker",
-        "_owner",
-        "_transport",
-        "_client_id",
-        "_username",
-        "_session",
-        "_topics",
-        "_entries",
-        "_open",
-        "_full",
-        "_notify",
-        "_after_close",
-        "_route_after",
-        "_acking",
-        "_trace",
-    )
+    __slots__ = ("_queues", "_broker", "_owner", "_transport", "_client_id", "_username",
+                 "_session", "_topics", "_entries", "_open", "_full", "_notify",
+                 "_after_close", "_route_after", "_acking", "_trace", "_echo_wait")
 
     def __init__(self, queues, owner, transport, client_id, username, session, open=True,
                  topics=None, trace=None):
@@ -87,6 +72,9 @@ class InboundQueue:
         # The connection's ClientTrace (mqttd.manage.tracer), or None: trace off. Its
         # publish and ack events are built only while it is ``verbose``.
         self._trace = trace
+        # The ack at the FIFO's head waiting for the master's echo of its retained set
+        # (the tree's ``Crossing.hold_ack``), or None.
+        self._echo_wait = None
 
     def __len__(self):
         return len(self._entries) if self._entries else 0
@@ -198,6 +186,10 @@ class InboundQueue:
         """The connection closed: no more acks; hand QoS 2 ids over; route what is
         settled; what is not waits for the sink (``_release_closed``)."""
         self._open = False
+        waiting = self._echo_wait
+        if waiting is not None:  # no ack is written now: what follows may be routed
+            self._echo_wait = None
+            waiting.settled = True
         forget = self._broker.forget
         if forget is not None:
             forget(self._notify)  # it will not submit again (the webhook's linger)
@@ -285,13 +277,17 @@ class InboundQueue:
         while entries and entries[0].settled:
             entry = popleft()
             ack = entry.ack
+            message = entry.message
+            if message is not None:
+                messages.append(message)
+                if message.retain and acking and ack is not None and ack is not _ACKS_END \
+                        and self._held_for_echo(message, ack):
+                    break
             if ack is not None and acking:
                 if ack is _ACKS_END:
                     acking = self._acking = False
                 else:
                     acks.append(ack)
-            if entry.message is not None:
-                messages.append(entry.message)
         if acks:
             self._transport.write(acks[0] if len(acks) == 1 else b"".join(acks))
         if messages:
@@ -299,6 +295,27 @@ class InboundQueue:
         if self._full and len(entries) < self._broker.max_inflight:
             self._full = False
             self._owner.window_open()
+
+    def _held_for_echo(self, message, ack):
+        """In the tree, a retained set's ack waits for the master's echo of it: until
+        then a client that connects to another worker could still read the value it
+        replaced. Its ack, alone, goes back at the FIFO's head, unsettled (what follows
+        waits behind it: acks keep receive order). False on one worker."""
+        elsewhere = self._broker.elsewhere
+        if elsewhere is None:
+            return False
+        waiting = make_entry(ack, None, False, 0)
+        if not elsewhere.hold_ack(message, self._echo_came, waiting):
+            return False
+        self._entries.appendleft(waiting)
+        self._echo_wait = waiting
+        return True
+
+    def _echo_came(self, waiting):
+        if self._echo_wait is waiting:
+            self._echo_wait = None
+            waiting.settled = True
+            self._release_settled()
 
     def _release_closed(self):
         """After the close: route what the sink committed, in receive order, no acks.

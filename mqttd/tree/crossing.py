@@ -19,6 +19,13 @@
   to every worker, this one's own back too (``mqttd.tree.relay``). What this worker
   applies as it routes its own is provisional; what the master sends is stored over
   whatever is here, so all workers end with the value the master read last.
+* Acks of retained sets: the PUBACK / PUBREC of a retained QoS 1/2 publish waits for
+  the master's echo of it (``hold_ack``). The master writes a retained value to every
+  worker's channel before it echoes it to the origin, and hands a socket off over that
+  same channel, after: a client that connects once the ack came is adopted after the
+  new value on whichever worker, and reads it (not the one it replaced). An echo that
+  does not come (the master gone, a channel full and its values owed) is waited for at
+  most ``ECHO_WAIT`` seconds: the message is committed, only the window reopens.
 
 Bounded: ``ForwardBudget`` drops what the channel to the master cannot take; retained
 values owed are kept by topic (the newest only) and sent when it drains; interest
@@ -28,11 +35,16 @@ from twisted.logger import Logger
 
 from mqttd.tree.budget import ForwardBudget
 from mqttd.tree.interest import KIND, AnnouncingTrie, MalformedInterest, RemoteInterest, snapshot
+from mqttd.store.retained import BOOT_PREFIX
+from mqttd.tree.relay import MASTER
 from mqttd.tree.relay_wire import DELIVER, RETAINED, MalformedBody, decode, encode
 
-__all__ = ["Crossing"]
+__all__ = ["ECHO_WAIT", "Crossing"]
 
 log = Logger()
+
+ECHO_WAIT = 3.0
+"""Seconds an ack of a retained set waits for the master's echo at most."""
 
 
 class Crossing:
@@ -44,7 +56,8 @@ class Crossing:
     """
 
     __slots__ = ("wanted", "remote", "_broker", "_slot", "_metrics", "_budget", "_local",
-                 "_channel", "_stale", "_owed", "_held", "_held_bytes", "_say_loaded")
+                 "_channel", "_stale", "_owed", "_held", "_held_bytes", "_say_loaded",
+                 "_echoes")
 
     def __init__(self, broker, slot, metrics, max_bytes, holding=False):
         if len(broker.trie):
@@ -63,6 +76,8 @@ class Crossing:
         self._held = [] if holding else None
         self._held_bytes = 0
         self._say_loaded = False  # loaded before the channel opened: said when it does
+        # topic -> [[key, release, timer], ...]: acks waiting for the master's echo.
+        self._echoes = {}
         broker.trie = self._local
         broker.elsewhere = self
 
@@ -159,8 +174,8 @@ class Crossing:
         meanwhile goes now, in order, after it (newer than what it read); and the master
         is told, to send its retained values (its order, not SQLite's commit order)."""
         held, self._held = self._held, None
-        for flags, body in held or ():
-            self._apply(flags, body)
+        for flags, slots, body in held or ():
+            self._apply(flags, slots, body)
         if self._channel is None:
             self._say_loaded = True
         else:
@@ -171,14 +186,14 @@ class Crossing:
         loads (at most ``max_bytes``; past that dropped, counted), else applied."""
         held = self._held
         if held is None:
-            self._apply(flags, body)
+            self._apply(flags, slots, body)
         elif self._held_bytes + len(body) <= self._budget.max_bytes:
-            held.append((flags, body))
+            held.append((flags, slots, body))
             self._held_bytes += len(body)
         else:
             self._budget.dropped(body[0] if body else 0)
 
-    def _apply(self, flags, body):
+    def _apply(self, flags, slots, body):
         try:
             message = decode(body)
         except MalformedBody as e:
@@ -188,6 +203,9 @@ class Crossing:
         self._metrics.tree_forward_received += 1
         if flags & RETAINED:
             self._retain(message)
+            if self._echoes and message.topic in self._echoes and (
+                    not slots or slots[0] in (self._slot, MASTER)):
+                self._echoed(message.topic, message.key)
         if flags & DELIVER:
             if message.retain and not flags & RETAINED:
                 # The master keeps a newer message of its run for the topic: not retained.
@@ -206,3 +224,58 @@ class Crossing:
         retained.clear(topic)
         if message.payload:
             retained.set(topic, message)
+
+    # -- acks of retained sets ------------------------------------------------------------
+
+    def hold_ack(self, message, release, *args):
+        """Call ``release(*args)`` once the master has ordered the retained ``message``
+        (its echo, or a newer value of this run, came back), or after ``ECHO_WAIT``
+        seconds. False, and nothing is called, if no echo can come (no channel)."""
+        channel = self._channel
+        if channel is None or not channel.writable:
+            return False
+        waiter = [message.key, release, args, None]
+        waiter[3] = self._broker.clock.callLater(ECHO_WAIT, self._waited, message.topic,
+                                                 waiter)
+        self._echoes.setdefault(message.topic, []).append(waiter)
+        return True
+
+    def _echoed(self, topic, key):
+        """The master sent ``topic``'s value with ``key``: the acks of this run's sets of
+        it up to ``key`` go (a later value of ours means the master read ours before)."""
+        waiters = self._echoes[topic]
+        run = key[:BOOT_PREFIX]
+        done, rest = [], []
+        for waiter in waiters:
+            (done if waiter[0][:BOOT_PREFIX] == run and waiter[0] <= key else rest).append(
+                waiter)
+        if not done:
+            return
+        if rest:
+            self._echoes[topic] = rest
+        else:
+            del self._echoes[topic]
+        for waiter in done:
+            waiter[3].cancel()
+            waiter[1](*waiter[2])
+
+    def _waited(self, topic, waiter):
+        waiters = self._echoes.get(topic, [])
+        if any(w is waiter for w in waiters):
+            rest = [w for w in waiters if w is not waiter]
+            if rest:
+                self._echoes[topic] = rest
+            else:
+                del self._echoes[topic]
+            log.warn("worker {slot}: no echo of the retained set of {topic!r} from the "
+                     "master in {seconds} s; acknowledged anyway (it is committed)",
+                     slot=self._slot, topic=topic, seconds=ECHO_WAIT)
+            waiter[1](*waiter[2])
+
+    def lost(self):
+        """The master's channel is gone: no echo will come; every waiting ack goes."""
+        echoes, self._echoes = self._echoes, {}
+        for waiters in echoes.values():
+            for waiter in waiters:
+                waiter[3].cancel()
+                waiter[1](*waiter[2])

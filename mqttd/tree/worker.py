@@ -128,6 +128,8 @@ class _Channel(Service):
             log.warn("worker: unknown message {kind!r} from the master", kind=kind)
 
     def _lost(self, reason):
+        if self._crossing is not None:
+            self._crossing.lost()  # acks waiting for the master's echo go now
         if self.running:
             log.warn("worker: the master's channel is gone; stopping")
             self._reactor.stop()

@@ -145,6 +145,19 @@ class RetainedTests(CrossWorkerCase):
                          "the cleared retained message was delivered")
 
 
+    def test_a_client_that_connects_after_the_puback_reads_the_new_value(self):
+        """The ack of a retained set waits for the master's echo (``Crossing.hold_ack``),
+        so a client handed to the other worker after it reads this value, never the one
+        it replaced: each of 100 sets, at once, by a new client of worker 2."""
+        publisher = self.on(1, "p")
+        for i in range(100):
+            publisher.publish("ret/race", b"%d" % i, qos=1, retain=True)  # its PUBACK
+            later = self.on(2, f"l{i}-")
+            later.subscribe("ret/race", 1)
+            self.assertEqual(later.get_message().payload, b"%d" % i, f"set {i}")
+            later.disconnect()
+
+
 class WorkerDeathTests(CrossWorkerCase):
     def test_a_killed_worker_s_interest_is_dropped_and_its_successor_announces_its_own(self):
         sub = self.on(2, "s")

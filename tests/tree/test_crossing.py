@@ -6,7 +6,8 @@ is announced once; retained messages reach every worker; and what the channel to
 master cannot take is dropped by QoS or owed (retained), never buffered without bound."""
 from twisted.trial import unittest
 
-from mqttd.codec import Publish, Puback, Subscribe, Unsubscribe
+from mqttd.codec import Publish, Puback, Pubrec, Subscribe, Unsubscribe
+from mqttd.tree.crossing import ECHO_WAIT
 from tests.support.broker import pub, publishes
 from tests.support.crossing import MiniTree
 
@@ -142,6 +143,100 @@ class RetainedTests(unittest.TestCase):
                          [("r/a", b"A"), ("r/b", b"B2")])
         self.assertEqual(node.metrics.tree_forward_received, 2)
         self.assertEqual(node.harness.client("late").received(), [])  # stored, not sent
+
+
+class RetainedAckTests(unittest.TestCase):
+    """The ack of a retained set waits for the master's echo of it: once it is read, a
+    client of any worker reads the new value (the window CI once caught: a subscriber on
+    the other worker, connected after the PUBACK, got the value it replaced)."""
+
+    def setUp(self):
+        self.tree = MiniTree(workers=2)
+        self.one, self.two = self.tree.nodes[1], self.tree.nodes[2]
+        self.publisher = self.one.harness.client("pub")
+
+    def acks(self):
+        return [p for p in self.publisher.received() if isinstance(p, (Puback, Pubrec))]
+
+    def test_the_ack_waits_for_the_echo_and_the_other_worker_has_the_value_then(self):
+        self.publisher.send(pub("r/x", b"v1", qos=1, retain=True))
+        self.assertEqual(self.acks(), [])  # committed, but the master has not echoed it
+        self.assertIsNone(self.two.broker.retained.get("r/x"))
+        self.tree.pump()
+        self.assertEqual(self.acks(), [Puback(1)])
+        self.assertEqual(self.two.broker.retained.get("r/x").payload, b"v1")
+
+    def test_set_replace_clear_each_acked_after_every_worker_has_it(self):
+        for pid, payload in ((1, b"v1"), (2, b"v2"), (3, b"")):
+            self.publisher.send(pub("r/x", payload, qos=1, pid=pid, retain=True))
+            self.tree.pump()
+            self.assertEqual(self.acks(), [Puback(pid)])
+            later = self.two.harness.client(f"later{pid}")
+            later.send(Subscribe(1, (("r/x", 1),)))
+            got = [p.payload for p in publishes(later.received())]
+            self.assertEqual(got, [payload] if payload else [], pid)
+
+    def test_what_follows_waits_behind_it_in_receive_order(self):
+        self.publisher.send(pub("r/x", b"v1", qos=1, pid=1, retain=True),
+                            pub("t", b"plain", qos=1, pid=2),
+                            pub("t", b"two", qos=2, pid=3))
+        self.assertEqual(self.acks(), [])
+        self.tree.pump()
+        self.assertEqual(self.acks(), [Puback(1), Puback(2), Pubrec(3)])
+
+    def test_a_plain_publish_is_not_held(self):
+        self.publisher.send(pub("t", b"plain", qos=1))
+        self.assertEqual(self.acks(), [Puback(1)])
+
+    def test_qos_0_retained_has_no_ack_to_hold(self):
+        self.publisher.send(pub("r/x", b"v1", qos=0, retain=True), pub("t", qos=1, pid=2))
+        self.assertEqual(self.acks(), [Puback(2)])
+
+    def test_an_echo_that_never_comes_is_waited_for_echo_wait_seconds(self):
+        self.tree.stalled_up.add(1)  # the master does not read worker 1
+        self.publisher.send(pub("r/x", b"v1", qos=1, retain=True))
+        clock = self.one.harness.clock
+        clock.advance(ECHO_WAIT - 0.001)
+        self.assertEqual(self.acks(), [])
+        clock.advance(0.001)
+        self.assertEqual(self.acks(), [Puback(1)])
+        self.tree.stalled_up.clear()
+        self.tree.pump()  # the late echo releases nothing twice
+        self.assertEqual(self.acks(), [])
+
+    def test_a_newer_value_of_this_worker_releases_the_older_sets_too(self):
+        self.tree.stalled_up.add(1)
+        self.publisher.send(pub("r/x", b"v1", qos=1, pid=1, retain=True),
+                            pub("r/x", b"v2", qos=1, pid=2, retain=True))
+        self.tree.stalled_up.clear()
+        self.tree.pump()
+        self.assertEqual(self.acks(), [Puback(1), Puback(2)])
+
+    def test_another_workers_value_does_not_release_it(self):
+        other = self.two.harness.client("other")
+        other.send(pub("r/x", b"theirs", qos=0, retain=True))
+        self.tree.stalled_up.add(1)
+        self.publisher.send(pub("r/x", b"ours", qos=1, retain=True))
+        self.tree.pump()  # worker 2's value reaches worker 1; the master has not read ours
+        self.assertEqual(self.acks(), [])
+        self.tree.stalled_up.clear()
+        self.tree.pump()
+        self.assertEqual(self.acks(), [Puback(1)])
+        self.assertEqual(self.two.broker.retained.get("r/x").payload, b"ours")
+
+    def test_the_masters_channel_lost_releases_every_waiting_ack(self):
+        self.tree.stalled_up.add(1)
+        self.publisher.send(pub("r/x", b"v1", qos=1, retain=True))
+        self.one.crossing.lost()
+        self.assertEqual(self.acks(), [Puback(1)])
+
+    def test_a_close_while_waiting_routes_what_followed(self):
+        sub = self.one.harness.subscriber("t", qos=1)
+        self.tree.stalled_up.add(1)
+        self.publisher.send(pub("r/x", b"v1", qos=1, pid=1, retain=True),
+                            pub("t", b"after", qos=1, pid=2))
+        self.publisher.disconnect()
+        self.assertEqual([p.payload for p in publishes(sub.received())], [b"after"])
 
 
 class BoundTests(unittest.TestCase):

@@ -291,6 +291,10 @@ def make_mqttd(tmp, args, name="mqttd", tag="", overrides=None, nodisk=None, noh
     log = os.path.join(d, "mqttd.log")
     cfg = os.path.join(d, "mqttd.toml")
     doc = mqttd_config(args, overrides)
+    # Each mqttd its own metrics port: two on the default one (9883) and the second
+    # would not start (its tree exits on "Address already in use").
+    if "http_listen" not in doc.get("manage", {}):
+        doc = merge(doc, {"manage": {"http_listen": f"tcp:{free_port()}:interface=127.0.0.1"}})
     with open(cfg, "w") as f:
         f.write(dump_toml(doc))
     workers = doc.get("server", {}).get("workers")

@@ -9,7 +9,8 @@ Deferred ``AuthResult`` and never fails. In order, the first that says no is the
 3. a username in ``auth.users``: its password, as ``StaticAuthenticator`` checks it
    (constant time) → else 0x04 "bad credentials";
 4. any other username is a device TOKEN (Ubidots' convention): the per-token rate
-   (``TokenRate``, before any lookup) → 0x05 "auth rate"; the negative cache of unknown
+   (``TokenRate``: at most ``rate_burst`` attempts in any ``rate_burst /
+   rate_per_token`` seconds, before any lookup) → 0x05 "auth rate"; the negative cache of unknown
    tokens, then the cache or the store (``TokenCache``) → 0x05 "bad token", "token
    revoked", "account inactive"; with ``auth.require_password`` the password must be
    the token too → else 0x04 "bad credentials"; a store that fails → 0x03 "auth

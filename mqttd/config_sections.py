@@ -133,8 +133,9 @@ class AuthConfig:
     # Ubidots' convention is the token as the username; true also wants it as the
     # password ("same token in both fields").
     require_password: bool = _setting(False, bool)
-    # CONNECT attempts a second per token, a token bucket holding rate_burst, checked
-    # before any lookup: the 5th attempt in one second is refused. 0: off.
+    # CONNECT attempts a second per token, checked before any lookup: at most
+    # rate_burst attempts in any rate_burst / rate_per_token seconds (a sliding window:
+    # the 5th attempt within one second is refused). 0: off.
     rate_per_token: float = _setting(4.0, float, 0.0, 1_000_000.0)
     rate_burst: int = _setting(4, int, 1, 1_000_000)
     # Seconds an unknown token is answered from memory (a storm of bad tokens reaches

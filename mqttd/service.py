@@ -130,7 +130,8 @@ def build_broker(reactor, config, sink, metrics, slot, authenticator):
     compiled once (``auth.acl``), and what it keeps across restarts."""
     return Broker(reactor, config.broker, sink, authenticator, metrics,
                   persistence=broker_persistence(reactor, config, slot),
-                  acl=AclRules(config.auth.acl, config.auth.acl_no_match))
+                  acl=AclRules(config.auth.acl, config.auth.acl_no_match),
+                  static_users=(user.username for user in config.auth.users))
 
 
 class PersistenceService(Service):

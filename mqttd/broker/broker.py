@@ -54,11 +54,15 @@ class Broker:
     (``mqttd.broker.persistence``; default: nothing is kept); ``start()`` loads them,
     and a CONNECT waits for that load. ``acl`` is the static ACL (``mqttd.broker.acl``
     AclRules) or None; with the accounts' namespaces it is ``tenancy``
-    (``mqttd.broker.tenancy``).
+    (``mqttd.broker.tenancy``). ``static_users``: the ``auth.users`` names, which the
+    log lines show whole (any other username is a device's token, shown by its prefix).
+    They are the names at start: after a SIGHUP that adds a user, its name shows as a
+    token's prefix until a restart, and a removed one's name in full, which is not a
+    secret (the gate, which decides, always has the current ones).
     """
 
     def __init__(self, clock, config, sink, authenticator, metrics=None, persistence=None,
-                 acl=None):
+                 acl=None, static_users=frozenset()):
         self.clock = clock
         # The process's one counter registry (mqttd.metrics): every count lives there.
         self.metrics = metrics = Metrics() if metrics is None else metrics
@@ -90,7 +94,8 @@ class Broker:
         self.connection_log = LogRateLimit(clock, config.log_lines_per_ip,
                                            config.log_lines_window, metrics=metrics)
         # What each connection may name, mounted into its account's namespace.
-        self.tenancy = Tenancy(acl, metrics, self.connection_log)
+        self.static_users = frozenset(static_users)
+        self.tenancy = Tenancy(acl, metrics, self.connection_log, self.static_users)
         self.trie = SubscriptionTrie()
         self.retained = RetainedStore()
         # What survives a restart (mqttd.broker.persistence): nothing by default.

@@ -4,10 +4,14 @@ The per-connection lines go through the broker's per-address rate limit
 (``Broker.connection_log``, a LogRateLimit), so a connection storm from one address
 cannot flood the journal; a store failure is logged always (it is rare and it costs
 the client its connection). Kept in one place so the fields an operator greps for
-(client id, peer, user, reason, detail) read the same in every line.
+(client id, peer, credentials, reason, detail) read the same in every line. The
+credentials are named as the gate names them (``who_of``): "user NAME" for an
+``auth.users`` name, "anonymous", else "token PREFIX", since a device's token is its
+username: never whole, however long.
 """
 from twisted.logger import Logger
 
+from mqttd.store.gate_records import who_of
 from mqttd.store.sink import StoreRejected
 
 __all__ = ["peer", "refused", "auth_refused", "connected", "disconnected", "store_failed"]
@@ -37,32 +41,20 @@ def refused(limit, transport, reason):
         log.info("refused {peer}: {reason}", peer=peer(transport), reason=reason)
 
 
-TOKEN_LENGTH = 32  # mqttd.store.tokens' tokens: token_urlsafe(24)
-SHOWN = 6  # characters of a long username a line shows (a token's prefix)
-
-
-def shown_user(username):
-    """What a line may say of a username: a device's token is its username, so one as
-    long as a token is shown by its first characters only (its prefix, as the gate and
-    ``mqttd tokens list`` show it), never whole."""
-    if username is None or len(username) < TOKEN_LENGTH:
-        return username
-    return f"{username[:SHOWN]}..."
-
-
-def auth_refused(limit, transport, client_id, username, code):
+def auth_refused(limit, transport, client_id, username, code, static_users):
+    """``static_users``: the ``auth.users`` names (any other username is a token)."""
     if _may_log(limit, transport):
-        log.info("auth {client_id} {peer} user={username}: refused {code}",
-                 client_id=client_id, peer=peer(transport), username=shown_user(username),
-                 code=code)
+        log.info("auth {client_id} {peer} ({who}): refused {code}",
+                 client_id=client_id, peer=peer(transport),
+                 who=who_of(username, static_users), code=code)
 
 
-def connected(limit, transport, client_id, connect, present):
+def connected(limit, transport, client_id, connect, present, static_users):
     if _may_log(limit, transport):
-        log.info("connect {client_id} {peer} user={username} clean={clean} "
+        log.info("connect {client_id} {peer} ({who}) clean={clean} "
                  "keepalive={keepalive} present={present}",
                  client_id=client_id, peer=peer(transport),
-                 username=shown_user(connect.username),
+                 who=who_of(connect.username, static_users),
                  clean=connect.clean_session, keepalive=connect.keepalive, present=present)
 
 

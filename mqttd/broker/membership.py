@@ -94,7 +94,8 @@ class Membership:
         if type(decision) is Refused:
             if decision.by_auth:
                 connection_log.auth_refused(broker.connection_log, transport,
-                                            self.client_id, connect.username, decision.code)
+                                            self.client_id, connect.username, decision.code,
+                                            broker.static_users)
             else:  # the gate counts its own (edge_gate_refused)
                 broker.metrics.mqtt_connect_refused[decision.reason] += 1
             transport.write(encode(Connack(False, decision.code)))
@@ -114,7 +115,7 @@ class Membership:
         self.session = session
         transport.write(encode(Connack(present, CONNACK_ACCEPTED)))
         connection_log.connected(broker.connection_log, transport, self.client_id,
-                                 connect, present)
+                                 connect, present, broker.static_users)
         if self.trace is not None:
             self.trace.connected(connect.clean_session, connect.keepalive, present)
         accepted(connect.keepalive)
@@ -144,7 +145,7 @@ class Membership:
         """Count and log that ``topics`` refused ``topic`` for ``action`` ("publish",
         "subscribe", "will"); what refused it ("namespace" or "acl")."""
         return self._broker.tenancy.refused(self.topics, self._transport, self.client_id,
-                                            action, topic)
+                                            self.username, action, topic)
 
     def _refuse(self, code, reason, refused):
         """Refuse an accepted CONNECT after all: its CONNACK, and the gate's seat back."""

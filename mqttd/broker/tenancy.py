@@ -8,8 +8,8 @@ the mounts (``$a/``): that is another tenant's data. Past the namespace, the sta
 rules (``mqttd.broker.acl``) judge the topic in the client's own view.
 
 What is refused is counted (``mqtt_namespace_denied`` or ``mqtt_acl_denied``, by
-action) and logged with client id, address, account and topic through the per-address
-log budget.
+action) and logged with client id, address, account, credentials (``who_of``: a
+token by its prefix, never whole) and topic through the per-address log budget.
 
 SIGHUP may bring new ACL rules (``Tenancy.reload``): every live connection's rules are
 made again for its names, so its next PUBLISH and SUBSCRIBE meet the new ones (the
@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from mqttd.broker.connection_log import peer
 from mqttd.namespace import mount_of, reserved
+from mqttd.store.gate_records import who_of
 
 __all__ = ["ClientTopics", "Tenancy", "NAMESPACE", "ACL"]
 
@@ -87,14 +88,16 @@ class ClientTopics:
 
 
 class Tenancy:
-    """The broker's rules for every connection: ``acl`` is an AclRules, or None."""
+    """The broker's rules for every connection: ``acl`` is an AclRules, or None;
+    ``static_users`` the ``auth.users`` names, for the log lines (``who_of``)."""
 
-    __slots__ = ("_acl", "_metrics", "_log_limit", "_live")
+    __slots__ = ("_acl", "_metrics", "_log_limit", "_static_users", "_live")
 
-    def __init__(self, acl, metrics, log_limit):
+    def __init__(self, acl, metrics, log_limit, static_users=frozenset()):
         self._acl = acl
         self._metrics = metrics
         self._log_limit = log_limit
+        self._static_users = static_users
         self._live = weakref.WeakKeyDictionary()  # ClientTopics -> (client id, username)
 
     def for_client(self, client_id, username, account):
@@ -118,9 +121,10 @@ class Tenancy:
                  "by them from now on", rules=0 if acl is None else len(acl), live=len(live))
         return len(live)
 
-    def refused(self, topics, transport, client_id, action, topic):
-        """Count and log that ``topics`` (a ClientTopics) refused ``topic`` for
-        ``action`` ("publish", "subscribe" or "will")."""
+    def refused(self, topics, transport, client_id, username, action, topic):
+        """Count and log that ``topics`` (a ClientTopics) of ``client_id`` (who sent
+        ``username``) refused ``topic`` for ``action`` ("publish", "subscribe" or
+        "will")."""
         reason = topics.refusal(topic)
         counter = (self._metrics.mqtt_namespace_denied if reason == NAMESPACE
                    else self._metrics.mqtt_acl_denied)
@@ -129,6 +133,7 @@ class Tenancy:
         if self._log_limit.allow(getattr(address, "host", None) or str(address)):
             shown = topic if len(topic) <= _SHOWN else topic[:_SHOWN] + "..."
             log.info("{action} denied by {reason}: {client_id} {peer} account={account} "
-                     "topic={topic!r}", action=action, reason=reason, client_id=client_id,
-                     peer=peer(transport), account=topics.account, topic=shown)
+                     "({who}) topic={topic!r}", action=action, reason=reason,
+                     client_id=client_id, peer=peer(transport), account=topics.account,
+                     who=who_of(username, self._static_users), topic=shown)
         return reason

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from mqttd.cluster.link import UNREACHABLE
 from mqttd.cluster.scripts import FLAP
-from mqttd.edge.flapping import FlappingDetector
+from mqttd.edge.flapping import UNNAMED, FlappingDetector
 
 __all__ = ["SharedFlapping"]
 
@@ -43,7 +43,7 @@ class SharedFlapping:
         """Keys tracked in this node's memory (those counted while Redis was away)."""
         return len(self._local)
 
-    def disconnected(self, client_id, username_key=None, host=None):
+    def disconnected(self, client_id, username_key=None, host=None, who=UNNAMED):
         local = self._local
         keys = local.keys(client_id, username_key, host)
         if not keys:
@@ -53,7 +53,7 @@ class SharedFlapping:
         for key in keys:
             if not self._link.up:
                 self._metrics.cluster_fallbacks["flapping"] += 1
-                local.count(key, now, client_id, host)
+                local.count(key, now, client_id, host, who)
                 continue
             kind, value = key
             member = f"{self._node.field}/{next(self._serial)}"
@@ -61,18 +61,18 @@ class SharedFlapping:
                                   [repr(now), repr(config.window_time), config.max_count,
                                    member])
             d.addCallbacks(self._counted, self._not_counted,
-                           callbackArgs=(key, now, client_id, host),
-                           errbackArgs=(key, now, client_id, host))
+                           callbackArgs=(key, now, client_id, host, who),
+                           errbackArgs=(key, now, client_id, host, who))
 
-    def _counted(self, flapped, key, now, client_id, host):
+    def _counted(self, flapped, key, now, client_id, host, who):
         self._said_error = False
         if flapped == 1:
-            self._local.flapped(key, now, client_id, host)
+            self._local.flapped(key, now, client_id, host, who)
 
-    def _not_counted(self, failure, key, now, client_id, host):
+    def _not_counted(self, failure, key, now, client_id, host, who):
         self._metrics.cluster_fallbacks["flapping"] += 1
         if not failure.check(*UNREACHABLE) and not self._said_error:
             self._said_error = True
             log.failure("cluster: Redis did not count a disconnect of {kind} {value}; "
                         "counted by this node alone", failure, kind=key[0], value=key[1])
-        self._local.count(key, now, client_id, host)
+        self._local.count(key, now, client_id, host, who)

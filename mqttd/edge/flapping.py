@@ -9,7 +9,8 @@ IP address) in a sliding window: the ``max_count``-th disconnect of one key with
 ``dry_run`` it logs "would ban" and bans nothing.
 
 A token user's username key is the token's hash (``token_hash``), so a ban never
-writes a token into the bans table.
+writes a token into the bans table; the log line names the client by ``who`` (the
+gate's ``who_of``: "token PREFIX", "user NAME" or "anonymous"), never by its token.
 
 Memory is bounded in bytes: a key holds at most ``max_count`` timestamps, and at most
 ``MAX_TRACKED_BYTES / (KEY_COST + 32 * max_count)`` keys are tracked (about 46,000 at
@@ -27,18 +28,20 @@ from twisted.logger import Logger
 
 from mqttd.store.gate_records import BanRecord
 
-__all__ = ["FlappingDetector", "MAX_TRACKED_BYTES"]
+__all__ = ["FlappingDetector", "MAX_TRACKED_BYTES", "UNNAMED"]
 
 log = Logger()
 
 MAX_TRACKED_BYTES = 32 * 1024 * 1024
+UNNAMED = "credentials not given"
+"""``who`` when the caller did not name the client's credentials."""
 KEY_COST = 250
 """What a tracked key costs besides its timestamps: its (kind, value) tuple, the value
 (a client id, a username hash, an address), its dict slot and its deque."""
 
 
 class FlappingDetector:
-    """``disconnected(client_id, username_key, host)`` after every connection's end;
+    """``disconnected(client_id, username_key, host, who)`` after every connection's end;
     ``on_ban(record)`` makes a ban. ``config`` is ``[flapping_detect]`` (duck-typed)."""
 
     def __init__(self, clock, config, on_ban, metrics, log_rate,
@@ -83,12 +86,13 @@ class FlappingDetector:
         counts.sort(key=lambda entry: (-entry[2], -entry[3]))
         return counts[:limit]
 
-    def disconnected(self, client_id, username_key=None, host=None):
+    def disconnected(self, client_id, username_key=None, host=None, who=UNNAMED):
         """One connection ended: count it for its client id, and for its username
-        (``username_key``: a token user's token hash) and peer address when enabled."""
+        (``username_key``: a token user's token hash) and peer address when enabled.
+        ``who`` names its credentials in a log line (never a token)."""
         now = self._clock.seconds()
         for key in self.keys(client_id, username_key, host):
-            self.count(key, now, client_id, host)
+            self.count(key, now, client_id, host, who)
 
     def keys(self, client_id, username_key=None, host=None):
         """The (kind, value) keys one disconnect counts for (none while disabled): the
@@ -103,7 +107,7 @@ class FlappingDetector:
             keys.append(("ip", host))
         return keys
 
-    def count(self, key, now, client_id, host):
+    def count(self, key, now, client_id, host, who=UNNAMED):
         """Count one disconnect of ``key`` at ``now`` here; ``flapped`` at the threshold."""
         config = self._config
         windows = self._windows
@@ -117,9 +121,9 @@ class FlappingDetector:
         if len(times) < config.max_count or now - times[0] > config.window_time:
             return
         del windows[key]
-        self.flapped(key, now, client_id, host)
+        self.flapped(key, now, client_id, host, who)
 
-    def flapped(self, key, now, client_id, host):
+    def flapped(self, key, now, client_id, host, who=UNNAMED):
         """``key`` reached ``max_count`` disconnects within the window: ban it (or, with
         ``dry_run``, say it would), counted and logged."""
         config = self._config
@@ -130,16 +134,16 @@ class FlappingDetector:
             self._metrics.edge_flapping_would_ban[kind] += 1
             if self._log_rate.allow(host or client_id):
                 log.info("flapping: would ban {kind} {value} for {ban_time} s: {reason} "
-                         "(client {client_id} from {peer}; dry_run)", kind=kind,
+                         "(client {client_id} from {peer}, {who}; dry_run)", kind=kind,
                          value=value, ban_time=config.ban_time, reason=reason,
-                         client_id=client_id, peer=host)
+                         client_id=client_id, peer=host, who=who)
             return
         self._metrics.edge_flapping_bans[kind] += 1
         if self._log_rate.allow(host or client_id):
             log.info("flapping: banned {kind} {value} for {ban_time} s: {reason} "
-                     "(client {client_id} from {peer})", kind=kind, value=value,
+                     "(client {client_id} from {peer}, {who})", kind=kind, value=value,
                      ban_time=config.ban_time, reason=reason, client_id=client_id,
-                     peer=host)
+                     peer=host, who=who)
         self._on_ban(BanRecord(kind, value, "flapping", reason, now, now + config.ban_time))
 
     def _sweep(self, now):

@@ -9,7 +9,8 @@ Deferred ``AuthResult`` and never fails. In order, the first that says no is the
 3. a username in ``auth.users``: its password, as ``StaticAuthenticator`` checks it
    (constant time) → else 0x04 "bad credentials";
 4. any other username is a device TOKEN (Ubidots' convention): the per-token rate
-   (``TokenRate``, before any lookup) → 0x05 "auth rate"; the negative cache of unknown
+   (``TokenRate``: at most ``rate_burst`` attempts in any ``rate_burst /
+   rate_per_token`` seconds, before any lookup) → 0x05 "auth rate"; the negative cache of unknown
    tokens, then the cache or the store (``TokenCache``) → 0x05 "bad token", "token
    revoked", "account inactive"; with ``auth.require_password`` the password must be
    the token too → else 0x04 "bad credentials"; a store that fails → 0x03 "auth
@@ -51,7 +52,7 @@ from mqttd.edge.flapping import FlappingDetector
 from mqttd.edge.tickets import LiveTickets
 from mqttd.edge.token_cache import TokenCache
 from mqttd.edge.token_rate import TokenRate
-from mqttd.store.gate_records import token_hash, token_prefix
+from mqttd.store.gate_records import token_hash, token_prefix, who_of
 
 __all__ = ["Gate", "peer_host"]
 
@@ -129,7 +130,7 @@ class Gate:
         if ban is None:
             return None
         return self._refuse(CONNACK_NOT_AUTHORIZED, "banned", client_id, host,
-                            _who(username, self._static_users),
+                            who_of(username, self._static_users),
                             f"ban of {ban.kind} by {ban.who}: {ban.reason}")
 
     def _static_check(self, client_id, username, password, host):
@@ -140,7 +141,7 @@ class Gate:
             method, reason, limit = "user", "bad credentials", "auth.users"
         if code != CONNACK_ACCEPTED:
             return self._refuse(code, reason, client_id, host,
-                                _who(username, self._static_users), limit)
+                                who_of(username, self._static_users), limit)
         account = self._static.account_of(username)  # auth.users' account, if any
         ticket = self.tickets.issue(client_id, username, host, account)
         if isinstance(ticket, Deferred):  # its id's seat asked for in the cluster: after it
@@ -243,7 +244,8 @@ class Gate:
 
     def _released(self, ticket):
         username_key = ticket.token_hash if ticket.token is not None else ticket.username
-        self._flapping.disconnected(ticket.client_id, username_key, ticket.host)
+        self._flapping.disconnected(ticket.client_id, username_key, ticket.host,
+                                    _ticket_who(ticket))
 
     # -- SIGHUP ----------------------------------------------------------------------------
 
@@ -334,17 +336,9 @@ def _same_token(password, token):
 
 
 def _ticket_who(ticket):
-    """``_who`` for a live connection, by what it authenticated as (the static users
+    """``who_of`` for a live connection, by what it authenticated as (the static users
     may have changed since)."""
     if ticket.token is not None:
         return f"token {ticket.prefix}"
     return "anonymous" if ticket.username is None else f"user {ticket.username}"
 
-
-def _who(username, static_users):
-    """What a log line may say of a client's credentials: never a token."""
-    if username is None:
-        return "anonymous"
-    if username in static_users:
-        return f"user {username}"
-    return f"token {token_prefix(username)}"

@@ -16,7 +16,7 @@ import ipaddress
 import json
 
 from mqttd.edge.networks import address_key
-from mqttd.store.gate_records import token_prefix
+from mqttd.store.gate_records import who_of
 
 __all__ = ["ClientFilter", "MAX_ANSWER_BYTES", "MAX_CLIENTS", "describe_clients"]
 
@@ -70,11 +70,10 @@ class ClientFilter:
 
 
 def _shown_username(username, static_users):
-    if username is None:
-        return None
-    if username in static_users:
+    """A static user's name, None (anonymous), else ``who_of``'s "token PREFIX"."""
+    if username is None or username in static_users:
         return username
-    return f"token {token_prefix(username)}"
+    return who_of(username, static_users)
 
 
 def _peer(transport):

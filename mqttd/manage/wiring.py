@@ -32,8 +32,8 @@ def appliance_view(reactor, config, service):
     if config.server.workers:
         mode, clients = "tree", tree_clients(service.questions)
     else:
-        static = frozenset(user.username for user in config.auth.users)
-        mode, clients = "single", local_clients(service.broker, "mqttd", static)
+        mode, clients = "single", local_clients(service.broker, "mqttd",
+                                                service.broker.static_users)
     trace = getattr(service, "trace", None)
     trace = trace if getattr(trace, "enabled", False) else None
     return ApplianceView(reactor, config, mode, families, service.door, service.gate.gate,

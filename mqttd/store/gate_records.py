@@ -1,4 +1,5 @@
-"""The gate's records as they come out of SQLite, and how a token is keyed.
+"""The gate's records as they come out of SQLite, how a token is keyed, and how a log
+line names a client's credentials (``who_of``).
 
 Shared by the accounts store (``mqttd.store.accounts``), the operator's CLI and the
 master's gate (``mqttd.edge.gate``), which depends only on these shapes: it is handed a
@@ -9,7 +10,7 @@ import hashlib
 import attrs
 
 __all__ = ["BAN_KINDS", "BanRecord", "StoreVersions", "TokenRecord", "token_hash",
-           "token_prefix"]
+           "token_prefix", "who_of"]
 
 BAN_KINDS = ("clientid", "username", "ip")
 """What a ban names: a client id, a username (a token is one), or an IP address or CIDR."""
@@ -34,6 +35,18 @@ def token_prefix(token):
     """The first characters of a token: enough for an operator to tell tokens apart in
     a log line or a listing, too few to use."""
     return token[:PREFIX_LENGTH]
+
+
+def who_of(username, static_users):
+    """What a log line may say of a client's credentials: "anonymous", "user NAME" for
+    an ``auth.users`` name (``static_users``), else "token PREFIX": any other username
+    is a device's token (Ubidots' convention, the gate's rule), a secret shown by its
+    prefix only, never whole, however short or long it is."""
+    if username is None:
+        return "anonymous"
+    if username in static_users:
+        return f"user {username}"
+    return f"token {token_prefix(username)}"
 
 
 @attrs.frozen(slots=True)

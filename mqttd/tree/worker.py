@@ -157,8 +157,7 @@ def build_worker(config, reactor, brief):
     # The master's questions (the manhole's clients(), trace()): root.answers.handle.
     root.answers = answers = Answerer(lambda kind, payload: link.channel is not None
                                       and link.channel.send(kind, payload))
-    answers.handle("clients", clients_question(
-        broker, brief["name"], frozenset(user.username for user in config.auth.users)))
+    answers.handle("clients", clients_question(broker, brief["name"], broker.static_users))
     # Stopped last: the clean stop's "closed" reports still reach the master.
     link = _Channel(reactor, brief["channel_fd"], factory, crossing,
                     frame_limit(config.broker.max_packet_size), answers.asked)

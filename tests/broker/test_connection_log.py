@@ -1,10 +1,13 @@
 """Per-connection log lines: they say why a connection closed, and a storm from one
 address cannot flood the journal (LogRateLimit, on a task.Clock)."""
 from twisted.internet import task
+from twisted.internet.defer import succeed
 from twisted.logger import formatEvent
 from twisted.trial import unittest
 
+from mqttd.broker.auth import StaticAuthenticator
 from mqttd.broker.lograte import LogRateLimit
+from mqttd.config import AuthConfig
 from tests.support.broker import Client, Harness
 from tests.support.logs import capture_logs
 
@@ -98,22 +101,46 @@ class ConnectionLogTests(unittest.TestCase):
             ["suppressed 400 log lines from 192.0.2.7 (over 100 per 60.0 s)"])
 
 
+class _Everyone:
+    """Lets every CONNECT in, whatever its username: the lines are what is tested."""
+
+    def authenticate(self, client_id, username, password, peer=None):
+        return succeed(0)
+
+
 class TokenNeverLoggedTests(unittest.TestCase):
-    """A device's token is its username: the connect and auth lines show its prefix."""
+    """A device's token is its username: the connect and auth lines name a username by
+    the gate's rule (``who_of``): an ``auth.users`` name whole, any other by its prefix
+    as a token, however short."""
 
     TOKEN = "0zoub16X3g8XOOTbWiaW-XcJdnGPnqcU"  # 32 characters, as mqttd tokens add makes
 
-    def test_a_token_long_username_is_shown_by_its_prefix_only(self):
-        events = capture_logs(self)
-        h = Harness()
-        Client(h).connect("dev-1", username=self.TOKEN)
-        text = "\n".join(lines(events))
-        self.assertIn("connect dev-1", text)
-        self.assertIn("user=0zoub1...", text)
-        self.assertNotIn(self.TOKEN, text)
+    def setUp(self):
+        self.events = capture_logs(self)
+        self.harness = Harness(authenticator=_Everyone(), static_users={"acme-1"})
 
-    def test_a_short_username_is_shown_whole(self):
-        events = capture_logs(self)
-        h = Harness()
-        Client(h).connect("dev-2", username="acme-1")
-        self.assertIn("user=acme-1", "\n".join(lines(events)))
+    def connect_line(self, client_id, username):
+        Client(self.harness).connect(client_id, username=username)
+        (line,) = lines(self.events, f"connect {client_id} ")
+        return line
+
+    def test_a_token_is_shown_by_its_prefix_only(self):
+        self.assertIn("(token 0zoub1) clean=", self.connect_line("dev-1", self.TOKEN))
+        self.assertNotIn(self.TOKEN[:7], "\n".join(lines(self.events)))
+
+    def test_a_short_token_is_shown_by_its_prefix_too(self):
+        # The length of a username does not tell a token: the static users do.
+        self.assertIn("(token Sh0rtT) clean=", self.connect_line("dev-2", "Sh0rtT0k3n"))
+        self.assertNotIn("Sh0rtT0", "\n".join(lines(self.events)))
+
+    def test_a_static_user_is_shown_whole_and_anonymous_as_such(self):
+        self.assertIn("(user acme-1) clean=", self.connect_line("dev-3", "acme-1"))
+        self.assertIn("(anonymous) clean=", self.connect_line("dev-4", None))
+
+    def test_a_refused_token_is_shown_by_its_prefix_in_the_auth_line(self):
+        h = Harness(authenticator=StaticAuthenticator(AuthConfig()))  # no anonymous
+        connack = Client(h).connect("dev-5", username=self.TOKEN)
+        self.assertNotEqual(connack.return_code, 0)
+        (line,) = lines(self.events, "auth dev-5")
+        self.assertIn("(token 0zoub1): refused", line)
+        self.assertNotIn(self.TOKEN[:7], "\n".join(lines(self.events)))

@@ -4,6 +4,7 @@ cannot reach out of it; clients without an account cannot reach into the mounts.
 
 The accounts come from the real StaticAuthenticator (``auth.users`` with ``account``),
 as the gate's AuthResult(0, account=...) gives them."""
+from twisted.internet.defer import succeed
 from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 
@@ -149,6 +150,44 @@ class NamespaceTests(TestCase):
         p.send(pub("t", b"after"))
         self.assertEqual(seen(c), [])
         self.assertEqual(len(self.h.broker.trie), 0)
+
+
+class _AcmeTokens:
+    """The gate's answer for a device token of account acme (any username not static)."""
+
+    def authenticate(self, client_id, username, password, peer=None):
+        return succeed(AuthResult(0, account="acme"))
+
+
+class DenialLineTests(TestCase):
+    """A denial's log line names the client's credentials as the gate does: a token by
+    its prefix (a device's token is its username), never whole; a static user by name."""
+
+    TOKEN = "0zoub16X3g8XOOTbWiaW-XcJdnGPnqcU"
+
+    def denial(self, h, client_id, username, action):
+        c, connack = connect(h, client_id, username)
+        self.assertEqual(connack.return_code, 0)
+        events = capture_logs(self)
+        if action == "publish":
+            c.send(pub("$SYS/x", b"x"))
+        else:
+            c.send(Subscribe(1, (("$SYS/#", 0),)))
+        (line,) = [formatEvent(e) for e in events if "denied" in e.get("log_format", "")]
+        return line
+
+    def test_a_tokens_denied_publish_and_subscribe_name_its_prefix(self):
+        h = Harness(authenticator=_AcmeTokens(), static_users={"acme-1"})
+        for action, client_id in (("publish", "dev-1"), ("subscribe", "dev-2")):
+            line = self.denial(h, client_id, self.TOKEN, action)
+            for part in (f"{action} denied by namespace", client_id, "192.0.2.7",
+                         "account=acme", "(token 0zoub1)"):
+                self.assertIn(part, line)
+            self.assertNotIn(self.TOKEN[:7], line)
+
+    def test_a_static_users_denial_names_the_user(self):
+        h = Harness(authenticator=authenticator(), static_users={u.username for u in USERS})
+        self.assertIn("(user acme-1)", self.denial(h, "a-1", "acme-1", "publish"))
 
 
 class SessionTests(TestCase):

@@ -2,6 +2,7 @@
 the ban made here when Redis says the key flapped; this node's own count when not."""
 import attrs
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 from twisted.trial import unittest
 
 from mqttd.broker.lograte import LogRateLimit
@@ -9,6 +10,7 @@ from mqttd.cluster.flapping import SharedFlapping
 from mqttd.cluster.node import ClusterNode
 from mqttd.config import FlappingDetectConfig
 from mqttd.metrics import Metrics
+from tests.support.logs import capture_logs
 from tests.support.redis_link import FakeLink
 
 
@@ -54,6 +56,18 @@ class SharedFlappingTests(unittest.TestCase):
         self.assertEqual((ban.kind, ban.value, ban.who), ("clientid", "dev-1", "flapping"))
         self.assertEqual((ban.at, ban.until), (1_700_000_002.0, 1_700_000_007.0))
         self.assertEqual(self.metrics.value("edge_flapping_bans", kind="clientid"), 1)
+
+    def test_the_ban_line_names_the_credentials_given_redis_up_or_down(self):
+        events = capture_logs(self)
+        self.detector.disconnected("dev-1", "hash", "10.0.0.1", "token abc123")
+        self.link.answer("flap", 1)
+        self.link.up = False
+        for _ in range(3):
+            self.detector.disconnected("dev-2", "hash", "10.0.0.2", "token def456")
+        lines = [formatEvent(e) for e in events if "flapping: banned" in e["log_format"]]
+        self.assertEqual(len(lines), 2)
+        self.assertIn("(client dev-1 from 10.0.0.1, token abc123)", lines[0])
+        self.assertIn("(client dev-2 from 10.0.0.2, token def456)", lines[1])
 
     def test_dry_run_bans_nothing(self):
         detector = self.build(dry_run=True)

@@ -128,6 +128,27 @@ class ByUsernameTests(FlappingCase):
             self.cycle(gate, 1, client_id=f"u-{i}", username="alice", password=b"secret")
         self.assertEqual([(b.kind, b.value) for b in gate.bans.active()], [("username", "alice")])
 
+    def test_the_ban_line_names_the_token_by_its_prefix_never_whole(self):
+        self.flapping_config(max_count=3, window_time=60.0, ban_time=300.0, by_username=True)
+        self.store.put_token(TOKEN)
+        gate = self.gate()
+        self.cycle(gate, 3, client_id="dev-1", host="10.0.0.9")
+        lines = self.logged("flapping: banned")
+        self.assertEqual(len(lines), 2)  # its client id and its username (the hash)
+        for line in lines:
+            for part in ("dev-1", "10.0.0.9", f"token {TOKEN[:6]}",
+                         "3 disconnects within 60 s (flapping_detect)"):
+                self.assertIn(part, line)
+            self.assertNotIn(TOKEN, line)
+            self.assertNotIn(TOKEN[:7], line.replace(token_hash(TOKEN), ""))
+
+    def test_a_static_users_ban_line_names_the_user(self):
+        self.flapping_config(max_count=2, window_time=60.0, ban_time=300.0)
+        gate = self.gate()
+        self.cycle(gate, 2, client_id="u-1", username="alice", password=b"secret")
+        (line,) = self.logged("flapping: banned")
+        self.assertIn("(client u-1 from 10.0.0.1, user alice)", line)
+
     def test_off_by_default(self):
         self.store.put_token(TOKEN)
         gate = self.gate()
@@ -146,7 +167,16 @@ class DryRunTests(FlappingCase):
         self.assertEqual(self.metrics.value("edge_flapping_would_ban", kind="clientid"), 1)
         self.assertEqual(self.metrics.value("edge_flapping_bans", kind="clientid"), 0)
         (line,) = self.logged("would ban")
-        self.assertIn("flappy", line)
+        self.assertIn("(client flappy from 10.0.0.1, anonymous; dry_run)", line)
+
+    def test_dry_run_names_a_token_by_its_prefix(self):
+        self.flapping_config(max_count=2, window_time=60.0, ban_time=300.0, dry_run=True)
+        self.store.put_token(TOKEN)
+        gate = self.gate()
+        self.cycle(gate, 2, client_id="dev-2")
+        (line,) = self.logged("would ban")
+        self.assertIn(f"(client dev-2 from 10.0.0.1, token {TOKEN[:6]}; dry_run)", line)
+        self.assertNotIn(TOKEN, line)
 
     def test_disabled_counts_nothing(self):
         self.flapping_config(enable=False, max_count=2)

@@ -28,14 +28,25 @@ class RateReloadTests(ReloadCase):
     def test_a_lower_rate_refuses_the_2nd_attempt_within_a_second(self):
         self.store.put_token(TOKEN)
         gate = self.gate()  # 4 a second, burst 4
-        self.assertEqual(self.connect(gate).code, CONNACK_ACCEPTED)  # 3 tokens left
+        self.assertEqual(self.connect(gate).code, CONNACK_ACCEPTED)  # at 0
         self.reload(gate, rate_per_token=1.0, rate_burst=1)
-        self.clock.advance(0.5)
-        self.assertEqual(self.connect(gate).code, CONNACK_ACCEPTED)  # capped to burst 1
+        self.clock.advance(0.5)  # the attempt at 0 is still within the new 1 s window
+        self.assertEqual(self.connect(gate).reason, RATE)
+        self.clock.advance(0.499)
+        self.assertEqual(self.connect(gate).reason, RATE)
+        self.clock.advance(0.001)  # 1 s after the one at 0 (refused ones do not count)
+        self.assertEqual(self.connect(gate).code, CONNACK_ACCEPTED)
         self.clock.advance(0.999)
         self.assertEqual(self.connect(gate).reason, RATE)
-        self.clock.advance(0.001)
-        self.assertEqual(self.connect(gate).code, CONNACK_ACCEPTED)
+
+    def test_a_lower_burst_counts_the_attempts_made_before_it(self):
+        self.store.put_token(TOKEN)
+        gate = self.gate()  # 4 a second, burst 4
+        self.assertEqual([r for _, r in self.codes(gate, 3)], [None] * 3)
+        self.reload(gate, rate_per_token=2.0, rate_burst=2)  # 2 within 1 s: used already
+        self.assertEqual(self.connect(gate).reason, RATE)
+        self.clock.advance(1.0)
+        self.assertEqual([r for _, r in self.codes(gate, 3)], [None, None, RATE])
 
     def test_a_prepared_reload_changes_nothing_until_applied(self):
         self.store.put_token(TOKEN)

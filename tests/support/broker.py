@@ -120,13 +120,14 @@ class Client:
 
 
 class Harness:
-    def __init__(self, store=None, authenticator=None, acl=None, **config):
+    def __init__(self, store=None, authenticator=None, acl=None, static_users=(), **config):
         self.clock = task.Clock()
         self.config = attrs.evolve(BrokerConfig(), **config)
         self.store = store if store is not None else InMemorySink()
         self.authenticator = authenticator or StaticAuthenticator(
             AuthConfig(allow_anonymous=True))
-        self.broker = Broker(self.clock, self.config, self.store, self.authenticator, acl=acl)
+        self.broker = Broker(self.clock, self.config, self.store, self.authenticator, acl=acl,
+                             static_users=static_users)
         self.factory = MQTTServerFactory(self.broker, self.clock)
 
     def client(self, client_id=None, **kw):

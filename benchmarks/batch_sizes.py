@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import common  # noqa: E402
 import proctree  # noqa: E402
-from brokers import make_mqttd, tree_name, tree_overrides  # noqa: E402
+from brokers import make_mqttd, running, tree_name, tree_overrides  # noqa: E402
 
 ACCEPTED = "ingest_requests{outcome=accepted}"
 COUNTERS = (ACCEPTED, "ingest_commits", "ingest_rows_committed", "webhook_committed")
@@ -74,29 +74,24 @@ def main(argv=None):
         "load", "broker", "round", "msgs/s", "requests", "commits", "msgs/req", "msgs/commit",
         "CPU us per msg by process"))
     try:
-        for b in brokers:
-            b.start()
-        for b in brokers:
-            b.wait_port()
-        time.sleep(2.0)
-        for rnd in range(a.rounds):
-            for c, w in loads:
-                order = brokers if rnd % 2 == 0 else brokers[::-1]
-                for b in order:
-                    before = b.read_metrics()
-                    res = run_load(b, c, w, a, "%s-%dx%d-r%d" % (b.name, c, w, rnd))
-                    time.sleep(0.5)  # the last answers counted
-                    f = batch_figures(before, b.read_metrics())
-                    acked = res.get("acked") or 0
-                    by = proctree.by_role(res.get("broker_cpu_by_process") or {})
-                    print("%-6s %-9s %-5d %9.0f %8d %8d %9s %9s  %s" % (
-                        "%dx%d" % (c, w), b.name, rnd, res["msgs_per_s"], f["requests"],
-                        f["commits"], f["msgs_per_request"], f["msgs_per_commit"],
-                        ", ".join("%s %.2f" % (k, v / acked * 1e6) for k, v in sorted(by.items()))
-                        if acked else "-"), flush=True)
+        with running(brokers):
+            for rnd in range(a.rounds):
+                for c, w in loads:
+                    order = brokers if rnd % 2 == 0 else brokers[::-1]
+                    for b in order:
+                        before = b.read_metrics()
+                        res = run_load(b, c, w, a, "%s-%dx%d-r%d" % (b.name, c, w, rnd))
+                        time.sleep(0.5)  # the last answers counted
+                        f = batch_figures(before, b.read_metrics())
+                        acked = res.get("acked") or 0
+                        by = proctree.by_role(res.get("broker_cpu_by_process") or {})
+                        print("%-6s %-9s %-5d %9.0f %8d %8d %9s %9s  %s" % (
+                            "%dx%d" % (c, w), b.name, rnd, res["msgs_per_s"], f["requests"],
+                            f["commits"], f["msgs_per_request"], f["msgs_per_commit"],
+                            ", ".join("%s %.2f" % (k, v / acked * 1e6)
+                                      for k, v in sorted(by.items()))
+                            if acked else "-"), flush=True)
     finally:
-        for b in brokers:
-            b.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

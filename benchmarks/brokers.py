@@ -5,6 +5,7 @@ get a directory of their own under one temp dir, an ephemeral loopback port, and
 session of their own so that stop() kills the whole process group.
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -346,6 +347,22 @@ NOHTTP = "mqttd-nohttp"
 """--with-nohttp's target: the durable appliance without the webhook's HTTP request."""
 BASELINE = "mqttd-base"
 """--with-baseline's target: the durable appliance from another checkout (the A of an A/B)."""
+
+
+@contextlib.contextmanager
+def running(brokers, settle=2.0):
+    """Every one of ``brokers`` started, its port open, then ``settle`` seconds (a tree's
+    workers and ingest child up); every one stopped at the end, whatever happened."""
+    try:
+        for b in brokers:
+            b.start()
+        for b in brokers:
+            b.wait_port()
+        time.sleep(settle)
+        yield brokers
+    finally:
+        for b in brokers:
+            b.stop()
 
 
 def tree_name(workers):

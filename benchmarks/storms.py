@@ -42,7 +42,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import common  # noqa: E402
-from brokers import make_mosquitto, make_mqttd, tree_name, tree_overrides  # noqa: E402
+from brokers import make_mosquitto, make_mqttd, running, tree_name, tree_overrides  # noqa: E402
 from durability import check_run  # noqa: E402
 from report import GENERATOR_BOUND, fmt, med  # noqa: E402
 import proctree  # noqa: E402
@@ -461,16 +461,8 @@ def main(argv=None):
     every = list({id(b): b for group in brokers.values() for b in group}.values())
     load = os.getloadavg()
     t0 = time.monotonic()
-    try:
-        for b in every:
-            b.start()
-        for b in every:
-            b.wait_port()
-        time.sleep(2.0)  # the trees' workers and ingest child up
+    with running(every):
         records = run_all(brokers, args)
-    finally:
-        for b in every:
-            b.stop()
     summary = summarize(records)
     rows = verdicts(summary, args)
     print(header(load, t0, soft, hard))

@@ -11,13 +11,15 @@ caches alone and a storm of bad tokens beside it keeps being answered from memor
 Either way it kicks every live connection now refused: revoked token, inactive
 account, or a ban that matches it.
 
-One poll at a time: the next is scheduled only when one has ended, so a slow store
-delays polls and never stacks them. A poll that fails is logged (the first of a run
-with its traceback, then counted in ``edge_gate_poll_failures`` until one succeeds again)
-and the next tick tries again; the versions are taken only from a poll that applied them.
+One poll at a time (``mqttd.store.poller``): the next is scheduled only when one has
+ended, so a slow store delays polls and never stacks them. A poll that fails is logged
+(the first of a run with its traceback, then counted in ``edge_gate_poll_failures``
+until one succeeds again) and the next tick tries again; the versions are taken only from a poll that applied them.
 """
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
+
+from mqttd.store.poller import GuardedPoll
 
 __all__ = ["GateSync"]
 
@@ -31,16 +33,13 @@ class GateSync:
     in flight."""
 
     def __init__(self, clock, store, gate, metrics, interval):
-        self._clock = clock
         self._store = store
         self._gate = gate
         self._metrics = metrics
         self._interval = interval
         self._versions = None  # the StoreVersions the gate is in step with
-        self._call = None  # the next tick
-        self._polling = None  # the poll in flight (a Deferred), or None
-        self._running = False
-        self._failures = 0  # polls failed in a row
+        self._poller = GuardedPoll(clock, interval, self._poll, self._failed,
+                                   self._recovered)
 
     @property
     def versions(self):
@@ -48,38 +47,10 @@ class GateSync:
         return self._versions
 
     def start(self):
-        self._running = True
-        if self._polling is None and self._call is None:
-            self._tick()
-        return self._after_poll()
+        return self._poller.start()
 
     def stop(self):
-        self._running = False
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        return self._after_poll()
-
-    def _after_poll(self):
-        """A Deferred that fires (None) once the poll in flight, if any, ended."""
-        if self._polling is None:
-            return succeed(None)
-        d = Deferred()
-        self._polling.addBoth(lambda _: d.callback(None))
-        return d
-
-    def _tick(self):
-        self._call = None
-        polling = ensureDeferred(self._poll())
-        polling.addErrback(self._failed)
-        polling.addBoth(self._polled)
-        if not polling.called:
-            self._polling = polling
-
-    def _polled(self, _):
-        self._polling = None
-        if self._running and self._call is None:
-            self._call = self._clock.callLater(self._interval, self._tick)
+        return self._poller.stop()
 
     async def _poll(self):
         gate, store = self._gate, self._store
@@ -104,14 +75,13 @@ class GateSync:
             reloads = self._metrics.edge_gate_reloads
             reloads["tokens"] += tokens_moved
             reloads["bans"] += bans_moved
-        if self._failures:
-            log.info("the gate reads the accounts store again, after {count} failed polls",
-                     count=self._failures)
-            self._failures = 0
 
-    def _failed(self, failure):
-        self._failures += 1
+    def _recovered(self, run):
+        log.info("the gate reads the accounts store again, after {count} failed polls",
+                 count=run)
+
+    def _failed(self, failure, run):
         self._metrics.edge_gate_poll_failures += 1
-        if self._failures == 1:
+        if run == 1:
             log.failure("the gate could not read the accounts store's changes "
                         "(retried every {interval} s)", failure, interval=self._interval)

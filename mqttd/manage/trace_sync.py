@@ -13,36 +13,24 @@ in SQLite) and calls ``on_rules(pairs)`` whenever that set changed: the master p
 in force on every worker (``mqttd.manage.trace_tree``). One poll at a time; a failed one
 is logged once (then counted in ``trace_poll_failures``) and tried again next tick.
 """
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from mqttd.store import trace_rules
 from mqttd.store.gate_store import connect_gate
-from mqttd.store.pool import OnOwnPool
+from mqttd.store.poller import GuardedPoll
+from mqttd.store.pool import OnOwnConnection
 
 __all__ = ["TraceStore", "TraceSync"]
 
 log = Logger()
 
 
-class TraceStore(OnOwnPool):
+class TraceStore(OnOwnConnection):
     """``trace_rules`` of mqttd.db (prepared already), each call a Deferred on the
     store's own one-thread pool."""
 
     def __init__(self, reactor, path, threadpool=None):
-        super().__init__(reactor, path, threadpool, "mqttd-trace")
-        self._conn = None
-
-    def _open(self):
-        self._conn = connect_gate(self.path)
-
-    def _close(self):
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def _on_conn(self, fn, *args):
-        return self._run(lambda: fn(self._conn, *args))
+        super().__init__(reactor, path, threadpool, "mqttd-trace", connect_gate)
 
     def version(self):
         return self._on_conn(trace_rules.trace_version)
@@ -71,10 +59,8 @@ class TraceSync:
         self._version = None
         self._rules = []  # every TraceRule read at the last change
         self._in_force = None  # the set last handed to on_rules
-        self._call = None
-        self._polling = None
-        self._running = False
-        self._failures = 0
+        self._poller = GuardedPoll(clock, interval, self._poll, self._failed,
+                                   self._recovered)
 
     @property
     def rules(self):
@@ -83,40 +69,14 @@ class TraceSync:
         return [rule for rule in self._rules if rule.active(now)]
 
     def start(self):
-        self._running = True
-        if self._polling is None and self._call is None:
-            self._tick()
+        self._poller.start()
 
     def stop(self):
-        self._running = False
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        if self._polling is None:
-            return succeed(None)
-        d = Deferred()
-        self._polling.addBoth(lambda _: d.callback(None))
-        return d
+        return self._poller.stop()
 
     def poll_now(self):
         """A change was just made here (the manhole): look at once, not at the next tick."""
-        if self._running and self._polling is None:
-            if self._call is not None and self._call.active():
-                self._call.cancel()
-            self._tick()
-
-    def _tick(self):
-        self._call = None
-        polling = ensureDeferred(self._poll())
-        polling.addErrback(self._failed)
-        polling.addBoth(self._polled)
-        if not polling.called:
-            self._polling = polling
-
-    def _polled(self, _):
-        self._polling = None
-        if self._running and self._call is None:
-            self._call = self._clock.callLater(self._interval, self._tick)
+        self._poller.poll_now()
 
     async def _poll(self):
         version = await self._store.version()
@@ -128,14 +88,12 @@ class TraceSync:
             self._in_force = in_force
             self._metrics.trace_rules = len(in_force)
             self._on_rules(sorted(in_force))
-        if self._failures:
-            log.info("trace: the rules are read again, after {count} failed polls",
-                     count=self._failures)
-            self._failures = 0
 
-    def _failed(self, failure):
-        self._failures += 1
+    def _recovered(self, run):
+        log.info("trace: the rules are read again, after {count} failed polls", count=run)
+
+    def _failed(self, failure, run):
         self._metrics.trace_poll_failures += 1
-        if self._failures == 1:
+        if run == 1:
             log.failure("trace: could not read the trace rules (retried every {interval} s)",
                         failure, interval=self._interval)

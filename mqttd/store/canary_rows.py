@@ -7,9 +7,10 @@ canary's own rows since the publish, not the table.
 """
 import os
 import sqlite3
+from functools import partial
 from urllib.parse import quote
 
-from mqttd.store.pool import OnOwnPool
+from mqttd.store.pool import OnOwnConnection
 
 __all__ = ["CanaryRows"]
 
@@ -17,27 +18,22 @@ _FIND = ("SELECT 1 FROM messages WHERE client_id = ? AND received_at >= ? AND pa
          "LIMIT 1")
 
 
-class CanaryRows(OnOwnPool):
+def _connect_ro(path, busy_timeout):
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+
+
+def _find(conn, client_id, payload, since):
+    return conn.execute(_FIND, (client_id, since, payload)).fetchone() is not None
+
+
+class CanaryRows(OnOwnConnection):
     """``found(client_id, payload, since)``: Deferred of whether a row of ``client_id``
     with exactly ``payload`` was received at ``since`` or later."""
 
     def __init__(self, reactor, path, busy_timeout=5.0, threadpool=None):
-        super().__init__(reactor, path, threadpool, "mqttd-canary")
-        self._busy_timeout = busy_timeout
-        self._conn = None  # touched only on the pool's thread
-
-    def _open(self):
-        uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
-        self._conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                     timeout=self._busy_timeout)
-
-    def _close(self):
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        super().__init__(reactor, path, threadpool, "mqttd-canary",
+                         partial(_connect_ro, busy_timeout=busy_timeout))
 
     def found(self, client_id, payload, since):
-        return self._run(self._find, client_id, payload, since)
-
-    def _find(self, client_id, payload, since):
-        return self._conn.execute(_FIND, (client_id, since, payload)).fetchone() is not None
+        return self._on_conn(_find, client_id, payload, since)

@@ -16,11 +16,12 @@ the counter that shows it.
 """
 import os
 import sqlite3
+from functools import partial
 from urllib.parse import quote
 
 from mqttd.store import accounts, bans, tokens
 from mqttd.store.gate_records import StoreVersions
-from mqttd.store.pool import OnOwnPool
+from mqttd.store.pool import OnOwnConnection
 from mqttd.store.schema import MIGRATIONS, SchemaError
 
 __all__ = ["GateStore", "connect_gate", "read_versions"]
@@ -54,7 +55,7 @@ def read_versions(conn):
     ).fetchone())
 
 
-class GateStore(OnOwnPool):
+class GateStore(OnOwnConnection):
     """Accounts, tokens and bans for the gate, each call a Deferred.
 
     ``reactor`` provides ``callFromThread`` and ``seconds()`` (which bans are in force);
@@ -64,21 +65,9 @@ class GateStore(OnOwnPool):
     """
 
     def __init__(self, reactor, path, metrics, busy_timeout=5.0, threadpool=None):
-        super().__init__(reactor, path, threadpool, "mqttd-gate")
+        super().__init__(reactor, path, threadpool, "mqttd-gate",
+                         partial(connect_gate, busy_timeout=busy_timeout))
         self._metrics = metrics
-        self._busy_timeout = busy_timeout
-        self._conn = None  # touched only on the pool's thread
-
-    def _open(self):
-        self._conn = connect_gate(self.path, self._busy_timeout)
-
-    def _close(self):
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def _on_conn(self, fn, *args):
-        return self._run(lambda: fn(self._conn, *args))
 
     # -- tokens ------------------------------------------------------------------------
 

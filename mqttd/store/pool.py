@@ -2,14 +2,16 @@
 
 A sqlite3 connection belongs to the thread that opened it, so mqttd.db's store and each
 broker's sessions file open, use and close their connection on a ``ThreadPool(1, 1)``;
-these two helpers keep the pool's start and stop around that in one place, and
-``OnOwnPool`` is the life cycle (start, close, run a call) of an object built so.
+these two helpers keep the pool's start and stop around that in one place,
+``OnOwnPool`` is the life cycle (start, close, run a call) of an object built so, and
+``OnOwnConnection`` that of one whose pool holds a single connection (mqttd.db's gate,
+trace rules and canary stores).
 """
 from twisted.internet.defer import fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["OnOwnPool", "StoreClosed", "opened_on", "closed_on"]
+__all__ = ["OnOwnConnection", "OnOwnPool", "StoreClosed", "opened_on", "closed_on"]
 
 
 class StoreClosed(Exception):
@@ -76,3 +78,25 @@ class OnOwnPool:
         if not self._running:
             return fail(StoreClosed(f"{self.path}: not running"))
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+
+class OnOwnConnection(OnOwnPool):
+    """An ``OnOwnPool`` with one connection, ``connect(path)`` run on the pool's thread
+    at ``start()`` and closed at ``close()``; ``_on_conn(fn, *args)`` is a Deferred of
+    ``fn(connection, *args)`` run on that thread."""
+
+    def __init__(self, reactor, path, threadpool, name, connect):
+        super().__init__(reactor, path, threadpool, name)
+        self._connect = connect
+        self._conn = None  # touched only on the pool's thread
+
+    def _open(self):
+        self._conn = self._connect(self.path)
+
+    def _close(self):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _on_conn(self, fn, *args):
+        return self._run(lambda: fn(self._conn, *args))

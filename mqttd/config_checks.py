@@ -11,7 +11,11 @@ from mqttd.errors import ConfigError
 from mqttd.listeners import endpoint_fields
 from mqttd.urls import webhook_uri
 
-__all__ = ["MIN_INGEST_SECRET", "check_cross", "check_manhole_listen", "one_message_body"]
+__all__ = ["MIN_INGEST_SECRET", "MIN_MANHOLE_IDLE", "check_cross", "check_manhole_listen",
+           "one_message_body"]
+
+MIN_MANHOLE_IDLE = 10.0
+"""The shortest ``manage.manhole_idle_timeout`` but 0 (no limit), in seconds."""
 
 
 def check_cross(config):
@@ -62,6 +66,10 @@ def check_cross(config):
         # Each canary check has one interval to get its PUBACK and find its row.
         raise ConfigError(f"manage.canary_interval: must be 0 (off) or at least 1 s, got "
                           f"{config.manage.canary_interval:g}")
+    if 0 < config.manage.manhole_idle_timeout < MIN_MANHOLE_IDLE:
+        # Shorter, a session would close while its user reads an answer.
+        raise ConfigError(f"manage.manhole_idle_timeout: must be 0 (no limit) or at least "
+                          f"{MIN_MANHOLE_IDLE:g} s, got {config.manage.manhole_idle_timeout:g}")
     if config.webhook.batch_delay >= config.webhook.ack_timeout:
         # A batch that does not fill up would wait past its deadline, unsent.
         raise ConfigError(

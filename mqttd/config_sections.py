@@ -247,6 +247,15 @@ class ManageConfig:
     http_allow_remote: bool = _setting(False, bool)
     manhole_listen: str = _setting("tcp:9884:interface=127.0.0.1", str)
     manhole_password_file: str = _setting("", str)
+    # The manhole's bounds (mqttd.manage.manhole): its connections open at once, logged
+    # in or not (more are told so and closed); seconds a login may take; seconds the
+    # prompt waits for a helper's answer before it prompts again (the answer is printed
+    # when it comes); seconds a logged-in session may go without a keystroke before it
+    # is closed (0: no limit, as sshd's default).
+    manhole_max_sessions: int = _setting(16, int, 1, 1024)
+    manhole_login_timeout: float = _setting(60.0, float, 1.0, 3600.0)
+    manhole_answer_wait: float = _setting(30.0, float, 1.0, 3600.0)
+    manhole_idle_timeout: float = _setting(0.0, float, 0.0, 86_400.0)
     # Seconds between two publications of the $SYS/broker/... topics (mosquitto's
     # sys_interval, its default too), from the whole tree's figures; 0: none.
     sys_interval: float = _setting(10.0, float, 0.0, 86_400.0)

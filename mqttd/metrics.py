@@ -133,7 +133,8 @@ class Metrics:
         "CONNECTs the broker refused after authentication, by reason: client id too long "
         "(broker.max_clientid_len), empty client id (broker.allow_zero_length_clientid), "
         "client id reserved, will denied by namespace or acl, max sessions "
-        "(broker.max_sessions), not loaded (retained messages and sessions still loading);"
+        "(broker.max_sessions), not loaded (retained messages and sessions still loading),"
+        " no worker (the tree's master: CONNACK 3, no worker up within broker.idle_timeout);"
         " the gate's refusals are edge_gate_refused", labels=("reason",))
 
     # -- the edge: the door, at accept (mqttd.edge.door) ----------------------------------

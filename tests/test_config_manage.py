@@ -90,3 +90,39 @@ class ManholeConfigTests(unittest.TestCase):
             self.assertTrue(str(caught.exception).startswith("manage.manhole_listen: "),
                             str(caught.exception))
             self.assertIn(why, str(caught.exception))
+
+
+class ManholeBoundsConfigTests(unittest.TestCase):
+    """The manhole's bounds as keys (their effect: tests/manage/test_manhole.py)."""
+
+    def test_defaults(self):
+        config = parse_config({}).manage
+        self.assertEqual((config.manhole_max_sessions, config.manhole_login_timeout,
+                          config.manhole_answer_wait, config.manhole_idle_timeout),
+                         (16, 60.0, 30.0, 0.0))
+
+    def test_values_within_bounds_are_kept(self):
+        config = _manage(manhole_max_sessions=1, manhole_login_timeout=3600,
+                         manhole_answer_wait=1.5, manhole_idle_timeout=10)
+        self.assertEqual((config.manhole_max_sessions, config.manhole_login_timeout,
+                          config.manhole_answer_wait, config.manhole_idle_timeout),
+                         (1, 3600.0, 1.5, 10.0))
+
+    def test_bad_values_name_the_key(self):
+        cases = {
+            ("manhole_max_sessions", 0): "manage.manhole_max_sessions: must be 1..1024, got 0",
+            ("manhole_max_sessions", "3"):
+                "manage.manhole_max_sessions: must be an integer, got '3'",
+            ("manhole_login_timeout", 0.5):
+                "manage.manhole_login_timeout: must be 1.0..3600.0, got 0.5",
+            ("manhole_answer_wait", 7200):
+                "manage.manhole_answer_wait: must be 1.0..3600.0, got 7200.0",
+            ("manhole_idle_timeout", -1):
+                "manage.manhole_idle_timeout: must be 0.0..86400.0, got -1.0",
+            ("manhole_idle_timeout", 5):
+                "manage.manhole_idle_timeout: must be 0 (no limit) or at least 10 s, got 5",
+        }
+        for (key, value), message in cases.items():
+            with self.assertRaises(ConfigError, msg=key) as caught:
+                _manage(**{key: value})
+            self.assertEqual(str(caught.exception), message)

@@ -11,12 +11,15 @@ Only on loopback or a unix socket (``manage.manhole_listen``, checked with the c
 and only when ``manage.manhole_password_file`` is set. A wrong user or password is
 refused, counted (``manage_manhole_logins{outcome="refused"}``), logged with the peer
 (within ``broker.log_lines_per_ip``) and its connection closed: each guess costs a
-connection. A login must finish within ``LOGIN_TIMEOUT``; at most ``MAX_SESSIONS``
-sessions are open at once.
+connection. Its bounds are ``[manage]`` keys: a login must finish within
+``manhole_login_timeout``; at most ``manhole_max_sessions`` connections are open at
+once; a logged-in session that gets no keystroke for ``manhole_idle_timeout`` (when set)
+is closed, unless it waits for an answer.
 
 The prompt waits for a Deferred before it prompts again (``_Manhole``): ``clients()``
 asks the workers, and its answer is printed as if it had been there at once; after
-``WAIT`` seconds the prompt comes back and the answer is printed when it arrives.
+``manhole_answer_wait`` seconds the prompt comes back and the answer is printed when it
+arrives.
 """
 from twisted.conch import manhole, telnet
 from twisted.conch.insults import insults
@@ -31,18 +34,9 @@ from mqttd.listeners import KeyedListener, server_endpoint
 from mqttd.manage.helpers import HelperError, Later
 from mqttd.manage.passwords import PasswordChecker, read_password_file
 
-__all__ = ["LOGIN_TIMEOUT", "MAX_SESSIONS", "ManholeService", "WAIT", "manhole_factory"]
+__all__ = ["ManholeService", "manhole_factory"]
 
 log = Logger()
-
-LOGIN_TIMEOUT = 60.0
-"""Seconds a connection may take to log in before it is closed."""
-
-MAX_SESSIONS = 16
-"""Manhole connections open at once, logged in or not; more are told so and closed."""
-
-WAIT = 30.0
-"""Seconds the prompt waits for a Deferred's result before it prompts again."""
 
 _KEY = "manage.manhole_listen"
 
@@ -76,20 +70,51 @@ def _shown(result):
 
 
 class _Manhole(manhole.ColoredManhole):
-    def __init__(self, namespace, clock):
+    def __init__(self, namespace, clock, manage):
         super().__init__(namespace)
         self._clock = clock
+        self._wait = manage.manhole_answer_wait
+        self._idle = manage.manhole_idle_timeout  # 0: no limit
+        self._idle_timer = None
         self._waiting = None  # the Deferred the prompt waits for
+        self._answers = 0  # Deferreds not fired yet, waited for or not
         self._held = []  # lines typed meanwhile, run once it has fired
         self._gone = False
 
     def connectionMade(self):
         super().connectionMade()
         self.interpreter = _Interpreter(self, self.namespace)
+        self._touched()
 
     def connectionLost(self, reason):
         self._gone = True
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
         super().connectionLost(reason)
+
+    def keystrokeReceived(self, keyID, modifier):
+        self._touched()
+        super().keystrokeReceived(keyID, modifier)
+
+    def _touched(self):
+        """A keystroke (or the start): the idle deadline moves on."""
+        if not self._idle:
+            return
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.reset(self._idle)
+        else:
+            self._idle_timer = self._clock.callLater(self._idle, self._idled)
+
+    def _idled(self):
+        self._idle_timer = None
+        if self._answers:  # its user waits for an answer: not idle
+            self._touched()
+            return
+        self.terminal.nextLine()
+        self.terminal.write(f"idle for {self._idle:g} s (manage.manhole_idle_timeout): "
+                            f"closed")
+        self.terminal.nextLine()
+        self.terminal.loseConnection()
 
     def lineReceived(self, line):
         if self._waiting is not None:
@@ -101,7 +126,8 @@ class _Manhole(manhole.ColoredManhole):
             self._prompt()
             return
         self._waiting = waiting
-        timer = self._clock.callLater(WAIT, self._gave_up, waiting)
+        self._answers += 1
+        timer = self._clock.callLater(self._wait, self._gave_up, waiting)
         waiting.addBoth(self._answered, waiting, timer)
 
     def _prompt(self):
@@ -110,6 +136,8 @@ class _Manhole(manhole.ColoredManhole):
         self.terminal.write(self.ps[self.pn])
 
     def _answered(self, result, waiting, timer):
+        self._answers -= 1
+        self._touched()
         if not isinstance(result, Failure):
             self.namespace["_"] = result
         text = _shown(result)
@@ -144,13 +172,14 @@ class _Manhole(manhole.ColoredManhole):
 class _Login(telnet.AuthenticatingTelnetProtocol):
     """Username and password, then the manhole; a refusal is logged and closes."""
 
-    def __init__(self, portal, clock, sessions):
+    def __init__(self, portal, clock, sessions, login_timeout):
         super().__init__(portal)
         self._clock = clock
         self._sessions = sessions
+        self._login_timeout = login_timeout
         self._tried = ""
         self._timer = None
-        self._counted = False  # holds one of the MAX_SESSIONS
+        self._counted = False  # holds one of manage.manhole_max_sessions
 
     def _peer(self):
         address = self.transport.getPeer()
@@ -163,7 +192,7 @@ class _Login(telnet.AuthenticatingTelnetProtocol):
             self.transport.loseConnection()
             return
         self._counted = True
-        self._timer = self._clock.callLater(LOGIN_TIMEOUT, self._too_slow)
+        self._timer = self._clock.callLater(self._login_timeout, self._too_slow)
         super().connectionMade()
 
     def _too_slow(self):
@@ -225,7 +254,7 @@ class _Session(telnet.TelnetBootstrapProtocol):
 class _Sessions:
     """How many are open (``manage_manhole_sessions``), and the login log and counts."""
 
-    def __init__(self, metrics, log_rate, limit=MAX_SESSIONS):
+    def __init__(self, metrics, log_rate, limit):
         self._metrics = metrics
         self._log_rate = log_rate
         self._limit = limit
@@ -250,15 +279,17 @@ class _Sessions:
 
 @implementer(portal.IRealm)
 class _Realm:
-    def __init__(self, namespace_for, clock):
+    def __init__(self, namespace_for, clock, manage):
         self._namespace_for = namespace_for
         self._clock = clock
+        self._manage = manage
 
     def requestAvatar(self, avatarId, mind, *interfaces):
         if telnet.ITelnetProtocol not in interfaces:
             raise NotImplementedError("the manhole speaks telnet only")
         session = _Session(
-            insults.ServerProtocol, _Manhole, self._namespace_for(avatarId), self._clock)
+            insults.ServerProtocol, _Manhole, self._namespace_for(avatarId), self._clock,
+            self._manage)
         return telnet.ITelnetProtocol, session, lambda: None
 
 
@@ -266,13 +297,15 @@ class _ManholeFactory(protocol.ServerFactory):
     noisy = False  # no line per connection
 
 
-def manhole_factory(clock, users, namespace_for, metrics, log_rate):
-    """The telnet factory: ``users`` {user: password bytes}; ``namespace_for(user)`` the
-    helpers of one session."""
-    sessions = _Sessions(metrics, log_rate)
-    checked = portal.Portal(_Realm(namespace_for, clock), [PasswordChecker(users)])
+def manhole_factory(clock, manage, users, namespace_for, metrics, log_rate):
+    """The telnet factory: ``manage`` the ``[manage]`` section (its ``manhole_*``
+    bounds); ``users`` {user: password bytes}; ``namespace_for(user)`` the helpers of
+    one session."""
+    sessions = _Sessions(metrics, log_rate, manage.manhole_max_sessions)
+    checked = portal.Portal(_Realm(namespace_for, clock, manage), [PasswordChecker(users)])
     factory = _ManholeFactory()
-    factory.protocol = lambda: telnet.TelnetTransport(_Login, checked, clock, sessions)
+    factory.protocol = lambda: telnet.TelnetTransport(_Login, checked, clock, sessions,
+                                                      manage.manhole_login_timeout)
     return factory
 
 
@@ -283,8 +316,9 @@ class ManholeService(KeyedListener):
     def __init__(self, reactor, config, namespace_for, metrics, log_rate):
         users = read_password_file(config.manhole_password_file)
         endpoint = server_endpoint(reactor, _KEY, config.manhole_listen)
-        super().__init__(endpoint, manhole_factory(reactor, users, namespace_for, metrics,
-                                                   log_rate), _KEY, config.manhole_listen)
+        super().__init__(endpoint, manhole_factory(reactor, config, users, namespace_for,
+                                                   metrics, log_rate),
+                         _KEY, config.manhole_listen)
         self.port = None
 
     def privilegedStartService(self):

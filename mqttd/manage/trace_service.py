@@ -162,6 +162,10 @@ class NoTrace:
     def not_connected(self, pending, reason):
         pass
 
+    def refused(self, pending, connect, client_id, account, reason, code=None,
+                stage="connect", **fields):
+        pass
+
     def worker_ready(self, slot):
         pass
 

@@ -2,7 +2,10 @@
 
 The master writes what happens before a worker holds a client: each socket accepted or
 refused at the door (``at_accept``, called by the accept loop), the gate's auth result
-(``judged``) and the sockets closed before a CONNECT was read (``not_connected``). The
+(``judged``), the sockets closed before a CONNECT was read (``not_connected``) and those
+it refused itself after the gate let them in (``refused``: CONNACK 3 when no worker
+took it in time, the gate failed or the master stops; no CONNACK when the hand-off
+failed). The
 worker that adopts the client writes the rest (connect, subscribe, publish, ack,
 disconnect: ``mqttd.manage.tracer`` through the broker). Each process appends to the
 same file itself (``mqttd.manage.trace_file`` says why).
@@ -92,14 +95,20 @@ class MasterTrace(TraceService):
             if len(accepts) > MAX_WAITING_ACCEPTS:
                 accepts.popitem(last=False)
 
+    def _who(self, pending, connect, client_id, account):
+        """(who ``pending`` is, as its CONNECT says, its auth method); its peer is its
+        host alone once its socket is closed here (a hand-off that failed)."""
+        username, token, method = self.tracer.name_of(connect.username)
+        peer = _pending_peer(pending) or pending.host
+        return _Who(client_id, peer, username, account, token), method
+
     def judged(self, pending, connect, client_id, result):
         """The gate answered ``connect`` (as ``client_id``) with ``result``."""
         tracer = self.tracer
-        peer = _pending_peer(pending)
-        username, token, method = tracer.name_of(connect.username)
         accepted = result.code == 0
-        who = _Who(client_id, peer, username, result.account if accepted else None, token)
-        early = self._accepts.pop(peer, None)
+        who, method = self._who(pending, connect, client_id,
+                                result.account if accepted else None)
+        early = self._accepts.pop(who.peer, None)
         if early is not None and tracer.window is not None:
             tracer.window.add(client_id, early)
         if accepted:
@@ -107,6 +116,15 @@ class MasterTrace(TraceService):
         else:
             tracer.emit("auth", who, result="refused", method=method, code=result.code,
                         reason=result.reason, limit=result.limit)
+
+    def refused(self, pending, connect, client_id, account, reason, code=None,
+                stage="connect", **fields):
+        """The master closed ``pending`` itself after reading ``connect`` (as
+        ``client_id`` of ``account``), for ``reason``: CONNACK ``code``, or none."""
+        who, _ = self._who(pending, connect, client_id, account)
+        self._accepts.pop(who.peer, None)
+        self.tracer.emit("refused", who, stage=stage, code=code, reason=reason,
+                         limit=limit_of(reason), **fields)
 
     def not_connected(self, pending, reason):
         """``pending`` closed here before its CONNECT was read, for ``reason``."""

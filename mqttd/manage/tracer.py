@@ -46,6 +46,7 @@ _LIMITS = {
     "connect timeout": "broker.idle_timeout",
     "auth timeout": "broker.idle_timeout",
     "no CONNECT in time": "broker.idle_timeout",
+    "no worker in time": "broker.idle_timeout (no worker up to take it)",
     "keepalive timeout": "keepalive (1.5x, at most broker.max_keepalive)",
 }
 

@@ -47,7 +47,7 @@ from mqttd.namespace import session_key
 from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload, running_config
 from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
 from mqttd.store.sqlite import DB_FILENAME
-from mqttd.tree.connect_outcomes import ConnectOutcomes
+from mqttd.tree.connect_outcomes import INTERNAL_ERROR, STOPPING, ConnectOutcomes
 from mqttd.tree.health import tree_health
 from mqttd.tree.proctitle import process_name, set_process_name
 from mqttd.tree.relay import Relay
@@ -75,8 +75,6 @@ class Master(MultiService):
         self.gate = GateService(reactor, config, metrics, kick=self._kick)
         self.door = Door(reactor, config.limits, config.broker.max_connections, metrics,
                          log_rate, bans=self.gate.bans)
-        # Sockets closed before their CONNECT was judged, hand-offs that failed.
-        self._outcomes = ConnectOutcomes(metrics, log_rate)
         # CONNECTs being read, all sockets together: broker.max_partial_bytes, and each
         # complete within broker.packet_timeout (and idle_timeout of its accept).
         self._partial_input = PartialInput(reactor, config.broker.max_partial_bytes,
@@ -85,8 +83,8 @@ class Master(MultiService):
         # Judged connections no worker can take yet (the start, every worker down).
         self.waiting = WaitingRoom(
             reactor, self.balancer, config.server.workers, config.broker.idle_timeout,
-            self._hand_off,
-            lambda pending, ticket: self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, ticket))
+            self._hand_off, lambda pending, connect, let, reason: self._refuse_let_in(
+                pending, connect, let.client_id, let.account, reason, let.ticket))
         # Two supervisors, so a stop can be ordered: the workers finish the commits in
         # flight and send their acks (up to webhook.request_timeout, then a few seconds
         # to close) while the ingest child still answers; it stops after they exited.
@@ -113,8 +111,11 @@ class Master(MultiService):
         self.trace = master_trace(reactor, config, metrics, process_name("master"),
                                   lambda: dict(self._channels), self.questions)
         self.trace.setServiceParent(self)
+        # Sockets closed before their CONNECT was judged, refused here after it, hand-offs
+        # that failed: counted, logged and traced.
+        self._outcomes = ConnectOutcomes(metrics, log_rate, self.trace)
         self._pending = set()  # PendingConnect: admitted, CONNECT not read yet
-        self._judging = set()  # PendingConnect: CONNECT read, the gate not answered yet
+        self._judging = {}  # PendingConnect -> (Connect, client id): the gate not answered yet
         self._acceptors = []
         if config.ingest.enabled:
             # ingest.secret, or one made now for the tree: both ends learn it from their
@@ -206,17 +207,17 @@ class Master(MultiService):
 
     @inlineCallbacks
     def stopService(self):
-        """Stop accepting; close what never reached a worker; stop the workers (each
-        commits and acknowledges what it read); then the ingest child."""
-        super().stopService()
+        """Stop accepting; close what never reached a worker (while the trace runs);
+        stop the workers (each commits and acknowledges what it read); then ingest."""
         for acceptor in self._acceptors:
             acceptor.stop()
         for pending in list(self._pending):
             pending.abandon()
-        judging, self._judging = self._judging, set()
-        for pending in judging:
-            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE)
+        judging, self._judging = self._judging, {}
+        for pending, (connect, client_id) in judging.items():
+            self._refuse_let_in(pending, connect, client_id, None, STOPPING)
         self.waiting.stop()
+        super().stopService()
         yield self.supervisor.stopService()
         yield self.ingest_supervisor.stopService()
         yield self.gate.stopService()
@@ -295,42 +296,46 @@ class Master(MultiService):
         pending.start()
 
     def _not_connected(self, pending, reason):
-        self.trace.not_connected(pending, reason)
         self._pending.discard(pending)
         self.door.release(pending.host, pending.listener)
-        self._outcomes.closed(pending.host, reason)
+        self._outcomes.closed(pending, reason)
 
     def _on_connect(self, pending, connect):
         """The CONNECT is read: the gate judges it (under the id the connection will
         have: one made here for an empty one, so quotas and kicks can name it)."""
         self._pending.discard(pending)
-        self._judging.add(pending)
         client_id = connect.client_id or f"mqttd-{self._boot_id}-{next(self._ids)}"
+        self._judging[pending] = (connect, client_id)
         d = self.gate.authenticate(client_id, connect.username, connect.password,
                                    pending.host)
         d.addCallback(self._judged, pending, connect, client_id)
-        d.addErrback(self._judging_failed, pending)
+        d.addErrback(self._judging_failed, pending, connect, client_id)
 
-    def _judging_failed(self, failure, pending):
+    def _judging_failed(self, failure, pending, connect, client_id):
         """A bug on the gate's path: logged; if the gate itself failed, the client gets
         CONNACK 3 and its door slot back (past the gate, its hand-off owns it)."""
         self._outcomes.judging_failed(pending.host, failure)
-        if pending in self._judging:
-            self._judging.discard(pending)
-            self._refuse(pending, CONNACK_SERVER_UNAVAILABLE)
+        if self._judging.pop(pending, None) is not None:
+            self._refuse_let_in(pending, connect, client_id, None, INTERNAL_ERROR)
 
     def _judged(self, result, pending, connect, client_id):
         if pending not in self._judging:  # stopping: its socket is closed already
             if result.ticket is not None:
                 result.ticket.release()
             return
-        self._judging.discard(pending)
+        del self._judging[pending]
         self.trace.judged(pending, connect, client_id, result)
         if result.code != CONNACK_ACCEPTED:  # counted and logged by the gate
             self._refuse(pending, result.code)
             return
         self.waiting.enter(pending, connect,
                            Let(client_id, result.account, result.ticket, not connect.client_id))
+
+    def _refuse_let_in(self, pending, connect, client_id, account, reason, ticket=None):
+        """CONNACK 3 from the master itself, for ``reason``: counted, logged, traced."""
+        self._outcomes.refused(pending, connect, client_id, account, reason,
+                               CONNACK_SERVER_UNAVAILABLE)
+        self._refuse(pending, CONNACK_SERVER_UNAVAILABLE, ticket)
 
     def _refuse(self, pending, code, ticket=None):
         """Answer ``pending``'s CONNECT with CONNACK ``code`` and close it, here."""
@@ -365,10 +370,11 @@ class Master(MultiService):
         # Closed here only once the worker holds its own copy (or never will): never
         # shutdown(), which would end the worker's connection too.
         d.addBoth(lambda result: (sock.close(), result)[1])
-        d.addErrback(self._handoff_failed, conn_id, pending.host, client_id, slot)
+        d.addErrback(self._handoff_failed, conn_id, pending, connect, let, slot)
 
-    def _handoff_failed(self, failure, conn_id, host, client_id, slot):
-        self._outcomes.handoff_failed(host, client_id, slot, failure)
+    def _handoff_failed(self, failure, conn_id, pending, connect, let, slot):
+        self._outcomes.handoff_failed(pending, connect, let.client_id, let.account, slot,
+                                      failure)
         self._release(conn_id)
 
     def _release(self, conn_id):

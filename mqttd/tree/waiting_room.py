@@ -4,10 +4,13 @@ While the tree starts, a client id waits (up to ``broker.idle_timeout``) for the
 its hash names, so it lands at home; later, a connection waits only while no worker is
 up at all. ``route(connect)`` asks ``Balancer.route`` for the worker now; a connection
 that gets none waits here, and goes out as soon as a worker comes up (``dispatch``) or,
-past its wait, to whichever is up, else CONNACK 3 (``refuse``).
+past its wait, to whichever is up, else CONNACK 3 (``refuse``, with the reason the
+trace and the log give: ``NO_WORKER``, or ``STOPPING`` when the master stops).
 """
 import attrs
 from twisted.logger import Logger
+
+from mqttd.tree.connect_outcomes import NO_WORKER, STOPPING
 
 __all__ = ["Let", "WaitingRoom"]
 
@@ -16,7 +19,7 @@ log = Logger()
 
 class WaitingRoom:
     """``hand_off(pending, connect, let, slot)`` sends one to worker ``slot``;
-    ``refuse(pending, ticket)`` answers CONNACK 3 and closes it."""
+    ``refuse(pending, connect, let, reason)`` answers CONNACK 3 and closes it."""
 
     def __init__(self, reactor, balancer, workers, wait, hand_off, refuse):
         self._reactor = reactor
@@ -50,7 +53,7 @@ class WaitingRoom:
         connect, let, _ = self._waiting.pop(pending)
         slot = self.route(connect, waited=True)
         if slot is None:
-            self._refuse(pending, let.ticket)
+            self._refuse(pending, connect, let, NO_WORKER)
         else:
             self._hand_off(pending, connect, let, slot)
 
@@ -80,9 +83,9 @@ class WaitingRoom:
     def stop(self):
         """The master stops: whoever waits gets CONNACK 3."""
         waiting, self._waiting = self._waiting, {}
-        for pending, (_, let, timer) in waiting.items():
+        for pending, (connect, let, timer) in waiting.items():
             timer.cancel()
-            self._refuse(pending, let.ticket)
+            self._refuse(pending, connect, let, STOPPING)
         if self._start_timer is not None and self._start_timer.active():
             self._start_timer.cancel()
 

@@ -6,6 +6,7 @@ import ast
 import os
 import pty
 import select
+import socket
 import subprocess
 import sys
 
@@ -24,10 +25,11 @@ BASE = "[auth]\nallow_anonymous = true\nreload_interval = 0.2\n"
 
 class _ManholeCase(BrokerTestCase):
     workers = 2
+    bounds = ""  # more [manage] lines
 
     def setUp(self):
         section, self.passwd = manhole_setup(self)
-        self.config = f"[server]\nworkers = {self.workers}\n{BASE}{section}"
+        self.config = f"[server]\nworkers = {self.workers}\n{BASE}{section}{self.bounds}"
         super().setUp()
 
     def session(self, **kwargs):
@@ -174,3 +176,38 @@ class SingleManholeTests(_LoginCases, _ManholeCase):
         self.assertEqual((entry["client_id"], entry["process"]), ("solo", "mqttd"))
         self.value(manhole, "kick('solo')")
         client.wait_disconnected()
+
+
+class BoundedManholeTests(_ManholeCase):
+    """``manage.manhole_max_sessions`` and ``manhole_login_timeout`` in force."""
+
+    workers = 0
+    bounds = "manhole_max_sessions = 1\nmanhole_login_timeout = 1.0\n"
+
+    def connect_raw(self):
+        sock = socket.create_connection((HOST, manhole_port(self.broker)), timeout=10)
+        self.addCleanup(sock.close)
+        return sock
+
+    def until_closed(self, sock):
+        """Everything ``sock`` receives until the manhole closes it."""
+        received = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return plain_text(received)
+            received += chunk
+
+    def test_one_session_at_most_and_a_slow_login_is_closed(self):
+        first = self.session()
+        self.assertEqual(first.run("6 * 7"), "42")
+        self.assertIn("too many manhole sessions open", self.until_closed(self.connect_raw()))
+        first.close()
+        # Its slot is free again once the manhole heard of the close; this one never
+        # logs in, so the login deadline of 1 s closes it.
+        def timed_out():
+            text = self.until_closed(self.connect_raw())
+            return text if "login timed out" in text else None
+        text = wait_for(timed_out, message="a free slot, then the deadline",
+                        context=self.context)
+        self.assertIn("Username:", text)

@@ -1,6 +1,7 @@
 """The telnet manhole over StringTransport, its client side played by ``TelnetCodec``
-(the one ``mqttd manhole`` uses): login right and wrong, the login deadline and the
-session cap, and the prompt that waits for a Deferred."""
+(the one ``mqttd manhole`` uses): login right and wrong, the login deadline, the session
+cap, the idle deadline and the prompt that waits for a Deferred; each bound is its
+``manage.manhole_*`` key, the defaults and keys set otherwise."""
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -10,8 +11,9 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from mqttd.broker.lograte import LogRateLimit
+from mqttd.config import parse_config
 from mqttd.manage.helpers import HelperError, Later
-from mqttd.manage.manhole import LOGIN_TIMEOUT, MAX_SESSIONS, WAIT, manhole_factory
+from mqttd.manage.manhole import manhole_factory
 from mqttd.manage.manhole_client import PROMPT, TelnetCodec, plain_text
 from mqttd.metrics import Metrics
 from tests.support.logs import capture_logs
@@ -68,6 +70,8 @@ class Session:
 
 
 class ManholeTests(unittest.TestCase):
+    keys = {}  # the [manage] keys of the manhole under test
+
     def setUp(self):
         self.clock = Clock()
         self.metrics = Metrics()
@@ -75,8 +79,9 @@ class ManholeTests(unittest.TestCase):
         self.slow = Deferred()
         self.later = Later(self.slow, "clients")
         self.namespaces = []
+        self.manage = parse_config({"manage": self.keys}).manage
         self.factory = manhole_factory(
-            self.clock, {"admin": b"s3cret"}, self.namespace_for, self.metrics,
+            self.clock, self.manage, {"admin": b"s3cret"}, self.namespace_for, self.metrics,
             LogRateLimit(self.clock, 100, 60.0, metrics=self.metrics))
 
     def namespace_for(self, who):
@@ -125,7 +130,7 @@ class ManholeTests(unittest.TestCase):
     def test_a_login_not_finished_in_time_is_closed(self):
         session = Session(self.factory)
         session.send("admin\r\n")
-        self.clock.advance(LOGIN_TIMEOUT - 1)
+        self.clock.advance(self.manage.manhole_login_timeout - 1)
         self.assertFalse(session.transport.disconnecting)
         self.clock.advance(1)
         self.assertTrue(session.transport.disconnecting)
@@ -134,16 +139,17 @@ class ManholeTests(unittest.TestCase):
     def test_a_logged_in_session_has_no_deadline(self):
         session = Session(self.factory)
         session.login()
-        self.clock.advance(LOGIN_TIMEOUT * 10)
+        self.clock.advance(self.manage.manhole_login_timeout * 10)
         self.assertFalse(session.transport.disconnecting)
 
     def test_sessions_past_the_cap_are_told_and_closed(self):
-        sessions = [Session(self.factory, port=50000 + n) for n in range(MAX_SESSIONS)]
+        cap = self.manage.manhole_max_sessions
+        sessions = [Session(self.factory, port=50000 + n) for n in range(cap)]
         extra = Session(self.factory, port=59999)
         self.assertIn("too many manhole sessions", extra.screen)
         self.assertTrue(extra.transport.disconnecting)
         extra.lose()
-        self.assertEqual(self.metrics.manage_manhole_sessions, MAX_SESSIONS)
+        self.assertEqual(self.metrics.manage_manhole_sessions, cap)
         sessions[0].lose()
         again = Session(self.factory, port=59998)
         self.assertFalse(again.transport.disconnecting)
@@ -186,7 +192,10 @@ class ManholeTests(unittest.TestCase):
         session = Session(self.factory)
         session.login()
         session.send("slow()\r\n")
-        self.clock.advance(WAIT)
+        session.take()
+        self.clock.advance(self.manage.manhole_answer_wait - 0.5)
+        self.assertEqual(session.take(), "")
+        self.clock.advance(0.5)
         self.assertIn("still waiting", session.take())
         session.send("3 * 3\r\n")
         self.assertIn("\n9\n", session.take())
@@ -221,3 +230,47 @@ class ManholeTests(unittest.TestCase):
             session.send(char)
         self.assertIn("\n42\n", session.take())
 
+
+
+class ConfiguredManholeTests(ManholeTests):
+    """The same behaviour with every bound set otherwise: each key takes effect."""
+
+    keys = {"manhole_max_sessions": 2, "manhole_login_timeout": 5.0,
+            "manhole_answer_wait": 2.0, "manhole_idle_timeout": 100.0}
+
+    def test_the_keys_are_in_force(self):
+        self.assertEqual((self.manage.manhole_max_sessions, self.manage.manhole_login_timeout,
+                          self.manage.manhole_answer_wait), (2, 5.0, 2.0))
+
+    def test_a_logged_in_session_has_no_deadline(self):
+        """Overridden: with manhole_idle_timeout set, a silent session has one."""
+        session = Session(self.factory)
+        session.login()
+        session.send("1\r\n")
+        self.clock.advance(99)
+        session.send("2")  # a keystroke, not yet a line: the deadline moves on
+        self.clock.advance(99)
+        self.assertFalse(session.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(session.transport.disconnecting)
+        self.assertIn("idle for 100 s (manage.manhole_idle_timeout): closed", session.screen)
+        session.lose()
+        self.assertEqual(self.metrics.manage_manhole_sessions, 0)
+
+    def test_a_session_waiting_for_an_answer_is_not_idle(self):
+        session = Session(self.factory)
+        session.login()
+        session.send("slow()\r\n")
+        self.clock.pump([50] * 6)  # past the answer wait and twice the idle deadline
+        self.assertFalse(session.transport.disconnecting)
+        self.slow.callback("done")
+        self.assertIn("'done'", session.take())
+        self.clock.advance(99)  # the answer moved the deadline on
+        self.assertFalse(session.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(session.transport.disconnecting)
+
+    def test_an_unfinished_login_gets_the_login_deadline_not_the_idle_one(self):
+        session = Session(self.factory)
+        self.clock.advance(5)
+        self.assertIn("login timed out", session.screen)

@@ -1,23 +1,30 @@
 """The trace across the tree: the master's events (accept, refusal, auth, closed before
-CONNECT), the rules to every worker, and ``recent_events`` from the master and the
+CONNECT, its own refusals after the gate: CONNACK 3 when no worker took it in time or
+it stops, a failed hand-off), the rules to every worker, and ``recent_events`` from the master and the
 workers at once. Real SQLite and files in a temp dir; Clock and inline pool."""
 import json
 import os
 
 import attrs
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from mqttd.broker.admission import AuthResult
+from mqttd.broker.lograte import LogRateLimit
 from mqttd.codec import Connect
 from mqttd.config import Config
+from mqttd.edge.balancer import Balancer
 from mqttd.edge.door import Refusal
+from mqttd.edge.handoff_master import HandoffQueueFull
 from mqttd.ingest.service import prepare_database
 from mqttd.manage.questions import ANSWER_TIMEOUT, Answerer, Questions
 from mqttd.manage.trace_service import NoTrace, TraceOff, single_trace
 from mqttd.manage.trace_tree import MasterTrace, master_trace, worker_trace
 from mqttd.metrics import Metrics
 from mqttd.store.sqlite import DB_FILENAME
+from mqttd.tree.connect_outcomes import NO_WORKER, STOPPING, ConnectOutcomes
+from mqttd.tree.waiting_room import Let, WaitingRoom
 from tests.support.store import InlinePool, InlineReactor
 
 
@@ -93,6 +100,43 @@ class MasterTraceTests(unittest.TestCase):
         # The accept went into the client's window with its auth result.
         self.assertEqual([e["event"] for e in self.master.tracer.recent("dev")],
                          ["accept", "auth"])
+
+    def test_the_masters_own_refusals_after_the_gate_name_their_reason(self):
+        """CONNACK 3 because no worker took it within broker.idle_timeout (the waiting
+        room), CONNACK 3 at the master's stop, a failed hand-off: each a ``refused``
+        event, the first in the client's window after its accept and auth."""
+        outcomes = ConnectOutcomes(self.metrics, LogRateLimit(self.reactor, 10, 60.0),
+                                   self.master)
+        room = WaitingRoom(self.reactor, Balancer((1, 2)), 2, 5.0,
+                           lambda *sent: self.fail(f"no worker is up: {sent}"),
+                           lambda pending, connect, let, why: outcomes.refused(
+                               pending, connect, let.client_id, let.account, why, 3))
+        room.start()
+        first, connect = Pending(("10.0.0.1", 5000)), Connect("dev", username="tok123456")
+        self.master.at_accept(first.peer, None)
+        self.master.judged(first, connect, "dev", AuthResult(0, account="acme"))
+        room.enter(first, connect, Let("dev", "acme", None, False))
+        self.reactor.advance(4.9)
+        self.assertEqual([e["event"] for e in self.lines()], ["accept", "auth"])
+        self.reactor.advance(0.1)
+        room.enter(Pending(("10.0.0.2", 6000)), Connect("dev-2"),
+                   Let("dev-2", None, None, False))
+        room.stop()
+        outcomes.handoff_failed(Pending(("10.0.0.3", 7000)), Connect("dev-3"), "dev-3", None,
+                                2, Failure(HandoffQueueFull("queue full")))
+        refused = [e for e in self.lines() if e["event"] == "refused"]
+        self.assertEqual([(e["client_id"], e["peer"], e["stage"], e["code"], e["reason"],
+                           e["limit"]) for e in refused], [
+            ("dev", "10.0.0.1:5000", "connect", 3, NO_WORKER,
+             "broker.idle_timeout (no worker up to take it)"),
+            ("dev-2", "10.0.0.2:6000", "connect", 3, STOPPING, None),
+            ("dev-3", "10.0.0.3:7000", "handoff", None, "hand-off failed", None)])
+        self.assertEqual((refused[0]["account"], refused[0]["token"], refused[0]["username"]),
+                         ("acme", "tok123", None))
+        self.assertEqual((refused[2]["detail"], refused[2]["worker"]), ("queue_full", 2))
+        self.assertEqual([e["event"] for e in self.master.tracer.recent("dev")],
+                         ["accept", "auth", "refused"])
+        self.assertEqual(self.metrics.value("trace_events", event="refused"), 3)
 
     def test_rules_go_to_every_worker_and_to_one_that_starts(self):
         for channel in self.channels.values():  # the first poll: none yet
@@ -180,3 +224,15 @@ class TraceOffTests(unittest.TestCase):
         failed = []
         off.recent_events("dev").addErrback(lambda f: failed.append(f.check(TraceOff)))
         self.assertEqual(failed, [TraceOff])
+
+    def test_the_masters_refusals_take_the_same_hooks_with_the_trace_off(self):
+        metrics = Metrics()
+        outcomes = ConnectOutcomes(metrics, LogRateLimit(InlineReactor(), 1, 60.0), NoTrace())
+        pending = Pending(("10.0.0.1", 5000))
+        outcomes.closed(pending, "no CONNECT in time")
+        outcomes.refused(pending, Connect("dev"), "dev", None, NO_WORKER, 3)
+        outcomes.handoff_failed(pending, Connect("dev"), "dev", None, 1,
+                                Failure(HandoffQueueFull("queue full")))
+        self.assertEqual((metrics.value("edge_connect_closed", reason="idle_timeout"),
+                          metrics.value("mqtt_connect_refused", reason="no worker"),
+                          metrics.value("edge_handoff_failed", reason="queue_full")), (1, 1, 1))

@@ -1,11 +1,13 @@
 """WaitingRoom: a judged connection no worker can take waits for one, at most
-broker.idle_timeout, then goes to whichever is up or gets CONNACK 3."""
+broker.idle_timeout, then goes to whichever is up or gets CONNACK 3, with the reason
+the master counts, logs and traces (tests/tree/test_connect_outcomes.py)."""
 from types import SimpleNamespace
 
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mqttd.edge.balancer import Balancer
+from mqttd.tree.connect_outcomes import NO_WORKER, STOPPING
 from mqttd.tree.waiting_room import WaitingRoom
 
 
@@ -20,7 +22,8 @@ class WaitingRoomTests(unittest.TestCase):
         self.sent, self.refused = [], []
         self.room = WaitingRoom(self.clock, self.balancer, 2, 5.0,
                                 lambda p, c, let, slot: self.sent.append((p, slot)),
-                                lambda p, ticket: self.refused.append((p, ticket)))
+                                lambda p, c, let, why: self.refused.append(
+                                    (p, c.client_id, let.ticket, why)))
         self.room.start()
         self.let = SimpleNamespace(ticket="t")
 
@@ -47,10 +50,10 @@ class WaitingRoomTests(unittest.TestCase):
     def test_no_worker_up_past_the_wait_is_refused_with_its_ticket(self):
         self.room.enter("p", connect("dev-1"), self.let)
         self.clock.advance(5.0)
-        self.assertEqual((self.sent, self.refused), ([], [("p", "t")]))
+        self.assertEqual((self.sent, self.refused), ([], [("p", "dev-1", "t", NO_WORKER)]))
 
     def test_the_stop_refuses_whoever_waits_and_cancels_the_timers(self):
         self.room.enter("p", connect("dev-1"), self.let)
         self.room.stop()
-        self.assertEqual(self.refused, [("p", "t")])
+        self.assertEqual(self.refused, [("p", "dev-1", "t", STOPPING)])
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -90,7 +90,7 @@ COMPONENTS = (
                                                                      "web/resource.py:"))),
     ("webhook client: WebhookSink (batching, acks)", lambda f: f.startswith((
         "ingest/client.py:", "ingest/batching.py:", "ingest/linger.py:", "ingest/overload.py:",
-        "ingest/poster.py:"))),
+        "ingest/poster.py:", "ingest/settle.py:"))),
     ("webhook client: treq/Agent HTTP client", lambda f: f.startswith((
         "treq/", "web/client.py:", "web/_newclient.py:", "web/iweb.py:", "web/http_headers.py:"))
      or f.split(":")[0] in ("treq/client.py", "treq/response.py", "treq/content.py")),

@@ -6,7 +6,7 @@ connection pool, and ACKs sent regardless). Here:
 * ``submit(message, notify, token)`` calls ``notify`` (and ``store(message)``'s
   Deferred fires) only when the ingest tier answered 200 for a batch holding the
   message, i.e. after its COMMIT. The broker sends PUBACK / PUBREC from that call and
-  from nowhere else.
+  from nowhere else (``mqttd.ingest.settle`` makes the calls).
 * Messages are grouped into batches (``mqttd.ingest.batching``): a batch leaves when
   ``batch_size`` messages wait, or a body of ``max_body_size`` bytes, or
   ``batch_delay`` seconds after the first one (0: the next reactor turn, so one read's
@@ -35,7 +35,6 @@ from collections import deque
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mqttd.ingest.batching import WaitingMessages
@@ -43,6 +42,7 @@ from mqttd.ingest.linger import Linger
 from mqttd.ingest.overload import PendingBudget
 from mqttd.ingest.poster import Refused, WebhookPoster, describe
 from mqttd.ingest.request_stats import RequestStats
+from mqttd.ingest.settle import fire_deferreds, settle, tell
 from mqttd.ingest.wire import WireError, decode_result
 from mqttd.metrics import Metrics
 from mqttd.store.sink import ISubmittingMessageSink, StoreRejected
@@ -83,7 +83,7 @@ class WebhookSink:
         # Per request: outcome, latency, retries by cause, the pool in use.
         self._stats = RequestStats(clock, self.metrics, config.pool_size)
         self._linger = Linger(clock, config.linger, config.batch_delay, self._restart_timer)
-        self._linger.forget(_fire_deferreds)  # store()'s Deferreds: no connection behind them
+        self._linger.forget(fire_deferreds)  # store()'s Deferreds: no connection behind them
         self._ready = deque()  # batches due for a (re)try, waiting for a free slot
         self._backoff = {}  # id(batch) -> (DelayedCall, batch): retries not yet due
         self._timer = None
@@ -99,7 +99,7 @@ class WebhookSink:
     def store(self, message):
         """The Deferred form of ``submit``: one Deferred for this message alone."""
         d = Deferred()
-        self.submit(message, _fire_deferreds, d)
+        self.submit(message, fire_deferreds, d)
         return d
 
     def submit(self, message, notify, token):
@@ -114,7 +114,7 @@ class WebhookSink:
         if self._stopped or self._draining or not self._budget.take(held):
             reason = "stopping" if self._stopped or self._draining else "overload"
             self.metrics.webhook_rejected[reason] += 1
-            self._notify(notify, [token], StoreRejected(reason))
+            tell(notify, [token], StoreRejected(reason))
             return
         due = self._waiting.add(message, notify, token, held)
         linger = self._linger
@@ -129,34 +129,6 @@ class WebhookSink:
         """The submitter behind ``notify`` is gone (its connection closed): it will not
         submit again, so ``linger`` must not wait for it (``Linger.forget``)."""
         self._linger.forget(notify)
-
-    # -- settling ----------------------------------------------------------------------
-
-    def _settle(self, batch, error):
-        """Tell every submitter of ``batch`` the outcome (``error`` None: committed).
-
-        Consecutive messages of one submitter (the same ``notify`` object) are settled
-        with one call; every call gets its own Failure, so no submitter can change what
-        another one sees.
-        """
-        run_notify = run = None
-        for notify, token in batch.waiters:
-            if notify is run_notify:
-                run.append(token)
-            else:
-                if run is not None:
-                    self._notify(run_notify, run, error)
-                run_notify, run = notify, [token]
-        if run is not None:
-            self._notify(run_notify, run, error)
-
-    @staticmethod
-    def _notify(notify, tokens, error):
-        try:
-            notify(tokens, None if error is None else Failure(error))
-        except Exception:
-            # A broken submitter must not keep the others of its batch unanswered.
-            log.failure("store notify failed for {n} messages", n=len(tokens))
 
     # -- batching and sending ------------------------------------------------------------
 
@@ -267,7 +239,7 @@ class WebhookSink:
             metrics.webhook_already_stored += result.duplicates
             if not self._draining:  # nobody publishes again while draining
                 self._linger.answered(batch.waiters)
-            self._settle(batch, None)
+            settle(batch.waiters, None)
             self._budget.check_drained()
         self._kick()
 
@@ -330,7 +302,7 @@ class WebhookSink:
         if reason not in _REFUSED:  # logged as errors by _failed
             log.warn("{n} messages not stored: {reason} {detail}", n=n, reason=reason,
                      detail=detail or "")
-        self._settle(batch, StoreRejected(reason))
+        settle(batch.waiters, StoreRejected(reason))
 
     def _bug(self, failure, batch):
         log.failure("webhook store bug with a batch of {n}", failure, n=len(batch.messages))
@@ -403,13 +375,3 @@ class WebhookSink:
         if self._drain_waiters:
             self._drained()
 
-
-def _fire_deferreds(deferreds, failure):
-    """``notify`` for ``WebhookSink.store``: fire each message's own Deferred."""
-    if failure is None:
-        for d in deferreds:
-            d.callback(None)
-    else:
-        error = failure.value  # as before: one exception, a Failure per Deferred
-        for d in deferreds:
-            d.errback(error)

@@ -5,7 +5,6 @@ got a PUBACK for), the process ends as a clean twistd stop does, and nothing is 
 Run on the tree, the default (SIGTERM to the master alone, as systemd's KillMode=mixed
 does; the master stops its workers, then the ingest child), and on the single process."""
 import signal
-import time
 
 from tests.integration.support.common import wait_for
 from tests.integration.support.durability import DurabilityTestCase
@@ -24,7 +23,7 @@ class CleanStopTests(DurabilityTestCase):
         self.start_appliance(proxied=False)
         pubs = self.publishers(20, "term-", window=10)
         self.wait_progress(pubs, 300)
-        time.sleep(0.5)
+        self.wait_flowing(pubs, 10)  # every client's window in use at the stop
         rc = self.broker.terminate_main(timeout=15.0)
         self.assertIn(rc, CLEAN, self.broker.tail())
         wait_for(lambda: all(p.done() for p in pubs), 5.0, message="publishers to see the stop")

@@ -18,6 +18,7 @@ from collections import Counter
 from tests.integration.support import faultproxy
 from tests.integration.support.common import wait_for
 from tests.integration.support.durability import DRAIN_TIMEOUT, DurabilityTestCase, Publisher
+from tests.integration.support.metrics import sum_of, wait_for_series
 from tests.integration.support.process import requires_mqttd
 
 
@@ -62,7 +63,7 @@ class WebhookFaultTests(DurabilityTestCase):
         """The webhook's port refuses connections for ~1 s, then listens again: stored once."""
         pubs = self.publishers(6, "refuse-", window=10)
         self.wait_progress(pubs, 20)
-        time.sleep(0.3)
+        self.wait_flowing(pubs, 10)
         connections_before = self.proxy.counts["connections"]
         start = self.proxy.set_mode(faultproxy.REFUSE)
         pubs += self.publishers(2, "refuse-probe-", window=10)
@@ -71,7 +72,7 @@ class WebhookFaultTests(DurabilityTestCase):
         end = time.monotonic()
         self.proxy.set_mode(faultproxy.PASS)
         self.wait_progress(pubs, 20, timeout=DRAIN_TIMEOUT)
-        time.sleep(0.7)
+        self.wait_acked_through(pubs, end)
         self.finish_all(pubs)
         self.assertNoAckDuringFault(pubs, start, end)
         # The broker met the refusal and had to open new connections afterwards. Only a
@@ -128,7 +129,12 @@ class AckDeadlineTests(DurabilityTestCase):
         # their own deadlines, up to ack_timeout after the last close. Let the ingest
         # back before that and they are committed unacknowledged, and their
         # retransmissions are second rows (QoS 1 allows it; this test checks once).
-        time.sleep(self.ACK_TIMEOUT + 1.0)
+        # Until then the broker holds them (webhook_pending): none is pending once every
+        # one has failed (webhook_rejected). Nothing is rejected before the hang, and
+        # nothing is committed during it, so a figure with both is from after the last.
+        wait_for_series(self.broker.metrics_url, lambda s: s.get("webhook_pending", 1) == 0
+                        and sum_of(s, "webhook_rejected_total") > 0,
+                        timeout=self.ACK_TIMEOUT + 10.0)
         self.proxy.set_mode(faultproxy.PASS)
         again = []
         for pub in pubs:
@@ -162,7 +168,7 @@ class KillTests(DurabilityTestCase):
         self.start_appliance(proxied=False)
         pubs = self.publishers(30, "kill-", window=10)
         self.wait_progress(pubs, 200)
-        time.sleep(1.0)
+        self.wait_flowing(pubs, 10)  # every client's window in use at the kill
         self.broker.sigkill()
         wait_for(lambda: all(p.done() for p in pubs), 5.0, message="publishers to see the kill")
         for pub in pubs:

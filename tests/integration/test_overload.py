@@ -14,6 +14,7 @@ from tests.integration.support.durability import DRAIN_TIMEOUT, DurabilityTestCa
 from tests.integration.support.process import requires_mqttd
 
 MAX_PENDING = 100
+STALL = 3.0  # seconds the webhook hangs: the stall the clients wait out
 
 
 @requires_mqttd("the durable ingest tier")
@@ -36,12 +37,13 @@ class OverloadTests(DurabilityTestCase):
         default) the clients spread over the workers by client id: 16 per worker puts
         16 or more on one of them (pigeonhole), whichever way the ids hash."""
         pubs, start = self.overload(clients=16, window=10, ack_timeout=10.0, per_worker=True)
-        time.sleep(3.0)
+        wait_for(lambda: "overload:" in self.broker.output(), STALL,  # it reached max_pending
+                 message="the stall to reach webhook.max_pending", context=self.context)
+        time.sleep(max(0.0, start + STALL - time.monotonic()))  # what they must wait out
         end = time.monotonic()
         self.assertTrue(all(p.closed_at is None for p in pubs),
                         f"closed during the stall: {[p.client_id for p in pubs if p.closed_at]}"
                         f"\n{self.context()}")
-        self.assertIn("overload:", self.broker.output())  # the stall did reach max_pending
         self.proxy.set_mode(faultproxy.PASS)
         self.wait_progress(pubs, 300, timeout=DRAIN_TIMEOUT)  # resumed, well past 100 again
         self.finish_all(pubs)  # nobody was closed; every message acknowledged

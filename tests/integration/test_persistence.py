@@ -3,8 +3,9 @@
 import glob
 import os
 import sqlite3
-import time
 
+from tests.integration.support.common import wait_for
+from tests.integration.support.database import message_rowids, saved_sessions
 from tests.integration.support.process import requires_mqttd
 from tests.integration.support.testcase import BrokerTestCase
 
@@ -21,6 +22,12 @@ class CrashTests(BrokerTestCase):
         """Every broker's sessions file: sessions-0.db of the one process, or one per
         worker of the tree (the default), sessions-1.db ... sessions-N.db."""
         return sorted(glob.glob(os.path.join(self.broker.data_dir, "sessions-*.db")))
+
+    def saved_offline_past(self, client_id, rowid):
+        """Whether ``client_id``'s sessions file has it offline, its cursor at or past
+        ``rowid``: what a crash now leaves of it."""
+        cursor, offline_since = saved_sessions(self.broker.data_dir).get(client_id, (0, None))
+        return offline_since is not None and cursor >= rowid
 
     def test_retained_message_survives_kill_9(self):
         pub = self.client()
@@ -57,8 +64,12 @@ class CrashTests(BrokerTestCase):
         self.assertEqual(sub.get_message().payload, b"seen")
         sub.disconnect()
         # Acks are saved in batches (100 ms): one acked within the last batch before a
-        # crash is delivered again (at least once). Past it, the cursor has moved on.
-        time.sleep(0.3)
+        # crash is delivered again (at least once). Once its sessions file says it is
+        # offline with the cursor at or past that message's row, the cursor has moved on.
+        seen = message_rowids(self.broker.db_path, "crash/s/self")[-1]
+        wait_for(lambda: self.saved_offline_past(cid, seen), 5.0,
+                 message=f"{cid} saved offline with its cursor past row {seen}",
+                 context=lambda: f"saved: {saved_sessions(self.broker.data_dir)}\n{self.context()}")
 
         pub = self.client()
         pub.publish("crash/s/a", b"before-1", 1)

@@ -1,7 +1,6 @@
 """Retained messages: set, replaced, cleared; delivered with the retain flag only when stored."""
-import time
-
 from tests.integration.support.mosquitto_clients import MosquittoSub, mosquitto_pub
+from tests.integration.support.peers import wait_broker_closed
 from tests.integration.support.testcase import BrokerTestCase
 
 
@@ -71,8 +70,9 @@ class RetainedTests(BrokerTestCase):
     def test_retained_survives_publisher_disconnect(self):
         pub = self.client()
         pub.publish("retd/t", b"kept", 1, retain=True)
+        address = pub.client.socket().getsockname()
         pub.disconnect()
-        time.sleep(0.05)
+        wait_broker_closed(address, context=self.context)
         sub = self.later_subscriber("retd/t")
         self.assertEqual(sub.get_message().payload, b"kept")
 

@@ -9,6 +9,7 @@ import time
 
 from mqttd.edge.balancer import Balancer
 from tests.integration.support.common import wait_for
+from tests.integration.support.database import message_rowids, saved_sessions
 from tests.integration.support.durability import DurabilityTestCase, Publisher
 from tests.integration.support.process import requires_mqttd
 from tests.integration.support.raw_client import (PacketType, RawClient, publish_packet,
@@ -77,6 +78,12 @@ class WorkerCrashTests(DurabilityTestCase):
 class TreeCrashTests(DurabilityTestCase):
     appliance = "[server]\nworkers = 2\n"
 
+    def saved_offline_before(self, client_id, rowid):
+        """Whether ``client_id``'s sessions file has it offline, owed the rows from
+        ``rowid`` on (its cursor before it)."""
+        cursor, offline_since = saved_sessions(self.broker.data_dir).get(client_id, (0, None))
+        return offline_since is not None and cursor < rowid
+
     def test_kill_9_of_the_whole_tree_then_a_restart(self):
         self.start_appliance(proxied=False)
         keeper_id = homed(2, "keeper-", 1)[0]
@@ -98,7 +105,13 @@ class TreeCrashTests(DurabilityTestCase):
         setter.send(publish_packet("ret/t", b"kept", qos=1, retain=True, packet_id=1))
         self.assertEqual(setter.read_packet()[0], PacketType.PUBACK)
         setter.close()
-        time.sleep(0.3)  # past the sessions file's 100 ms save interval
+        # What a crash leaves of the keeper: its sessions file saved it offline (the
+        # save comes up to 100 ms after the change), its cursor before the queued rows.
+        first = message_rowids(self.broker.db_path, "queued/t")[0]
+        wait_for(lambda: self.saved_offline_before(keeper_id, first), 5.0,
+                 message=f"{keeper_id} saved offline with its cursor before row {first}",
+                 context=lambda: f"saved: {saved_sessions(self.broker.data_dir)}\n"
+                                 f"{self.context()}")
         self.broker.sigkill()
         self.broker.start()
         wait_for_children(self.broker.process.pid, WORKERS + ("mqttd-ingest",))

@@ -1,6 +1,5 @@
 """Last will: published when a client dies without DISCONNECT, not after a clean one."""
-import time
-
+from tests.integration.support.peers import wait_broker_closed
 from tests.integration.support.testcase import BrokerTestCase
 
 
@@ -39,8 +38,9 @@ class WillTests(BrokerTestCase):
     def test_no_will_after_clean_disconnect(self):
         watcher = self.watcher()
         polite = self.client(will=("will/polite", b"should not appear", 1, False))
+        address = polite.client.socket().getsockname()
         polite.disconnect()
-        time.sleep(0.3)  # the broker has seen the DISCONNECT and the close by now
+        wait_broker_closed(address, context=self.context)  # it has handled the DISCONNECT
         pub = self.client()
         pub.publish("will/marker", b"marker", 1)
         message = watcher.get_message()

@@ -234,6 +234,22 @@ class DurabilityTestCase(SynchronousTestCase):
         wait_for(lambda: sum(len(p.acked) for p in pubs) >= before + count, timeout,
                  message=f"{count} more acknowledgements", context=self.context)
 
+    def wait_flowing(self, pubs, each=1, timeout=5.0):
+        """Wait until every one of ``pubs`` has had ``each`` acknowledgements: the load
+        comes from all of them, not only from the first to connect."""
+        wait_for(lambda: all(len(p.acked) >= each for p in pubs), timeout,
+                 message=f"{each} acknowledgements for each of {len(pubs)} publishers",
+                 context=self.context)
+
+    def wait_acked_through(self, pubs, until, timeout=DRAIN_TIMEOUT):
+        """Wait until every message ``pubs`` sent up to ``until`` (time.monotonic()) is
+        acknowledged: what a fault held back has recovered."""
+        def recovered():
+            return all(payload in p.acked for p in pubs
+                       for payload, sent in list(p.sent.items()) if sent <= until)
+        wait_for(recovered, timeout, message="the messages held back by the fault acknowledged",
+                 context=self.context)
+
     def finish_all(self, pubs, expect_all_acked=True):
         for pub in pubs:
             pub.finish()
@@ -286,11 +302,11 @@ class DurabilityTestCase(SynchronousTestCase):
             self.assertEqual(max(stored.values()), 1, "a (client id, payload) pair stored twice")
         return rows, acked
 
-    def run_fault(self, mode, duration, clients=6, window=10, qos=1, warmup=0.3, after=0.7):
+    def run_fault(self, mode, duration, clients=6, window=10, qos=1):
         """Load, ``mode`` for ``duration`` s, recovery; checks; returns (pubs, start, end)."""
         pubs = self.publishers(clients, f"{mode}{qos}-", qos=qos, window=window)
         self.wait_progress(pubs, 20)
-        time.sleep(warmup)
+        self.wait_flowing(pubs, window)
         start = self.proxy.set_mode(mode)
         # Fresh clients publish while the fault lasts (the others' windows may all be
         # full of messages caught by it, so that they publish nothing more meanwhile).
@@ -299,7 +315,7 @@ class DurabilityTestCase(SynchronousTestCase):
         end = time.monotonic()
         self.proxy.set_mode(faultproxy.PASS)
         self.wait_progress(pubs, 20, timeout=DRAIN_TIMEOUT)
-        time.sleep(after)
+        self.wait_acked_through(pubs, end)
         self.finish_all(pubs)
         self.assertNoAckDuringFault(pubs, start, end)
         self.assertTrue(self.broker.alive(), self.context())

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.support.common import DEFAULT_TIMEOUT
 
-__all__ = ["health", "health_url", "scrape", "scrape_families", "series", "wait_for_series"]
+__all__ = ["health", "health_url", "scrape", "scrape_families", "series", "sum_of",
+           "wait_for_series"]
 
 
 def _escape(value):
@@ -29,6 +30,12 @@ def series(name, **labels):
         return name
     inner = ",".join(f'{key}="{_escape(value)}"' for key, value in sorted(labels.items()))
     return f"{name}{{{inner}}}"
+
+
+def sum_of(samples, name):
+    """The sum of every series of ``name`` in ``scrape``'s answer, whatever its labels."""
+    return sum(value for key, value in samples.items()
+               if key == name or key.startswith(name + "{"))
 
 
 def _get(url, timeout):

@@ -6,6 +6,7 @@ import time
 
 from mqttd.edge.balancer import Balancer
 from tests.integration.support.common import DEFAULT_TIMEOUT
+from tests.integration.support.peers import server_side_inodes
 
 
 def children(pid):
@@ -59,28 +60,13 @@ def wait_for_new_pid(master, names, name, old, timeout=15.0):
         time.sleep(0.05)
 
 
-def _hex_address(host, port):
-    packed = bytes(int(part) for part in host.split("."))
-    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
-
-
-def _server_side_inodes(client_address):
-    """The inodes of sockets whose peer is ``client_address`` (IPv4 (host, port)): the
-    broker's end of that connection (and any older one in TIME_WAIT has inode 0)."""
-    wanted = _hex_address(*client_address)
-    with open("/proc/net/tcp") as f:
-        next(f)
-        return {fields[9] for fields in map(str.split, f)
-                if fields[2] == wanted and fields[9] != "0"}
-
-
 def owner(client_socket, pids, timeout=2.0):
     """Which of ``pids`` holds the broker's end of ``client_socket``'s connection (None
     if none does within ``timeout``)."""
     address = client_socket.getsockname()
     deadline = time.monotonic() + timeout
     while True:
-        pid = _owner(_server_side_inodes(address), pids)
+        pid = _owner(server_side_inodes(address), pids)
         if pid is not None or time.monotonic() >= deadline:
             return pid
         time.sleep(0.02)

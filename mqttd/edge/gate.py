@@ -52,6 +52,7 @@ from mqttd.edge.flapping import FlappingDetector
 from mqttd.edge.tickets import LiveTickets
 from mqttd.edge.token_cache import TokenCache
 from mqttd.edge.token_rate import TokenRate
+from mqttd.store.bans import stored_ban_value
 from mqttd.store.gate_records import token_hash, token_prefix, who_of
 
 __all__ = ["Gate", "peer_host"]
@@ -192,6 +193,12 @@ class Gate:
         return AuthResult(code, reason=reason, limit=limit)
 
     # -- bans and kicks ------------------------------------------------------------------
+
+    def ban_value(self, kind, value):
+        """``value`` as a ban of ``kind`` holds it (``stored_ban_value``): a username not
+        among the static users now is a device token, banned by its hash. AccountsError
+        for a value no ban of ``kind`` can have."""
+        return stored_ban_value(kind, value, self._static_users)
 
     def ban(self, record):
         """Put ``record`` (a BanRecord) in force now, store it, and kick what it matches."""

@@ -79,10 +79,13 @@ def add_commands(actions, common):
     add.add_argument("--inactive", action="store_true", help="add it disabled")
     command("list", _list, "list every account")
     name_argument(command("show", _show, "one account and its tokens (prefixes only)"))
-    change = command("set", _set, "change an account's quota, devices or licence")
+    change = command("set", _set, "change an account's quota, devices or licence (a lower "
+                     "quota kicks no one: the next CONNECT over it is refused)")
     name_argument(change)
     change.add_argument("--max-connections", type=count_or_none, metavar="N|none", default=KEEP,
-                        help="the quota; none removes it")
+                        help="the quota; none removes it. Lowered below what is connected, "
+                             "it kicks no one: the connections stay, and a new client id "
+                             "is refused (0x05 quota) until fewer than N are connected")
     change.add_argument("--devices", type=count, metavar="N", default=KEEP)
     change.add_argument("--licence", metavar="TEXT", default=KEEP)
     name_argument(command("disable", _switch(disable_account, "disabled: its tokens are "

@@ -62,11 +62,13 @@ class Failed(Exception):
 
 @attrs.frozen(slots=True)
 class Context:
-    """What a command works with: the open database, the clock, who runs it."""
+    """What a command works with: the open database, the clock, who runs it, and the
+    configuration's ``auth.users`` names (a username ban of any other is a token's)."""
 
     conn: sqlite3.Connection
     now: object
     operator: str
+    static_users: frozenset = frozenset()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,7 +165,8 @@ def run(args, environ):
     operator = operator_name(environ)  # before the switch to the data dir's owner
     path, conn = open_database(config)
     try:
-        return args.run(Context(conn, wall_clock, operator), args)
+        static_users = frozenset(user.username for user in config.auth.users)
+        return args.run(Context(conn, wall_clock, operator, static_users), args)
     except AccountsError as e:
         raise Failed(str(e)) from None
     except sqlite3.Error as e:

@@ -20,7 +20,6 @@ from mqttd.manage.client_list import MAX_CLIENTS, ClientFilter
 from mqttd.manage.output import table
 from mqttd.manage.trace_service import DEFAULT_RULE_SECONDS, one_rule
 from mqttd.store.accounts import AccountsError
-from mqttd.store.bans import canonical_ban_value
 from mqttd.store.gate_records import BanRecord
 
 __all__ = ["HELPERS", "Clients", "HelperError", "Later", "Listing", "Report", "Shown",
@@ -100,14 +99,15 @@ class Report(dict):
         return "\n".join(reports.report_lines(self))
 
 
-def _target(client_id, ip, username):
+def _target(gate, client_id, ip, username):
+    """(kind, value as the ban holds it: a device token's hash, ``Gate.ban_value``)."""
     given = [(kind, value) for kind, value in
              (("clientid", client_id), ("ip", ip), ("username", username)) if value is not None]
     if len(given) != 1:
         raise HelperError("name exactly one of client_id=, ip=, username=")
     kind, value = given[0]
     try:
-        return kind, canonical_ban_value(kind, value)
+        return kind, gate.ban_value(kind, value)
     except AccountsError as e:
         raise HelperError(str(e)) from None
 
@@ -173,10 +173,11 @@ class Helpers:
         return Listing(_ticket(ticket) for ticket in kicked)
 
     def ban(self, client_id=None, ip=None, username=None, seconds=None, reason=""):
-        """Ban one client id, IP address or network, or username (a token too), for
-        ``seconds`` or until unbanned: in force at once, stored, and every live
-        connection it matches kicked, on any worker."""
-        kind, value = _target(client_id, ip, username)
+        """Ban one client id, IP address or network, or username (a token too: banned,
+        shown and logged by its hash, never whole), for ``seconds`` or until unbanned:
+        in force at once, stored, and every live connection it matches kicked, on any
+        worker."""
+        kind, value = _target(self._view.gate, client_id, ip, username)
         if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
             raise HelperError(f"seconds: must be a number > 0 or None, got {seconds!r}")
         if not isinstance(reason, str):
@@ -190,9 +191,10 @@ class Helpers:
         return Shown(reports.ban_dict(record))
 
     def unban(self, client_id=None, ip=None, username=None):
-        """Remove the ban of one client id, IP or network, or username. Deferred of
-        whether there was one; the gate lifts it at its next look at the store."""
-        kind, value = _target(client_id, ip, username)
+        """Remove the ban of one client id, IP or network, or username (a token, or
+        its hash as ``bans()`` shows it). Deferred of whether there was one; the gate
+        lifts it at its next look at the store."""
+        kind, value = _target(self._view.gate, client_id, ip, username)
         log.info("manhole {who}: unban {kind} {value}", who=self._who, kind=kind, value=value)
         interval = self._view.config.auth.reload_interval
         d = maybeDeferred(self._view.store.remove_ban, kind, value)

@@ -10,16 +10,27 @@ An IP ban's value is checked as the config's ``limits.banned`` entries are (an a
 or a network with no bits past its prefix: ``10.1.2.3/8`` is a typo) and stored in its
 canonical spelling, so ``2001:DB8::1`` and ``2001:db8::1`` are one ban, removed by either.
 Every change raises ``ban_version`` (schema step 5), which a running gate polls.
+
+A username ban of a device token holds the token's hash (``token_hash``), never the
+token, which is a secret: ``stored_ban_value`` makes it so for the operator's bans (the
+CLI and the manhole) as the flapping detector does for its own, by the gate's rule: a
+username that is not an ``auth.users`` name is a token. A value that is a hash already
+(64 lowercase hex digits, as ``bans list`` shows a token's ban) is kept as it is, so a
+listed ban can be given again; ``mqttd tokens add`` makes 32-character tokens, which a
+hash is not. The gate matches a username by itself and by its hash (``BanList``).
 """
 import ipaddress
+import re
 import sqlite3
 from urllib.parse import quote
 
 from mqttd.store.accounts import AccountsError
-from mqttd.store.gate_records import BAN_KINDS, BanRecord
+from mqttd.store.gate_records import BAN_KINDS, BanRecord, token_hash
 
-__all__ = ["active_bans", "add_ban", "ban_version", "canonical_ban_value", "list_bans",
-           "remove_ban"]
+__all__ = ["active_bans", "add_ban", "ban_version", "canonical_ban_value", "is_token_hash",
+           "list_bans", "remove_ban", "stored_ban_value", "token_prefixes"]
+
+_TOKEN_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def canonical_ban_value(kind, value):
@@ -28,6 +39,10 @@ def canonical_ban_value(kind, value):
         raise AccountsError(f"bad ban kind {kind!r}: must be one of {', '.join(BAN_KINDS)}")
     if not isinstance(value, str) or not value:
         raise AccountsError(f"a {kind} ban needs a non-empty value, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AccountsError(f"a {kind} ban's value must be UTF-8 text, got {value!r}") from None
     if kind != "ip":
         return value
     try:
@@ -40,6 +55,21 @@ def canonical_ban_value(kind, value):
         raise AccountsError(f"ip ban: {value!r} has bits set past its prefix "
                             f"(the network is {network})") from None
     return str(network) if "/" in value else str(network.network_address)
+
+
+def is_token_hash(value):
+    """Whether ``value`` is spelled as a ``token_hash`` (64 lowercase hex digits)."""
+    return _TOKEN_HASH.fullmatch(value) is not None
+
+
+def stored_ban_value(kind, value, static_users):
+    """``value`` as a ban of ``kind`` is stored and matched by: ``canonical_ban_value``'s,
+    and for a username that is not one of ``static_users`` (the ``auth.users`` names) a
+    device token's hash, unless it is a hash already. AccountsError if it is no value."""
+    value = canonical_ban_value(kind, value)
+    if kind != "username" or value in static_users or is_token_hash(value):
+        return value
+    return token_hash(value)
 
 
 def _check(record):
@@ -68,10 +98,26 @@ def add_ban(conn, record):
 
 def remove_ban(conn, kind, value):
     """Remove the ban of ``kind`` and ``value``: True, or False if there was none.
+    A username ban of ``value`` or of its hash (a token's: given whole or by its hash).
     AccountsError for a value no ban of ``kind`` can have."""
     value = canonical_ban_value(kind, value)
-    return conn.execute("DELETE FROM bans WHERE kind = ? AND value = ?",
-                        (kind, value)).rowcount > 0
+    values = (value, token_hash(value)) if kind == "username" else (value, value)
+    return conn.execute("DELETE FROM bans WHERE kind = ? AND value IN (?, ?)",
+                        (kind, *values)).rowcount > 0
+
+
+def token_prefixes(conn, records):
+    """{value: token prefix} of the username bans in ``records`` that hold the hash of a
+    token in the tokens table: what a listing shows beside the hash."""
+    hashes = sorted({r.value for r in records
+                     if r.kind == "username" and is_token_hash(r.value)})
+    found = {}
+    for start in range(0, len(hashes), 500):  # under SQLite's limit of bound values
+        chunk = hashes[start:start + 500]
+        found.update(conn.execute(
+            "SELECT token_hash, prefix FROM tokens WHERE token_hash IN "
+            f"({', '.join('?' * len(chunk))})", chunk).fetchall())
+    return found
 
 
 _SELECT = "SELECT kind, value, who, reason, at, until FROM bans"

@@ -105,6 +105,26 @@ class KickTests(SyncCase):
         self.clock.advance(0.5)
         self.assertEqual(len(self.kicks), 1)
 
+    def test_a_lower_quota_kicks_no_one_and_refuses_the_next_over_it(self):
+        self.store.put_token(TOKEN, account="acme", max_connections=3)
+        self.clock.advance(0.5)
+        more = [self.connect(self.gate_, client_id=f"dev-{i}", username=TOKEN).ticket
+                for i in (3, 4)]  # acme holds dev-1, dev-3, dev-4: its quota of 3
+        self.store.put_token(TOKEN, account="acme", max_connections=1)  # accounts set
+        self.clock.advance(0.5)
+        self.assertEqual(self.kicks, [])  # the 3 stay, over the new quota
+        self.assertEqual(self.gate_.tickets.seats_taken("acme"), 3)
+        self.assertEqual(self.connect(self.gate_, client_id="dev-5").reason, "quota")
+        more[0].release()  # 2 left: under the old quota, not the new one
+        self.assertEqual(self.connect(self.gate_, client_id="dev-5").reason, "quota")
+        line = self.logged("at the gate")[-1]
+        self.assertIn("max_connections 1 of account acme", line)
+        more[1].release()
+        self.dev1.release()  # none left
+        self.clock.advance(1.0)  # past the token's auth rate (4 attempts in a second)
+        self.assertEqual(self.connect(self.gate_, client_id="dev-5").code, CONNACK_ACCEPTED)
+        self.assertEqual(self.connect(self.gate_, client_id="dev-6").reason, "quota")
+
     def test_nothing_changed_nothing_kicked(self):
         for _ in range(10):
             self.clock.advance(0.5)

@@ -8,6 +8,7 @@ import time
 
 from tests.integration.support.cli import cli_ok, new_token
 from tests.integration.support.common import wait_for
+from tests.integration.support.metrics import scrape, series
 from tests.integration.support.testcase import BrokerTestCase
 
 ACCEPTED, NOT_AUTHORIZED = 0, 5
@@ -77,8 +78,35 @@ class _GateCases:
         self.assertEqual(code, ACCEPTED)
         held[0].wait_closed(timeout=5)
         held[1].close()
-        wait_for(lambda: self.connack(token, client_id="q-2")[0] == ACCEPTED, timeout=5,
-                 message="a seat free again", context=self.context)
+        opened = []
+
+        def admitted(client_id):
+            code, raw = self.connack(token, client_id=client_id)
+            opened.append(raw)
+            return code == ACCEPTED
+        wait_for(lambda: admitted("q-2"), timeout=5, message="a seat free again",
+                 context=self.context)
+        live = [again, opened[-1]]
+        # A lower quota kicks no one: the next CONNECT over it is refused.
+        marker = self.account_token("beta")
+        self.assertEqual(self.connack(marker)[0], ACCEPTED)  # cached by the gate now
+        cli_ok(self, self.broker, "accounts", "set", "acme", "--max-connections", "1")
+        cli_ok(self, self.broker, "tokens", "revoke", marker)  # after the set: a sign
+        wait_for(lambda: self.connack(marker)[0] == NOT_AUTHORIZED, timeout=5,
+                 message="the gate's caches dropped after the change", context=self.context)
+        self.assertTrue(all(raw.is_open(timeout=0.3) for raw in live))
+        url = wait_for(lambda: self.broker.metrics_url, message="metrics URL",
+                       context=self.context)
+        wait_for(lambda: scrape(url)[series("edge_gate_tickets_open")] == 2, timeout=5,
+                 message="acme's 2 seats (the marker's kicked)", context=self.context)
+        live.pop().close()  # one of acme's 2 seats left: under the old quota, not the new
+        wait_for(lambda: scrape(url)[series("edge_gate_tickets_open")] == 1, timeout=5,
+                 message="the closed seat given back", context=self.context)
+        self.assertEqual(self.connack(token, client_id="q-3")[0], NOT_AUTHORIZED)
+        self.assertTrue(live[0].is_open(timeout=0.3))
+        live.pop().close()
+        wait_for(lambda: admitted("q-3"), timeout=5, message="under the new quota",
+                 context=self.context)
 
 
 class _FlappingCases:

@@ -1,7 +1,8 @@
 """Bans on the real appliance (issue 13, point 7): made with ``mqttd bans``, enforced at
-accept (an IP) and at CONNECT (a client id), kicking what they match, kept across a
-restart, lifted by ``bans rm``."""
-from tests.integration.support.cli import cli_ok
+accept (an IP) and at CONNECT (a client id, a token by its hash), kicking what they
+match, kept across a restart, lifted by ``bans rm``."""
+from mqttd.store.gate_records import token_hash
+from tests.integration.support.cli import cli_ok, new_token
 from tests.integration.support.common import wait_for
 from tests.integration.support.testcase import BrokerTestCase
 
@@ -24,6 +25,23 @@ class _BanCases:
         cli_ok(self, self.broker, "bans", "rm", "clientid", "naughty")
         wait_for(lambda: self.raw().connect(client_id="naughty")[0] == ACCEPTED, timeout=5,
                  message="the ban removed", context=self.context)
+
+    def test_a_token_ban_holds_its_hash_kicks_and_refuses_the_token(self):
+        cli_ok(self, self.broker, "accounts", "add", "acme")
+        token = new_token(self, self.broker, "acme")
+        live = self.raw()
+        self.assertEqual(live.connect(client_id="dev-1", username=token)[0], ACCEPTED)
+        added = cli_ok(self, self.broker, "bans", "add", "username", token)
+        live.wait_closed(timeout=5)
+        self.assertEqual(self.raw().connect(client_id="dev-2", username=token)[0],
+                         NOT_AUTHORIZED)
+        listed = cli_ok(self, self.broker, "bans", "list")
+        self.assertIn(token_hash(token), listed)
+        for text in (added, listed, self.broker.output()):
+            self.assertNotIn(token, text)
+        cli_ok(self, self.broker, "bans", "rm", "username", token)
+        wait_for(lambda: self.raw().connect(client_id="dev-3", username=token)[0] == ACCEPTED,
+                 timeout=5, message="the token's ban removed", context=self.context)
 
     def test_an_ip_ban_refuses_at_accept_and_survives_a_restart(self):
         live = self.raw(source=BANNED_IP)

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from mqttd.manage.cli import config_path, main
 from mqttd.store.accounts import get_account
 from mqttd.store.bans import add_ban, list_bans
-from mqttd.store.gate_records import BanRecord, TokenRecord
+from mqttd.store.gate_records import BanRecord, TokenRecord, token_hash
 from mqttd.store.tokens import lookup_token
 
 
@@ -169,6 +169,50 @@ class BanCommandTests(CliTestCase):
         self.assertEqual(self.ok("bans", "list", "--json").json(), {"bans": []})
         every = self.ok("bans", "list", "--all", "--json").json()["bans"]
         self.assertEqual([(b["value"], b["until"]) for b in every], [("old", 20.0)])
+
+    def test_a_token_is_banned_by_its_hash_and_never_stored_or_shown_whole(self):
+        self.ok("accounts", "add", "acme")
+        token = self.ok("tokens", "add", "acme").last_line
+        added = self.ok("bans", "add", "username", token, "--for", "60")
+        self.assertIn(f"banned username {token_hash(token)} (token {token[:6]}) until",
+                      added.out)
+        ((value,),) = self.db().execute("SELECT value FROM bans").fetchall()
+        self.assertEqual(value, token_hash(token))
+        listed = self.ok("bans", "list")
+        self.assertIn(token_hash(token), listed.out)
+        self.assertEqual(listed.out.splitlines()[0].split()[:3], ["KIND", "VALUE", "TOKEN"])
+        (ban,) = self.ok("bans", "list", "--json").json()["bans"]
+        self.assertEqual((ban["value"], ban["token_prefix"]), (token_hash(token), token[:6]))
+        for run in (added, listed):
+            self.assertNotIn(token, run.out)
+        # Given again by the hash bans list shows: the same ban, not a hash of the hash.
+        again = self.ok("bans", "add", "username", token_hash(token), "--json").json()
+        self.assertEqual((again["value"], again["token_prefix"]), (token_hash(token), token[:6]))
+        self.assertEqual(len(list_bans(self.db())), 1)
+
+    def test_a_token_ban_is_removed_by_the_token_or_by_its_hash(self):
+        for given in ("a-token-not-even-stored-here-xyz", None):
+            token = "a-token-not-even-stored-here-xyz"
+            self.ok("bans", "add", "username", token)
+            removed = self.ok("bans", "rm", "username", given or token_hash(token))
+            self.assertEqual(removed.out.strip(),
+                             f"removed the ban of username {token_hash(token)}"
+                             + (" (token a-toke)" if given else ""))
+            self.assertEqual(list_bans(self.db()), [])
+        err = self.fails("bans", "rm", "username", token)
+        self.assertIn(f"no username ban of '{token_hash(token)}' (token a-toke)", err)
+        self.assertNotIn(token, err)
+
+    def test_a_static_users_ban_holds_its_name(self):
+        config = os.path.join(self.mktemp() + ".toml")
+        with open(config, "w") as f:
+            f.write('[[auth.users]]\nusername = "dashboard"\npassword = "pw"\n')
+        self.ok("bans", "add", "username", "dashboard", "--config", config)
+        self.ok("bans", "add", "username", "dashboard2", "--config", config)  # not a user
+        self.assertEqual(sorted(b.value for b in list_bans(self.db())),
+                         sorted(["dashboard", token_hash("dashboard2")]))
+        self.ok("bans", "rm", "username", "dashboard", "--config", config)
+        self.assertEqual([b.value for b in list_bans(self.db())], [token_hash("dashboard2")])
 
     def test_a_bad_ip_is_one_line(self):
         err = self.fails("bans", "add", "ip", "10.1.2.3/8")

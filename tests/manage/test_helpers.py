@@ -6,7 +6,7 @@ from twisted.internet.defer import fail, succeed
 
 from mqttd.manage.helpers import HELPERS, Clients, HelperError, Later, Report, namespace
 from mqttd.store.accounts import AccountRecord, AccountsError
-from mqttd.store.gate_records import BanRecord
+from mqttd.store.gate_records import BanRecord, token_hash
 from tests.support.manage import ApplianceCase
 
 
@@ -97,6 +97,22 @@ class HelperTests(ApplianceCase):
         self.assertEqual([b["value"] for b in self.ns["bans"]()], ["10.0.0.9"])
         self.clock.advance(61)
         self.assertEqual(self.ns["bans"](), [])  # lapsed by the clock
+
+    def test_a_token_is_banned_by_its_hash_never_stored_shown_or_logged_whole(self):
+        token = "0zoub16X3g8XOOTbWiaW-XcJdnGPnqcU"
+        shown = self.ns["ban"](username=token, reason="stolen")
+        self.assertEqual((shown["kind"], shown["value"]), ("username", token_hash(token)))
+        self.assertEqual(list(self.store.ban_records), [("username", token_hash(token))])
+        self.assertEqual(
+            self.successResultOf(self.gate.authenticate("dev", token, None)).reason, "banned")
+        self.assertEqual([b["value"] for b in self.ns["bans"]()], [token_hash(token)])
+        answer = self.answer(self.ns["unban"](username=token))
+        self.assertEqual((answer["value"], answer["removed"]), (token_hash(token), True))
+        self.assertNotIn(token, repr(self.events))
+
+    def test_a_static_users_ban_holds_its_name(self):
+        self.ns["ban"](username="alice")
+        self.assertEqual(list(self.store.ban_records), [("username", "alice")])
 
     def test_ban_names_exactly_one_valid_target(self):
         for kwargs in ({}, {"ip": "10.0.0.1", "client_id": "x"}, {"ip": "300.1.1.1"},

@@ -6,7 +6,8 @@ from twisted.trial import unittest
 from mqttd.store.accounts import (KEEP, AccountsError, add_account, disable_account,
                                   enable_account, gate_version, get_account, list_accounts,
                                   set_account)
-from mqttd.store.bans import add_ban, ban_version, canonical_ban_value, list_bans, remove_ban
+from mqttd.store.bans import (add_ban, ban_version, canonical_ban_value, list_bans, remove_ban,
+                               stored_ban_value, token_prefixes)
 from mqttd.store.gate_records import BanRecord, TokenRecord, token_hash
 from mqttd.store.tokens import (TokenInfo, add_token, list_tokens, lookup_token, lookup_tokens,
                                 new_token, revoke_token)
@@ -268,3 +269,40 @@ class BanTests(unittest.TestCase):
         with self.assertRaisesRegex(AccountsError, "not an IP"):
             remove_ban(self.conn, "ip", "nope")
         self.assertEqual(list_bans(self.conn), [])
+
+
+class TokenBanTests(unittest.TestCase):
+    """A username ban of a device token holds the token's hash, never the token."""
+
+    TOKEN = "0zoub16X3g8XOOTbWiaW-XcJdnGPnqcU"
+
+    def setUp(self):
+        self.conn = gate_db(self)
+
+    def test_a_token_is_stored_by_its_hash_a_static_user_and_a_hash_as_they_are(self):
+        hashed = token_hash(self.TOKEN)
+        self.assertEqual(stored_ban_value("username", self.TOKEN, {"alice"}), hashed)
+        self.assertEqual(stored_ban_value("username", "short", {"alice"}), token_hash("short"))
+        self.assertEqual(stored_ban_value("username", "alice", {"alice"}), "alice")
+        self.assertEqual(stored_ban_value("username", hashed, {"alice"}), hashed)
+        self.assertEqual(stored_ban_value("username", hashed.upper(), ()),
+                         token_hash(hashed.upper()))  # not spelled as a hash: a token
+        self.assertEqual(stored_ban_value("clientid", self.TOKEN, ()), self.TOKEN)
+        with self.assertRaisesRegex(AccountsError, "must be UTF-8 text"):
+            stored_ban_value("username", "bad\udcff", ())
+
+    def test_removed_by_the_token_or_by_its_hash(self):
+        for given in (self.TOKEN, token_hash(self.TOKEN)):
+            add_ban(self.conn, BanRecord("username", token_hash(self.TOKEN), "op", "r", 1.0))
+            self.assertTrue(remove_ban(self.conn, "username", given))
+            self.assertEqual(list_bans(self.conn), [])
+        self.assertFalse(remove_ban(self.conn, "username", self.TOKEN))
+
+    def test_the_prefixes_of_the_tokens_whose_hash_a_ban_holds(self):
+        add_account(self.conn, "acme")
+        put_token(self.conn, self.TOKEN, "acme")
+        bans = [add_ban(self.conn, BanRecord("username", value, "op", "r", 1.0))
+                for value in (token_hash(self.TOKEN), token_hash("unknown"), "alice")]
+        bans.append(add_ban(self.conn, BanRecord("clientid", token_hash(self.TOKEN), "op", "r",
+                                                 1.0)))
+        self.assertEqual(token_prefixes(self.conn, bans), {token_hash(self.TOKEN): "0zoub1"})

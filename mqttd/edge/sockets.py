@@ -89,16 +89,11 @@ def _bind_tcp(key, kind, args, backlog):
     interface = args.get("interface", "::" if family == socket.AF_INET6 else "")
     if ":" in interface:
         family = socket.AF_INET6  # Twisted's tcp: takes an IPv6 interface too
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
+    def bind(sock):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((interface, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+
+    return _listening(socket.socket(family, socket.SOCK_STREAM), bind, backlog)
 
 
 def _bind_unix(key, args, backlog):
@@ -114,10 +109,18 @@ def _bind_unix(key, args, backlog):
             os.unlink(path)  # a socket left by a crash; Twisted's unix: does the same
     except FileNotFoundError:
         pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
+    def bind(sock):
         sock.bind(path)
         os.chmod(path, mode)
+
+    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), bind, backlog)
+
+
+def _listening(sock, bind, backlog):
+    """``sock`` after ``bind(sock)``, listening and non-blocking; closed if any of it
+    fails (the error passes on)."""
+    try:
+        bind(sock)
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:

@@ -52,12 +52,9 @@ from itertools import chain, repeat
 from operator import add
 
 from sqlite_utils import Database
-from twisted.internet.defer import fail, succeed
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 
 from mqttd.store.sink import ROW, message_row, row_message  # noqa: F401 (message_row: theirs)
-from mqttd.store.pool import StoreClosed, closed_on, opened_on
+from mqttd.store.pool import OnOwnPool, StoreClosed  # noqa: F401 (StoreClosed: theirs)
 from mqttd.store.retained import (already_stored, apply_retained, has_retained,
                                   has_retained_table, retained_rows)
 from mqttd.store.schema import MIGRATIONS, SchemaError, immediate, migrate, refuse_too_new
@@ -165,7 +162,7 @@ class _Conflicting(Exception):
         self.key = key
 
 
-class SqliteStore:
+class SqliteStore(OnOwnPool):
     """mqttd.db: open/migrate on ``start()``, write batches, read, ``close()``.
 
     ``reactor`` provides ``callFromThread`` (results come back to the reactor thread) and
@@ -177,56 +174,35 @@ class SqliteStore:
                  migrations=MIGRATIONS):
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {synchronous!r}")
-        self._reactor = reactor
-        self.path = str(path)
+        super().__init__(reactor, path, threadpool, "mqttd-sqlite")
         self.synchronous = synchronous
         self._busy_timeout_ms = int(busy_timeout * 1000)
-        self._pool = threadpool if threadpool is not None else ThreadPool(1, 1, name="mqttd-sqlite")
         self._migrations = migrations
         self._db = None  # touched only on the pool's thread
         self._conflicts = []  # keys _CONFLICT_FUNCTION met (pool's thread too)
         self._keeps_retained = False  # the schema has mqttd.store.retained's table
-        self._running = False
 
     @classmethod
     def in_data_dir(cls, reactor, data_dir, **kwargs):
         """The store at DATA_DIR/mqttd.db."""
         return cls(reactor, os.path.join(data_dir, DB_FILENAME), **kwargs)
 
-    # -- life cycle ------------------------------------------------------------------
-
-    def start(self):
-        """Start the pool, open the file, enable WAL, migrate. Fails on a too-new schema."""
-        if self._running:
-            return succeed(None)
-        self._running = True
-        return opened_on(self._pool, lambda: self.run(self._open), self._stopped)
-
-    def _stopped(self):
-        self._running = False
-
-    def close(self):
-        """Close the connection on its thread, then stop the pool (idempotent)."""
-        if not self._running:
-            return succeed(None)
-        d = self.run(self._close)
-        self._running = False
-        return closed_on(self._pool, d)
+    # -- life cycle (``start()`` opens the file, enables WAL, migrates: it fails on a
+    # too-new schema; ``close()``; both OnOwnPool's) ------------------------------------
 
     def run(self, fn, *args, **kwargs):
-        """Run ``fn(db, *args, **kwargs)`` on the store's thread; Deferred of its result.
+        """Run ``fn(db, *args, **kwargs)`` on the store's thread; Deferred of its result
+        (StoreClosed before ``start()`` and after ``close()``).
 
         ``db`` is the sqlite_utils.Database. Use this for queries other modules need;
         never keep ``db`` or its rows' cursors beyond ``fn``.
         """
-        if not self._running:
-            return fail(StoreClosed(f"{self.path}: store is not running"))
-        return deferToThreadPool(self._reactor, self._pool, self._call, fn, args, kwargs)
+        return self._run(self._call, fn, args, kwargs)
 
     def _call(self, fn, args, kwargs):
         return fn(self._db, *args, **kwargs)
 
-    def _open(self, _):
+    def _open(self):
         create_private(self.path)
         # Autocommit (isolation_level None): this store begins every transaction itself
         # (BEGIN IMMEDIATE, or a lone INSERT that is its own), so sqlite3 never opens
@@ -273,8 +249,8 @@ class SqliteStore:
         self._conflicts.append(key)
         raise KeyConflict(key)
 
-    def _close(self, db):
-        self._db = None
+    def _close(self):
+        db, self._db = self._db, None
         if db is not None:
             db.close()
 

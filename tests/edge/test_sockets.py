@@ -61,3 +61,15 @@ class BindTests(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             bind_listener("server.listen[0]", f"tcp:{port}:interface=127.0.0.1")
         self.assertIn("server.listen[0]: cannot listen", str(e.exception))
+
+    def test_a_socket_that_cannot_bind_is_closed(self):
+        taken = self.bound("tcp:0:interface=127.0.0.1")
+        port = taken.getsockname()[1]
+        missing = os.path.join(tempfile.mkdtemp(), "no-such-dir", "mqttd.sock")
+        before = len(os.listdir("/proc/self/fd"))
+        errors = []  # kept: their tracebacks hold the sockets, so only close() frees them
+        for description in (f"tcp:{port}:interface=127.0.0.1", f"unix:{missing}"):
+            with self.assertRaises(SystemExit) as caught:
+                bind_listener("server.listen[0]", description)
+            errors.append(caught.exception)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before)

@@ -34,18 +34,14 @@ changes that do not fit are not sent, and the whole set goes once it drains.
 from twisted.logger import Logger
 
 from mqttd.tree.budget import ForwardBudget
+from mqttd.tree.echo_waits import EchoWaits
 from mqttd.tree.interest import KIND, AnnouncingTrie, MalformedInterest, RemoteInterest, snapshot
-from mqttd.store.retained import BOOT_PREFIX
 from mqttd.tree.relay import MASTER
 from mqttd.tree.relay_wire import DELIVER, RETAINED, MalformedBody, decode, encode
 
-__all__ = ["ECHO_WAIT", "Crossing"]
+__all__ = ["Crossing"]
 
 log = Logger()
-
-ECHO_WAIT = 3.0
-"""Seconds an ack of a retained set waits for the master's echo at most."""
-
 
 class Crossing:
     """Cross-worker delivery for ``broker`` (this worker is ``slot``).
@@ -76,8 +72,7 @@ class Crossing:
         self._held = [] if holding else None
         self._held_bytes = 0
         self._say_loaded = False  # loaded before the channel opened: said when it does
-        # topic -> [[key, release, timer], ...]: acks waiting for the master's echo.
-        self._echoes = {}
+        self._echoes = EchoWaits(broker.clock, slot)  # acks waiting for the master's echo
         broker.trie = self._local
         broker.elsewhere = self
 
@@ -205,7 +200,7 @@ class Crossing:
             self._retain(message)
             if self._echoes and message.topic in self._echoes and (
                     not slots or slots[0] in (self._slot, MASTER)):
-                self._echoed(message.topic, message.key)
+                self._echoes.echoed(message.topic, message.key)
         if flags & DELIVER:
             if message.retain and not flags & RETAINED:
                 # The master keeps a newer message of its run for the topic: not retained.
@@ -229,53 +224,13 @@ class Crossing:
 
     def hold_ack(self, message, release, *args):
         """Call ``release(*args)`` once the master has ordered the retained ``message``
-        (its echo, or a newer value of this run, came back), or after ``ECHO_WAIT``
-        seconds. False, and nothing is called, if no echo can come (no channel)."""
+        (``EchoWaits``). False, and nothing is called, if no echo can come (no channel)."""
         channel = self._channel
         if channel is None or not channel.writable:
             return False
-        waiter = [message.key, release, args, None]
-        waiter[3] = self._broker.clock.callLater(ECHO_WAIT, self._waited, message.topic,
-                                                 waiter)
-        self._echoes.setdefault(message.topic, []).append(waiter)
+        self._echoes.hold(message, release, args)
         return True
-
-    def _echoed(self, topic, key):
-        """The master sent ``topic``'s value with ``key``: the acks of this run's sets of
-        it up to ``key`` go (a later value of ours means the master read ours before)."""
-        waiters = self._echoes[topic]
-        run = key[:BOOT_PREFIX]
-        done, rest = [], []
-        for waiter in waiters:
-            (done if waiter[0][:BOOT_PREFIX] == run and waiter[0] <= key else rest).append(
-                waiter)
-        if not done:
-            return
-        if rest:
-            self._echoes[topic] = rest
-        else:
-            del self._echoes[topic]
-        for waiter in done:
-            waiter[3].cancel()
-            waiter[1](*waiter[2])
-
-    def _waited(self, topic, waiter):
-        waiters = self._echoes.get(topic, [])
-        if any(w is waiter for w in waiters):
-            rest = [w for w in waiters if w is not waiter]
-            if rest:
-                self._echoes[topic] = rest
-            else:
-                del self._echoes[topic]
-            log.warn("worker {slot}: no echo of the retained set of {topic!r} from the "
-                     "master in {seconds} s; acknowledged anyway (it is committed)",
-                     slot=self._slot, topic=topic, seconds=ECHO_WAIT)
-            waiter[1](*waiter[2])
 
     def lost(self):
         """The master's channel is gone: no echo will come; every waiting ack goes."""
-        echoes, self._echoes = self._echoes, {}
-        for waiters in echoes.values():
-            for waiter in waiters:
-                waiter[3].cancel()
-                waiter[1](*waiter[2])
+        self._echoes.release_all()

@@ -7,7 +7,7 @@ master cannot take is dropped by QoS or owed (retained), never buffered without 
 from twisted.trial import unittest
 
 from mqttd.codec import Publish, Puback, Pubrec, Subscribe, Unsubscribe
-from mqttd.tree.crossing import ECHO_WAIT
+from mqttd.tree.echo_waits import ECHO_WAIT
 from tests.support.broker import pub, publishes
 from tests.support.crossing import MiniTree
 

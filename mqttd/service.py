@@ -40,6 +40,7 @@ from mqttd.manage.watch import Watch, watch_broker, with_canary
 from mqttd.metrics import Metrics
 from mqttd.reload import acl_part, max_connections_part
 from mqttd.stopping import BrokerStop, SequentialStop
+from mqttd.store.data_dir import make_data_dir
 from mqttd.store.rehome import rehome_sessions
 from mqttd.store.schema import SchemaError
 from mqttd.store.sqlite import DB_FILENAME
@@ -268,18 +269,6 @@ def _loaded_health(persistence):
     if persistence.loaded is None:
         return False, "loading retained messages and sessions"
     return False, "loading retained messages and sessions failed"
-
-
-def make_data_dir(config):
-    """Create ``server.data_dir`` if missing, for this user alone; ConfigError if not."""
-    data_dir = config.server.data_dir
-    try:
-        # Only this user may enter it (an existing directory keeps its mode): it holds
-        # the database, every message.
-        os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"server.data_dir: cannot create {data_dir!r}: {e.strerror}") from None
-    return data_dir
 
 
 def add_ingest(root, config, reactor, metrics, endpoint, secret, on_address=None):

@@ -41,32 +41,18 @@ import math
 
 import attrs
 
+from mqttd.ingest.wire_decode import decode_batch
+from mqttd.ingest.wire_format import ACCOUNT, COLUMNS, FIELDS, WireError, describe_keys
 from mqttd.namespace import MOUNT_ROOT, unmount
+
+__all__ = ["ACCOUNT", "BODY_FRAME", "COLUMNS", "CONTENT_TYPE", "FIELDS", "PATH", "BatchResult",
+           "WireError", "batch_size_bound", "decode_batch", "decode_result", "encode_batch",
+           "encode_error", "encode_result", "size_bound"]
 
 CONTENT_TYPE = "application/json"
 PATH = b"/v1/messages"
-COLUMNS = ("key", "client_id", "username", "topic", "qos", "retain", "received_at",
-           "payload_len")
-"""The array keys of a body; ``payload`` (one base64 string) is the ninth key."""
-FIELDS = COLUMNS + ("payload",)
-_FIELD_SET = frozenset(FIELDS)
-ACCOUNT = "account"
-"""The optional tenth key: one account (or null) per message."""
-_FIELD_SET_ACCOUNTS = _FIELD_SET | {ACCOUNT}
-
-_NONE = type(None)
-_STR_OR_NONE = frozenset({str, _NONE})
-_STR = frozenset({str})
-_INT = frozenset({int})
-_BOOL = frozenset({bool})
-_NUMBER = frozenset({int, float})
 _FLOAT = {float}
-_QOS = frozenset({0, 1, 2})
 _MOUNTED = MOUNT_ROOT  # what a mounted topic starts with (also found at a join's \x00)
-
-
-class WireError(ValueError):
-    """A malformed batch; the message says where (``qos[3]: ...``)."""
 
 
 @attrs.frozen
@@ -232,7 +218,7 @@ def decode_result(body, expected=None):
         raise WireError(f"result: not a batch result: a JSON {type(document).__name__}")
     if document.keys() != set(_RESULT_KEYS):
         raise WireError(f"result: must hold exactly received, inserted and duplicates "
-                        f"({_describe_keys(document, _RESULT_KEYS, ())})")
+                        f"({describe_keys(document, _RESULT_KEYS, ())})")
     received, inserted, duplicates = map(document.__getitem__, _RESULT_KEYS)
     if not (type(received) is type(inserted) is type(duplicates) is int
             and 0 <= inserted <= received and duplicates == received - inserted):
@@ -256,25 +242,3 @@ def encode_result(result):
 
 def encode_error(reason):
     return json.dumps({"error": reason}).encode("ascii")
-
-
-def _no_constant(name):
-    raise WireError(f"body: {name} is not a number JSON allows")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # json.loads builds one per call
-
-
-def _describe_keys(document, fields=FIELDS, optional=(ACCOUNT,)):
-    missing = [f for f in fields if f not in document]
-    unknown = sorted(k for k in document if k not in fields and k not in optional)
-    parts = []
-    if missing:
-        parts.append(f"missing {', '.join(missing)}")
-    if unknown:
-        parts.append(f"unknown {', '.join(unknown)}")
-    return "; ".join(parts)
-
-
-# The ingest side's half, re-exported so both sides import the format from one place.
-from mqttd.ingest.wire_decode import decode_batch  # noqa: E402

@@ -10,13 +10,20 @@ from io import BytesIO
 from itertools import repeat
 from operator import itemgetter
 
-from mqttd.ingest.wire import (
-    _BOOL, _FIELD_SET, _FIELD_SET_ACCOUNTS, _INT, _NUMBER, _QOS, _STR, _STR_OR_NONE, ACCOUNT,
-    _DECODER, COLUMNS, WireError, _describe_keys,
+from mqttd.ingest.wire_format import (
+    ACCOUNT, COLUMNS, FIELD_SET, FIELD_SET_ACCOUNTS, JSON_DECODER, WireError, describe_keys,
 )
 from mqttd.namespace import valid_account
 
 __all__ = ["decode_batch"]
+
+_NONE = type(None)
+_STR_OR_NONE = frozenset({str, _NONE})
+_STR = frozenset({str})
+_INT = frozenset({int})
+_BOOL = frozenset({bool})
+_NUMBER = frozenset({int, float})
+_QOS = frozenset({0, 1, 2})
 
 
 def _bad(name, column, is_bad, rule):
@@ -91,7 +98,7 @@ def decode_batch(body):
     except UnicodeDecodeError as e:
         raise WireError(f"body: not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
-        document = _DECODER.decode(text)
+        document = JSON_DECODER.decode(text)
     except RecursionError:
         raise WireError("body: JSON nested too deeply") from None
     except json.JSONDecodeError as e:
@@ -106,8 +113,8 @@ def decode_batch(body):
     if type(document) is not dict:
         raise WireError("body: must be a JSON object with one array per column")
     keys = document.keys()
-    if keys != _FIELD_SET and keys != _FIELD_SET_ACCOUNTS:
-        raise WireError(f"body: {_describe_keys(document)}")
+    if keys != FIELD_SET and keys != FIELD_SET_ACCOUNTS:
+        raise WireError(f"body: {describe_keys(document)}")
 
     columns = _columns(document)
     key, client_id, username, topic, qos, retain, received_at, payload_len = columns

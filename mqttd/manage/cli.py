@@ -42,7 +42,7 @@ from mqttd.ingest.service import prepare_database
 from mqttd.manage import (
     accounts_cli, bans_cli, manhole_cli, report_cli, tokens_cli, trace_cli)
 from mqttd.manage.privileges import become_owner_of
-from mqttd.service import make_data_dir
+from mqttd.store.data_dir import make_data_dir
 from mqttd.store.accounts import AccountsError, wall_clock
 from mqttd.store.gate_store import connect_gate
 from mqttd.store.schema import SchemaError

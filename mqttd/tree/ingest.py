@@ -13,7 +13,8 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import succeed
 
 from mqttd.metrics import Metrics
-from mqttd.service import add_ingest, make_data_dir
+from mqttd.service import add_ingest
+from mqttd.store.data_dir import make_data_dir
 from mqttd.tree.ingest_link import MasterLink
 
 

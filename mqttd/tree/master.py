@@ -45,7 +45,8 @@ from mqttd.manage.tree_metrics import TreeMetrics
 from mqttd.manage.watch import Watch, with_canary
 from mqttd.namespace import session_key
 from mqttd.reload import ACL_MESSAGE, acl_changed, acl_payload, running_config
-from mqttd.service import make_data_dir, persists_locally, rehome_persistent_sessions
+from mqttd.service import persists_locally, rehome_persistent_sessions
+from mqttd.store.data_dir import make_data_dir
 from mqttd.store.sqlite import DB_FILENAME
 from mqttd.tree.connect_outcomes import INTERNAL_ERROR, STOPPING, ConnectOutcomes
 from mqttd.tree.health import tree_health
